@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmq: a leased, crash-safe, lock-free MPMC message queue in a POSIX shared-memory segment.
+ *
+ * Processes on one host create or open a queue by name. Producers send; a consumer receives a
+ * message under a lease (owner + deadline) and then acks it (done), nacks it (retry later) or
+ * extends the lease. A message is removed only by ack (or by the dead-letter path): delivery is
+ * at-least-once. See docs/design.md for the segment layout and the slot state machine.
+ *
+ * Conventions
+ *   - Every int return is 0, a count where documented, or a negative errno.
+ *   - timeout_ms: 0 never waits, -1 waits forever, > 0 waits at most that long (CLOCK_MONOTONIC).
+ *   - Blocking calls spin briefly, then sleep on a futex word inside the segment.
+ *   - One shmq_t is one participant: it may be used by several threads of one process at once,
+ *     but all of them share its owner identity (leases are fenced per delivery, not per thread).
+ *   - NAME is a POSIX shm name: "foo" and "/foo" are the same queue (/dev/shm/foo on Linux).
+ *     At most SHMQ_NAME_MAX bytes, no '/' after the optional leading one.
+ *   - All participants must share one CLOCK_MONOTONIC (one time namespace).
+ */
+#ifndef SHMQ_H
+#define SHMQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#pragma GCC visibility push(default)
+
+#define SHMQ_VERSION_MAJOR 0
+#define SHMQ_VERSION_MINOR 1
+
+#define SHMQ_NAME_MAX 200            /* longest accepted NAME, leading '/' included */
+#define SHMQ_SLOT_HEADER 64          /* bytes of each slot used by shmq; payload max = slot_size - this */
+#define SHMQ_CAPACITY_MAX (1u << 22) /* slots */
+#define SHMQ_SLOT_SIZE_MAX (1u << 24)
+#define SHMQ_MAX_DELIVERIES_MAX 255
+#define SHMQ_MAX_PARTICIPANTS 1024 /* processes (handles) attached at once */
+
+typedef struct shmq shmq_t; /* opaque: one process's handle on one mapped queue */
+
+struct shmq_config {
+	uint32_t capacity;       /* slots, power of two in [2, SHMQ_CAPACITY_MAX] (default 1024) */
+	uint32_t slot_size;      /* bytes per slot incl. SHMQ_SLOT_HEADER; multiple of 64, >= 128 (default 256) */
+	uint32_t lease_ms;       /* lease length given by shmq_recv, >= 1 (default 30000) */
+	uint32_t max_deliveries; /* deliveries before dead-lettering, 1..255 (default 16) */
+	uint32_t retry_base_ms;  /* nack backoff: base * 2^(n-1) ... (default 100) */
+	uint32_t retry_max_ms;   /* ... capped at this (default 30000); must be >= retry_base_ms */
+	mode_t mode;             /* segment permissions (default 0600; umask is not applied) */
+};
+
+/* A received message. data points into the segment and stays valid until this delivery is acked,
+ * nacked, or its lease is lost (expired and requeued); copy it out if you need it longer.
+ * The slot/token pair fences the delivery: ack/nack/extend of a lost lease return -ESTALE. */
+struct shmq_msg {
+	const void *data;
+	uint32_t len;
+	uint32_t deliveries;  /* 1 on first delivery */
+	uint64_t id;          /* unique per queue, increasing in send order */
+	uint64_t enqueued_ns; /* CLOCK_MONOTONIC at send */
+	uint32_t slot;        /* opaque lease token ... */
+	uint64_t token;       /* ... do not modify */
+};
+
+/* A zero-copy send in progress: shmq_send_reserve() fills it, the caller writes up to `cap`
+ * bytes at `data`, then shmq_send_commit() publishes or shmq_send_abort() gives the slot back. */
+struct shmq_reservation {
+	void *data;
+	uint32_t cap;
+	uint32_t slot; /* opaque */
+	uint64_t token;
+};
+
+/* One message of a batch send. */
+struct shmq_iov {
+	const void *data;
+	size_t len;
+};
+
+/* What one shmq_reclaim() pass did. */
+struct shmq_reclaim_result {
+	uint32_t expired;        /* leases past their deadline, requeued */
+	uint32_t dead_owner;     /* leases whose owner process is gone, requeued */
+	uint32_t retired_writes; /* slots a dead producer claimed but never published, freed */
+	uint32_t dead_lettered;  /* messages moved to the dead-letter state by this pass */
+	uint32_t participants_freed;
+};
+
+/* Point-in-time figures; see shmq_stats(). Counters are sums over all participants ever attached. */
+struct shmq_stats {
+	struct shmq_config config;
+	uint32_t max_payload;
+	uint64_t segment_bytes;
+	uint64_t ready;       /* published, never delivered */
+	uint64_t inflight;    /* leased */
+	uint64_t delayed;     /* waiting for redelivery (nack, expiry) */
+	uint64_t dead;        /* dead-lettered */
+	uint64_t writing;     /* claimed by a producer, not yet published */
+	uint64_t free_slots;
+	uint64_t next_id;
+	uint32_t participants; /* attached handles whose process is alive */
+	uint64_t sent, received, acked, nacked, redelivered, extended, stale;
+	uint64_t reclaimed_expired, reclaimed_dead_owner, retired_writes, dead_lettered;
+	uint64_t producer_waits, consumer_waits;
+};
+
+void shmq_config_init(struct shmq_config *cfg);
+
+/* Checks a config without creating anything. 0 or -EINVAL. */
+int shmq_config_validate(const struct shmq_config *cfg);
+
+/* Creates and opens a new queue. -EEXIST if NAME exists, -EINVAL for a bad name or config,
+ * -ENAMETOOLONG, -ENOSPC/-ENOMEM when /dev/shm is full, other -errno from shm_open/ftruncate/mmap. */
+int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **q);
+
+/* Opens an existing queue. Validates magic, layout version and every size against fstat before
+ * touching anything else. -ENOENT, -EPROTO (not a shmq segment, or corrupted), -EPROTONOSUPPORT
+ * (other layout version), -EAGAIN (its creator has not finished initialising it), -EUSERS (all
+ * participant records are in use by live processes), -EACCES, other -errno. */
+int shmq_open(const char *name, shmq_t **q);
+
+/* Detaches. Leases still held stay leased until they expire (or shmq_reclaim sees the owner is
+ * gone). shmq_close(NULL) is harmless. Not concurrently with other calls on the same handle. */
+void shmq_close(shmq_t *q);
+
+/* Removes NAME; processes that have it open keep working on it until they close. */
+int shmq_unlink(const char *name);
+
+/* Copies one message in. -EMSGSIZE if len > max payload, -EAGAIN if the queue stayed full for
+ * timeout_ms, -ETIMEDOUT never (full is -EAGAIN), -EINVAL on bad arguments. Any thread, any process. */
+int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms);
+
+/* Zero-copy send: reserve a slot for up to `len` bytes (-EMSGSIZE, -EAGAIN as shmq_send), write
+ * into r->data, then commit `len` (<= reserved) bytes, or abort. A reservation not committed by a
+ * process that dies is retired by shmq_reclaim. commit/abort return -ESTALE if the slot was
+ * retired meanwhile (the reservation was held past the retire grace while its owner looked dead). */
+int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms);
+int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len);
+int shmq_send_abort(shmq_t *q, struct shmq_reservation *r);
+
+/* Up-to-n batch send: sends msgs[0..n) in order, returns how many were sent (>= 1 unless an
+ * error is returned). Waits (per timeout_ms) only for the first message; stops at the first
+ * message that finds the queue full. -EMSGSIZE if msgs[0] is too big (a later oversized message
+ * stops the batch before it). */
+int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms);
+
+/* Receives one message under a lease of config.lease_ms. First deliveries are FIFO; messages due
+ * for redelivery (nacked, expired) are interleaved. -EAGAIN if none arrived within timeout_ms. */
+int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms);
+
+/* Up-to-n batch receive: waits (per timeout_ms) for the first message, then takes what is
+ * available without waiting. Returns the count (>= 1) or -EAGAIN. */
+int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms);
+
+/* Removes a delivered message. -ESTALE (nothing changed) if this delivery's lease was lost. */
+int shmq_ack(shmq_t *q, struct shmq_msg *m);
+
+/* Acks m[0..n); returns how many were acked (the others had lost their lease). */
+int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n);
+
+/* Gives a message back for redelivery after delay_ms (delay_ms < 0: the backoff policy,
+ * retry_base_ms * 2^(deliveries-1) capped at retry_max_ms, with +-25% jitter). A message that has
+ * reached max_deliveries is dead-lettered instead. -ESTALE if the lease was lost. */
+int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms);
+
+/* Sets the lease deadline to now + lease_ms (lease_ms <= 0: config.lease_ms). -ESTALE if lost. */
+int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);
+
+/* One recovery pass over the whole queue, callable by any participant, any time, concurrently
+ * with everything (each repair is one CAS, so two passes never requeue a message twice):
+ * requeues leases past their deadline or whose owner process died (kernel lock probe), retires
+ * slots a dead producer claimed but never published, frees dead participants' records.
+ * Returns the number of messages requeued or repaired; fills *res when res is not NULL. */
+int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res);
+
+/* A consistent-enough snapshot (depths are counted from the slots, so they may be off by the
+ * operations that raced with the count). 0 or -EINVAL. */
+int shmq_stats(shmq_t *q, struct shmq_stats *st);
+
+/* Largest payload a send accepts. */
+uint32_t shmq_max_payload(const shmq_t *q);
+
+/* Static text for a (negative or positive) errno returned by this library. */
+const char *shmq_strerror(int err);
+
+#pragma GCC visibility pop
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMQ_H */

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The segment layout and the slot word. Everything here lives in shared memory: no pointers,
+ * only offsets; every field read from a segment is bounds-checked by its user.
+ *
+ *   [ header: 4 KiB ][ participant records: SHMQ_MAX_PARTICIPANTS * 256 B ][ slots: capacity * slot_size ]
+ *
+ * Each slot starts with one 64-bit atomic word that is the whole truth about the slot:
+ *
+ *   63                      24 23   20 19        8 7          0
+ *   [ ticket (low 40 bits)    | state | owner     | deliveries ]
+ *
+ * ticket: the position in the FIFO ticket sequence this slot's message (or its next message)
+ * belongs to; slot i only ever holds tickets t with t % capacity == i. owner: participant index + 1
+ * (0 = none). Every transition is a single CAS on this word, so a process killed at any
+ * instruction leaves each slot in one well-defined state. See docs/design.md for the diagram.
+ */
+#ifndef SHMQ_LAYOUT_H
+#define SHMQ_LAYOUT_H
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "shmq.h"
+
+#define SHMQ_MAGIC 0x31514d4853ULL /* "SHMQ1" */
+#define SHMQ_LAYOUT_VERSION 1u
+#define SHMQ_HDR_SIZE 4096u
+#define SHMQ_CACHELINE 64u
+#define SHMQ_PART_SIZE 256u
+
+enum shmq_slot_state {
+	SLOT_FREE = 0,    /* no message; usable by a producer holding a ticket >= the word's ticket */
+	SLOT_WRITING = 1, /* claimed by producer `owner` for `ticket`, payload being written */
+	SLOT_READY = 2,   /* published, awaiting first delivery at consumer position `ticket` */
+	SLOT_LEASED = 3,  /* delivered `deliveries` times, held by `owner` until the lease deadline */
+	SLOT_DELAYED = 4, /* waiting for redelivery at the not-before time in the lease word */
+	SLOT_DEAD_MAX = 8,      /* dead-lettered: max deliveries reached by nacks/expiries */
+	SLOT_DEAD_REJECTED = 9, /* dead-lettered: rejected by a consumer */
+	SLOT_DEAD_CRASHED = 10, /* dead-lettered: its holders kept dying */
+};
+
+#define W_DELIV_BITS 8
+#define W_OWNER_BITS 12
+#define W_STATE_BITS 4
+#define W_TICKET_BITS 40
+#define W_OWNER_SHIFT 8
+#define W_STATE_SHIFT 20
+#define W_TICKET_SHIFT 24
+#define W_TICKET_MASK ((1ULL << W_TICKET_BITS) - 1)
+
+static inline uint64_t w_make(uint64_t ticket, unsigned state, unsigned owner, unsigned deliv)
+{
+	return ((ticket & W_TICKET_MASK) << W_TICKET_SHIFT) | ((uint64_t)(state & 0xf) << W_STATE_SHIFT) |
+	       ((uint64_t)(owner & 0xfff) << W_OWNER_SHIFT) | (deliv & 0xff);
+}
+static inline uint64_t w_ticket(uint64_t w) { return w >> W_TICKET_SHIFT; }
+static inline unsigned w_state(uint64_t w) { return (w >> W_STATE_SHIFT) & 0xf; }
+static inline unsigned w_owner(uint64_t w) { return (w >> W_OWNER_SHIFT) & 0xfff; }
+static inline unsigned w_deliv(uint64_t w) { return w & 0xff; }
+static inline int w_is_dead(uint64_t w) { return w_state(w) >= SLOT_DEAD_MAX; }
+
+/* Signed distance a - b between a 64-bit ticket and a 40-bit slot ticket, modulo 2^40. */
+static inline int64_t ticket_diff(uint64_t a, uint64_t b40)
+{
+	uint64_t d = (a - b40) & W_TICKET_MASK;
+	return (int64_t)(d << (64 - W_TICKET_BITS)) >> (64 - W_TICKET_BITS);
+}
+
+/* The lease word: [ time_ms (56 bits) | tag (8 bits) ]. While LEASED it holds the deadline, while
+ * DELAYED the not-before time; tag = the word's delivery count, so a value left over from another
+ * delivery (or another message: producers reset it to 0) is never mistaken for this one's. */
+static inline uint64_t lw_make(uint64_t ms, unsigned tag) { return (ms << 8) | (tag & 0xff); }
+static inline uint64_t lw_ms(uint64_t l) { return l >> 8; }
+static inline unsigned lw_tag(uint64_t l) { return l & 0xff; }
+
+struct shmq_slot {
+	_Atomic uint64_t word;  /* the state word above */
+	_Atomic uint64_t skip;  /* 1 + highest ticket abandoned at this slot while it was occupied (0: none) */
+	_Atomic uint64_t lease; /* deadline / not-before, see lw_make */
+	uint64_t id;            /* message id (the full 64-bit ticket of its first send) */
+	uint64_t enqueued_ns;
+	uint32_t len;
+	uint32_t last_owner; /* participant that last held a lease (for the dead-letter record) */
+	uint64_t dead_ms;    /* when it was dead-lettered */
+	uint64_t pad_;
+};
+static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
+
+/* Per-participant counters: each participant writes only its own (trap: shared counters make
+ * every participant fight over one cache line). Relaxed atomics; readers sum them. */
+enum shmq_counter {
+	C_SENT,
+	C_RECEIVED,
+	C_ACKED,
+	C_NACKED,
+	C_REDELIVERED,
+	C_EXTENDED,
+	C_STALE,
+	C_RECL_EXPIRED,
+	C_RECL_DEAD_OWNER,
+	C_RETIRED_WRITES,
+	C_DEAD_LETTERED,
+	C_PROD_WAITS,
+	C_CONS_WAITS,
+	C_COUNT
+};
+
+enum shmq_part_state { PART_FREE = 0, PART_ALIVE = 1 };
+
+struct shmq_participant {
+	/* [ epoch:32 | state:8 ]: claimed by CAS FREE -> ALIVE; epoch changes on every claim */
+	_Atomic uint64_t state;
+	int32_t pid;       /* informational only: liveness comes from the OFD lock */
+	uint32_t pad_;
+	uint64_t attached_ms;
+	_Atomic uint64_t last_active_ms;
+	_Atomic uint64_t counters[C_COUNT];
+};
+static_assert(sizeof(struct shmq_participant) <= SHMQ_PART_SIZE, "participant record fits");
+
+struct shmq_hdr {
+	/* line 0-1: immutable after creation */
+	_Atomic uint64_t magic; /* written last at creation (release): readers wait for it */
+	uint32_t version;
+	uint32_t hdr_size;
+	uint64_t total_size;
+	uint64_t parts_off;
+	uint64_t slots_off;
+	uint32_t max_participants;
+	uint32_t capacity;
+	uint32_t slot_size;
+	uint32_t lease_ms;
+	uint32_t max_deliveries;
+	uint32_t retry_base_ms;
+	uint32_t retry_max_ms;
+	uint32_t mode;
+	int32_t creator_pid;
+	uint32_t pad0_;
+	uint64_t created_ns;
+
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t prod_tail; /* next ticket for a producer */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t cons_head; /* next ticket for first delivery */
+	/* futex words are 32-bit; each counts publishes (resp. frees) that a sleeper could miss */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t data_seq;
+	_Atomic uint32_t data_sleepers;
+	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t space_seq;
+	_Atomic uint32_t space_sleepers;
+	/* redelivery hint: [ earliest due time in ms (48 bits) | epoch (16 bits) ]. Every nack bumps the
+	 * epoch, so a consumer's scan may publish the next due time only if no nack raced with it.
+	 * A hint only: a stale value delays a redelivery until the next scan, never loses it. */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t redeliver;
+};
+static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
+static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to work across processes");
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free to work across processes");
+
+#endif

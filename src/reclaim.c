@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reclaim.c: one recovery pass. Any participant may run it at any time, as often and as
+ * concurrently as it likes: every repair is a CAS from the exact word the pass observed, so two
+ * passes never requeue one delivery twice, and a pass never undoes what an owner did meanwhile.
+ *
+ *   LEASED, deadline passed or owner dead -> DELAYED (backoff) or dead-lettered at max deliveries
+ *   WRITING, owner dead                   -> FREE (ticket moves on: consumers step over it)
+ *   participant record, owner dead        -> FREE (only for owners already dead when the pass
+ *                                            started, so all their slots were seen dead)
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { LIVE_UNKNOWN = 0, LIVE_YES, LIVE_NO };
+
+static int owner_dead(shmq_t *q, uint8_t *live, unsigned owner)
+{
+	if (owner == 0 || owner > q->max_parts)
+		return 1; /* no valid owner recorded: nobody will ever settle it */
+	uint32_t i = owner - 1;
+	if (live[i] == LIVE_UNKNOWN)
+		live[i] = shmq_part_alive(q, i) ? LIVE_YES : LIVE_NO;
+	return live[i] == LIVE_NO;
+}
+
+static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
+{
+	if (q->me && n)
+		count(q, c, n);
+}
+
+int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
+{
+	if (!q)
+		return -EINVAL;
+	struct shmq_reclaim_result r;
+	memset(&r, 0, sizeof(r));
+	uint8_t live[SHMQ_MAX_PARTICIPANTS];
+	memset(live, LIVE_UNKNOWN, sizeof(live));
+
+	/* who is dead before the scan starts: only their records may be freed afterwards */
+	uint8_t dead_at_start[SHMQ_MAX_PARTICIPANTS];
+	memset(dead_at_start, 0, sizeof(dead_at_start));
+	for (uint32_t i = 0; i < q->max_parts; i++) {
+		uint64_t v = atomic_load_explicit(&part_at(q, i)->state, memory_order_acquire);
+		if ((v & 0xff) == PART_ALIVE && !shmq_part_alive(q, i))
+			dead_at_start[i] = 1, live[i] = LIVE_NO;
+	}
+
+	struct shmq_hdr *h = q->hdr;
+	uint64_t cap = (uint64_t)q->mask + 1, now = now_ms(), next_due = REDELIVER_NONE;
+	for (uint64_t i = 0; i < cap; i++) {
+		struct shmq_slot *s = slot_at(q, i);
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		unsigned st = w_state(w), d = w_deliv(w);
+		if (st == SLOT_WRITING) {
+			if (!owner_dead(q, live, w_owner(w)))
+				continue;
+			/* release: pairs with claim()'s acquire, like an abort */
+			if (atomic_compare_exchange_strong_explicit(&s->word, &w,
+								    w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0),
+								    memory_order_release, memory_order_relaxed))
+				r.retired_writes++;
+			continue;
+		}
+		if (st == SLOT_DELAYED) {
+			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
+			uint64_t due = lw_tag(lw) == d ? lw_ms(lw) : now;
+			if (due < next_due)
+				next_due = due;
+			continue;
+		}
+		if (st != SLOT_LEASED)
+			continue;
+		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
+		int dead = owner_dead(q, live, w_owner(w));
+		int expired = lw_tag(lw) == d && lw_ms(lw) <= now;
+		if (!dead && !expired)
+			continue;
+		uint64_t nw;
+		if (d >= h->max_deliveries) {
+			s->dead_ms = now;
+			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_MAX, w_owner(w), d);
+		} else {
+			/* one backoff engine for nack, expiry and crash alike */
+			uint64_t due = now + shmq_backoff_ms(h, d);
+			/* CAS, not store: if the owner extended meanwhile, leave the lease alone */
+			if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, d),
+								    memory_order_relaxed, memory_order_relaxed))
+				continue;
+			nw = w_make(w_ticket(w), SLOT_DELAYED, w_owner(w), d);
+			if (due < next_due)
+				next_due = due;
+		}
+		/* release: publishes the new lease word with the state; pairs with take_due()'s acquire */
+		if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
+							    memory_order_relaxed))
+			continue;
+		if (w_is_dead(nw))
+			r.dead_lettered++;
+		else if (dead)
+			r.dead_owner++;
+		else
+			r.expired++;
+	}
+
+	for (uint32_t i = 0; i < q->max_parts; i++) {
+		if (!dead_at_start[i])
+			continue;
+		struct shmq_participant *p = part_at(q, i);
+		uint64_t v = atomic_load_explicit(&p->state, memory_order_acquire);
+		/* a record re-claimed since the probe is left alone (the CAS would fail anyway) */
+		if ((v & 0xff) != PART_ALIVE || shmq_part_alive(q, i))
+			continue;
+		if (shmq_part_release(q, i, v))
+			r.participants_freed++;
+	}
+
+	if (next_due != REDELIVER_NONE)
+		shmq_note_delayed(q, next_due);
+	add(q, C_RECL_EXPIRED, r.expired);
+	add(q, C_RECL_DEAD_OWNER, r.dead_owner);
+	add(q, C_RETIRED_WRITES, r.retired_writes);
+	add(q, C_DEAD_LETTERED, r.dead_lettered);
+	if (r.retired_writes)
+		shmq_notify(&h->space_seq, &h->space_sleepers);
+	if (res)
+		*res = r;
+	return (int)(r.expired + r.dead_owner + r.retired_writes + r.dead_lettered);
+}

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * registry.c: the participant records. Each handle claims one record (its owner id in slot
+ * words) and holds an OFD write lock on one byte of the segment fd for as long as it lives. The
+ * kernel drops that lock when the process dies (or closes the handle), so "record claimed but
+ * byte unlocked" means "owner gone" whatever happened to its PID. OFD locks belong to the open
+ * file description, which is why every handle does its own shm_open with O_CLOEXEC.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Lock bytes live far past the end of the segment: locking there needs no file space. */
+#define LOCK_BASE (1LL << 40)
+/* A freed record is not reused for this long, so a reclaim pass that decided "owner i is dead"
+ * a moment ago cannot mistake a newcomer with the same index for the dead owner. */
+#define REUSE_DELAY_MS 2000
+
+static uint64_t ps_make(uint64_t epoch, unsigned state, uint64_t freed_ms)
+{
+	/* [ freed_ms:24 (low bits, for the reuse delay) | epoch:32 | state:8 ] */
+	return ((freed_ms & 0xffffff) << 40) | ((epoch & 0xffffffff) << 8) | (state & 0xff);
+}
+static unsigned ps_state(uint64_t v) { return v & 0xff; }
+static uint64_t ps_epoch(uint64_t v) { return (v >> 8) & 0xffffffff; }
+static uint64_t ps_freed(uint64_t v) { return v >> 40; }
+
+static int lock_byte(int fd, int cmd, short type, uint32_t i, struct flock *out)
+{
+	struct flock fl;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = LOCK_BASE + i;
+	fl.l_len = 1;
+	if (fcntl(fd, cmd, &fl) < 0)
+		return -errno;
+	if (out)
+		*out = fl;
+	return 0;
+}
+
+int shmq_part_alive(shmq_t *q, uint32_t i)
+{
+	if (i >= q->max_parts)
+		return 0;
+	if (q->me && i == q->part)
+		return 1; /* our own lock never conflicts with our own description */
+	struct flock fl = {.l_type = F_UNLCK};
+	if (lock_byte(q->fd, F_OFD_GETLK, F_WRLCK, i, &fl) < 0)
+		return 1; /* cannot tell: assume alive, never requeue on a guess */
+	return fl.l_type != F_UNLCK;
+}
+
+int shmq_part_attach(shmq_t *q)
+{
+	uint64_t now = now_ms();
+	for (int round = 0; round < 2; round++) {
+		for (uint32_t i = 0; i < q->max_parts; i++) {
+			struct shmq_participant *p = part_at(q, i);
+			uint64_t v = atomic_load_explicit(&p->state, memory_order_acquire);
+			if (ps_state(v) != PART_FREE)
+				continue;
+			/* on the second round the registry is full: take a just-freed record anyway */
+			if (round == 0 && ps_freed(v) && ((now - ps_freed(v)) & 0xffffff) < REUSE_DELAY_MS)
+				continue;
+			uint64_t nv = ps_make(ps_epoch(v) + 1, PART_ALIVE, 0);
+			if (!atomic_compare_exchange_strong_explicit(&p->state, &v, nv, memory_order_acq_rel,
+								     memory_order_relaxed))
+				continue;
+			if (lock_byte(q->fd, F_OFD_SETLK, F_WRLCK, i, NULL) < 0) {
+				/* someone alive still holds this byte: leave the record to them */
+				atomic_store_explicit(&p->state, v, memory_order_release);
+				continue;
+			}
+			p->pid = getpid();
+			p->attached_ms = now;
+			atomic_store_explicit(&p->last_active_ms, now, memory_order_relaxed);
+			q->part = i;
+			q->owner = i + 1;
+			q->me = p;
+			return 0;
+		}
+		/* no free record: a reclaim pass requeues what dead owners held and frees their
+		 * records; then look once more */
+		struct shmq_reclaim_result r;
+		if (round == 0 && (shmq_reclaim(q, &r) < 0 || r.participants_freed == 0))
+			break;
+	}
+	return -EUSERS;
+}
+
+void shmq_part_detach(shmq_t *q)
+{
+	if (!q->me)
+		return;
+	/* Counters stay in the record until it is reused: a detached record keeps contributing to
+	 * the totals. The record is freed by a reclaim pass once our lock is gone, after our leases
+	 * have been requeued, never here (we may still hold leases). */
+	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
+	lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
+	q->me = NULL;
+}
+
+/* Frees record i, observed as v, of a participant that is gone. The caller must already have
+ * requeued every slot that owner held (shmq_reclaim does, for owners dead before its scan). */
+int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v)
+{
+	uint64_t nv = ps_make(ps_epoch(v), PART_FREE, now_ms() | 1);
+	return atomic_compare_exchange_strong_explicit(&part_at(q, i)->state, &v, nv, memory_order_acq_rel,
+						       memory_order_relaxed);
+}

@@ -1,0 +1,583 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ring.c: the slot state machine on the hot path: send (claim, write, publish), receive (lease),
+ * ack, nack, extend. docs/design.md has the diagram; layout.h the word format.
+ *
+ * FIFO order comes from tickets: producers take tickets from prod_tail, ticket t lives in slot
+ * t % capacity, consumers take first deliveries in ticket order at cons_head. A slot still held by
+ * an older message (leased, delayed, dead-lettered) is not waited for: the producer abandons that
+ * ticket (slot->skip) and takes the next one, and consumers step over abandoned tickets. So a held
+ * lease never stalls anyone, and every state change is one CAS on one slot word.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define SPIN_LIMIT 256        /* polls before a blocking call sleeps */
+#define ABANDON_GRACE_MS 2    /* a ticket taken but unused this long is abandoned by consumers */
+#define WRITER_PROBE_MS 10    /* a slot being written this long gets its writer's liveness probed */
+#define FULL_RECHECK_MS 50    /* a sleeping producer re-checks at least this often */
+
+enum head_result { HEAD_TOOK, HEAD_EMPTY, HEAD_WAIT };
+
+static inline int cas_word(struct shmq_slot *s, uint64_t *expect, uint64_t desired, memory_order mo)
+{
+	return atomic_compare_exchange_strong_explicit(&s->word, expect, desired, mo, memory_order_acquire);
+}
+
+static inline void touch(shmq_t *q)
+{
+	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Producing
+ */
+
+/* Claims a slot for a fresh ticket: on success the slot is WRITING(ticket, us). -EAGAIN if the
+ * ring is full: cap tickets are outstanding and the next slot is still occupied. */
+static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t cap = (uint64_t)q->mask + 1;
+	for (uint64_t burned = 0; burned <= 2 * cap;) {
+		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_relaxed);
+		uint64_t c0 = atomic_load_explicit(&h->cons_head, memory_order_relaxed);
+		if (t0 - c0 >= cap) {
+			/* the ticket window is full: go on only if the slot next in line is usable */
+			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
+			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0)
+				return -EAGAIN;
+		}
+		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
+		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
+		struct shmq_slot *s = slot_at(q, t);
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		for (;;) {
+			int64_t d = ticket_diff(t, w_ticket(w));
+			if (w_state(w) == SLOT_FREE && d >= 0) {
+				/* acquire: pairs with the release that freed the slot (ack, abort, retire),
+				 * so the previous holder's reads of the payload are done before we write */
+				if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0), memory_order_seq_cst))
+					continue;
+				/* seq_cst CAS above, seq_cst load here; the consumer side stores skip
+				 * (seq_cst) then reloads the word: one of us sees the other (Dekker) */
+				if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
+					w = w_make(t, SLOT_WRITING, q->owner, 0);
+					cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0), memory_order_release);
+					break;
+				}
+				*out = s;
+				*ticket = t;
+				return 0;
+			}
+			if (d > 0 && w_state(w) != SLOT_FREE) {
+				/* occupied by an older message: abandon ticket t at this slot */
+				uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
+				while (sk < t + 1 && !atomic_compare_exchange_weak_explicit(
+							 &s->skip, &sk, t + 1, memory_order_seq_cst,
+							 memory_order_relaxed))
+					;
+			}
+			/* else a consumer already abandoned ticket t (the slot moved past it) */
+			break;
+		}
+		burned++;
+	}
+	return -EAGAIN;
+}
+
+static void fill(struct shmq_slot *s, uint64_t t, uint32_t len)
+{
+	s->id = t;
+	s->len = len;
+	s->enqueued_ns = now_ns();
+	/* a lease word left by the slot's previous message must not look valid for this one */
+	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
+}
+
+static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t)
+{
+	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
+	/* release: pairs with the consumer's acquire load of the word; the payload, id and len
+	 * written before are visible to whoever sees READY */
+	if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_release))
+		return -ESTALE; /* retired by a reclaim pass that thought we were dead */
+	shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
+	return 0;
+}
+
+static int wait_space(shmq_t *q, uint32_t seen, uint64_t deadline)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t cap = now_ns() + FULL_RECHECK_MS * 1000000ULL;
+	count(q, C_PROD_WAITS, 1);
+	atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
+	int r = shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
+	atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_relaxed);
+	return r;
+}
+
+/* claim with the timeout policy of a blocking call */
+static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_ms)
+{
+	uint64_t deadline = 0;
+	for (unsigned spins = 0;; spins++) {
+		uint32_t seen = atomic_load_explicit(&q->hdr->space_seq, memory_order_acquire);
+		int r = claim(q, s, t);
+		if (r != -EAGAIN || timeout_ms == 0)
+			return r;
+		if (spins == 0)
+			deadline = shmq_deadline(timeout_ms);
+		if (now_ns() >= deadline)
+			return -EAGAIN;
+		if (spins < SPIN_LIMIT) {
+			cpu_relax();
+			continue;
+		}
+		wait_space(q, seen, deadline);
+	}
+}
+
+int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
+{
+	struct shmq_slot *s;
+	uint64_t t;
+	if (!q || (!data && len))
+		return -EINVAL;
+	if (len > q->max_payload)
+		return -EMSGSIZE;
+	int r = claim_wait(q, &s, &t, timeout_ms);
+	if (r)
+		return r;
+	if (len)
+		memcpy(slot_payload(s), data, len);
+	fill(s, t, (uint32_t)len);
+	SHMQ_FAULT("send-before-publish");
+	if ((r = publish(q, s, t)))
+		return r;
+	count(q, C_SENT, 1);
+	return 0;
+}
+
+int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
+{
+	struct shmq_slot *s;
+	uint64_t t;
+	if (!q || !r)
+		return -EINVAL;
+	if (len > q->max_payload)
+		return -EMSGSIZE;
+	int err = claim_wait(q, &s, &t, timeout_ms);
+	if (err)
+		return err;
+	r->data = slot_payload(s);
+	r->cap = q->max_payload;
+	r->slot = (uint32_t)(t & q->mask);
+	r->token = t;
+	return 0;
+}
+
+static struct shmq_slot *resv_slot(shmq_t *q, const struct shmq_reservation *r)
+{
+	if (r->slot > q->mask || (r->token & q->mask) != r->slot)
+		return NULL;
+	return slot_at(q, r->slot);
+}
+
+int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
+{
+	struct shmq_slot *s;
+	if (!q || !r || !(s = resv_slot(q, r)))
+		return -EINVAL;
+	if (len > q->max_payload)
+		return -EMSGSIZE;
+	fill(s, r->token, (uint32_t)len);
+	int err = publish(q, s, r->token);
+	if (!err)
+		count(q, C_SENT, 1);
+	r->data = NULL;
+	return err;
+}
+
+int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
+{
+	struct shmq_slot *s;
+	if (!q || !r || !(s = resv_slot(q, r)))
+		return -EINVAL;
+	uint64_t w = w_make(r->token, SLOT_WRITING, q->owner, 0);
+	/* the ticket moves on with the slot: consumers step over it */
+	if (!cas_word(s, &w, w_make(r->token + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+		return -ESTALE;
+	r->data = NULL;
+	shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	return 0;
+}
+
+int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms)
+{
+	if (!q || (!msgs && n))
+		return -EINVAL;
+	unsigned i = 0;
+	for (; i < n; i++) {
+		if (msgs[i].len > q->max_payload) {
+			if (i == 0)
+				return -EMSGSIZE;
+			break;
+		}
+		struct shmq_slot *s;
+		uint64_t t;
+		int r = claim_wait(q, &s, &t, i == 0 ? timeout_ms : 0);
+		if (r) {
+			if (i == 0)
+				return r;
+			break;
+		}
+		if (msgs[i].len)
+			memcpy(slot_payload(s), msgs[i].data, msgs[i].len);
+		fill(s, t, (uint32_t)msgs[i].len);
+		uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
+		/* release: as in publish(); the notify is done once for the batch */
+		if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_release))
+			break;
+	}
+	if (i) {
+		shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
+		count(q, C_SENT, i);
+	}
+	return (int)i;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Consuming
+ */
+
+static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq_msg *m)
+{
+	/* the lease deadline is written after the CAS that made us the owner; until then a reclaim
+	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
+	atomic_store_explicit(&s->lease, lw_make(now_ms() + q->hdr->lease_ms, w_deliv(leased)),
+			      memory_order_release);
+	s->last_owner = q->owner;
+	uint32_t len = s->len;
+	m->data = slot_payload(s);
+	m->len = len <= q->max_payload ? len : q->max_payload; /* never trust a length from the segment */
+	m->deliveries = w_deliv(leased);
+	m->id = s->id;
+	m->enqueued_ns = s->enqueued_ns;
+	m->slot = (uint32_t)(((unsigned char *)s - q->slots) / q->slot_size);
+	m->token = leased;
+	count(q, C_RECEIVED, 1);
+	if (m->deliveries > 1)
+		count(q, C_REDELIVERED, 1);
+}
+
+/* Takes the next first delivery at cons_head, stepping over abandoned tickets. *wait_since
+ * remembers since when the consumer has waited on a ticket a producer holds but has not used. */
+static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waited_ticket, uint64_t *wait_since)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t cap = (uint64_t)q->mask + 1;
+	for (;;) {
+		uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+		struct shmq_slot *s = slot_at(q, hd);
+		/* acquire: pairs with publish()'s release, making the payload visible */
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		int64_t d = ticket_diff(hd, w_ticket(w));
+		unsigned st = w_state(w);
+		if (d == 0 && st == SLOT_READY) {
+			uint64_t leased = w_make(hd, SLOT_LEASED, q->owner, 1);
+			if (!cas_word(s, &w, leased, memory_order_acquire))
+				continue;
+			/* failure is fine: someone helped move the head past our ticket already */
+			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,
+								memory_order_relaxed);
+			SHMQ_FAULT("recv-after-lease");
+			deliver(q, s, leased, m);
+			return HEAD_TOOK;
+		}
+		int passed = d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING);
+		if (!passed && d > 0 && st != SLOT_FREE)
+			passed = atomic_load_explicit(&s->skip, memory_order_acquire) > hd;
+		if (passed) {
+			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,
+								memory_order_relaxed);
+			continue;
+		}
+		if (d == 0 && st == SLOT_WRITING) {
+			/* a producer is writing our ticket: wait; a dead one is retired below */
+			if (*waited_ticket != hd) {
+				*waited_ticket = hd;
+				*wait_since = now_ms();
+			} else if (now_ms() - *wait_since >= WRITER_PROBE_MS && !shmq_part_alive(q, w_owner(w) - 1)) {
+				if (cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_release))
+					count(q, C_RETIRED_WRITES, 1);
+				continue;
+			}
+			return HEAD_WAIT;
+		}
+		/* the slot has no message for ticket hd yet */
+		if (atomic_load_explicit(&h->prod_tail, memory_order_acquire) <= hd)
+			return HEAD_EMPTY;
+		/* a producer holds ticket hd but has not claimed the slot yet: give it a moment, then
+		 * abandon the ticket (a live producer notices and takes another one) */
+		if (*waited_ticket != hd) {
+			*waited_ticket = hd;
+			*wait_since = now_ms();
+			return HEAD_WAIT;
+		}
+		if (now_ms() - *wait_since < ABANDON_GRACE_MS)
+			return HEAD_WAIT;
+		if (st == SLOT_FREE) {
+			cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_seq_cst);
+		} else {
+			uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
+			while (sk < hd + 1 && !atomic_compare_exchange_weak_explicit(&s->skip, &sk, hd + 1,
+										   memory_order_seq_cst,
+										   memory_order_relaxed))
+				;
+			/* the reload after the seq_cst skip store is the other half of claim()'s check */
+			(void)atomic_load_explicit(&s->word, memory_order_seq_cst);
+		}
+	}
+}
+
+/* Looks for a DELAYED message that is due and leases it. Scans only when the shared hint says
+ * something is due; publishes the next due time if no nack raced with the scan. */
+static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t rd = atomic_load_explicit(&h->redeliver, memory_order_acquire);
+	if (rd_due(rd) > now)
+		return -EAGAIN;
+	uint64_t next = REDELIVER_NONE;
+	uint32_t cap = q->mask + 1;
+	uint32_t start = q->recv_count++ & q->mask; /* rotate the start so no slot is always last */
+	for (uint32_t k = 0; k < cap; k++) {
+		struct shmq_slot *s = slot_at(q, start + k);
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		if (w_state(w) != SLOT_DELAYED)
+			continue;
+		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
+		uint64_t due = lw_tag(lw) == w_deliv(w) ? lw_ms(lw) : now;
+		if (due > now) {
+			if (due < next)
+				next = due;
+			continue;
+		}
+		unsigned d = w_deliv(w) + 1;
+		if (d > 255)
+			continue; /* cannot happen: max_deliveries <= 255 dead-letters first */
+		uint64_t leased = w_make(w_ticket(w), SLOT_LEASED, q->owner, d);
+		/* acquire: pairs with the release CAS that made it DELAYED (nack / reclaim) */
+		if (!cas_word(s, &w, leased, memory_order_acquire))
+			continue;
+		deliver(q, s, leased, m);
+		return 0;
+	}
+	/* nothing due: publish when the next one is, unless a nack changed the hint meanwhile */
+	atomic_compare_exchange_strong_explicit(&h->redeliver, &rd, rd_make(next, rd & 0xffff),
+						memory_order_acq_rel, memory_order_relaxed);
+	return -EAGAIN;
+}
+
+static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t *wt, uint64_t *ws, enum head_result *why)
+{
+	if (take_due(q, m, now_ms()) == 0)
+		return 0;
+	*why = take_head(q, m, wt, ws);
+	return *why == HEAD_TOOK ? 0 : -EAGAIN;
+}
+
+int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
+{
+	if (!q || !m)
+		return -EINVAL;
+	struct shmq_hdr *h = q->hdr;
+	uint64_t deadline = 0, wt = UINT64_MAX, ws = 0;
+	enum head_result why;
+	for (unsigned spins = 0;; spins++) {
+		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
+		if (try_recv(q, m, &wt, &ws, &why) == 0)
+			return 0;
+		if (timeout_ms == 0 && why == HEAD_EMPTY)
+			return -EAGAIN;
+		if (spins == 0)
+			deadline = timeout_ms == 0 ? now_ns() + ABANDON_GRACE_MS * 2000000ULL
+						   : shmq_deadline(timeout_ms);
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return -EAGAIN;
+		if (spins < SPIN_LIMIT) {
+			cpu_relax();
+			continue;
+		}
+		/* sleep: register, re-check, then wait for a publish, the next due redelivery or
+		 * the deadline. seq_cst increment: pairs with the fence in shmq_notify */
+		count(q, C_CONS_WAITS, 1);
+		atomic_fetch_add_explicit(&h->data_sleepers, 1, memory_order_seq_cst);
+		int r = try_recv(q, m, &wt, &ws, &why);
+		if (r != 0) {
+			uint64_t until = deadline;
+			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
+			if (why == HEAD_WAIT && now + ABANDON_GRACE_MS * 1000000ULL < until)
+				until = now + ABANDON_GRACE_MS * 1000000ULL;
+			uint64_t due = rd_due(atomic_load_explicit(&h->redeliver, memory_order_relaxed));
+			if (due != REDELIVER_NONE) {
+				uint64_t due_ns = (due - now_ms() < (1ULL << 40) ? due - now_ms() : 0) * 1000000ULL;
+				if (now + due_ns + 1000000ULL < until)
+					until = now + due_ns + 1000000ULL;
+			}
+			shmq_futex_wait(&h->data_seq, seen, until);
+		}
+		atomic_fetch_sub_explicit(&h->data_sleepers, 1, memory_order_relaxed);
+		if (r == 0)
+			return 0;
+	}
+}
+
+int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
+{
+	if (!q || !m || n == 0)
+		return -EINVAL;
+	int r = shmq_recv(q, &m[0], timeout_ms);
+	if (r)
+		return r;
+	unsigned i = 1;
+	uint64_t wt = UINT64_MAX, ws = 0;
+	for (; i < n; i++)
+		if (take_head(q, &m[i], &wt, &ws) != HEAD_TOOK)
+			break;
+	return (int)i;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Settling a delivery
+ */
+
+static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
+{
+	if (m->slot > q->mask || w_state(m->token) != SLOT_LEASED)
+		return NULL;
+	return slot_at(q, m->slot);
+}
+
+static int stale(shmq_t *q)
+{
+	count(q, C_STALE, 1);
+	return -ESTALE;
+}
+
+int shmq_ack(shmq_t *q, struct shmq_msg *m)
+{
+	struct shmq_slot *s;
+	if (!q || !m || !(s = msg_slot(q, m)))
+		return -EINVAL;
+	uint64_t w = m->token;
+	/* release: pairs with claim()'s acquire CAS; our reads of the payload are done before a
+	 * producer may overwrite it */
+	if (!cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+		return stale(q);
+	count(q, C_ACKED, 1);
+	shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	return 0;
+}
+
+int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
+{
+	if (!q || (!m && n))
+		return -EINVAL;
+	unsigned acked = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct shmq_slot *s = msg_slot(q, &m[i]);
+		uint64_t w = m[i].token;
+		if (!s)
+			continue;
+		/* release: as in shmq_ack */
+		if (cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+			acked++;
+		else
+			count(q, C_STALE, 1);
+	}
+	if (acked) {
+		count(q, C_ACKED, acked);
+		shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	}
+	return (int)acked;
+}
+
+uint64_t shmq_backoff_ms(const struct shmq_hdr *h, unsigned deliveries)
+{
+	uint64_t base = h->retry_base_ms, max = h->retry_max_ms;
+	unsigned n = deliveries ? deliveries - 1 : 0;
+	uint64_t d = n >= 32 ? max : base << n;
+	if (d > max || (base && d < base))
+		d = max;
+	/* +-25% jitter, so a burst of failures does not come back as a burst */
+	if (d >= 4) {
+		uint64_t j = d / 2;
+		d = d - d / 4 + (uint64_t)((uint32_t)random_u32() % (j + 1));
+	}
+	return d > max ? max : d;
+}
+
+void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t rd = atomic_load_explicit(&h->redeliver, memory_order_relaxed);
+	uint64_t nv;
+	do {
+		uint64_t due = rd_due(rd) < due_ms ? rd_due(rd) : due_ms;
+		nv = rd_make(due, (rd & 0xffff) + 1);
+		/* release: a consumer that sees the hint sees the DELAYED slot behind it */
+	} while (!atomic_compare_exchange_weak_explicit(&h->redeliver, &rd, nv, memory_order_release,
+						       memory_order_relaxed));
+	shmq_notify(&h->data_seq, &h->data_sleepers);
+}
+
+int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
+{
+	struct shmq_slot *s;
+	if (!q || !m || !(s = msg_slot(q, m)))
+		return -EINVAL;
+	uint64_t w = m->token;
+	unsigned d = w_deliv(w);
+	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
+		return stale(q);
+	if (d >= q->hdr->max_deliveries) {
+		s->dead_ms = now_ms();
+		if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DEAD_MAX, q->owner, d), memory_order_release))
+			return stale(q);
+		count(q, C_NACKED, 1);
+		count(q, C_DEAD_LETTERED, 1);
+		return 0;
+	}
+	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q->hdr, d) : (uint64_t)delay_ms;
+	uint64_t due = now_ms() + delay;
+	/* the not-before time goes in first, tagged with this delivery; the release CAS publishes it */
+	atomic_store_explicit(&s->lease, lw_make(due, d), memory_order_relaxed);
+	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
+		return stale(q);
+	count(q, C_NACKED, 1);
+	shmq_note_delayed(q, due);
+	return 0;
+}
+
+int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
+{
+	struct shmq_slot *s;
+	if (!q || !m || !(s = msg_slot(q, m)))
+		return -EINVAL;
+	uint64_t ms = lease_ms > 0 ? (uint64_t)lease_ms : q->hdr->lease_ms;
+	if (atomic_load_explicit(&s->word, memory_order_acquire) != m->token)
+		return stale(q);
+	atomic_store_explicit(&s->lease, lw_make(now_ms() + ms, w_deliv(m->token)), memory_order_seq_cst);
+	/* re-check after the store: a reclaim that requeued us in between wins, and we say so */
+	if (atomic_load_explicit(&s->word, memory_order_seq_cst) != m->token)
+		return stale(q);
+	count(q, C_EXTENDED, 1);
+	touch(q);
+	return 0;
+}

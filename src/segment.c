@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * segment.c: the shared-memory object itself: names, config validation, create (O_EXCL, header
+ * written last), open (validated against fstat before anything past the header is touched),
+ * close and unlink.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void shmq_config_init(struct shmq_config *cfg)
+{
+	if (!cfg)
+		return;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->capacity = 1024;
+	cfg->slot_size = 256;
+	cfg->lease_ms = 30000;
+	cfg->max_deliveries = 16;
+	cfg->retry_base_ms = 100;
+	cfg->retry_max_ms = 30000;
+	cfg->mode = 0600;
+}
+
+static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+int shmq_config_validate(const struct shmq_config *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (!is_pow2(c->capacity) || c->capacity < 2 || c->capacity > SHMQ_CAPACITY_MAX)
+		return -EINVAL;
+	if (c->slot_size < 2 * SHMQ_SLOT_HEADER || c->slot_size % SHMQ_CACHELINE ||
+	    c->slot_size > SHMQ_SLOT_SIZE_MAX)
+		return -EINVAL;
+	if (c->lease_ms < 1 || c->lease_ms > 7u * 24 * 3600 * 1000)
+		return -EINVAL;
+	if (c->max_deliveries < 1 || c->max_deliveries > SHMQ_MAX_DELIVERIES_MAX)
+		return -EINVAL;
+	if (c->retry_base_ms > c->retry_max_ms || c->retry_max_ms > 24u * 3600 * 1000)
+		return -EINVAL;
+	if (c->mode & ~0777u)
+		return -EINVAL;
+	/* the whole segment must stay addressable and below what tmpfs can hold in practice */
+	if ((uint64_t)c->capacity * c->slot_size > (1ULL << 40))
+		return -EINVAL;
+	return 0;
+}
+
+int shmq_normalize_name(const char *name, char *out, size_t outsz)
+{
+	if (!name)
+		return -EINVAL;
+	const char *n = name[0] == '/' ? name + 1 : name;
+	size_t len = strlen(n);
+	if (len == 0 || strchr(n, '/') || !strcmp(n, ".") || !strcmp(n, ".."))
+		return -EINVAL;
+	if (len + 1 > SHMQ_NAME_MAX || len + 2 > outsz)
+		return -ENAMETOOLONG;
+	out[0] = '/';
+	memcpy(out + 1, n, len + 1);
+	return 0;
+}
+
+static uint64_t layout_size(uint32_t capacity, uint32_t slot_size, uint64_t *parts_off, uint64_t *slots_off)
+{
+	*parts_off = SHMQ_HDR_SIZE;
+	*slots_off = *parts_off + (uint64_t)SHMQ_MAX_PARTICIPANTS * SHMQ_PART_SIZE;
+	return *slots_off + (uint64_t)capacity * slot_size;
+}
+
+int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size)
+{
+	if (file_size < SHMQ_HDR_SIZE)
+		return -EPROTO;
+	if (atomic_load_explicit(&h->magic, memory_order_acquire) != SHMQ_MAGIC)
+		return -EPROTO;
+	if (h->version != SHMQ_LAYOUT_VERSION)
+		return -EPROTONOSUPPORT;
+	struct shmq_config c = {
+		.capacity = h->capacity,
+		.slot_size = h->slot_size,
+		.lease_ms = h->lease_ms,
+		.max_deliveries = h->max_deliveries,
+		.retry_base_ms = h->retry_base_ms,
+		.retry_max_ms = h->retry_max_ms,
+		.mode = h->mode & 0777,
+	};
+	if (h->hdr_size != SHMQ_HDR_SIZE || h->max_participants != SHMQ_MAX_PARTICIPANTS ||
+	    shmq_config_validate(&c))
+		return -EPROTO;
+	uint64_t parts_off, slots_off;
+	uint64_t total = layout_size(c.capacity, c.slot_size, &parts_off, &slots_off);
+	if (h->parts_off != parts_off || h->slots_off != slots_off || h->total_size != total)
+		return -EPROTO;
+	if (file_size != total) /* truncated, or grown by someone else */
+		return -EPROTO;
+	return 0;
+}
+
+/* h is a validated private copy of the header: nothing the handle uses for bounds is re-read
+ * from the segment, where another process could change it after validation. */
+static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, const struct shmq_hdr *h)
+{
+	q->base = base;
+	q->hdr = (struct shmq_hdr *)base;
+	q->size = size;
+	q->fd = fd;
+	q->mask = h->capacity - 1;
+	q->slot_size = h->slot_size;
+	q->max_payload = h->slot_size - SHMQ_SLOT_HEADER;
+	q->slots = base + h->slots_off;
+	q->parts = base + h->parts_off;
+	q->max_parts = h->max_participants;
+}
+
+int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
+{
+	struct shmq_config def;
+	int err;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!cfg) {
+		shmq_config_init(&def);
+		cfg = &def;
+	}
+	if ((err = shmq_config_validate(cfg)))
+		return err;
+	shmq_t *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	if ((err = shmq_normalize_name(name, q->name, sizeof(q->name))))
+		goto fail_free;
+
+	uint64_t parts_off, slots_off;
+	uint64_t total = layout_size(cfg->capacity, cfg->slot_size, &parts_off, &slots_off);
+	int fd = shm_open(q->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
+	if (fd < 0) {
+		err = -errno;
+		goto fail_free;
+	}
+	/* the umask applies to shm_open too: set the mode the config asked for */
+	if (fchmod(fd, cfg->mode) < 0) {
+		err = -errno;
+		goto fail_unlink;
+	}
+	/* fallocate, not just ftruncate: a full /dev/shm must fail here with ENOSPC, not later with
+	 * SIGBUS on first touch of a page */
+	if ((err = posix_fallocate(fd, 0, (off_t)total))) {
+		err = -err;
+		goto fail_unlink;
+	}
+	void *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		err = -errno;
+		goto fail_unlink;
+	}
+
+	struct shmq_hdr *h = base;
+	h->version = SHMQ_LAYOUT_VERSION;
+	h->hdr_size = SHMQ_HDR_SIZE;
+	h->total_size = total;
+	h->parts_off = parts_off;
+	h->slots_off = slots_off;
+	h->max_participants = SHMQ_MAX_PARTICIPANTS;
+	h->capacity = cfg->capacity;
+	h->slot_size = cfg->slot_size;
+	h->lease_ms = cfg->lease_ms;
+	h->max_deliveries = cfg->max_deliveries;
+	h->retry_base_ms = cfg->retry_base_ms;
+	h->retry_max_ms = cfg->retry_max_ms;
+	h->mode = cfg->mode;
+	h->creator_pid = getpid();
+	h->created_ns = now_ns();
+	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));
+	handle_init(q, base, total, fd, h);
+	for (uint32_t i = 0; i < cfg->capacity; i++)
+		atomic_init(&slot_at(q, i)->word, w_make(i, SLOT_FREE, 0, 0));
+	/* pairs with the acquire load in shmq_validate_header: whoever sees the magic sees the rest */
+	atomic_store_explicit(&h->magic, SHMQ_MAGIC, memory_order_release);
+
+	if ((err = shmq_part_attach(q)))
+		goto fail_unmap;
+	*out = q;
+	return 0;
+
+fail_unmap:
+	munmap(base, total);
+fail_unlink:
+	shm_unlink(q->name);
+	close(fd);
+fail_free:
+	free(q);
+	return err;
+}
+
+int shmq_open(const char *name, shmq_t **out)
+{
+	int err;
+	struct stat st;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	shmq_t *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	if ((err = shmq_normalize_name(name, q->name, sizeof(q->name))))
+		goto fail_free;
+	/* our own open file description: OFD locks taken through it die with this handle only */
+	int fd = shm_open(q->name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0) {
+		err = -errno;
+		goto fail_free;
+	}
+	/* a creator may be between O_EXCL and writing the magic: give it a moment */
+	struct shmq_hdr *peek = NULL;
+	for (int tries = 0;; tries++) {
+		if (fstat(fd, &st) < 0) {
+			err = -errno;
+			goto fail_close;
+		}
+		if ((uint64_t)st.st_size >= SHMQ_HDR_SIZE) {
+			peek = mmap(NULL, SHMQ_HDR_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+			if (peek == MAP_FAILED) {
+				err = -errno;
+				goto fail_close;
+			}
+			uint64_t magic = atomic_load_explicit(&peek->magic, memory_order_acquire);
+			if (magic != 0)
+				break;
+			munmap(peek, SHMQ_HDR_SIZE);
+			peek = NULL;
+		}
+		if (tries >= 50) {
+			err = (uint64_t)st.st_size >= SHMQ_HDR_SIZE ? -EAGAIN : -EPROTO;
+			goto fail_close;
+		}
+		usleep(10000);
+	}
+	err = shmq_validate_header(peek, (uint64_t)st.st_size);
+	munmap(peek, SHMQ_HDR_SIZE);
+	if (err)
+		goto fail_close;
+
+	uint64_t size = (uint64_t)st.st_size;
+	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		err = -errno;
+		goto fail_close;
+	}
+	/* validate again, on a private copy of the mapping we keep: the object may have changed
+	 * between the two maps, and may change again after this check */
+	struct shmq_hdr copy;
+	memcpy(&copy, base, sizeof(copy));
+	if ((err = shmq_validate_header(&copy, size)))
+		goto fail_unmap;
+	handle_init(q, base, size, fd, &copy);
+	if ((err = shmq_part_attach(q)))
+		goto fail_unmap;
+	*out = q;
+	return 0;
+
+fail_unmap:
+	munmap(base, size);
+fail_close:
+	close(fd);
+fail_free:
+	free(q);
+	return err;
+}
+
+void shmq_close(shmq_t *q)
+{
+	if (!q)
+		return;
+	shmq_part_detach(q);
+	munmap(q->base, q->size);
+	close(q->fd); /* drops our OFD lock */
+	free(q);
+}
+
+int shmq_unlink(const char *name)
+{
+	char n[SHMQ_NAME_MAX + 2];
+	int err = shmq_normalize_name(name, n, sizeof(n));
+	if (err)
+		return err;
+	return shm_unlink(n) < 0 ? -errno : 0;
+}
+
+uint32_t shmq_max_payload(const shmq_t *q) { return q ? q->max_payload : 0; }

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wait.c: sleeping on futex words inside the segment. Shared mappings need the non-private
+ * futex ops (no FUTEX_PRIVATE_FLAG). A sleeper registers in a sleepers count before its last
+ * check, and wakers look at that count after publishing, so a wake costs a syscall only when
+ * somebody actually sleeps.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+uint64_t shmq_deadline(int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return UINT64_MAX;
+	return now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+}
+
+int shmq_futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t deadline_ns)
+{
+	struct timespec ts, *tsp = NULL;
+	if (deadline_ns != UINT64_MAX) {
+		uint64_t now = now_ns();
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		uint64_t rel = deadline_ns - now;
+		ts.tv_sec = (time_t)(rel / 1000000000ULL);
+		ts.tv_nsec = (long)(rel % 1000000000ULL);
+		tsp = &ts;
+	}
+	long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, tsp, NULL, 0);
+	return r < 0 ? -errno : 0;
+}
+
+void shmq_futex_wake_all(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+void shmq_notify(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers)
+{
+	/* The fence orders the caller's publishing store before the sleepers load; it pairs with
+	 * the seq_cst increment of sleepers in the waiter, which precedes its re-check: either we
+	 * see the sleeper, or the sleeper's re-check sees what we published. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(sleepers, memory_order_relaxed) == 0)
+		return;
+	atomic_fetch_add_explicit(seq, 1, memory_order_release);
+	shmq_futex_wake_all(seq);
+}
