@@ -50,6 +50,30 @@ struct shmq_config {
 	uint32_t retry_base_ms;  /* nack backoff: base * 2^(n-1) ... (default 100) */
 	uint32_t retry_max_ms;   /* ... capped at this (default 30000); must be >= retry_base_ms */
 	mode_t mode;             /* segment permissions (default 0600; umask is not applied) */
+	uint32_t dlq_max;        /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
+	                          * full the oldest dead letter is dropped and counted (dlq_dropped). */
+};
+
+/* Why a message was dead-lettered. */
+enum shmq_dead_reason {
+	SHMQ_DEAD_MAX_DELIVERIES = 1, /* nacked at max_deliveries */
+	SHMQ_DEAD_EXPIRED = 2,        /* its lease expired at max_deliveries */
+	SHMQ_DEAD_REJECTED = 3,       /* shmq_reject() */
+	SHMQ_DEAD_CRASHED = 4,        /* its holder died at max_deliveries */
+};
+
+/* One dead letter, as listed by shmq_dlq_list(). data points into the segment and stays valid
+ * until the letter is redriven, purged or dropped: copy it out. */
+struct shmq_dead_letter {
+	const void *data;
+	uint32_t len;
+	uint32_t deliveries;
+	uint64_t id;
+	uint64_t enqueued_ns;
+	uint64_t dead_ms;   /* CLOCK_MONOTONIC ms when it was dead-lettered */
+	uint32_t reason;    /* enum shmq_dead_reason */
+	int32_t last_pid;   /* process that held its last lease */
+	uint32_t slot;      /* opaque */
 };
 
 /* A received message. data points into the segment and stays valid until this delivery is acked,
@@ -105,6 +129,8 @@ struct shmq_stats {
 	uint64_t sent, received, acked, nacked, redelivered, extended, stale;
 	uint64_t reclaimed_expired, reclaimed_dead_owner, retired_writes, dead_lettered;
 	uint64_t producer_waits, consumer_waits;
+	uint64_t rejected, redriven, purged, dlq_dropped;
+	uint32_t dlq_max;
 };
 
 void shmq_config_init(struct shmq_config *cfg);
@@ -165,6 +191,24 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n);
  * retry_base_ms * 2^(deliveries-1) capped at retry_max_ms, with +-25% jitter). A message that has
  * reached max_deliveries is dead-lettered instead. -ESTALE if the lease was lost. */
 int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms);
+
+/* Sends a delivered message straight to the dead-letter queue (reason SHMQ_DEAD_REJECTED).
+ * -ESTALE if the lease was lost. */
+int shmq_reject(shmq_t *q, struct shmq_msg *m);
+
+/* Fills out[0..max) with dead letters, oldest first; returns how many there are in all (which may
+ * exceed max). A snapshot: letters may come and go meanwhile. */
+int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max);
+
+/* Moves up to max dead letters (oldest first) back into the queue with a fresh delivery count;
+ * they are redelivered as soon as a consumer looks for due messages. Returns how many moved. */
+int shmq_dlq_redrive(shmq_t *q, unsigned max);
+
+/* Deletes up to max dead letters (oldest first). Returns how many were deleted. */
+int shmq_dlq_purge(shmq_t *q, unsigned max);
+
+/* Static text for an enum shmq_dead_reason: "max deliveries", "lease expired", ... */
+const char *shmq_dead_reason_str(unsigned reason);
 
 /* Sets the lease deadline to now + lease_ms (lease_ms <= 0: config.lease_ms). -ESTALE if lost. */
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);

@@ -23,11 +23,13 @@ struct shmq {
 	uint32_t mask;      /* capacity - 1 */
 	uint32_t slot_size;
 	uint32_t max_payload;
-	uint32_t recv_count; /* per handle: paces the redelivery scan (racy across threads; a hint) */
+	_Atomic uint32_t recv_count; /* rotates the start of redelivery scans */
 	struct shmq_participant *me;
 	unsigned char *slots; /* process-local copies of validated offsets: never re-read from the header */
 	unsigned char *parts;
 	uint32_t max_parts;
+	uint32_t dlq_max;
+	int32_t pid;
 	char name[SHMQ_NAME_MAX + 2];
 };
 
@@ -45,9 +47,9 @@ static inline struct shmq_participant *part_at(const shmq_t *q, uint32_t i)
 
 static inline void count(shmq_t *q, enum shmq_counter c, uint64_t n)
 {
-	/* only this participant writes its counters: a relaxed load+store is enough and cheaper than an RMW */
-	uint64_t v = atomic_load_explicit(&q->me->counters[c], memory_order_relaxed);
-	atomic_store_explicit(&q->me->counters[c], v + n, memory_order_relaxed);
+	/* only this participant (possibly several threads sharing the handle) writes its counters,
+	 * so the line stays in our cache: the RMW is uncontended */
+	atomic_fetch_add_explicit(&q->me->counters[c], n, memory_order_relaxed);
 }
 
 static inline uint64_t now_ns(void)
@@ -115,6 +117,9 @@ SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms);
 #define REDELIVER_NONE ((1ULL << 48) - 1)
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }
 static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16) | (epoch & 0xffff); }
+
+/* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */
+SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);
 
 /* segment.c */
 SHMQ_HIDDEN int shmq_normalize_name(const char *name, char *out, size_t outsz);

@@ -39,6 +39,7 @@ enum shmq_slot_state {
 	SLOT_DEAD_MAX = 8,      /* dead-lettered: max deliveries reached by nacks/expiries */
 	SLOT_DEAD_REJECTED = 9, /* dead-lettered: rejected by a consumer */
 	SLOT_DEAD_CRASHED = 10, /* dead-lettered: its holders kept dying */
+	SLOT_DEAD_EXPIRED = 11, /* dead-lettered: its leases kept expiring */
 };
 
 #define W_DELIV_BITS 8
@@ -84,7 +85,8 @@ struct shmq_slot {
 	uint32_t len;
 	uint32_t last_owner; /* participant that last held a lease (for the dead-letter record) */
 	uint64_t dead_ms;    /* when it was dead-lettered */
-	uint64_t pad_;
+	int32_t last_pid;    /* pid of that participant, informational */
+	uint32_t pad_;
 };
 static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
 
@@ -104,6 +106,10 @@ enum shmq_counter {
 	C_DEAD_LETTERED,
 	C_PROD_WAITS,
 	C_CONS_WAITS,
+	C_REJECTED,
+	C_REDRIVEN,
+	C_PURGED,
+	C_DLQ_DROPPED,
 	C_COUNT
 };
 
@@ -137,7 +143,7 @@ struct shmq_hdr {
 	uint32_t retry_max_ms;
 	uint32_t mode;
 	int32_t creator_pid;
-	uint32_t pad0_;
+	uint32_t dlq_max; /* most dead letters kept; beyond it the oldest is dropped (and counted) */
 	uint64_t created_ns;
 
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t prod_tail; /* next ticket for a producer */

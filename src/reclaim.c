@@ -83,7 +83,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		uint64_t nw;
 		if (d >= h->max_deliveries) {
 			s->dead_ms = now;
-			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_MAX, w_owner(w), d);
+			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
 		} else {
 			/* one backoff engine for nack, expiry and crash alike */
 			uint64_t due = now + shmq_backoff_ms(h, d);
@@ -99,6 +99,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
 							    memory_order_relaxed))
 			continue;
+		SHMQ_FAULT("reclaim-mid-pass");
 		if (w_is_dead(nw))
 			r.dead_lettered++;
 		else if (dead)
@@ -125,6 +126,8 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 	add(q, C_RECL_DEAD_OWNER, r.dead_owner);
 	add(q, C_RETIRED_WRITES, r.retired_writes);
 	add(q, C_DEAD_LETTERED, r.dead_lettered);
+	if (r.dead_lettered)
+		shmq_dlq_enforce(q);
 	if (r.retired_writes)
 		shmq_notify(&h->space_seq, &h->space_sleepers);
 	if (res)

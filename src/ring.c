@@ -43,8 +43,9 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket)
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1;
 	for (uint64_t burned = 0; burned <= 2 * cap;) {
-		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_relaxed);
-		uint64_t c0 = atomic_load_explicit(&h->cons_head, memory_order_relaxed);
+		/* head first: cons_head never passes prod_tail, so t0 >= c0 even with both relaxed */
+		uint64_t c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
 		if (t0 - c0 >= cap) {
 			/* the ticket window is full: go on only if the slot next in line is usable */
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
@@ -53,6 +54,7 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket)
 		}
 		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
 		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
+		SHMQ_FAULT("send-after-ticket");
 		struct shmq_slot *s = slot_at(q, t);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		for (;;) {
@@ -69,6 +71,7 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket)
 					cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0), memory_order_release);
 					break;
 				}
+				SHMQ_FAULT("send-after-claim");
 				*out = s;
 				*ticket = t;
 				return 0;
@@ -152,8 +155,11 @@ int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 	int r = claim_wait(q, &s, &t, timeout_ms);
 	if (r)
 		return r;
-	if (len)
-		memcpy(slot_payload(s), data, len);
+	if (len) {
+		memcpy(slot_payload(s), data, len / 2);
+		SHMQ_FAULT("send-mid-write");
+		memcpy(slot_payload(s) + len / 2, (const unsigned char *)data + len / 2, len - len / 2);
+	}
 	fill(s, t, (uint32_t)len);
 	SHMQ_FAULT("send-before-publish");
 	if ((r = publish(q, s, t)))
@@ -261,6 +267,7 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	atomic_store_explicit(&s->lease, lw_make(now_ms() + q->hdr->lease_ms, w_deliv(leased)),
 			      memory_order_release);
 	s->last_owner = q->owner;
+	s->last_pid = q->pid;
 	uint32_t len = s->len;
 	m->data = slot_payload(s);
 	m->len = len <= q->max_payload ? len : q->max_payload; /* never trust a length from the segment */
@@ -291,6 +298,7 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 			uint64_t leased = w_make(hd, SLOT_LEASED, q->owner, 1);
 			if (!cas_word(s, &w, leased, memory_order_acquire))
 				continue;
+			SHMQ_FAULT("recv-before-head");
 			/* failure is fine: someone helped move the head past our ticket already */
 			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,
 								memory_order_relaxed);
@@ -354,7 +362,8 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		return -EAGAIN;
 	uint64_t next = REDELIVER_NONE;
 	uint32_t cap = q->mask + 1;
-	uint32_t start = q->recv_count++ & q->mask; /* rotate the start so no slot is always last */
+	/* rotate the start so no slot is always last */
+	uint32_t start = atomic_fetch_add_explicit(&q->recv_count, 1, memory_order_relaxed) & q->mask;
 	for (uint32_t k = 0; k < cap; k++) {
 		struct shmq_slot *s = slot_at(q, start + k);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
@@ -374,6 +383,7 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		/* acquire: pairs with the release CAS that made it DELAYED (nack / reclaim) */
 		if (!cas_word(s, &w, leased, memory_order_acquire))
 			continue;
+		SHMQ_FAULT("redeliver-after-lease");
 		deliver(q, s, leased, m);
 		return 0;
 	}
@@ -552,16 +562,36 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 			return stale(q);
 		count(q, C_NACKED, 1);
 		count(q, C_DEAD_LETTERED, 1);
+		shmq_dlq_enforce(q);
 		return 0;
 	}
 	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q->hdr, d) : (uint64_t)delay_ms;
 	uint64_t due = now_ms() + delay;
 	/* the not-before time goes in first, tagged with this delivery; the release CAS publishes it */
 	atomic_store_explicit(&s->lease, lw_make(due, d), memory_order_relaxed);
+	SHMQ_FAULT("nack-before-cas");
 	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
 		return stale(q);
 	count(q, C_NACKED, 1);
 	shmq_note_delayed(q, due);
+	return 0;
+}
+
+int shmq_reject(shmq_t *q, struct shmq_msg *m)
+{
+	struct shmq_slot *s;
+	if (!q || !m || !(s = msg_slot(q, m)))
+		return -EINVAL;
+	uint64_t w = m->token;
+	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
+		return stale(q);
+	s->dead_ms = now_ms();
+	/* release: the dead-letter fields written above go with the state */
+	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DEAD_REJECTED, q->owner, w_deliv(w)), memory_order_release))
+		return stale(q);
+	count(q, C_REJECTED, 1);
+	count(q, C_DEAD_LETTERED, 1);
+	shmq_dlq_enforce(q);
 	return 0;
 }
 

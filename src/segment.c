@@ -47,6 +47,8 @@ int shmq_config_validate(const struct shmq_config *c)
 		return -EINVAL;
 	if (c->mode & ~0777u)
 		return -EINVAL;
+	if (c->dlq_max > c->capacity)
+		return -EINVAL;
 	/* the whole segment must stay addressable and below what tmpfs can hold in practice */
 	if ((uint64_t)c->capacity * c->slot_size > (1ULL << 40))
 		return -EINVAL;
@@ -91,8 +93,9 @@ int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size)
 		.retry_base_ms = h->retry_base_ms,
 		.retry_max_ms = h->retry_max_ms,
 		.mode = h->mode & 0777,
+		.dlq_max = h->dlq_max,
 	};
-	if (h->hdr_size != SHMQ_HDR_SIZE || h->max_participants != SHMQ_MAX_PARTICIPANTS ||
+	if (h->hdr_size != SHMQ_HDR_SIZE || h->max_participants != SHMQ_MAX_PARTICIPANTS || h->dlq_max == 0 ||
 	    shmq_config_validate(&c))
 		return -EPROTO;
 	uint64_t parts_off, slots_off;
@@ -118,6 +121,8 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->slots = base + h->slots_off;
 	q->parts = base + h->parts_off;
 	q->max_parts = h->max_participants;
+	q->dlq_max = h->dlq_max;
+	q->pid = getpid();
 }
 
 int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
@@ -178,6 +183,7 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	h->retry_max_ms = cfg->retry_max_ms;
 	h->mode = cfg->mode;
 	h->creator_pid = getpid();
+	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
 	h->created_ns = now_ns();
 	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));
 	handle_init(q, base, total, fd, h);

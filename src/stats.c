@@ -60,5 +60,10 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	st->dead_lettered = c[C_DEAD_LETTERED];
 	st->producer_waits = c[C_PROD_WAITS];
 	st->consumer_waits = c[C_CONS_WAITS];
+	st->rejected = c[C_REJECTED];
+	st->redriven = c[C_REDRIVEN];
+	st->purged = c[C_PURGED];
+	st->dlq_dropped = c[C_DLQ_DROPPED];
+	st->dlq_max = q->dlq_max;
 	return 0;
 }

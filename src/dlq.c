@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dlq.c: the dead-letter queue. Dead letters stay in their slots (no copy, nothing to lose in a
+ * move): the slot word says DEAD_<reason>, the slot header keeps the delivery count, the last
+ * holder and the time. Redrive and purge are single CASes from the observed dead word, so two
+ * tools racing on one letter cannot both act on it. The DLQ holds at most dlq_max letters; the
+ * oldest beyond that are dropped and counted (dlq_dropped), never silently.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+const char *shmq_dead_reason_str(unsigned reason)
+{
+	switch (reason) {
+	case SHMQ_DEAD_MAX_DELIVERIES: return "max deliveries";
+	case SHMQ_DEAD_EXPIRED: return "lease expired";
+	case SHMQ_DEAD_REJECTED: return "rejected";
+	case SHMQ_DEAD_CRASHED: return "consumer crashed";
+	default: return "unknown";
+	}
+}
+
+static unsigned reason_of(unsigned state)
+{
+	switch (state) {
+	case SLOT_DEAD_MAX: return SHMQ_DEAD_MAX_DELIVERIES;
+	case SLOT_DEAD_EXPIRED: return SHMQ_DEAD_EXPIRED;
+	case SLOT_DEAD_REJECTED: return SHMQ_DEAD_REJECTED;
+	case SLOT_DEAD_CRASHED: return SHMQ_DEAD_CRASHED;
+	default: return 0;
+	}
+}
+
+struct dead_ref {
+	uint64_t word;
+	uint64_t dead_ms;
+	uint64_t id;
+	uint32_t slot;
+};
+
+static int older(const void *a, const void *b)
+{
+	const struct dead_ref *x = a, *y = b;
+	if (x->dead_ms != y->dead_ms)
+		return x->dead_ms < y->dead_ms ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Collects the dead slots, oldest first. Returns the count, or -ENOMEM. */
+static int collect(shmq_t *q, struct dead_ref **out)
+{
+	uint64_t cap = (uint64_t)q->mask + 1;
+	size_t n = 0, room = 16;
+	struct dead_ref *v = malloc(room * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < cap; i++) {
+		struct shmq_slot *s = slot_at(q, i);
+		/* acquire: pairs with the release CAS that made it dead (fields written before it) */
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		if (!reason_of(w_state(w)))
+			continue;
+		if (n == room) {
+			struct dead_ref *nv = realloc(v, 2 * room * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			room *= 2;
+		}
+		v[n++] = (struct dead_ref){.word = w, .dead_ms = s->dead_ms, .id = s->id, .slot = (uint32_t)i};
+	}
+	qsort(v, n, sizeof(*v), older);
+	*out = v;
+	return (int)n;
+}
+
+int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
+{
+	struct dead_ref *v;
+	if (!q || (!out && max))
+		return -EINVAL;
+	int n = collect(q, &v);
+	if (n < 0)
+		return n;
+	for (unsigned i = 0; i < (unsigned)n && i < max; i++) {
+		struct shmq_slot *s = slot_at(q, v[i].slot);
+		uint32_t len = s->len;
+		out[i] = (struct shmq_dead_letter){
+			.data = slot_payload(s),
+			.len = len <= q->max_payload ? len : q->max_payload,
+			.deliveries = w_deliv(v[i].word),
+			.id = v[i].id,
+			.enqueued_ns = s->enqueued_ns,
+			.dead_ms = v[i].dead_ms,
+			.reason = reason_of(w_state(v[i].word)),
+			.last_pid = s->last_pid,
+			.slot = v[i].slot,
+		};
+	}
+	free(v);
+	return n;
+}
+
+/* Applies `to` (a function of the dead word) to up to max letters, oldest first. */
+static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep)
+{
+	struct dead_ref *v;
+	int n = collect(q, &v);
+	if (n < 0)
+		return n;
+	unsigned done = 0, cap = q->mask + 1;
+	for (unsigned i = 0; i < (unsigned)n && done < max && (unsigned)n - done > keep; i++) {
+		struct shmq_slot *s = slot_at(q, v[i].slot);
+		uint64_t w = v[i].word, nw;
+		if (redrive) {
+			/* fresh delivery count; due now (tag 0 matches deliveries 0) */
+			atomic_store_explicit(&s->lease, lw_make(0, 0), memory_order_relaxed);
+			nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
+		} else {
+			nw = w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0);
+		}
+		/* release: pairs with take_due()'s / claim()'s acquire */
+		if (atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
+							    memory_order_relaxed))
+			done++;
+	}
+	free(v);
+	if (done && redrive)
+		shmq_note_delayed(q, 0);
+	else if (done)
+		shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	return (int)done;
+}
+
+int shmq_dlq_redrive(shmq_t *q, unsigned max)
+{
+	if (!q)
+		return -EINVAL;
+	int n = settle(q, max, 1, 0);
+	if (n > 0 && q->me)
+		count(q, C_REDRIVEN, (uint64_t)n);
+	return n;
+}
+
+int shmq_dlq_purge(shmq_t *q, unsigned max)
+{
+	if (!q)
+		return -EINVAL;
+	int n = settle(q, max, 0, 0);
+	if (n > 0 && q->me)
+		count(q, C_PURGED, (uint64_t)n);
+	return n;
+}
+
+void shmq_dlq_enforce(shmq_t *q)
+{
+	int n = settle(q, UINT32_MAX, 0, q->dlq_max);
+	if (n > 0 && q->me)
+		count(q, C_DLQ_DROPPED, (uint64_t)n);
+}
