@@ -1,0 +1,317 @@
+# SPDX-License-Identifier: MIT
+#
+# shmq build.  One Makefile serves three build trees:
+#   make            -> build/        (-O2 -g, jemalloc in the tool and benches)
+#   make asan       -> build-asan/   (ASan + UBSan, libc malloc), runs unit + integration tests
+#   make tsan       -> build-tsan/   (TSan, libc malloc), runs tests/tsan
+# The sanitizer targets re-invoke make with BUILD=<dir> SAN=<asan|tsan>.
+#
+# Quiet by default; V=1 prints full commands.  CFLAGS/LDFLAGS from the command line are kept.
+
+BUILD ?= build
+SAN ?=
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC ?= cc
+AR ?= ar
+CLANG_FORMAT ?= clang-format
+INSTALL ?= install
+
+CFLAGS ?= -O2 -g
+LDFLAGS ?=
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP
+
+# Sanitizer builds: flags go last so their -O1 wins; no jemalloc (it would hide heap bugs from ASan
+# and is not instrumented for TSan).
+ifeq ($(SAN),asan)
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(SAN),tsan)
+SAN_FLAGS := -O1 -g -fsanitize=thread
+else ifneq ($(SAN),)
+$(error SAN must be empty, asan or tsan (got '$(SAN)'))
+endif
+override CFLAGS += $(SAN_FLAGS)
+
+ifeq ($(SAN),)
+JEMALLOC_LIBS ?= -ljemalloc
+# Catch missing libraries when linking the .so (sanitizer runtimes are not linked into .so files).
+SO_LDFLAGS := -Wl,-z,defs
+else
+JEMALLOC_LIBS :=
+SO_LDFLAGS :=
+endif
+
+LIB_LIBS := -lpthread
+TOOL_LIBS := $(JEMALLOC_LIBS) -lm -lpthread
+TEST_LIBS := -lcriterion -lurcu -lpthread -lm
+BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
+
+# Criterion options for test runs, e.g. CRITERION_FLAGS='--jobs 1 --verbose'.
+CRITERION_FLAGS ?=
+
+# "MAJOR.MINOR" from include/shmq.h, for the .pc file.
+version_part = $(shell sed -n 's/^.define SHMQ_VERSION_$(1)[[:space:]]*\([0-9]*\).*/\1/p' include/shmq.h)
+VERSION = $(call version_part,MAJOR).$(call version_part,MINOR)
+
+# ---- sources -----------------------------------------------------------------------------------
+
+LIB_SRCS := $(sort $(wildcard src/*.c))
+TOOL_SRCS := $(sort $(wildcard tools/*.c))
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
+INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
+TSAN_SRCS := $(sort $(wildcard tests/tsan/*.c))
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+
+OBJ := $(BUILD)/obj
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/static/%.o)
+PIC_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/pic/%.o)
+TESTLIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/test/%.o)
+TOOL_OBJS := $(TOOL_SRCS:%.c=$(OBJ)/%.o)
+UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
+INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
+TSAN_OBJS := $(TSAN_SRCS:%.c=$(OBJ)/%.o)
+BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
+ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
+	$(TSAN_OBJS) $(BENCH_OBJS)
+
+LIB_A := $(BUILD)/libshmq.a
+LIB_SO := $(BUILD)/libshmq.so
+TESTLIB_A := $(BUILD)/libshmq-test.a
+TOOL := $(BUILD)/shmq
+UNIT_BIN := $(BUILD)/tests/unit
+INTEG_BIN := $(BUILD)/tests/integration
+TSAN_BIN := $(BUILD)/tests/tsan
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+DEPS_OK := $(BUILD)/.deps-ok
+
+LIB_CFLAGS := -DSHMQ_BUILD -fvisibility=hidden -Isrc
+TEST_CFLAGS := -DSHMQ_TEST -Isrc
+
+# ---- output ------------------------------------------------------------------------------------
+
+ifeq ($(V),1)
+Q :=
+msg =
+else
+Q := @
+msg = printf '  %-5s %s\n' '$(1)' '$(2)$(if $(SAN), [$(SAN)])';
+endif
+
+MAKEFLAGS += --no-print-directory
+
+# ---- top-level targets -------------------------------------------------------------------------
+
+.DEFAULT_GOAL := all
+.PHONY: all lib tool deps test unit integration tests demo asan tsan tsan-run bench bench-quick \
+	format format-check install uninstall clean
+
+all: lib tool
+lib: $(LIB_A) $(LIB_SO)
+tool: $(TOOL)
+tests: $(UNIT_BIN) $(INTEG_BIN)
+deps: $(DEPS_OK)
+
+# $(call run_tests,BINARY): run one Criterion binary, its output going both to the terminal and to
+# BINARY.log.  The run fails if Criterion fails, or if a sanitizer reported anything: LeakSanitizer
+# reports when a test process exits, after Criterion has already counted the test as passed.
+SAN_REPORT_RE := ERROR: [A-Za-z]+Sanitizer|WARNING: ThreadSanitizer|runtime error:
+run_tests = $(call msg,RUN,$(1)){ $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
+	rc=$$(cat $(1).rc); \
+	if [ "$$rc" -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $(1).log; then \
+		echo "  FAIL  $(1): sanitizer report (see $(1).log)"; rc=1; \
+	fi; \
+	exit $$rc
+
+# Criterion prints a "Synthesis:" line per binary; the first failing binary stops make.
+test: all tests
+	$(Q)$(call run_tests,$(UNIT_BIN))
+	$(Q)$(call run_tests,$(INTEG_BIN))
+
+unit: $(UNIT_BIN)
+	$(Q)$(call run_tests,$(UNIT_BIN))
+
+integration: $(INTEG_BIN)
+	$(Q)$(call run_tests,$(INTEG_BIN))
+
+demo: all
+	$(Q)$(call msg,DEMO,tools/demo.sh)bash tools/demo.sh $(abspath $(TOOL))
+
+asan:
+	$(Q)$(MAKE) BUILD=build-asan SAN=asan test
+
+# TSan prefers clang (gcc works too).
+TSAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo $(CC))
+tsan:
+	$(Q)$(MAKE) BUILD=build-tsan SAN=tsan CC=$(TSAN_CC) tsan-run
+
+# Criterion under TSan often dies before running any test: BoxFort maps its arena at a random
+# address and gives up after a few probes that land in TSan's reserved ranges (Snaipe/Criterion#274;
+# 2-7% of starts succeed here).  So a run that failed *inside Criterion's startup* (no "Synthesis:"
+# line, and either the arena message or a crash in libcriterion itself) is retried, up to
+# TSAN_START_TRIES times.  Any other failure fails at once, and so does any TSan report.
+# halt_on_error makes a race kill its test, so Criterion counts it (by default TSan only reports and
+# the test passes).  ASLR is turned off for the run when setarch allows it, which keeps older TSan
+# runtimes working on kernels with high mmap randomisation.
+TSAN_START_TRIES ?= 200
+tsan-run: $(TSAN_BIN)
+	$(Q)$(call msg,RUN,$(TSAN_BIN))log=$(TSAN_BIN).log; \
+	norand=; if setarch $$(uname -m) -R true 2>/dev/null; then norand="setarch $$(uname -m) -R"; fi; \
+	try=1; \
+	while :; do \
+		rc=0; TSAN_OPTIONS="halt_on_error=1 $$TSAN_OPTIONS" $$norand $(TSAN_BIN) $(CRITERION_FLAGS) \
+			>$$log 2>&1 || rc=$$?; \
+		[ $$rc -ne 0 ] && [ $$try -lt $(TSAN_START_TRIES) ] && ! grep -q 'Synthesis:' $$log && \
+		grep -q -e 'Could not initialize inheritable arena' -e '#0 .*(libcriterion\.so' $$log || break; \
+		try=$$((try + 1)); \
+	done; \
+	if [ $$try -gt 1 ]; then echo "  (Criterion started under TSan on attempt $$try; see Snaipe/Criterion#274)"; fi; \
+	cat $$log; \
+	if [ $$rc -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $$log; then \
+		echo "  FAIL  $(TSAN_BIN): sanitizer report (see $$log)"; rc=1; \
+	fi; \
+	exit $$rc
+
+# bench runs the ping-pong benchmark when it exists; bench-quick asks it for a short run
+# (SHMQ_BENCH_QUICK=1 in its environment).
+BENCH_ARGS ?=
+bench: $(BENCH_BINS)
+	$(Q)if [ -x $(BUILD)/bench/pingpong ]; then \
+		$(call msg,RUN,$(BUILD)/bench/pingpong)$(BUILD)/bench/pingpong $(BENCH_ARGS); \
+	fi
+
+bench-quick: $(BENCH_BINS)
+	$(Q)if [ -x $(BUILD)/bench/pingpong ]; then \
+		$(call msg,RUN,$(BUILD)/bench/pingpong (quick))SHMQ_BENCH_QUICK=1 $(BUILD)/bench/pingpong $(BENCH_ARGS); \
+	fi
+
+FORMAT_FILES = $(sort $(shell find src include tools tests bench -name '*.[ch]' 2>/dev/null))
+
+format:
+	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) -i $(FORMAT_FILES),true)
+
+format-check:
+	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES),true)
+
+# shmq.pc is generated at install time so that it always matches PREFIX/LIBDIR/INCLUDEDIR.
+install: $(LIB_A) $(LIB_SO) $(TOOL)
+	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(Q)$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libshmq.a
+	$(Q)$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libshmq.so
+	$(Q)$(INSTALL) -m 644 include/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq.h
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
+		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
+	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+
+uninstall:
+	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
+		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(INCLUDEDIR)/shmq.h \
+		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
+
+clean:
+	$(Q)$(call msg,CLEAN,build build-asan build-tsan)rm -rf build build-asan build-tsan
+
+# ---- dependencies (Debian/Ubuntu) --------------------------------------------------------------
+
+DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev pkg-config
+DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h
+
+# Headers are probed through the compiler, which also searches the multiarch include directories.
+$(DEPS_OK):
+	$(Q)missing=; \
+	for h in $(DEP_HEADERS); do \
+		printf '#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \
+	done; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	if [ -n "$$missing" ]; then \
+		echo "  DEPS  missing:$$missing"; \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "  DEPS  no apt-get: install $(DEB_PACKAGES) (or equivalents) by hand" >&2; exit 1; \
+		fi; \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+		else echo "  DEPS  not root and no sudo: install $(DEB_PACKAGES) by hand" >&2; exit 1; fi; \
+		echo "  DEPS  apt-get install $(DEB_PACKAGES)"; \
+		$$sudo apt-get update && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			$(DEB_PACKAGES) || exit 1; \
+	fi; \
+	mkdir -p $(@D) && touch $@
+
+# ---- compile -----------------------------------------------------------------------------------
+
+$(OBJ)/static/%.o: src/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LIB_CFLAGS) -c -o $@ $<
+
+$(OBJ)/pic/%.o: src/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$< (pic))mkdir -p $(@D) && $(CC) $(CFLAGS) $(LIB_CFLAGS) -fPIC -c -o $@ $<
+
+$(OBJ)/test/%.o: src/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$< (test))mkdir -p $(@D) && $(CC) $(CFLAGS) $(LIB_CFLAGS) -DSHMQ_TEST -c -o $@ $<
+
+$(OBJ)/tools/%.o: tools/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -c -o $@ $<
+
+$(OBJ)/tests/%.o: tests/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
+
+$(OBJ)/bench/%.o: bench/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -c -o $@ $<
+
+# ---- change tracking ---------------------------------------------------------------------------
+
+# $(STAMP)/NAME holds stamp_NAME and is rewritten only when that value changes, so whatever depends
+# on it is rebuilt after a change of compiler or flags, or after a source file is removed.
+STAMP := $(BUILD)/.stamp
+stamp_flags = $(CC) $(CFLAGS) $(LDFLAGS) $(JEMALLOC_LIBS)
+stamp_lib = $(LIB_OBJS)
+stamp_pic = $(PIC_OBJS)
+stamp_testlib = $(TESTLIB_OBJS)
+stamp_tool = $(TOOL_OBJS)
+stamp_unit = $(UNIT_OBJS)
+stamp_integration = $(INTEG_OBJS)
+stamp_tsan = $(TSAN_OBJS)
+
+.PHONY: FORCE
+FORCE:
+
+$(STAMP)/%: FORCE
+	@mkdir -p $(@D); v='$(subst ','\'',$(stamp_$*))'; \
+	printf '%s\n' "$$v" | cmp -s - $@ || printf '%s\n' "$$v" >$@
+
+$(ALL_OBJS): $(STAMP)/flags
+
+# ---- link --------------------------------------------------------------------------------------
+
+$(LIB_A): $(LIB_OBJS) $(STAMP)/lib | $(DEPS_OK)
+	$(Q)$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(LIB_OBJS)
+
+$(TESTLIB_A): $(TESTLIB_OBJS) $(STAMP)/testlib | $(DEPS_OK)
+	$(Q)$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(TESTLIB_OBJS)
+
+$(LIB_SO): $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -shared $(SO_LDFLAGS) -o $@ $(PIC_OBJS) $(LIB_LIBS)
+
+$(TOOL): $(TOOL_OBJS) $(LIB_A) $(STAMP)/tool $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIB_A) $(TOOL_LIBS)
+
+$(UNIT_BIN): $(UNIT_OBJS) $(TESTLIB_A) $(STAMP)/unit $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(TESTLIB_A) $(TEST_LIBS)
+
+$(INTEG_BIN): $(INTEG_OBJS) $(TESTLIB_A) $(STAMP)/integration $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(INTEG_OBJS) $(TESTLIB_A) $(TEST_LIBS)
+
+$(TSAN_BIN): $(TSAN_OBJS) $(TESTLIB_A) $(STAMP)/tsan $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(TESTLIB_A) $(TEST_LIBS)
+
+$(BUILD)/bench/%: $(OBJ)/bench/%.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(BENCH_LIBS)
+
+-include $(ALL_OBJS:.o=.d)
