@@ -200,6 +200,9 @@ int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
 		return -EINVAL;
 	if (len > q->max_payload)
 		return -EMSGSIZE;
+	/* still ours? a stale commit must not touch the header of the slot's next message */
+	if (atomic_load_explicit(&s->word, memory_order_acquire) != w_make(r->token, SLOT_WRITING, q->owner, 0))
+		return -ESTALE;
 	fill(s, r->token, (uint32_t)len);
 	int err = publish(q, s, r->token);
 	if (!err)
@@ -307,7 +310,7 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 			return HEAD_TOOK;
 		}
 		int passed = d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING);
-		if (!passed && d > 0 && st != SLOT_FREE)
+		if (!passed && (d > 0 || st == SLOT_FREE))
 			passed = atomic_load_explicit(&s->skip, memory_order_acquire) > hd;
 		if (passed) {
 			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,

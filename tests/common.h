@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers shared by the test binaries. Criterion runs every Test in its own forked process, in
+ * parallel: each test gets queue names made from its suite, its name and its pid, and every name
+ * handed out is unlinked before use and again by the suite's .fini (which also runs after a failed
+ * cr_assert), so neither a rerun nor a failure leaves anything behind in /dev/shm.
+ */
+#ifndef SHMQ_TESTS_COMMON_H
+#define SHMQ_TESTS_COMMON_H
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmq.h"
+
+#define TQ_MAX_NAMES 8
+#define TQ_NAME_LEN 160
+
+static char tq_names[TQ_MAX_NAMES][TQ_NAME_LEN] __attribute__((unused));
+static int tq_count __attribute__((unused));
+
+/* A queue name unique to this test process: "/shmq-test-<suite>-<test>[-<tag>]-<pid>". */
+static inline const char *tq_name(const char *tag)
+{
+	cr_assert_lt(tq_count, TQ_MAX_NAMES, "too many queue names in one test");
+	char *n = tq_names[tq_count++];
+	const struct criterion_test *t = criterion_current_test;
+	snprintf(n, TQ_NAME_LEN, "/shmq-test-%.24s-%.64s%s%.24s-%d", t ? t->category : "x", t ? t->name : "x",
+		 tag ? "-" : "", tag ? tag : "", (int)getpid());
+	shm_unlink(n);
+	return n;
+}
+
+/* The suites' .fini: unlinks every name this test was handed. */
+static inline void tq_cleanup(void)
+{
+	for (int i = 0; i < tq_count; i++)
+		shm_unlink(tq_names[i]);
+	tq_count = 0;
+}
+
+/* A config for small, fast test queues: the caller adjusts what its test is about. */
+static inline struct shmq_config tq_config(uint32_t capacity)
+{
+	struct shmq_config c;
+	shmq_config_init(&c);
+	c.capacity = capacity;
+	return c;
+}
+
+/* Creates a queue under a fresh name (precondition of the test, hence cr_assert). */
+static inline shmq_t *tq_create(const char *name, const struct shmq_config *c)
+{
+	shmq_t *q = NULL;
+	int r = shmq_create(name, c, &q);
+	cr_assert_eq(r, 0, "shmq_create(%s): %s", name, shmq_strerror(r));
+	return q;
+}
+
+static inline double tq_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Leases and redelivery times are kept in CLOCK_MONOTONIC_COARSE milliseconds, which lag the
+ * precise clock by up to one tick: a lower bound on a wait may be off by that much, plus 1 ms. */
+static inline double tq_slack_ms(void)
+{
+	struct timespec r;
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &r) != 0)
+		return 11;
+	double ms = (double)r.tv_sec * 1e3 + (double)r.tv_nsec / 1e6;
+	return 1 + (ms > 4 ? ms : 4);
+}
+
+static inline void tq_sleep_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+#endif

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Producers and consumers as threads of one process, for ThreadSanitizer (`make tsan`).
+ *
+ * Each participant normally has its own handle, hence its own mapping of the segment; TSan tracks
+ * memory by virtual address, so it cannot relate accesses made through two different mappings of
+ * one page. The first test is the realistic one (a handle per thread, every id accounted for);
+ * the others share one handle among all threads, so every access to the slots goes through one
+ * mapping and TSan checks the ring's orderings themselves, nack, extend and reclaim included.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common.h"
+#include "shmq.h"
+
+TestSuite(threads, .fini = tq_cleanup);
+
+#define N_PROD 4
+#define N_CONS 4
+#define TOTAL 200000u
+#define PER_PROD (TOTAL / N_PROD)
+#define PILL 0xffffffffu
+#define IO_TIMEOUT_MS 10000
+
+struct payload {
+	uint32_t prod;
+	uint32_t seq;
+	uint64_t check;
+};
+
+static uint64_t check_of(uint32_t prod, uint32_t seq)
+{
+	uint64_t x = ((uint64_t)prod << 32 | seq) * 0x9e3779b97f4a7c15ULL;
+	return x ^ (x >> 29) ^ 0x5bd1e995u;
+}
+
+struct run {
+	const char *name;
+	shmq_t *shared;	     /* NULL: every thread opens its own handle */
+	unsigned nack_every; /* 0: never; else nack the first delivery of every n-th message */
+	_Atomic uint32_t errors, torn, out_of_order, unexpected_redelivery;
+	_Atomic uint32_t err_nack, err_extend, err_ack, err_reclaim;
+	_Atomic int last_err;
+	_Atomic uint64_t acked, nacks;
+	_Atomic int stop_reclaim;
+	_Atomic uint8_t count[N_PROD][PER_PROD];
+};
+
+struct worker {
+	struct run *run;
+	uint32_t id;
+};
+
+static shmq_t *handle(struct run *r)
+{
+	shmq_t *q = r->shared;
+	if (!q && shmq_open(r->name, &q))
+		return NULL;
+	return q;
+}
+
+static void release(struct run *r, shmq_t *q)
+{
+	if (q != r->shared)
+		shmq_close(q);
+}
+
+static void *producer(void *arg)
+{
+	struct worker *w = arg;
+	struct run *r = w->run;
+	shmq_t *q = handle(r);
+	if (!q) {
+		atomic_fetch_add(&r->errors, 1);
+		return NULL;
+	}
+	for (uint32_t seq = 0; seq < PER_PROD; seq++) {
+		struct payload p = {w->id, seq, check_of(w->id, seq)};
+		if (shmq_send(q, &p, sizeof(p), IO_TIMEOUT_MS)) {
+			atomic_fetch_add(&r->errors, 1);
+			break;
+		}
+	}
+	release(r, q);
+	return NULL;
+}
+
+static void *consumer(void *arg)
+{
+	struct worker *w = arg;
+	struct run *r = w->run;
+	shmq_t *q = handle(r);
+	if (!q) {
+		atomic_fetch_add(&r->errors, 1);
+		return NULL;
+	}
+	int64_t last[N_PROD];
+	for (int i = 0; i < N_PROD; i++)
+		last[i] = -1;
+	for (;;) {
+		struct shmq_msg m;
+		struct payload p;
+		if (shmq_recv(q, &m, IO_TIMEOUT_MS)) {
+			atomic_fetch_add(&r->errors, 1);
+			break;
+		}
+		if (m.len != sizeof(p)) {
+			atomic_fetch_add(&r->torn, 1);
+			shmq_ack(q, &m);
+			continue;
+		}
+		memcpy(&p, m.data, sizeof(p));
+		if (p.prod == PILL) {
+			shmq_ack(q, &m);
+			break;
+		}
+		if (p.prod >= N_PROD || p.seq >= PER_PROD || p.check != check_of(p.prod, p.seq)) {
+			atomic_fetch_add(&r->torn, 1);
+			shmq_ack(q, &m);
+			continue;
+		}
+		if (m.deliveries == 1) {
+			if ((int64_t)p.seq <= last[p.prod])
+				atomic_fetch_add(&r->out_of_order, 1);
+			last[p.prod] = p.seq;
+			if (r->nack_every && p.seq % r->nack_every == 0) {
+				int e = shmq_nack(q, &m, 0);
+				if (e)
+					atomic_fetch_add(&r->err_nack, 1), atomic_store(&r->last_err, e);
+				atomic_fetch_add(&r->nacks, 1);
+				continue;
+			}
+		} else if (!r->nack_every || p.seq % r->nack_every) {
+			atomic_fetch_add(&r->unexpected_redelivery, 1);
+		}
+		if (r->nack_every && p.seq % 5 == 0) {
+			int e = shmq_extend(q, &m, 60000);
+			if (e)
+				atomic_fetch_add(&r->err_extend, 1), atomic_store(&r->last_err, e);
+		}
+		atomic_fetch_add(&r->count[p.prod][p.seq], 1);
+		int e = shmq_ack(q, &m);
+		if (e)
+			atomic_fetch_add(&r->err_ack, 1), atomic_store(&r->last_err, e);
+		else
+			atomic_fetch_add(&r->acked, 1);
+	}
+	release(r, q);
+	return NULL;
+}
+
+static void *reclaimer(void *arg)
+{
+	struct run *r = arg;
+	shmq_t *q = handle(r);
+	if (!q) {
+		atomic_fetch_add(&r->errors, 1);
+		return NULL;
+	}
+	while (!atomic_load(&r->stop_reclaim)) {
+		struct shmq_reclaim_result res;
+		/* nobody dies and no lease comes near its deadline: there is nothing to repair */
+		if (shmq_reclaim(q, &res) != 0)
+			atomic_fetch_add(&r->err_reclaim, 1);
+		struct shmq_stats st;
+		shmq_stats(q, &st);
+		tq_sleep_ms(1);
+	}
+	release(r, q);
+	return NULL;
+}
+
+static void run_threads(int share_handle, unsigned nack_every)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	cr_assert_not_null(r);
+	r->name = tq_name(NULL);
+	r->nack_every = nack_every;
+	struct shmq_config c = tq_config(1024);
+	c.lease_ms = 60000;
+	shmq_t *q = tq_create(r->name, &c);
+	if (share_handle)
+		r->shared = q;
+
+	struct worker pw[N_PROD], cw[N_CONS];
+	pthread_t pt[N_PROD], ct[N_CONS], rt;
+	double t0 = tq_now_ms();
+	for (uint32_t i = 0; i < N_CONS; i++) {
+		cw[i] = (struct worker){r, i};
+		cr_assert_eq(pthread_create(&ct[i], NULL, consumer, &cw[i]), 0);
+	}
+	for (uint32_t i = 0; i < N_PROD; i++) {
+		pw[i] = (struct worker){r, i};
+		cr_assert_eq(pthread_create(&pt[i], NULL, producer, &pw[i]), 0);
+	}
+	if (nack_every)
+		cr_assert_eq(pthread_create(&rt, NULL, reclaimer, r), 0);
+	for (int i = 0; i < N_PROD; i++)
+		pthread_join(pt[i], NULL);
+	/* after every producer's last send: FIFO puts the pills behind every first delivery */
+	for (int i = 0; i < N_CONS; i++) {
+		struct payload p = {PILL, 0, 0};
+		cr_expect_eq(shmq_send(q, &p, sizeof(p), IO_TIMEOUT_MS), 0);
+	}
+	for (int i = 0; i < N_CONS; i++)
+		pthread_join(ct[i], NULL);
+	if (nack_every) {
+		atomic_store(&r->stop_reclaim, 1);
+		pthread_join(rt, NULL);
+	}
+	double took = tq_now_ms() - t0;
+
+	unsigned long missing = 0, dup = 0;
+	for (int p = 0; p < N_PROD; p++)
+		for (uint32_t s = 0; s < PER_PROD; s++) {
+			uint8_t n = atomic_load(&r->count[p][s]);
+			missing += n == 0;
+			dup += n > 1;
+		}
+	struct shmq_stats st;
+	cr_assert_eq(shmq_stats(q, &st), 0);
+	fprintf(stderr, "threads(%s handle%s): %u messages, %d x %d, %.0f ms\n", share_handle ? "one" : "own",
+		nack_every ? ", nacks + reclaim" : "", TOTAL, N_PROD, N_CONS, took);
+	cr_expect_eq(atomic_load(&r->errors), 0, "send/recv errors or timeouts");
+	cr_expect_eq(atomic_load(&r->err_nack), 0, "nack failed (last error %d)", atomic_load(&r->last_err));
+	cr_expect_eq(atomic_load(&r->err_extend), 0, "extend failed (last error %d)",
+		     atomic_load(&r->last_err));
+	cr_expect_eq(atomic_load(&r->err_ack), 0, "ack failed (last error %d)", atomic_load(&r->last_err));
+	cr_expect_eq(atomic_load(&r->err_reclaim), 0, "reclaim repaired something though nobody died");
+	cr_expect_eq(atomic_load(&r->torn), 0, "torn payloads");
+	cr_expect_eq(atomic_load(&r->out_of_order), 0,
+		     "a producer's messages reached a consumer out of order");
+	cr_expect_eq(atomic_load(&r->unexpected_redelivery), 0, "redeliveries nobody asked for");
+	cr_expect_eq(missing, 0, "%lu ids never acked", missing);
+	cr_expect_eq(dup, 0, "%lu ids acked more than once", dup);
+	cr_expect_eq(atomic_load(&r->acked), TOTAL);
+	cr_expect_eq(st.nacked, atomic_load(&r->nacks));
+	cr_expect_eq(st.ready + st.inflight + st.delayed + st.writing + st.dead, 0, "the queue is drained");
+	shmq_close(q);
+	free(r);
+}
+
+Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { run_threads(0, 0); }
+
+Test(threads, shared_handle_moves_200k_messages_each_acked_exactly_once) { run_threads(1, 0); }
+
+Test(threads, shared_handle_with_nacks_extends_and_reclaims_loses_nothing) { run_threads(1, 7); }

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli.h: what the shmq tool's subcommands share: exit codes, the one-line error format, option
+ * parsing around NAME, strict number parsing and opening a queue with a readable error.
+ */
+#ifndef SHMQ_CLI_H
+#define SHMQ_CLI_H
+
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "shmq.h"
+
+#define CLI_OK 0
+#define CLI_FAIL 1  /* runtime failure: no such queue, queue full past the timeout, write error */
+#define CLI_USAGE 2 /* bad command line */
+#define CLI_DONE -1 /* nothing left to do (help was printed): exit 0 */
+
+/* Long-only options use values from here up, so getopt's optopt tells them from short ones. */
+#define CLI_OPT_BASE 256
+
+/* What cli_parse found besides the options. */
+struct cli_args {
+	const char *name; /* the queue NAME */
+	char **rest;	  /* arguments after NAME (and its options) */
+	int nrest;
+	int dashdash; /* "--" ended the options: rest is meant verbatim */
+};
+
+/* Called for each option; returns 0 or an exit code (after printing the error). */
+typedef int (*cli_opt_fn)(const char *cmd, int opt, const char *arg, void *ctx);
+
+/* Prints "shmq: <cmd>: <message>" on stderr, and "try 'shmq help'" after it when code is
+ * CLI_USAGE. cmd may be NULL (no subcommand yet). Returns code. */
+int cli_error(int code, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Parses `cmd [options] NAME [options] [args...]` (argv[0] is the subcommand): options may come
+ * before and after NAME; with '+' ordering, the first argument after NAME that is not an option
+ * (or everything after "--") starts the rest. -h/--help print the subcommand's help. Returns 0,
+ * CLI_DONE, or an exit code after printing the error. */
+int cli_parse(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn, void *ctx,
+	      struct cli_args *out);
+
+/* Fails with "unexpected argument" unless the subcommand got nothing after NAME. */
+int cli_no_rest(const char *cmd, const struct cli_args *a);
+
+/* Parses all of s as an unsigned number in base 10 or 8: digits only (no sign, blank or prefix),
+ * at most max. 0 or -EINVAL. */
+int cli_parse_u64(const char *s, int base, uint64_t max, uint64_t *out);
+
+/* Parses an option's value as a decimal number in [min, max]; on failure prints
+ * "<opt> must be a whole number between <min> and <max>, got '<arg>'" and returns CLI_USAGE. */
+int cli_opt_range(const char *cmd, const char *opt, const char *arg, uint64_t min, uint64_t max,
+		  uint64_t *out);
+
+/* Checks NAME against the rules of include/shmq.h, with a message saying which one it breaks. */
+int cli_check_name(const char *cmd, const char *name);
+
+/* shmq_strerror(err), with the system's text added for errors the library has no text for. */
+const char *cli_strerror(int err);
+
+/* shmq_open with a readable error; returns 0 or CLI_FAIL. */
+int cli_open(const char *cmd, const char *name, shmq_t **q);
+
+/* Flushes stdout; on a write error (EPIPE included: SIGPIPE is ignored) prints it and returns
+ * CLI_FAIL. */
+int cli_flush_stdout(const char *cmd);
+
+/* main.c: prints the help of one subcommand, or all of it when cmd is NULL. */
+void cli_help(FILE *f, const char *cmd);
+
+/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c): argv[0] is the subcommand's name. */
+int cmd_create(int argc, char **argv);
+int cmd_unlink(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_recv(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+
+#endif

@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_io.c: `shmq send` and `shmq recv`. send stops at the first message that fails and says how
+ * many went before it; recv writes and flushes each line before it acks, so a line that may not
+ * have reached its reader is never acked (at-least-once).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+/* shmq_recv never turns a lease that expired (a --no-ack run's, a stuck consumer's) or whose
+ * owner died back into a message: only a shmq_reclaim pass does. So recv runs one before it
+ * starts and, unless --no-ack (it would take back its own expired leases and deliver them to
+ * itself again and again, into the dead-letter queue), one after each slice of this long that it
+ * waited in vain. */
+#define RECLAIM_EVERY_MS 1000
+
+enum {
+	O_TIMEOUT_MS = CLI_OPT_BASE,
+	O_COUNT,
+	O_NO_ACK,
+};
+
+struct io_opts {
+	int timeout_ms; /* -1: forever */
+	uint64_t count; /* recv: 0: no limit */
+	int no_ack;
+};
+
+static const struct option send_opts[] = {
+	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static const struct option recv_opts[] = {
+	{"count", required_argument, NULL, O_COUNT},
+	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
+	{"no-ack", no_argument, NULL, O_NO_ACK},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	struct io_opts *o = ctx;
+	uint64_t v;
+	int r = 0;
+	switch (opt) {
+	case O_TIMEOUT_MS:
+		if (!(r = cli_opt_range(cmd, "--timeout-ms", arg, 0, INT_MAX, &v)))
+			o->timeout_ms = (int)v;
+		break;
+	case O_COUNT:
+		if (!(r = cli_opt_range(cmd, "--count", arg, 1, UINT64_MAX, &v)))
+			o->count = v;
+		break;
+	case O_NO_ACK:
+		o->no_ack = 1;
+		break;
+	}
+	return r;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * send
+ */
+
+/* Sends one message; on failure prints the error, with where the message came from (e.g.
+ * "line 7") and how many were sent before it, and returns CLI_FAIL. */
+static int send_one(const char *cmd, shmq_t *q, const char *name, const void *data, size_t len,
+		    int timeout_ms, const char *from, unsigned long long sent)
+{
+	int r = shmq_send(q, data, len, timeout_ms);
+	if (!r)
+		return 0;
+	char before[64];
+	snprintf(before, sizeof(before), "%s; %llu message%s sent before it", from, sent,
+		 sent == 1 ? "" : "s");
+	if (r == -EMSGSIZE)
+		return cli_error(CLI_FAIL, cmd, "payload of %zu bytes exceeds the queue's maximum of %u (%s)",
+				 len, shmq_max_payload(q), before);
+	if (r == -EAGAIN && timeout_ms == 0)
+		return cli_error(CLI_FAIL, cmd, "queue '%s' is full (%s)", name, before);
+	if (r == -EAGAIN)
+		return cli_error(CLI_FAIL, cmd, "queue '%s' stayed full for %d ms (%s)", name, timeout_ms,
+				 before);
+	return cli_error(CLI_FAIL, cmd, "cannot send: %s (%s)", cli_strerror(r), before);
+}
+
+/* "--timeout-ms", "--timeout-ms=5", "-h": one of longopts (or -h) spelled out in full */
+static int looks_like_option(const struct option *longopts, const char *arg)
+{
+	if (!strcmp(arg, "-h"))
+		return 1;
+	if (strncmp(arg, "--", 2))
+		return 0;
+	size_t len = strcspn(arg + 2, "=");
+	for (const struct option *o = longopts; o->name; o++)
+		if (strlen(o->name) == len && !strncmp(o->name, arg + 2, len))
+			return 1;
+	return 0;
+}
+
+int cmd_send(int argc, char **argv)
+{
+	const char *cmd = "send";
+	struct io_opts o = {.timeout_ms = -1};
+	struct cli_args a;
+	char from[48];
+	unsigned long long sent = 0;
+	char *line = NULL;
+	size_t line_cap = 0;
+	ssize_t n;
+	shmq_t *q;
+	int r;
+
+	if ((r = cli_parse(cmd, argc, argv, send_opts, io_opt, &o, &a)))
+		return r;
+	/* with '+' ordering `send q m1 --timeout-ms 5` would send "--timeout-ms" and "5" as payloads */
+	for (int i = 1; i < a.nrest && !a.dashdash; i++)
+		if (looks_like_option(send_opts, a.rest[i]))
+			return cli_error(
+				CLI_USAGE, cmd,
+				"option '%s' after a PAYLOAD: put options before the first PAYLOAD, or -- "
+				"before the payloads to send it as one",
+				a.rest[i]);
+	if ((r = cli_open(cmd, a.name, &q)))
+		return r;
+
+	if (a.nrest > 0) {
+		for (int i = 0; i < a.nrest; i++, sent++) {
+			snprintf(from, sizeof(from), "argument %d", i + 1);
+			if ((r = send_one(cmd, q, a.name, a.rest[i], strlen(a.rest[i]), o.timeout_ms, from,
+					  sent)))
+				goto out;
+		}
+		goto out;
+	}
+	while ((n = getline(&line, &line_cap, stdin)) >= 0) {
+		if (n > 0 && line[n - 1] == '\n')
+			n--;
+		snprintf(from, sizeof(from), "line %llu", sent + 1);
+		if ((r = send_one(cmd, q, a.name, line, (size_t)n, o.timeout_ms, from, sent)))
+			goto out;
+		sent++;
+	}
+	if (ferror(stdin))
+		r = cli_error(CLI_FAIL, cmd, "cannot read standard input: %s (%llu message%s sent)",
+			      strerror(errno), sent, sent == 1 ? "" : "s");
+out:
+	free(line);
+	shmq_close(q);
+	return r;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * recv
+ */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* shmq_recv with timeout_ms (-1: forever), waiting in slices with a reclaim pass between them
+ * when `reclaim` is set. */
+static int recv_wait(shmq_t *q, struct shmq_msg *m, int timeout_ms, int reclaim)
+{
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : mono_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		uint64_t now = mono_ms();
+		uint64_t left = deadline > now ? deadline - now : 0;
+		int r = shmq_recv(q, m, left < RECLAIM_EVERY_MS ? (int)left : RECLAIM_EVERY_MS);
+		if (r != -EAGAIN || mono_ms() >= deadline)
+			return r;
+		if (reclaim)
+			shmq_reclaim(q, NULL);
+	}
+}
+
+/* The payload and a newline, flushed. 0, or -errno when stdout failed (EPIPE: reader gone). */
+static int write_line(const struct shmq_msg *m)
+{
+	errno = 0;
+	if (fwrite(m->data, 1, m->len, stdout) == m->len && putchar('\n') != EOF && fflush(stdout) == 0)
+		return 0;
+	return errno ? -errno : -EIO;
+}
+
+int cmd_recv(int argc, char **argv)
+{
+	const char *cmd = "recv";
+	struct io_opts o = {.timeout_ms = -1};
+	struct cli_args a;
+	struct shmq_msg m;
+	shmq_t *q;
+	int r;
+
+	if ((r = cli_parse(cmd, argc, argv, recv_opts, io_opt, &o, &a)) || (r = cli_no_rest(cmd, &a)))
+		return r;
+	if ((r = cli_open(cmd, a.name, &q)))
+		return r;
+	shmq_reclaim(q, NULL);
+
+	for (uint64_t got = 0; !o.count || got < o.count; got++) {
+		r = recv_wait(q, &m, o.timeout_ms, !o.no_ack);
+		if (r == -EAGAIN) { /* MS passed with no message: done */
+			r = CLI_OK;
+			break;
+		}
+		if (r) {
+			r = cli_error(CLI_FAIL, cmd, "cannot receive: %s", cli_strerror(r));
+			break;
+		}
+		if ((r = write_line(&m))) {
+			/* not acked: give it back now rather than when the lease runs out */
+			shmq_nack(q, &m, 0);
+			r = cli_error(CLI_FAIL, cmd,
+				      "cannot write to standard output: %s (message id %llu was not acked "
+				      "and goes back to the queue)",
+				      strerror(-r), (unsigned long long)m.id);
+			break;
+		}
+		if (o.no_ack)
+			continue;
+		r = shmq_ack(q, &m);
+		if (r == -ESTALE) {
+			/* its lease ran out before we got here: someone may receive it again */
+			fprintf(stderr,
+				"shmq: recv: warning: lease on message id %llu was lost before the ack; it "
+				"may be delivered again\n",
+				(unsigned long long)m.id);
+		} else if (r) {
+			r = cli_error(CLI_FAIL, cmd, "cannot ack message %llu: %s", (unsigned long long)m.id,
+				      cli_strerror(r));
+			break;
+		}
+		r = CLI_OK;
+	}
+	shmq_close(q);
+	return r;
+}

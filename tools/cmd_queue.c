@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/* cmd_queue.c: `shmq create` and `shmq unlink`: a queue's life cycle. */
+#include <errno.h>
+
+#include "cli.h"
+
+/* The library's limits (see shmq_config_validate) that shmq.h does not name. */
+#define LEASE_MS_MAX (7ULL * 24 * 3600 * 1000)
+#define RETRY_MS_MAX (24ULL * 3600 * 1000)
+#define SEGMENT_SLOTS_MAX (1ULL << 40) /* capacity * slot_size */
+
+enum {
+	O_CAPACITY = CLI_OPT_BASE,
+	O_SLOT_SIZE,
+	O_LEASE_MS,
+	O_MAX_DELIVERIES,
+	O_RETRY_BASE_MS,
+	O_RETRY_MAX_MS,
+	O_MODE,
+};
+
+static const struct option create_opts[] = {
+	{"capacity", required_argument, NULL, O_CAPACITY},
+	{"slot-size", required_argument, NULL, O_SLOT_SIZE},
+	{"lease-ms", required_argument, NULL, O_LEASE_MS},
+	{"max-deliveries", required_argument, NULL, O_MAX_DELIVERIES},
+	{"retry-base-ms", required_argument, NULL, O_RETRY_BASE_MS},
+	{"retry-max-ms", required_argument, NULL, O_RETRY_MAX_MS},
+	{"mode", required_argument, NULL, O_MODE},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static const struct option plain_opts[] = {
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	struct shmq_config *cfg = ctx;
+	uint64_t v;
+	int r = 0;
+	switch (opt) {
+	case O_CAPACITY:
+		if (cli_parse_u64(arg, 10, SHMQ_CAPACITY_MAX, &v) || v < 2 || (v & (v - 1)))
+			return cli_error(CLI_USAGE, cmd,
+					 "--capacity must be a power of two between 2 and %u, got '%s'",
+					 SHMQ_CAPACITY_MAX, arg);
+		cfg->capacity = (uint32_t)v;
+		break;
+	case O_SLOT_SIZE:
+		if (cli_parse_u64(arg, 10, SHMQ_SLOT_SIZE_MAX, &v) || v < 2 * SHMQ_SLOT_HEADER || v % 64)
+			return cli_error(CLI_USAGE, cmd,
+					 "--slot-size must be a multiple of 64 between %u and %u, got '%s'",
+					 2 * SHMQ_SLOT_HEADER, SHMQ_SLOT_SIZE_MAX, arg);
+		cfg->slot_size = (uint32_t)v;
+		break;
+	case O_LEASE_MS:
+		if (!(r = cli_opt_range(cmd, "--lease-ms", arg, 1, LEASE_MS_MAX, &v)))
+			cfg->lease_ms = (uint32_t)v;
+		break;
+	case O_MAX_DELIVERIES:
+		if (!(r = cli_opt_range(cmd, "--max-deliveries", arg, 1, SHMQ_MAX_DELIVERIES_MAX, &v)))
+			cfg->max_deliveries = (uint32_t)v;
+		break;
+	case O_RETRY_BASE_MS:
+		if (!(r = cli_opt_range(cmd, "--retry-base-ms", arg, 0, RETRY_MS_MAX, &v)))
+			cfg->retry_base_ms = (uint32_t)v;
+		break;
+	case O_RETRY_MAX_MS:
+		if (!(r = cli_opt_range(cmd, "--retry-max-ms", arg, 0, RETRY_MS_MAX, &v)))
+			cfg->retry_max_ms = (uint32_t)v;
+		break;
+	case O_MODE:
+		if (cli_parse_u64(arg, 8, 0777, &v))
+			return cli_error(CLI_USAGE, cmd,
+					 "--mode must be an octal number no greater than 0777, got '%s'",
+					 arg);
+		cfg->mode = (mode_t)v;
+		break;
+	}
+	return r;
+}
+
+int cmd_create(int argc, char **argv)
+{
+	const char *cmd = "create";
+	struct shmq_config cfg;
+	struct cli_args a;
+	shmq_t *q;
+	int r;
+
+	shmq_config_init(&cfg);
+	if ((r = cli_parse(cmd, argc, argv, create_opts, create_opt, &cfg, &a)) || (r = cli_no_rest(cmd, &a)))
+		return r;
+	/* the rules that tie two options together */
+	if (cfg.retry_base_ms > cfg.retry_max_ms)
+		return cli_error(CLI_USAGE, cmd, "the retry base of %u ms exceeds the retry maximum of %u ms",
+				 cfg.retry_base_ms, cfg.retry_max_ms);
+	if ((uint64_t)cfg.capacity * cfg.slot_size > SEGMENT_SLOTS_MAX)
+		return cli_error(CLI_USAGE, cmd,
+				 "%u slots of %u bytes are %llu bytes, more than the limit of %llu (1 TiB)",
+				 cfg.capacity, cfg.slot_size,
+				 (unsigned long long)cfg.capacity * cfg.slot_size, SEGMENT_SLOTS_MAX);
+	/* the library has the last word */
+	if ((r = shmq_config_validate(&cfg)))
+		return cli_error(CLI_USAGE, cmd, "invalid configuration: %s", cli_strerror(r));
+
+	r = shmq_create(a.name, &cfg, &q);
+	if (r == -EEXIST)
+		return cli_error(CLI_FAIL, cmd, "queue '%s' already exists", a.name);
+	if (r)
+		return cli_error(CLI_FAIL, cmd, "cannot create queue '%s': %s", a.name, cli_strerror(r));
+	shmq_close(q);
+	return CLI_OK;
+}
+
+int cmd_unlink(int argc, char **argv)
+{
+	const char *cmd = "unlink";
+	struct cli_args a;
+	int r;
+
+	if ((r = cli_parse(cmd, argc, argv, plain_opts, NULL, NULL, &a)) || (r = cli_no_rest(cmd, &a)))
+		return r;
+	r = shmq_unlink(a.name);
+	if (r == -ENOENT)
+		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", a.name);
+	if (r)
+		return cli_error(CLI_FAIL, cmd, "cannot remove queue '%s': %s", a.name, cli_strerror(r));
+	return CLI_OK;
+}

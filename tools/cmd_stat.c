@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/* cmd_stat.c: `shmq stat`: formats one shmq_stats() snapshot; computes nothing of its own. */
+#include "cli.h"
+
+static const struct option stat_opts[] = {
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static void num(const char *label, uint64_t v) { printf("  %-24s %llu\n", label, (unsigned long long)v); }
+
+/* 268288 -> "262.0 KiB" */
+static void human(char *buf, size_t sz, uint64_t bytes)
+{
+	static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)bytes;
+	unsigned u = 0;
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, sz, "%.1f %s", v, units[u]);
+}
+
+static void print_stats(const char *name, const struct shmq_stats *st)
+{
+	const struct shmq_config *c = &st->config;
+	char size[32];
+	human(size, sizeof(size), st->segment_bytes);
+	printf("queue %s\n", name[0] == '/' ? name + 1 : name);
+	printf("  %-24s %llu bytes (%s)\n", "segment", (unsigned long long)st->segment_bytes, size);
+	printf("config\n");
+	printf("  %-24s %u slots\n", "capacity", c->capacity);
+	printf("  %-24s %u bytes\n", "slot size", c->slot_size);
+	printf("  %-24s %u bytes\n", "max payload", st->max_payload);
+	printf("  %-24s %u ms\n", "lease", c->lease_ms);
+	printf("  %-24s %u\n", "max deliveries", c->max_deliveries);
+	printf("  %-24s %u ms, doubling up to %u ms\n", "retry backoff", c->retry_base_ms, c->retry_max_ms);
+	printf("  %-24s %04o\n", "mode", (unsigned)c->mode);
+	printf("  %-24s %u\n", "dead letters kept (max)", st->dlq_max);
+	printf("depth (slots)\n");
+	num("ready", st->ready);
+	num("in flight", st->inflight);
+	num("delayed", st->delayed);
+	num("dead-lettered", st->dead);
+	num("being written", st->writing);
+	num("free", st->free_slots);
+	printf("participants\n");
+	printf("  %-24s %u (this stat included)\n", "alive", st->participants);
+	printf("counters\n");
+	num("sent", st->sent);
+	num("received", st->received);
+	num("acked", st->acked);
+	num("nacked", st->nacked);
+	num("redelivered", st->redelivered);
+	num("extended", st->extended);
+	num("stale acks", st->stale);
+	num("reclaimed (expired)", st->reclaimed_expired);
+	num("reclaimed (dead owner)", st->reclaimed_dead_owner);
+	num("retired writes", st->retired_writes);
+	num("dead-lettered", st->dead_lettered);
+	num("rejected", st->rejected);
+	num("redriven", st->redriven);
+	num("purged", st->purged);
+	num("dead letters dropped", st->dlq_dropped);
+	num("producer waits", st->producer_waits);
+	num("consumer waits", st->consumer_waits);
+	num("next message id", st->next_id);
+}
+
+int cmd_stat(int argc, char **argv)
+{
+	const char *cmd = "stat";
+	struct shmq_stats st;
+	struct cli_args a;
+	shmq_t *q;
+	int r;
+
+	if ((r = cli_parse(cmd, argc, argv, stat_opts, NULL, NULL, &a)) || (r = cli_no_rest(cmd, &a)))
+		return r;
+	if ((r = cli_open(cmd, a.name, &q)))
+		return r;
+	if ((r = shmq_stats(q, &st))) {
+		r = cli_error(CLI_FAIL, cmd, "cannot read the statistics of '%s': %s", a.name,
+			      cli_strerror(r));
+		goto out;
+	}
+	print_stats(a.name, &st);
+	r = cli_flush_stdout(cmd);
+out:
+	shmq_close(q);
+	return r;
+}

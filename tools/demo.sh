@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# demo.sh: a live look at shmq's main job. Three producers and three consumers share one queue;
+# at the end every line sent must have been received exactly once.
+#
+#   usage: tools/demo.sh PATH-TO-SHMQ        (make demo runs it on build/shmq)
+set -euo pipefail
+export LC_ALL=C # sort and comm must agree on one order
+
+shmq=${1:?usage: demo.sh PATH-TO-SHMQ}
+[[ -x $shmq ]] || { echo "demo.sh: '$shmq' is not an executable" >&2; exit 2; }
+
+producers=3
+consumers=3
+per_producer=2000
+bursts=40 # each producer sends its lines in bursts with a pause between them: about 1 s in all
+name="demo-$$"
+work=$(mktemp -d "${TMPDIR:-/tmp}/shmq-demo.XXXXXX")
+pids=()
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	"$shmq" unlink "$name" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+heading() { printf '\n== %s\n' "$*"; }
+
+# Lines "p<producer>-<number>", fed to one `shmq send` through stdin, one message each.
+produce() {
+	local p=$1 per_burst=$((per_producer / bursts)) b
+	for ((b = 0; b < bursts; b++)); do
+		printf "p$p-%06d\n" $(seq $((b * per_burst + 1)) $(((b + 1) * per_burst)))
+		sleep 0.025
+	done | tee "$work/sent-$p" | "$shmq" send "$name"
+}
+
+heading "create queue '$name': 256 slots of 256 bytes, lease 5 s"
+"$shmq" create "$name" --capacity 256 --slot-size 256 --lease-ms 5000
+echo "created /dev/shm/$name"
+
+heading "start $consumers consumers (recv, exit after 2 s without a message) and $producers producers (send ${per_producer} lines each)"
+for ((c = 1; c <= consumers; c++)); do
+	"$shmq" recv "$name" --timeout-ms 2000 >"$work/recv-$c" &
+	pids+=($!)
+	cons_pid[c]=$!
+done
+for ((p = 1; p <= producers; p++)); do
+	produce "$p" &
+	pids+=($!)
+	prod_pid[p]=$!
+done
+start=${EPOCHREALTIME/[.,]/}
+
+sleep 0.3
+heading "shmq stat $name, while they run (participants: $producers producers, $consumers consumers, this stat)"
+"$shmq" stat "$name"
+
+status=0
+for ((p = 1; p <= producers; p++)); do
+	if wait "${prod_pid[p]}"; then prod_rc[p]=0; else prod_rc[p]=$? && status=1; fi
+done
+echo
+elapsed=$(((${EPOCHREALTIME/[.,]/} - start) / 1000))
+echo "producers done after $elapsed ms; consumers stop 2 s after the last message"
+for ((c = 1; c <= consumers; c++)); do
+	if wait "${cons_pid[c]}"; then cons_rc[c]=0; else cons_rc[c]=$? && status=1; fi
+done
+pids=()
+
+heading "shmq stat $name, at the end"
+"$shmq" stat "$name"
+
+heading "what each process did"
+for ((p = 1; p <= producers; p++)); do
+	printf '  producer %d  sent     %5d lines  (exit %d)\n' "$p" "$(wc -l <"$work/sent-$p")" "${prod_rc[p]}"
+done
+for ((c = 1; c <= consumers; c++)); do
+	printf '  consumer %d  received %5d lines  (exit %d)\n' "$c" "$(wc -l <"$work/recv-$c")" "${cons_rc[c]}"
+done
+
+heading "check: every line sent was received exactly once"
+sort "$work"/sent-* >"$work/all-sent"
+sort "$work"/recv-* >"$work/all-recv"
+sent=$(wc -l <"$work/all-sent")
+received=$(wc -l <"$work/all-recv")
+duplicates=$(uniq -d "$work/all-recv" | wc -l)
+missing=$(comm -23 "$work/all-sent" <(sort -u "$work/all-recv") | wc -l)
+unexpected=$(comm -13 "$work/all-sent" <(sort -u "$work/all-recv") | wc -l)
+# FIFO: a producer's lines get increasing tickets, consumers take tickets in order, so each
+# consumer must see each producer's lines in increasing order
+disorder=0
+for ((c = 1; c <= consumers; c++)); do
+	disorder=$((disorder + $(awk -F- '{ if ($1 in last && $2 <= last[$1]) n++; last[$1] = $2 } END { print n + 0 }' "$work/recv-$c")))
+done
+echo "  sent $sent, received $received: $missing missing, $duplicates duplicated, $unexpected unexpected"
+echo "  order: $disorder line(s) seen before an earlier line of the same producer by the same consumer"
+if ((status == 0 && missing == 0 && duplicates == 0 && unexpected == 0 && received == sent && disorder == 0)); then
+	echo "VERDICT: PASS: all $sent lines delivered exactly once, in each producer's order"
+else
+	echo "VERDICT: FAIL (see the counts above; a non-zero exit status also fails)"
+	exit 1
+fi

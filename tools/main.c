@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/* main.c: the shmq tool's entry point: subcommand dispatch, help and version. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+struct cli_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help; /* synopsis line(s), then the description, indented */
+};
+
+static const struct cli_cmd cmds[] = {
+	{"create", cmd_create,
+	 "create NAME [--capacity N] [--slot-size BYTES] [--lease-ms MS] [--max-deliveries N]\n"
+	 "            [--retry-base-ms MS] [--retry-max-ms MS] [--mode OCTAL]\n"
+	 "    Create a queue (fails if NAME exists).\n"
+	 "    --capacity N         slots: a power of two from 2 to 4194304 (default 1024)\n"
+	 "    --slot-size BYTES    bytes per slot, 64 of them shmq's header: a multiple of 64\n"
+	 "                         from 128 to 16777216 (default 256, for payloads up to 192 bytes)\n"
+	 "    --lease-ms MS        how long a received message stays leased to its receiver\n"
+	 "                         before it is delivered again (default 30000)\n"
+	 "    --max-deliveries N   deliveries before a message is dead-lettered, 1 to 255 (default 16)\n"
+	 "    --retry-base-ms MS   redelivery delay after the n-th delivery: base * 2^(n-1) ...\n"
+	 "    --retry-max-ms MS    ... capped at this (defaults 100 and 30000)\n"
+	 "    --mode OCTAL         permissions of the segment, at most 0777 (default 0600;\n"
+	 "                         the umask is not applied)\n"},
+	{"send", cmd_send,
+	 "send NAME [--timeout-ms MS] [PAYLOAD...]\n"
+	 "    Send one message per PAYLOAD, in order; with no PAYLOAD, one message per line of\n"
+	 "    standard input (newline stripped). Stops at the first message that fails and says\n"
+	 "    how many were sent before it. Options go before the first PAYLOAD; put -- before\n"
+	 "    the payloads if the first one starts with '-'.\n"
+	 "    --timeout-ms MS      wait at most MS for room in a full queue, per message\n"
+	 "                         (0: never wait; default: wait forever)\n"},
+	{"recv", cmd_recv,
+	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack]\n"
+	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"
+	 "    flushed before the ack, so a message whose line may be lost (the process died, or\n"
+	 "    standard output failed) is delivered again: at least once, never lost. recv also\n"
+	 "    runs the queue's recovery pass (when it starts and, without --no-ack, each second\n"
+	 "    it waits), which gives back messages whose consumer died or whose lease ran out.\n"
+	 "    --count N            exit after N messages (N >= 1; default: no limit)\n"
+	 "    --timeout-ms MS      exit once MS pass with no message (default: wait forever)\n"
+	 "    --no-ack             print but do not ack: each message stays leased until its\n"
+	 "                         lease (--lease-ms of create) runs out or this process exits;\n"
+	 "                         then the next recv delivers it again (a delivery that counts\n"
+	 "                         toward --max-deliveries)\n"},
+	{"stat", cmd_stat,
+	 "stat NAME\n"
+	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"
+	 "    being written, free), live participants and counters.\n"},
+	{"unlink", cmd_unlink,
+	 "unlink NAME\n"
+	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},
+};
+
+#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+
+static const struct cli_cmd *find_cmd(const char *name)
+{
+	for (size_t i = 0; i < NCMDS; i++)
+		if (!strcmp(cmds[i].name, name))
+			return &cmds[i];
+	return NULL;
+}
+
+void cli_help(FILE *f, const char *cmd)
+{
+	const struct cli_cmd *c = cmd ? find_cmd(cmd) : NULL;
+	if (c) {
+		fprintf(f, "shmq %s", c->help);
+		return;
+	}
+	fputs("usage: shmq COMMAND NAME [OPTIONS] [ARGS]\n"
+	      "\n"
+	      "A leased, crash-safe message queue in POSIX shared memory. NAME is a shm name:\n"
+	      "\"jobs\" and \"/jobs\" are the same queue (/dev/shm/jobs on Linux).\n"
+	      "\n",
+	      f);
+	for (size_t i = 0; i < NCMDS; i++)
+		fprintf(f, "shmq %s\n", cmds[i].help);
+	fputs("shmq help [COMMAND], shmq --help, shmq -h\n"
+	      "    Print this help (or one command's). Every command also takes -h/--help.\n"
+	      "shmq --version\n"
+	      "    Print the version.\n"
+	      "\n"
+	      "Numbers are decimal (--mode: octal) and non-negative. Options may come before or after\n"
+	      "NAME. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.\n",
+	      f);
+}
+
+static int help(int argc, char **argv)
+{
+	if (argc > 2)
+		return cli_error(CLI_USAGE, "help", "unexpected argument '%s'", argv[2]);
+	if (argc == 2 && !find_cmd(argv[1]))
+		return cli_error(CLI_USAGE, "help", "unknown command '%s'", argv[1]);
+	cli_help(stdout, argc == 2 ? argv[1] : NULL);
+	return cli_flush_stdout("help");
+}
+
+/* A closed fd 0, 1 or 2 would be reused by shm_open, and stdio would then read or write the
+ * segment itself. Park /dev/null there, opened so that using it fails (EBADF) rather than
+ * pretending: reading stdout, writing stdin. */
+static int guard_stdio(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int nfd = open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+		if (nfd != fd) /* the lowest free fd is this one: anything else is a failure */
+			return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (guard_stdio())
+		return CLI_FAIL;
+	/* a closed stdout must show up as EPIPE from a write we check, not kill us mid-message */
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2)
+		return cli_error(CLI_USAGE, NULL, "missing command");
+	const char *name = argv[1];
+	if (!strcmp(name, "help") || !strcmp(name, "--help") || !strcmp(name, "-h"))
+		return help(argc - 1, argv + 1);
+	if (!strcmp(name, "--version")) {
+		if (argc > 2)
+			return cli_error(CLI_USAGE, NULL, "unexpected argument '%s'", argv[2]);
+		printf("shmq %d.%d\n", SHMQ_VERSION_MAJOR, SHMQ_VERSION_MINOR);
+		return cli_flush_stdout(NULL);
+	}
+	const struct cli_cmd *c = find_cmd(name);
+	if (!c) {
+		if (name[0] == '-')
+			return cli_error(CLI_USAGE, NULL, "unknown option '%s'", name);
+		return cli_error(CLI_USAGE, NULL, "unknown command '%s'", name);
+	}
+	int r = c->run(argc - 1, argv + 1);
+	if (r == CLI_DONE)
+		return cli_flush_stdout(name);
+	return r;
+}
