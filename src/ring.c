@@ -27,6 +27,16 @@ static inline int cas_word(struct shmq_slot *s, uint64_t *expect, uint64_t desir
 	return atomic_compare_exchange_strong_explicit(&s->word, expect, desired, mo, memory_order_acquire);
 }
 
+/* Marks ticket t abandoned at slot s (skip = max(skip, t + 1)). seq_cst: one half of the Dekker
+ * pair with claim()'s CAS-then-load of skip. */
+static void skip_past(struct shmq_slot *s, uint64_t t)
+{
+	uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
+	while (sk < t + 1 && !atomic_compare_exchange_weak_explicit(&s->skip, &sk, t + 1, memory_order_seq_cst,
+								   memory_order_relaxed))
+		;
+}
+
 static inline void touch(shmq_t *q)
 {
 	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
@@ -78,11 +88,7 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket)
 			}
 			if (d > 0 && w_state(w) != SLOT_FREE) {
 				/* occupied by an older message: abandon ticket t at this slot */
-				uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
-				while (sk < t + 1 && !atomic_compare_exchange_weak_explicit(
-							 &s->skip, &sk, t + 1, memory_order_seq_cst,
-							 memory_order_relaxed))
-					;
+				skip_past(s, t);
 			}
 			/* else a consumer already abandoned ticket t (the slot moved past it) */
 			break;
@@ -344,11 +350,7 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 		if (st == SLOT_FREE) {
 			cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_seq_cst);
 		} else {
-			uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
-			while (sk < hd + 1 && !atomic_compare_exchange_weak_explicit(&s->skip, &sk, hd + 1,
-										   memory_order_seq_cst,
-										   memory_order_relaxed))
-				;
+			skip_past(s, hd);
 			/* the reload after the seq_cst skip store is the other half of claim()'s check */
 			(void)atomic_load_explicit(&s->word, memory_order_seq_cst);
 		}

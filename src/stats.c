@@ -19,6 +19,7 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	st->config.retry_base_ms = h->retry_base_ms;
 	st->config.retry_max_ms = h->retry_max_ms;
 	st->config.mode = h->mode & 0777;
+	st->config.dlq_max = q->dlq_max;
 	st->max_payload = q->max_payload;
 	st->segment_bytes = q->size;
 	st->next_id = atomic_load_explicit(&h->prod_tail, memory_order_relaxed);
