@@ -119,7 +119,7 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep)
 		uint64_t w = v[i].word, nw;
 		if (redrive) {
 			/* fresh delivery count; due now (tag 0 matches deliveries 0) */
-			atomic_store_explicit(&s->lease, lw_make(0, 0), memory_order_relaxed);
+			atomic_store_explicit(&s->lease, lw_make(0, LW_NOT_BEFORE, 0), memory_order_relaxed);
 			nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
 		} else {
 			nw = w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0);

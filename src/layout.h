@@ -25,7 +25,7 @@
 #include "shmq.h"
 
 #define SHMQ_MAGIC 0x31514d4853ULL /* "SHMQ1" */
-#define SHMQ_LAYOUT_VERSION 1u
+#define SHMQ_LAYOUT_VERSION 2u
 #define SHMQ_HDR_SIZE 4096u
 #define SHMQ_CACHELINE 64u
 #define SHMQ_PART_SIZE 256u
@@ -69,12 +69,27 @@ static inline int64_t ticket_diff(uint64_t a, uint64_t b40)
 	return (int64_t)(d << (64 - W_TICKET_BITS)) >> (64 - W_TICKET_BITS);
 }
 
-/* The lease word: [ time_ms (56 bits) | tag (8 bits) ]. While LEASED it holds the deadline, while
- * DELAYED the not-before time; tag = the word's delivery count, so a value left over from another
- * delivery (or another message: producers reset it to 0) is never mistaken for this one's. */
-static inline uint64_t lw_make(uint64_t ms, unsigned tag) { return (ms << 8) | (tag & 0xff); }
-static inline uint64_t lw_ms(uint64_t l) { return l >> 8; }
+/* The lease word: [ time_ms (55 bits) | kind (1 bit) | tag (8 bits) ]. kind 0 (LW_DEADLINE): the
+ * lease deadline of a delivery; kind 1 (LW_NOT_BEFORE): the not-before time of a redelivery,
+ * written by nack/reclaim just before they move the slot to DELAYED. tag = the word's delivery
+ * count, so a value left over from another delivery (or another message: producers reset it to 0)
+ * is never mistaken for this one's. The kind keeps a reclaim pass from reading a nack's not-before
+ * time as an expired deadline. Writers that race (extend, nack, reclaim) CAS it. */
+enum { LW_DEADLINE = 0, LW_NOT_BEFORE = 1 };
+static inline uint64_t lw_make(uint64_t ms, unsigned kind, unsigned tag)
+{
+	return (ms << 9) | ((uint64_t)(kind & 1) << 8) | (tag & 0xff);
+}
+static inline uint64_t lw_ms(uint64_t l) { return l >> 9; }
+static inline unsigned lw_kind(uint64_t l) { return (l >> 8) & 1; }
 static inline unsigned lw_tag(uint64_t l) { return l & 0xff; }
+
+/* When a DELAYED slot whose word has `deliv` deliveries is due. Anything but this delivery's
+ * not-before time (a requeue that died between its two CASes) counts as due now. */
+static inline uint64_t lw_due(uint64_t l, unsigned deliv, uint64_t now)
+{
+	return lw_kind(l) == LW_NOT_BEFORE && lw_tag(l) == deliv ? lw_ms(l) : now;
+}
 
 struct shmq_slot {
 	_Atomic uint64_t word;  /* the state word above */

@@ -68,7 +68,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		}
 		if (st == SLOT_DELAYED) {
 			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-			uint64_t due = lw_tag(lw) == d ? lw_ms(lw) : now;
+			uint64_t due = lw_due(lw, d, now);
 			if (due < next_due)
 				next_due = due;
 			continue;
@@ -77,24 +77,31 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 			continue;
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
 		int dead = owner_dead(q, live, w_owner(w));
-		int expired = lw_tag(lw) == d && lw_ms(lw) <= now;
+		/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
+		 * nack or another pass between its two CASes: that one finishes the job, unless it died
+		 * midway (then the slot stays like this for a whole lease). No value of this delivery
+		 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
+		int expired = lw_tag(lw) == d &&
+			      (lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + h->lease_ms <= now);
 		if (!dead && !expired)
 			continue;
-		uint64_t nw;
+		uint64_t nw, due = now;
 		if (d >= h->max_deliveries) {
 			s->dead_ms = now;
 			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
 		} else {
 			/* one backoff engine for nack, expiry and crash alike */
-			uint64_t due = now + shmq_backoff_ms(h, d);
-			/* CAS, not store: if the owner extended meanwhile, leave the lease alone */
-			if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, d),
-								    memory_order_relaxed, memory_order_relaxed))
-				continue;
+			due = now + shmq_backoff_ms(h, d);
 			nw = w_make(w_ticket(w), SLOT_DELAYED, w_owner(w), d);
-			if (due < next_due)
-				next_due = due;
 		}
+		/* Take the lease word first, from the exact value we judged: an extend or nack by the
+		 * owner CASes it too, so either they win (and we leave the slot alone) or they see our
+		 * not-before time and report -ESTALE. Then the word, from the exact value we saw. */
+		if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, LW_NOT_BEFORE, d),
+							    memory_order_relaxed, memory_order_relaxed))
+			continue;
+		if (!w_is_dead(nw) && due < next_due)
+			next_due = due;
 		/* release: publishes the new lease word with the state; pairs with take_due()'s acquire */
 		if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
 							    memory_order_relaxed))

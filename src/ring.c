@@ -46,21 +46,36 @@ static inline void touch(shmq_t *q)
  * Producing
  */
 
+/* Is any slot FREE? One read-only pass over the slot words: the full check of last resort. */
+static int any_free(shmq_t *q)
+{
+	for (uint32_t i = 0; i <= q->mask; i++)
+		if (w_state(atomic_load_explicit(&slot_at(q, i)->word, memory_order_relaxed)) == SLOT_FREE)
+			return 1;
+	return 0;
+}
+
 /* Claims a slot for a fresh ticket: on success the slot is WRITING(ticket, us). -EAGAIN if the
- * ring is full: cap tickets are outstanding and the next slot is still occupied. */
-static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket)
+ * ring is full. While fewer than cap tickets are outstanding there is room by construction. Past
+ * that, the slot next in line may still be held (leased, delayed, dead) while another one was
+ * freed out of order: with `scan`, one pass over the slot words finds out, and if some slot is
+ * free we walk tickets to it (abandoning those in between) instead of reporting full. */
+static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, int scan)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1;
+	int room = 0;
 	for (uint64_t burned = 0; burned <= 2 * cap;) {
 		/* head first: cons_head never passes prod_tail, so t0 >= c0 even with both relaxed */
 		uint64_t c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
 		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		if (t0 - c0 >= cap) {
-			/* the ticket window is full: go on only if the slot next in line is usable */
+		if (t0 - c0 >= cap && !room) {
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
-			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0)
-				return -EAGAIN;
+			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
+				if (!scan || !any_free(q))
+					return -EAGAIN;
+				room = 1;
+			}
 		}
 		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
 		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
@@ -118,35 +133,38 @@ static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t)
 	return 0;
 }
 
-static int wait_space(shmq_t *q, uint32_t seen, uint64_t deadline)
+/* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
+ * or FULL_RECHECK_MS: a slot freed by a process that died before its notify). seq_cst increment:
+ * pairs with the fence in shmq_notify, so either the freer sees us or our re-check sees the slot. */
+static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t deadline)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = now_ns() + FULL_RECHECK_MS * 1000000ULL;
 	count(q, C_PROD_WAITS, 1);
 	atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
-	int r = shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
+	uint32_t seen = atomic_load_explicit(&h->space_seq, memory_order_acquire);
+	int r = claim(q, s, t, 1);
+	if (r == -EAGAIN)
+		shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
 	atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_relaxed);
 	return r;
 }
 
-/* claim with the timeout policy of a blocking call */
+/* claim with the timeout policy of a blocking call. The slot scan runs on the first try, every
+ * 64 spins and around each sleep, not on every poll. */
 static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_ms)
 {
 	uint64_t deadline = 0;
 	for (unsigned spins = 0;; spins++) {
-		uint32_t seen = atomic_load_explicit(&q->hdr->space_seq, memory_order_acquire);
-		int r = claim(q, s, t);
+		int r = spins < SPIN_LIMIT ? claim(q, s, t, spins % 64 == 0) : sleep_claim(q, s, t, deadline);
 		if (r != -EAGAIN || timeout_ms == 0)
 			return r;
 		if (spins == 0)
 			deadline = shmq_deadline(timeout_ms);
 		if (now_ns() >= deadline)
 			return -EAGAIN;
-		if (spins < SPIN_LIMIT) {
+		if (spins < SPIN_LIMIT)
 			cpu_relax();
-			continue;
-		}
-		wait_space(q, seen, deadline);
 	}
 }
 
@@ -273,7 +291,7 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 {
 	/* the lease deadline is written after the CAS that made us the owner; until then a reclaim
 	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
-	atomic_store_explicit(&s->lease, lw_make(now_ms() + q->hdr->lease_ms, w_deliv(leased)),
+	atomic_store_explicit(&s->lease, lw_make(now_ms() + q->hdr->lease_ms, LW_DEADLINE, w_deliv(leased)),
 			      memory_order_release);
 	s->last_owner = q->owner;
 	s->last_pid = q->pid;
@@ -375,7 +393,7 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		if (w_state(w) != SLOT_DELAYED)
 			continue;
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
-		uint64_t due = lw_tag(lw) == w_deliv(w) ? lw_ms(lw) : now;
+		uint64_t due = lw_due(lw, w_deliv(w), now);
 		if (due > now) {
 			if (due < next)
 				next = due;
@@ -479,6 +497,20 @@ static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
 	return slot_at(q, m->slot);
 }
 
+/* Replaces this delivery's lease deadline with `nv`. Fails (-ESTALE) if the lease word no longer
+ * holds a deadline of delivery `deliv`: a reclaim pass (or another thread settling the same
+ * delivery) got there first. relaxed: the word CAS or re-check that follows orders it. */
+static int set_lease(struct shmq_slot *s, unsigned deliv, uint64_t nv)
+{
+	uint64_t cur = atomic_load_explicit(&s->lease, memory_order_relaxed);
+	do {
+		if (lw_tag(cur) != deliv || lw_kind(cur) != LW_DEADLINE)
+			return -ESTALE;
+	} while (!atomic_compare_exchange_weak_explicit(&s->lease, &cur, nv, memory_order_relaxed,
+						       memory_order_relaxed));
+	return 0;
+}
+
 static int stale(shmq_t *q)
 {
 	count(q, C_STALE, 1);
@@ -572,8 +604,11 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	}
 	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q->hdr, d) : (uint64_t)delay_ms;
 	uint64_t due = now_ms() + delay;
-	/* the not-before time goes in first, tagged with this delivery; the release CAS publishes it */
-	atomic_store_explicit(&s->lease, lw_make(due, d), memory_order_relaxed);
+	/* the not-before time goes in first, tagged with this delivery; the release CAS on the word
+	 * publishes it. A CAS, because a reclaim pass that found our deadline expired CASes it too:
+	 * whoever wins the lease word moves the word. */
+	if (set_lease(s, d, lw_make(due, LW_NOT_BEFORE, d)))
+		return stale(q);
 	SHMQ_FAULT("nack-before-cas");
 	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
 		return stale(q);
@@ -608,9 +643,11 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
 	uint64_t ms = lease_ms > 0 ? (uint64_t)lease_ms : q->hdr->lease_ms;
 	if (atomic_load_explicit(&s->word, memory_order_acquire) != m->token)
 		return stale(q);
-	atomic_store_explicit(&s->lease, lw_make(now_ms() + ms, w_deliv(m->token)), memory_order_seq_cst);
-	/* re-check after the store: a reclaim that requeued us in between wins, and we say so */
-	if (atomic_load_explicit(&s->word, memory_order_seq_cst) != m->token)
+	if (set_lease(s, w_deliv(m->token), lw_make(now_ms() + ms, LW_DEADLINE, w_deliv(m->token))))
+		return stale(q);
+	/* a reclaim that completed before our CAS left no deadline of this delivery to replace, so
+	 * it failed above; this re-check catches an ack/nack of the same delivery by another thread */
+	if (atomic_load_explicit(&s->word, memory_order_acquire) != m->token)
 		return stale(q);
 	count(q, C_EXTENDED, 1);
 	touch(q);

@@ -212,7 +212,7 @@ Test(ring, blocked_recv_wakes_when_a_message_is_sent)
 	shmq_close(q);
 }
 
-Test(ring, blocked_send_wakes_when_a_slot_is_freed, .disabled = true) /* known bug: issue 2 note */
+Test(ring, blocked_send_wakes_when_a_slot_is_freed)
 {
 	struct shmq_config c = tq_config(2);
 	shmq_t *q = mkq(&c);
@@ -494,7 +494,7 @@ Test(ring, send_waits_when_every_slot_is_leased_and_resumes_after_an_ack)
 
 /* The contract: -EAGAIN only "if the queue stayed full". Which lease is acked must not matter,
  * and no consumer should have to call recv before a producer can use the freed slot. */
-Test(ring, send_succeeds_after_any_one_of_the_leased_messages_is_acked, .disabled = true) /* known bug */
+Test(ring, send_succeeds_after_any_one_of_the_leased_messages_is_acked)
 {
 	for (int k = 1; k < 4; k++) {
 		struct shmq_msg m[4];
@@ -552,7 +552,7 @@ static void *reclaim_forever(void *arg)
 	return NULL;
 }
 
-Test(ring, concurrent_reclaim_never_disturbs_a_live_lease_being_nacked, .disabled = true) /* known bug */
+Test(ring, concurrent_reclaim_never_disturbs_a_live_lease_being_nacked)
 {
 	struct shmq_config c = tq_config(2);
 	c.lease_ms = 60000;
