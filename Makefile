@@ -3,7 +3,7 @@
 # shmq build.  One Makefile serves three build trees:
 #   make            -> build/        (-O2 -g, jemalloc in the tool and benches)
 #   make asan       -> build-asan/   (ASan + UBSan, libc malloc), runs unit + integration tests
-#   make tsan       -> build-tsan/   (TSan, libc malloc), runs tests/tsan
+#   make tsan       -> build-tsan/   (TSan, libc malloc), runs the thread tests as a plain program
 # The sanitizer targets re-invoke make with BUILD=<dir> SAN=<asan|tsan>.
 #
 # Quiet by default; V=1 prints full commands.  CFLAGS/LDFLAGS from the command line are kept.
@@ -50,6 +50,7 @@ endif
 LIB_LIBS := -lpthread
 TOOL_LIBS := $(JEMALLOC_LIBS) -lm -lpthread
 TEST_LIBS := -lcriterion -lurcu -lpthread -lm
+TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
 
 # Criterion options for test runs, e.g. CRITERION_FLAGS='--jobs 1 --verbose'.
@@ -65,7 +66,8 @@ LIB_SRCS := $(sort $(wildcard src/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
-TSAN_SRCS := $(sort $(wildcard tests/tsan/*.c))
+# the thread tests again, as a plain program for TSan (see tests/common.h, TQ_PLAIN)
+TSAN_SRCS := tests/integration/test_threads.c
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 
 OBJ := $(BUILD)/obj
@@ -75,7 +77,7 @@ TESTLIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/test/%.o)
 TOOL_OBJS := $(TOOL_SRCS:%.c=$(OBJ)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
-TSAN_OBJS := $(TSAN_SRCS:%.c=$(OBJ)/%.o)
+TSAN_OBJS := $(TSAN_SRCS:tests/integration/%.c=$(OBJ)/tsan/%.o)
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
 	$(TSAN_OBJS) $(BENCH_OBJS)
@@ -150,27 +152,14 @@ TSAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo $(CC))
 tsan:
 	$(Q)$(MAKE) BUILD=build-tsan SAN=tsan CC=$(TSAN_CC) tsan-run
 
-# Criterion under TSan often dies before running any test: BoxFort maps its arena at a random
-# address and gives up after a few probes that land in TSan's reserved ranges (Snaipe/Criterion#274;
-# 2-7% of starts succeed here).  So a run that failed *inside Criterion's startup* (no "Synthesis:"
-# line, and either the arena message or a crash in libcriterion itself) is retried, up to
-# TSAN_START_TRIES times.  Any other failure fails at once, and so does any TSan report.
-# halt_on_error makes a race kill its test, so Criterion counts it (by default TSan only reports and
-# the test passes).  ASLR is turned off for the run when setarch allows it, which keeps older TSan
-# runtimes working on kernels with high mmap randomisation.
-TSAN_START_TRIES ?= 200
+# The TSan program is tests/integration/test_threads.c built without Criterion (TQ_PLAIN), whose
+# sandbox cannot start under TSan (Snaipe/Criterion#274). halt_on_error makes a race fail the run;
+# a report in the log fails it too. ASLR is turned off for the run when setarch allows it, which
+# keeps older TSan runtimes working on kernels with high mmap randomisation.
 tsan-run: $(TSAN_BIN)
 	$(Q)$(call msg,RUN,$(TSAN_BIN))log=$(TSAN_BIN).log; \
 	norand=; if setarch $$(uname -m) -R true 2>/dev/null; then norand="setarch $$(uname -m) -R"; fi; \
-	try=1; \
-	while :; do \
-		rc=0; TSAN_OPTIONS="halt_on_error=1 $$TSAN_OPTIONS" $$norand $(TSAN_BIN) $(CRITERION_FLAGS) \
-			>$$log 2>&1 || rc=$$?; \
-		[ $$rc -ne 0 ] && [ $$try -lt $(TSAN_START_TRIES) ] && ! grep -q 'Synthesis:' $$log && \
-		grep -q -e 'Could not initialize inheritable arena' -e '#0 .*(libcriterion\.so' $$log || break; \
-		try=$$((try + 1)); \
-	done; \
-	if [ $$try -gt 1 ]; then echo "  (Criterion started under TSan on attempt $$try; see Snaipe/Criterion#274)"; fi; \
+	rc=0; TSAN_OPTIONS="halt_on_error=1 $$TSAN_OPTIONS" $$norand $(TSAN_BIN) >$$log 2>&1 || rc=$$?; \
 	cat $$log; \
 	if [ $$rc -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $$log; then \
 		echo "  FAIL  $(TSAN_BIN): sanitizer report (see $$log)"; rc=1; \
@@ -262,6 +251,9 @@ $(OBJ)/tools/%.o: tools/%.c | $(DEPS_OK)
 $(OBJ)/tests/%.o: tests/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
 
+$(OBJ)/tsan/%.o: tests/integration/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$< (plain))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -DTQ_PLAIN -c -o $@ $<
+
 $(OBJ)/bench/%.o: bench/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -c -o $@ $<
 
@@ -309,7 +301,7 @@ $(INTEG_BIN): $(INTEG_OBJS) $(TESTLIB_A) $(STAMP)/integration $(STAMP)/flags | $
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(INTEG_OBJS) $(TESTLIB_A) $(TEST_LIBS)
 
 $(TSAN_BIN): $(TSAN_OBJS) $(TESTLIB_A) $(STAMP)/tsan $(STAMP)/flags | $(DEPS_OK)
-	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(TESTLIB_A) $(TEST_LIBS)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(TESTLIB_A) $(TSAN_LIBS)
 
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(BENCH_LIBS)

@@ -4,11 +4,47 @@
  * parallel: each test gets queue names made from its suite, its name and its pid, and every name
  * handed out is unlinked before use and again by the suite's .fini (which also runs after a failed
  * cr_assert), so neither a rerun nor a failure leaves anything behind in /dev/shm.
+ *
+ * With TQ_PLAIN defined the same helpers work without Criterion, for the one program that cannot
+ * use it: the TSan build of the thread tests (Criterion's sandbox fails to start under TSan,
+ * Snaipe/Criterion#274). TQ_REQUIRE / TQ_EXPECT then print the failure; the program's main
+ * reports tq_failures.
  */
 #ifndef SHMQ_TESTS_COMMON_H
 #define SHMQ_TESTS_COMMON_H
 
+#ifdef TQ_PLAIN
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+static int tq_failures __attribute__((unused));
+static const char *tq_test = "plain"; /* the plain driver sets it to the test it runs */
+/* each evaluates cond exactly once, like cr_expect / cr_assert */
+#define TQ_EXPECT(cond, ...) ((void)tq_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__))
+#define TQ_REQUIRE(cond, ...)                                                                                  \
+	do {                                                                                                   \
+		if (!tq_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__))                                      \
+			exit(1);                                                                               \
+	} while (0)
+__attribute__((format(printf, 4, 5), unused)) static int tq_check(int ok, const char *file, int line,
+								    const char *fmt, ...)
+{
+	if (ok)
+		return 1;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "  FAIL  %s: %s:%d: ", tq_test, file, line);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	tq_failures++;
+	return 0;
+}
+#else
 #include <criterion/criterion.h>
+#define TQ_EXPECT(cond, ...) cr_expect(cond, __VA_ARGS__)
+#define TQ_REQUIRE(cond, ...) cr_assert(cond, __VA_ARGS__)
+#endif
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,11 +63,16 @@ static int tq_count __attribute__((unused));
 /* A queue name unique to this test process: "/shmq-test-<suite>-<test>[-<tag>]-<pid>". */
 static inline const char *tq_name(const char *tag)
 {
-	cr_assert_lt(tq_count, TQ_MAX_NAMES, "too many queue names in one test");
+	TQ_REQUIRE(tq_count < TQ_MAX_NAMES, "too many queue names in one test");
 	char *n = tq_names[tq_count++];
+#ifdef TQ_PLAIN
+	const char *suite = "plain", *test = tq_test;
+#else
 	const struct criterion_test *t = criterion_current_test;
-	snprintf(n, TQ_NAME_LEN, "/shmq-test-%.24s-%.64s%s%.24s-%d", t ? t->category : "x", t ? t->name : "x",
-		 tag ? "-" : "", tag ? tag : "", (int)getpid());
+	const char *suite = t ? t->category : "x", *test = t ? t->name : "x";
+#endif
+	snprintf(n, TQ_NAME_LEN, "/shmq-test-%.24s-%.64s%s%.24s-%d", suite, test, tag ? "-" : "", tag ? tag : "",
+		 (int)getpid());
 	shm_unlink(n);
 	return n;
 }
@@ -53,12 +94,12 @@ static inline struct shmq_config tq_config(uint32_t capacity)
 	return c;
 }
 
-/* Creates a queue under a fresh name (precondition of the test, hence cr_assert). */
+/* Creates a queue under a fresh name (precondition of the test, hence TQ_REQUIRE). */
 static inline shmq_t *tq_create(const char *name, const struct shmq_config *c)
 {
 	shmq_t *q = NULL;
 	int r = shmq_create(name, c, &q);
-	cr_assert_eq(r, 0, "shmq_create(%s): %s", name, shmq_strerror(r));
+	TQ_REQUIRE(r == 0, "shmq_create(%s): %s", name, shmq_strerror(r));
 	return q;
 }
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Producers and consumers as threads of one process, for ThreadSanitizer (`make tsan`).
+ * Producers and consumers as threads of one process. Part of the integration suite (Criterion,
+ * `make test`, `make asan`); `make tsan` builds this same file with TQ_PLAIN into a program of its
+ * own under ThreadSanitizer (its main is at the bottom), because Criterion cannot start there.
  *
  * Each participant normally has its own handle, hence its own mapping of the segment; TSan tracks
  * memory by virtual address, so it cannot relate accesses made through two different mappings of
@@ -8,7 +10,6 @@
  * the others share one handle among all threads, so every access to the slots goes through one
  * mapping and TSan checks the ring's orderings themselves, nack, extend and reclaim included.
  */
-#include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,7 +19,9 @@
 #include "../common.h"
 #include "shmq.h"
 
+#ifndef TQ_PLAIN
 TestSuite(threads, .fini = tq_cleanup);
+#endif
 
 #define N_PROD 4
 #define N_CONS 4
@@ -178,7 +181,7 @@ static void *reclaimer(void *arg)
 static void run_threads(int share_handle, unsigned nack_every)
 {
 	struct run *r = calloc(1, sizeof(*r));
-	cr_assert_not_null(r);
+	TQ_REQUIRE(r != NULL, "out of memory");
 	r->name = tq_name(NULL);
 	r->nack_every = nack_every;
 	struct shmq_config c = tq_config(1024);
@@ -192,20 +195,20 @@ static void run_threads(int share_handle, unsigned nack_every)
 	double t0 = tq_now_ms();
 	for (uint32_t i = 0; i < N_CONS; i++) {
 		cw[i] = (struct worker){r, i};
-		cr_assert_eq(pthread_create(&ct[i], NULL, consumer, &cw[i]), 0);
+		TQ_REQUIRE(pthread_create(&ct[i], NULL, consumer, &cw[i]) == 0, "pthread_create failed");
 	}
 	for (uint32_t i = 0; i < N_PROD; i++) {
 		pw[i] = (struct worker){r, i};
-		cr_assert_eq(pthread_create(&pt[i], NULL, producer, &pw[i]), 0);
+		TQ_REQUIRE(pthread_create(&pt[i], NULL, producer, &pw[i]) == 0, "pthread_create failed");
 	}
 	if (nack_every)
-		cr_assert_eq(pthread_create(&rt, NULL, reclaimer, r), 0);
+		TQ_REQUIRE(pthread_create(&rt, NULL, reclaimer, r) == 0, "pthread_create failed");
 	for (int i = 0; i < N_PROD; i++)
 		pthread_join(pt[i], NULL);
 	/* after every producer's last send: FIFO puts the pills behind every first delivery */
 	for (int i = 0; i < N_CONS; i++) {
 		struct payload p = {PILL, 0, 0};
-		cr_expect_eq(shmq_send(q, &p, sizeof(p), IO_TIMEOUT_MS), 0);
+		TQ_EXPECT(shmq_send(q, &p, sizeof(p), IO_TIMEOUT_MS) == 0, "sending a pill failed");
 	}
 	for (int i = 0; i < N_CONS; i++)
 		pthread_join(ct[i], NULL);
@@ -223,30 +226,55 @@ static void run_threads(int share_handle, unsigned nack_every)
 			dup += n > 1;
 		}
 	struct shmq_stats st;
-	cr_assert_eq(shmq_stats(q, &st), 0);
+	TQ_REQUIRE(shmq_stats(q, &st) == 0, "shmq_stats failed");
 	fprintf(stderr, "threads(%s handle%s): %u messages, %d x %d, %.0f ms\n", share_handle ? "one" : "own",
 		nack_every ? ", nacks + reclaim" : "", TOTAL, N_PROD, N_CONS, took);
-	cr_expect_eq(atomic_load(&r->errors), 0, "send/recv errors or timeouts");
-	cr_expect_eq(atomic_load(&r->err_nack), 0, "nack failed (last error %d)", atomic_load(&r->last_err));
-	cr_expect_eq(atomic_load(&r->err_extend), 0, "extend failed (last error %d)",
-		     atomic_load(&r->last_err));
-	cr_expect_eq(atomic_load(&r->err_ack), 0, "ack failed (last error %d)", atomic_load(&r->last_err));
-	cr_expect_eq(atomic_load(&r->err_reclaim), 0, "reclaim repaired something though nobody died");
-	cr_expect_eq(atomic_load(&r->torn), 0, "torn payloads");
-	cr_expect_eq(atomic_load(&r->out_of_order), 0,
-		     "a producer's messages reached a consumer out of order");
-	cr_expect_eq(atomic_load(&r->unexpected_redelivery), 0, "redeliveries nobody asked for");
-	cr_expect_eq(missing, 0, "%lu ids never acked", missing);
-	cr_expect_eq(dup, 0, "%lu ids acked more than once", dup);
-	cr_expect_eq(atomic_load(&r->acked), TOTAL);
-	cr_expect_eq(st.nacked, atomic_load(&r->nacks));
-	cr_expect_eq(st.ready + st.inflight + st.delayed + st.writing + st.dead, 0, "the queue is drained");
+	TQ_EXPECT(atomic_load(&r->errors) == 0, "send/recv errors or timeouts");
+	TQ_EXPECT(atomic_load(&r->err_nack) == 0, "nack failed (last error %d)", atomic_load(&r->last_err));
+	TQ_EXPECT(atomic_load(&r->err_extend) == 0, "extend failed (last error %d)", atomic_load(&r->last_err));
+	TQ_EXPECT(atomic_load(&r->err_ack) == 0, "ack failed (last error %d)", atomic_load(&r->last_err));
+	TQ_EXPECT(atomic_load(&r->err_reclaim) == 0, "reclaim repaired something though nobody died");
+	TQ_EXPECT(atomic_load(&r->torn) == 0, "torn payloads");
+	TQ_EXPECT(atomic_load(&r->out_of_order) == 0, "a producer's messages reached a consumer out of order");
+	TQ_EXPECT(atomic_load(&r->unexpected_redelivery) == 0, "redeliveries nobody asked for");
+	TQ_EXPECT(missing == 0, "%lu ids never acked", missing);
+	TQ_EXPECT(dup == 0, "%lu ids acked more than once", dup);
+	TQ_EXPECT(atomic_load(&r->acked) == TOTAL, "acked %llu of %u", (unsigned long long)atomic_load(&r->acked), TOTAL);
+	TQ_EXPECT(st.nacked == atomic_load(&r->nacks), "stats count %llu nacks, the consumers made %llu",
+		  (unsigned long long)st.nacked, (unsigned long long)atomic_load(&r->nacks));
+	TQ_EXPECT(st.ready + st.inflight + st.delayed + st.writing + st.dead == 0, "the queue is drained");
 	shmq_close(q);
 	free(r);
 }
 
+#ifndef TQ_PLAIN
 Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { run_threads(0, 0); }
 
 Test(threads, shared_handle_moves_200k_messages_each_acked_exactly_once) { run_threads(1, 0); }
 
 Test(threads, shared_handle_with_nacks_extends_and_reclaims_loses_nothing) { run_threads(1, 7); }
+#else
+int main(void)
+{
+	static const struct {
+		const char *name;
+		int share;
+		unsigned nack_every;
+	} t[] = {
+		{"own_handles_move_200k_messages_each_acked_exactly_once", 0, 0},
+		{"shared_handle_moves_200k_messages_each_acked_exactly_once", 1, 0},
+		{"shared_handle_with_nacks_extends_and_reclaims_loses_nothing", 1, 7},
+	};
+	int failed = 0;
+	for (unsigned i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		int before = tq_failures;
+		tq_test = t[i].name;
+		run_threads(t[i].share, t[i].nack_every);
+		tq_cleanup();
+		failed += tq_failures > before;
+		fprintf(stderr, "[%s] threads::%s\n", tq_failures > before ? "FAIL" : "PASS", t[i].name);
+	}
+	fprintf(stderr, "threads under TSan: %u tests, %d failed\n", (unsigned)(sizeof(t) / sizeof(t[0])), failed);
+	return failed ? 1 : 0;
+}
+#endif
