@@ -50,7 +50,11 @@ int main(int argc, char **argv)
 	for (int c; (c = getopt_long(argc, argv, "r:i:l:", opts, NULL)) != -1;) {
 		int v = atoi(optarg);
 		if (v <= 0) {
-			fprintf(stderr, "reclaim_latency: --%s must be a positive number\n", opts[c == 'r' ? 0 : c == 'i' ? 1 : 2].name);
+			fprintf(stderr, "reclaim_latency: --%s must be a positive number\n",
+				opts[c == 'r'	? 0
+				     : c == 'i' ? 1
+						: 2]
+					.name);
 			return 2;
 		}
 		if (c == 'r')
@@ -126,7 +130,8 @@ int main(int argc, char **argv)
 	qsort(lat, (size_t)rounds, sizeof(double), cmp);
 	printf("reclaim latency after SIGKILL, %d rounds, watchdog interval %d ms, lease %d ms:\n", rounds,
 	       interval, lease);
-	printf("  p50 %.1f ms  p99 %.1f ms  max %.1f ms  (lease timeout would be %d ms: %.0fx faster at p50)\n",
+	printf("  p50 %.1f ms  p99 %.1f ms  max %.1f ms  (lease timeout would be %d ms: %.0fx faster at "
+	       "p50)\n",
 	       lat[rounds / 2], lat[(rounds * 99) / 100 < rounds ? (rounds * 99) / 100 : rounds - 1],
 	       lat[rounds - 1], lease, lease / lat[rounds / 2]);
 	free(lat);

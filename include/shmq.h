@@ -33,8 +33,8 @@ extern "C" {
 #define SHMQ_VERSION_MAJOR 0
 #define SHMQ_VERSION_MINOR 1
 
-#define SHMQ_NAME_MAX 200            /* longest accepted NAME, leading '/' included */
-#define SHMQ_SLOT_HEADER 64          /* bytes of each slot used by shmq; payload max = slot_size - this */
+#define SHMQ_NAME_MAX 200	     /* longest accepted NAME, leading '/' included */
+#define SHMQ_SLOT_HEADER 64	     /* bytes of each slot used by shmq; payload max = slot_size - this */
 #define SHMQ_CAPACITY_MAX (1u << 22) /* slots */
 #define SHMQ_SLOT_SIZE_MAX (1u << 24)
 #define SHMQ_MAX_DELIVERIES_MAX 255
@@ -43,23 +43,23 @@ extern "C" {
 typedef struct shmq shmq_t; /* opaque: one process's handle on one mapped queue */
 
 struct shmq_config {
-	uint32_t capacity;       /* slots, power of two in [2, SHMQ_CAPACITY_MAX] (default 1024) */
-	uint32_t slot_size;      /* bytes per slot incl. SHMQ_SLOT_HEADER; multiple of 64, >= 128 (default 256) */
-	uint32_t lease_ms;       /* lease length given by shmq_recv, >= 1 (default 30000) */
+	uint32_t capacity;  /* slots, power of two in [2, SHMQ_CAPACITY_MAX] (default 1024) */
+	uint32_t slot_size; /* bytes per slot incl. SHMQ_SLOT_HEADER; multiple of 64, >= 128 (default 256) */
+	uint32_t lease_ms;  /* lease length given by shmq_recv, >= 1 (default 30000) */
 	uint32_t max_deliveries; /* deliveries before dead-lettering, 1..255 (default 16) */
-	uint32_t retry_base_ms;  /* nack backoff: base * 2^(n-1) ... (default 100) */
-	uint32_t retry_max_ms;   /* ... capped at this (default 30000); must be >= retry_base_ms */
-	mode_t mode;             /* segment permissions (default 0600; umask is not applied) */
-	uint32_t dlq_max;        /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
-	                          * full the oldest dead letter is dropped and counted (dlq_dropped). */
+	uint32_t retry_base_ms;	 /* nack backoff: base * 2^(n-1) ... (default 100) */
+	uint32_t retry_max_ms;	 /* ... capped at this (default 30000); must be >= retry_base_ms */
+	mode_t mode;		 /* segment permissions (default 0600; umask is not applied) */
+	uint32_t dlq_max;	 /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
+				  * full the oldest dead letter is dropped and counted (dlq_dropped). */
 };
 
 /* Why a message was dead-lettered. */
 enum shmq_dead_reason {
 	SHMQ_DEAD_MAX_DELIVERIES = 1, /* nacked at max_deliveries */
-	SHMQ_DEAD_EXPIRED = 2,        /* its lease expired at max_deliveries */
-	SHMQ_DEAD_REJECTED = 3,       /* shmq_reject() */
-	SHMQ_DEAD_CRASHED = 4,        /* its holder died at max_deliveries */
+	SHMQ_DEAD_EXPIRED = 2,	      /* its lease expired at max_deliveries */
+	SHMQ_DEAD_REJECTED = 3,	      /* shmq_reject() */
+	SHMQ_DEAD_CRASHED = 4,	      /* its holder died at max_deliveries */
 };
 
 /* One dead letter, as listed by shmq_dlq_list(). data points into the segment and stays valid
@@ -70,10 +70,10 @@ struct shmq_dead_letter {
 	uint32_t deliveries;
 	uint64_t id;
 	uint64_t enqueued_ns;
-	uint64_t dead_ms;   /* CLOCK_MONOTONIC ms when it was dead-lettered */
-	uint32_t reason;    /* enum shmq_dead_reason */
-	int32_t last_pid;   /* process that held its last lease */
-	uint32_t slot;      /* opaque */
+	uint64_t dead_ms; /* CLOCK_MONOTONIC ms when it was dead-lettered */
+	uint32_t reason;  /* enum shmq_dead_reason */
+	int32_t last_pid; /* process that held its last lease */
+	uint32_t slot;	  /* opaque */
 };
 
 /* A received message. data points into the segment and stays valid until this delivery is acked,
@@ -83,10 +83,10 @@ struct shmq_msg {
 	const void *data;
 	uint32_t len;
 	uint32_t deliveries;  /* 1 on first delivery */
-	uint64_t id;          /* unique per queue, increasing in send order */
+	uint64_t id;	      /* unique per queue, increasing in send order */
 	uint64_t enqueued_ns; /* CLOCK_MONOTONIC at send */
-	uint32_t slot;        /* opaque lease token ... */
-	uint64_t token;       /* ... do not modify */
+	uint32_t slot;	      /* opaque lease token ... */
+	uint64_t token;	      /* ... do not modify */
 };
 
 /* A zero-copy send in progress: shmq_send_reserve() fills it, the caller writes up to `cap`
@@ -106,10 +106,10 @@ struct shmq_iov {
 
 /* What one shmq_reclaim() pass did. */
 struct shmq_reclaim_result {
-	uint32_t expired;        /* leases past their deadline, requeued */
-	uint32_t dead_owner;     /* leases whose owner process is gone, requeued */
+	uint32_t expired;	 /* leases past their deadline, requeued */
+	uint32_t dead_owner;	 /* leases whose owner process is gone, requeued */
 	uint32_t retired_writes; /* slots a dead producer claimed but never published, freed */
-	uint32_t dead_lettered;  /* messages moved to the dead-letter state by this pass */
+	uint32_t dead_lettered;	 /* messages moved to the dead-letter state by this pass */
 	uint32_t participants_freed;
 };
 
@@ -118,11 +118,11 @@ struct shmq_stats {
 	struct shmq_config config;
 	uint32_t max_payload;
 	uint64_t segment_bytes;
-	uint64_t ready;       /* published, never delivered */
-	uint64_t inflight;    /* leased */
-	uint64_t delayed;     /* waiting for redelivery (nack, expiry) */
-	uint64_t dead;        /* dead-lettered */
-	uint64_t writing;     /* claimed by a producer, not yet published */
+	uint64_t ready;	   /* published, never delivered */
+	uint64_t inflight; /* leased */
+	uint64_t delayed;  /* waiting for redelivery (nack, expiry) */
+	uint64_t dead;	   /* dead-lettered */
+	uint64_t writing;  /* claimed by a producer, not yet published */
 	uint64_t free_slots;
 	uint64_t next_id;
 	uint32_t participants; /* attached handles whose process is alive */

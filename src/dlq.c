@@ -15,22 +15,32 @@
 const char *shmq_dead_reason_str(unsigned reason)
 {
 	switch (reason) {
-	case SHMQ_DEAD_MAX_DELIVERIES: return "max deliveries";
-	case SHMQ_DEAD_EXPIRED: return "lease expired";
-	case SHMQ_DEAD_REJECTED: return "rejected";
-	case SHMQ_DEAD_CRASHED: return "consumer crashed";
-	default: return "unknown";
+	case SHMQ_DEAD_MAX_DELIVERIES:
+		return "max deliveries";
+	case SHMQ_DEAD_EXPIRED:
+		return "lease expired";
+	case SHMQ_DEAD_REJECTED:
+		return "rejected";
+	case SHMQ_DEAD_CRASHED:
+		return "consumer crashed";
+	default:
+		return "unknown";
 	}
 }
 
 static unsigned reason_of(unsigned state)
 {
 	switch (state) {
-	case SLOT_DEAD_MAX: return SHMQ_DEAD_MAX_DELIVERIES;
-	case SLOT_DEAD_EXPIRED: return SHMQ_DEAD_EXPIRED;
-	case SLOT_DEAD_REJECTED: return SHMQ_DEAD_REJECTED;
-	case SLOT_DEAD_CRASHED: return SHMQ_DEAD_CRASHED;
-	default: return 0;
+	case SLOT_DEAD_MAX:
+		return SHMQ_DEAD_MAX_DELIVERIES;
+	case SLOT_DEAD_EXPIRED:
+		return SHMQ_DEAD_EXPIRED;
+	case SLOT_DEAD_REJECTED:
+		return SHMQ_DEAD_REJECTED;
+	case SLOT_DEAD_CRASHED:
+		return SHMQ_DEAD_CRASHED;
+	default:
+		return 0;
 	}
 }
 
@@ -72,7 +82,8 @@ static int collect(shmq_t *q, struct dead_ref **out)
 			v = nv;
 			room *= 2;
 		}
-		v[n++] = (struct dead_ref){.word = w, .dead_ms = s->dead_ms, .id = s->id, .slot = (uint32_t)i};
+		v[n++] =
+			(struct dead_ref){.word = w, .dead_ms = s->dead_ms, .id = s->id, .slot = (uint32_t)i};
 	}
 	qsort(v, n, sizeof(*v), older);
 	*out = v;

@@ -7,21 +7,37 @@
 const char *shmq_strerror(int err)
 {
 	switch (err < 0 ? -err : err) {
-	case 0: return "success";
-	case EINVAL: return "invalid argument (name, config or handle)";
-	case EEXIST: return "a queue with this name already exists";
-	case ENOENT: return "no such queue";
-	case ENAMETOOLONG: return "queue name too long";
-	case EAGAIN: return "no message or no space within the timeout";
-	case EMSGSIZE: return "message larger than the queue's maximum payload";
-	case ESTALE: return "lease lost: the message was requeued or settled by someone else";
-	case EPROTO: return "not a shmq segment, or a corrupted or truncated one";
-	case EPROTONOSUPPORT: return "segment made by an incompatible shmq layout version";
-	case EUSERS: return "too many processes attached to this queue";
-	case EACCES: return "permission denied";
-	case ENOSPC: return "no space left in /dev/shm";
-	case ENOMEM: return "out of memory";
-	case ETIMEDOUT: return "timed out";
-	default: return "unexpected system error";
+	case 0:
+		return "success";
+	case EINVAL:
+		return "invalid argument (name, config or handle)";
+	case EEXIST:
+		return "a queue with this name already exists";
+	case ENOENT:
+		return "no such queue";
+	case ENAMETOOLONG:
+		return "queue name too long";
+	case EAGAIN:
+		return "no message or no space within the timeout";
+	case EMSGSIZE:
+		return "message larger than the queue's maximum payload";
+	case ESTALE:
+		return "lease lost: the message was requeued or settled by someone else";
+	case EPROTO:
+		return "not a shmq segment, or a corrupted or truncated one";
+	case EPROTONOSUPPORT:
+		return "segment made by an incompatible shmq layout version";
+	case EUSERS:
+		return "too many processes attached to this queue";
+	case EACCES:
+		return "permission denied";
+	case ENOSPC:
+		return "no space left in /dev/shm";
+	case ENOMEM:
+		return "out of memory";
+	case ETIMEDOUT:
+		return "timed out";
+	default:
+		return "unexpected system error";
 	}
 }

@@ -18,9 +18,9 @@ struct shmq {
 	unsigned char *base;
 	uint64_t size;
 	int fd;
-	uint32_t part;      /* our participant index */
-	uint32_t owner;     /* part + 1, as stored in slot words */
-	uint32_t mask;      /* capacity - 1 */
+	uint32_t part;	/* our participant index */
+	uint32_t owner; /* part + 1, as stored in slot words */
+	uint32_t mask;	/* capacity - 1 */
 	uint32_t slot_size;
 	uint32_t max_payload;
 	_Atomic uint32_t recv_count; /* rotates the start of redelivery scans */

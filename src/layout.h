@@ -31,12 +31,12 @@
 #define SHMQ_PART_SIZE 256u
 
 enum shmq_slot_state {
-	SLOT_FREE = 0,    /* no message; usable by a producer holding a ticket >= the word's ticket */
-	SLOT_WRITING = 1, /* claimed by producer `owner` for `ticket`, payload being written */
-	SLOT_READY = 2,   /* published, awaiting first delivery at consumer position `ticket` */
-	SLOT_LEASED = 3,  /* delivered `deliveries` times, held by `owner` until the lease deadline */
-	SLOT_DELAYED = 4, /* waiting for redelivery at the not-before time in the lease word */
-	SLOT_DEAD_MAX = 8,      /* dead-lettered: max deliveries reached by nacks/expiries */
+	SLOT_FREE = 0,		/* no message; usable by a producer holding a ticket >= the word's ticket */
+	SLOT_WRITING = 1,	/* claimed by producer `owner` for `ticket`, payload being written */
+	SLOT_READY = 2,		/* published, awaiting first delivery at consumer position `ticket` */
+	SLOT_LEASED = 3,	/* delivered `deliveries` times, held by `owner` until the lease deadline */
+	SLOT_DELAYED = 4,	/* waiting for redelivery at the not-before time in the lease word */
+	SLOT_DEAD_MAX = 8,	/* dead-lettered: max deliveries reached by nacks/expiries */
 	SLOT_DEAD_REJECTED = 9, /* dead-lettered: rejected by a consumer */
 	SLOT_DEAD_CRASHED = 10, /* dead-lettered: its holders kept dying */
 	SLOT_DEAD_EXPIRED = 11, /* dead-lettered: its leases kept expiring */
@@ -75,7 +75,10 @@ static inline int64_t ticket_diff(uint64_t a, uint64_t b40)
  * count, so a value left over from another delivery (or another message: producers reset it to 0)
  * is never mistaken for this one's. The kind keeps a reclaim pass from reading a nack's not-before
  * time as an expired deadline. Writers that race (extend, nack, reclaim) CAS it. */
-enum { LW_DEADLINE = 0, LW_NOT_BEFORE = 1 };
+enum {
+	LW_DEADLINE = 0,
+	LW_NOT_BEFORE = 1
+};
 static inline uint64_t lw_make(uint64_t ms, unsigned kind, unsigned tag)
 {
 	return (ms << 9) | ((uint64_t)(kind & 1) << 8) | (tag & 0xff);
@@ -92,10 +95,10 @@ static inline uint64_t lw_due(uint64_t l, unsigned deliv, uint64_t now)
 }
 
 struct shmq_slot {
-	_Atomic uint64_t word;  /* the state word above */
-	_Atomic uint64_t skip;  /* 1 + highest ticket abandoned at this slot while it was occupied (0: none) */
+	_Atomic uint64_t word; /* the state word above */
+	_Atomic uint64_t skip; /* 1 + highest ticket abandoned at this slot while it was occupied (0: none) */
 	_Atomic uint64_t lease; /* deadline / not-before, see lw_make */
-	uint64_t id;            /* message id (the full 64-bit ticket of its first send) */
+	uint64_t id;		/* message id (the full 64-bit ticket of its first send) */
 	uint64_t enqueued_ns;
 	uint32_t len;
 	uint32_t last_owner; /* participant that last held a lease (for the dead-letter record) */
@@ -128,12 +131,15 @@ enum shmq_counter {
 	C_COUNT
 };
 
-enum shmq_part_state { PART_FREE = 0, PART_ALIVE = 1 };
+enum shmq_part_state {
+	PART_FREE = 0,
+	PART_ALIVE = 1
+};
 
 struct shmq_participant {
 	/* [ epoch:32 | state:8 ]: claimed by CAS FREE -> ALIVE; epoch changes on every claim */
 	_Atomic uint64_t state;
-	int32_t pid;       /* informational only: liveness comes from the OFD lock */
+	int32_t pid; /* informational only: liveness comes from the OFD lock */
 	uint32_t pad_;
 	uint64_t attached_ms;
 	_Atomic uint64_t last_active_ms;

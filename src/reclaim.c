@@ -14,7 +14,11 @@
 
 #include "internal.h"
 
-enum { LIVE_UNKNOWN = 0, LIVE_YES, LIVE_NO };
+enum {
+	LIVE_UNKNOWN = 0,
+	LIVE_YES,
+	LIVE_NO
+};
 
 static int owner_dead(shmq_t *q, uint8_t *live, unsigned owner)
 {
@@ -60,9 +64,9 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 			if (!owner_dead(q, live, w_owner(w)))
 				continue;
 			/* release: pairs with claim()'s acquire, like an abort */
-			if (atomic_compare_exchange_strong_explicit(&s->word, &w,
-								    w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0),
-								    memory_order_release, memory_order_relaxed))
+			if (atomic_compare_exchange_strong_explicit(
+				    &s->word, &w, w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0),
+				    memory_order_release, memory_order_relaxed))
 				r.retired_writes++;
 			continue;
 		}
@@ -81,8 +85,9 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		 * nack or another pass between its two CASes: that one finishes the job, unless it died
 		 * midway (then the slot stays like this for a whole lease). No value of this delivery
 		 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
-		int expired = lw_tag(lw) == d &&
-			      (lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + h->lease_ms <= now);
+		int expired =
+			lw_tag(lw) == d &&
+			(lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + h->lease_ms <= now);
 		if (!dead && !expired)
 			continue;
 		uint64_t nw, due = now;
@@ -98,13 +103,13 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		 * owner CASes it too, so either they win (and we leave the slot alone) or they see our
 		 * not-before time and report -ESTALE. Then the word, from the exact value we saw. */
 		if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, LW_NOT_BEFORE, d),
-							    memory_order_relaxed, memory_order_relaxed))
+							     memory_order_relaxed, memory_order_relaxed))
 			continue;
 		if (!w_is_dead(nw) && due < next_due)
 			next_due = due;
 		/* release: publishes the new lease word with the state; pairs with take_due()'s acquire */
 		if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
-							    memory_order_relaxed))
+							     memory_order_relaxed))
 			continue;
 		SHMQ_FAULT("reclaim-mid-pass");
 		if (w_is_dead(nw))

@@ -15,12 +15,16 @@
 
 #include "internal.h"
 
-#define SPIN_LIMIT 256        /* polls before a blocking call sleeps */
-#define ABANDON_GRACE_MS 2    /* a ticket taken but unused this long is abandoned by consumers */
-#define WRITER_PROBE_MS 10    /* a slot being written this long gets its writer's liveness probed */
-#define FULL_RECHECK_MS 50    /* a sleeping producer re-checks at least this often */
+#define SPIN_LIMIT 256	   /* polls before a blocking call sleeps */
+#define ABANDON_GRACE_MS 2 /* a ticket taken but unused this long is abandoned by consumers */
+#define WRITER_PROBE_MS 10 /* a slot being written this long gets its writer's liveness probed */
+#define FULL_RECHECK_MS 50 /* a sleeping producer re-checks at least this often */
 
-enum head_result { HEAD_TOOK, HEAD_EMPTY, HEAD_WAIT };
+enum head_result {
+	HEAD_TOOK,
+	HEAD_EMPTY,
+	HEAD_WAIT
+};
 
 static inline int cas_word(struct shmq_slot *s, uint64_t *expect, uint64_t desired, memory_order mo)
 {
@@ -32,8 +36,8 @@ static inline int cas_word(struct shmq_slot *s, uint64_t *expect, uint64_t desir
 static void skip_past(struct shmq_slot *s, uint64_t t)
 {
 	uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
-	while (sk < t + 1 && !atomic_compare_exchange_weak_explicit(&s->skip, &sk, t + 1, memory_order_seq_cst,
-								   memory_order_relaxed))
+	while (sk < t + 1 && !atomic_compare_exchange_weak_explicit(
+				     &s->skip, &sk, t + 1, memory_order_seq_cst, memory_order_relaxed))
 		;
 }
 
@@ -87,13 +91,15 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, int scan)
 			if (w_state(w) == SLOT_FREE && d >= 0) {
 				/* acquire: pairs with the release that freed the slot (ack, abort, retire),
 				 * so the previous holder's reads of the payload are done before we write */
-				if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0), memory_order_seq_cst))
+				if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0),
+					      memory_order_seq_cst))
 					continue;
 				/* seq_cst CAS above, seq_cst load here; the consumer side stores skip
 				 * (seq_cst) then reloads the word: one of us sees the other (Dekker) */
 				if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
 					w = w_make(t, SLOT_WRITING, q->owner, 0);
-					cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0), memory_order_release);
+					cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0),
+						 memory_order_release);
 					break;
 				}
 				SHMQ_FAULT("send-after-claim");
@@ -225,7 +231,8 @@ int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
 	if (len > q->max_payload)
 		return -EMSGSIZE;
 	/* still ours? a stale commit must not touch the header of the slot's next message */
-	if (atomic_load_explicit(&s->word, memory_order_acquire) != w_make(r->token, SLOT_WRITING, q->owner, 0))
+	if (atomic_load_explicit(&s->word, memory_order_acquire) !=
+	    w_make(r->token, SLOT_WRITING, q->owner, 0))
 		return -ESTALE;
 	fill(s, r->token, (uint32_t)len);
 	int err = publish(q, s, r->token);
@@ -310,7 +317,8 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 
 /* Takes the next first delivery at cons_head, stepping over abandoned tickets. *wait_since
  * remembers since when the consumer has waited on a ticket a producer holds but has not used. */
-static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waited_ticket, uint64_t *wait_since)
+static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waited_ticket,
+				  uint64_t *wait_since)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1;
@@ -327,8 +335,8 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 				continue;
 			SHMQ_FAULT("recv-before-head");
 			/* failure is fine: someone helped move the head past our ticket already */
-			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,
-								memory_order_relaxed);
+			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
+								memory_order_release, memory_order_relaxed);
 			SHMQ_FAULT("recv-after-lease");
 			deliver(q, s, leased, m);
 			return HEAD_TOOK;
@@ -337,8 +345,8 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 		if (!passed && (d > 0 || st == SLOT_FREE))
 			passed = atomic_load_explicit(&s->skip, memory_order_acquire) > hd;
 		if (passed) {
-			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,
-								memory_order_relaxed);
+			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
+								memory_order_release, memory_order_relaxed);
 			continue;
 		}
 		if (d == 0 && st == SLOT_WRITING) {
@@ -346,7 +354,8 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 			if (*waited_ticket != hd) {
 				*waited_ticket = hd;
 				*wait_since = now_ms();
-			} else if (now_ms() - *wait_since >= WRITER_PROBE_MS && !shmq_part_alive(q, w_owner(w) - 1)) {
+			} else if (now_ms() - *wait_since >= WRITER_PROBE_MS &&
+				   !shmq_part_alive(q, w_owner(w) - 1)) {
 				if (cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_release))
 					count(q, C_RETIRED_WRITES, 1);
 				continue;
@@ -459,7 +468,8 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 				until = now + ABANDON_GRACE_MS * 1000000ULL;
 			uint64_t due = rd_due(atomic_load_explicit(&h->redeliver, memory_order_relaxed));
 			if (due != REDELIVER_NONE) {
-				uint64_t due_ns = (due - now_ms() < (1ULL << 40) ? due - now_ms() : 0) * 1000000ULL;
+				uint64_t due_ns =
+					(due - now_ms() < (1ULL << 40) ? due - now_ms() : 0) * 1000000ULL;
 				if (now + due_ns + 1000000ULL < until)
 					until = now + due_ns + 1000000ULL;
 			}
@@ -507,7 +517,7 @@ static int set_lease(struct shmq_slot *s, unsigned deliv, uint64_t nv)
 		if (lw_tag(cur) != deliv || lw_kind(cur) != LW_DEADLINE)
 			return -ESTALE;
 	} while (!atomic_compare_exchange_weak_explicit(&s->lease, &cur, nv, memory_order_relaxed,
-						       memory_order_relaxed));
+							memory_order_relaxed));
 	return 0;
 }
 
@@ -580,7 +590,7 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 		nv = rd_make(due, (rd & 0xffff) + 1);
 		/* release: a consumer that sees the hint sees the DELAYED slot behind it */
 	} while (!atomic_compare_exchange_weak_explicit(&h->redeliver, &rd, nv, memory_order_release,
-						       memory_order_relaxed));
+							memory_order_relaxed));
 	shmq_notify(&h->data_seq, &h->data_sleepers);
 }
 
@@ -627,7 +637,8 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 		return stale(q);
 	s->dead_ms = now_ms();
 	/* release: the dead-letter fields written above go with the state */
-	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DEAD_REJECTED, q->owner, w_deliv(w)), memory_order_release))
+	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DEAD_REJECTED, q->owner, w_deliv(w)),
+		      memory_order_release))
 		return stale(q);
 	count(q, C_REJECTED, 1);
 	count(q, C_DEAD_LETTERED, 1);

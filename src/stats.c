@@ -27,11 +27,21 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	for (uint64_t i = 0; i <= q->mask; i++) {
 		uint64_t w = atomic_load_explicit(&slot_at(q, i)->word, memory_order_relaxed);
 		switch (w_state(w)) {
-		case SLOT_FREE: st->free_slots++; break;
-		case SLOT_WRITING: st->writing++; break;
-		case SLOT_READY: st->ready++; break;
-		case SLOT_LEASED: st->inflight++; break;
-		case SLOT_DELAYED: st->delayed++; break;
+		case SLOT_FREE:
+			st->free_slots++;
+			break;
+		case SLOT_WRITING:
+			st->writing++;
+			break;
+		case SLOT_READY:
+			st->ready++;
+			break;
+		case SLOT_LEASED:
+			st->inflight++;
+			break;
+		case SLOT_DELAYED:
+			st->delayed++;
+			break;
 		default:
 			if (w_is_dead(w))
 				st->dead++;

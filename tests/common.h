@@ -21,13 +21,13 @@ static int tq_failures __attribute__((unused));
 static const char *tq_test = "plain"; /* the plain driver sets it to the test it runs */
 /* each evaluates cond exactly once, like cr_expect / cr_assert */
 #define TQ_EXPECT(cond, ...) ((void)tq_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__))
-#define TQ_REQUIRE(cond, ...)                                                                                  \
-	do {                                                                                                   \
-		if (!tq_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__))                                      \
-			exit(1);                                                                               \
+#define TQ_REQUIRE(cond, ...)                                                                                \
+	do {                                                                                                 \
+		if (!tq_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__))                                    \
+			exit(1);                                                                             \
 	} while (0)
 __attribute__((format(printf, 4, 5), unused)) static int tq_check(int ok, const char *file, int line,
-								    const char *fmt, ...)
+								  const char *fmt, ...)
 {
 	if (ok)
 		return 1;
@@ -71,8 +71,8 @@ static inline const char *tq_name(const char *tag)
 	const struct criterion_test *t = criterion_current_test;
 	const char *suite = t ? t->category : "x", *test = t ? t->name : "x";
 #endif
-	snprintf(n, TQ_NAME_LEN, "/shmq-test-%.24s-%.64s%s%.24s-%d", suite, test, tag ? "-" : "", tag ? tag : "",
-		 (int)getpid());
+	snprintf(n, TQ_NAME_LEN, "/shmq-test-%.24s-%.64s%s%.24s-%d", suite, test, tag ? "-" : "",
+		 tag ? tag : "", (int)getpid());
 	shm_unlink(n);
 	return n;
 }

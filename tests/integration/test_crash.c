@@ -68,8 +68,8 @@ static void expect_killed(pid_t pid)
 {
 	int st;
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
-	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child did not die at its fault point (status %#x)",
-		  st);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		  "child did not die at its fault point (status %#x)", st);
 }
 
 /* Producer killed at `point` on its k-th send; the parent sent nothing itself. Afterwards a
@@ -127,11 +127,20 @@ static void producer_killed_at(const char *point, unsigned k, unsigned warm)
 	shmq_unlink(name);
 }
 
-Test(crash, producer_killed_after_taking_ticket_does_not_wedge) { producer_killed_at("send-after-ticket", 5, 0); }
+Test(crash, producer_killed_after_taking_ticket_does_not_wedge)
+{
+	producer_killed_at("send-after-ticket", 5, 0);
+}
 Test(crash, producer_killed_after_claiming_slot_is_retired) { producer_killed_at("send-after-claim", 5, 0); }
-Test(crash, producer_killed_mid_write_never_delivers_torn_message) { producer_killed_at("send-mid-write", 5, 0); }
+Test(crash, producer_killed_mid_write_never_delivers_torn_message)
+{
+	producer_killed_at("send-mid-write", 5, 0);
+}
 Test(crash, producer_killed_before_publish_is_retired) { producer_killed_at("send-before-publish", 5, 0); }
-Test(crash, producer_killed_around_the_ring_does_not_wedge) { producer_killed_at("send-before-publish", 3, 37); }
+Test(crash, producer_killed_around_the_ring_does_not_wedge)
+{
+	producer_killed_at("send-before-publish", 3, 37);
+}
 
 /* Consumer killed at `point` while handling message k; the parent must get every message, the
  * one the child held redelivered (deliveries >= 2) after a reclaim pass, none torn or lost. */
@@ -182,8 +191,10 @@ static void consumer_killed_at(const char *point, unsigned k, int nack_first)
 	cr_expect_geq(redelivered, 1, "no redelivery after %s", point);
 	struct shmq_stats st;
 	shmq_stats(q, &st);
-	cr_expect_eq(st.ready + st.inflight + st.delayed + st.writing, 0, "queue not drained after %s", point);
-	cr_expect_eq(st.acked, 10 - st.dead, "acked %llu of 10 after %s", (unsigned long long)st.acked, point);
+	cr_expect_eq(st.ready + st.inflight + st.delayed + st.writing, 0, "queue not drained after %s",
+		     point);
+	cr_expect_eq(st.acked, 10 - st.dead, "acked %llu of 10 after %s", (unsigned long long)st.acked,
+		     point);
 	shmq_close(q);
 	shmq_unlink(name);
 }
@@ -192,9 +203,15 @@ Test(crash, consumer_killed_between_lease_and_head_advance_loses_nothing)
 {
 	consumer_killed_at("recv-before-head", 3, 0);
 }
-Test(crash, consumer_killed_before_writing_its_deadline_loses_nothing) { consumer_killed_at("recv-after-lease", 3, 0); }
+Test(crash, consumer_killed_before_writing_its_deadline_loses_nothing)
+{
+	consumer_killed_at("recv-after-lease", 3, 0);
+}
 Test(crash, consumer_killed_in_nack_loses_nothing) { consumer_killed_at("nack-before-cas", 2, 1); }
-Test(crash, consumer_killed_on_a_redelivery_loses_nothing) { consumer_killed_at("redeliver-after-lease", 1, 1); }
+Test(crash, consumer_killed_on_a_redelivery_loses_nothing)
+{
+	consumer_killed_at("redeliver-after-lease", 1, 1);
+}
 
 /* A reclaim pass killed half-way leaves every slot in a state the next pass finishes. */
 Test(crash, reclaim_killed_mid_pass_is_finished_by_the_next_pass)

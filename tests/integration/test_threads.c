@@ -231,15 +231,18 @@ static void run_threads(int share_handle, unsigned nack_every)
 		nack_every ? ", nacks + reclaim" : "", TOTAL, N_PROD, N_CONS, took);
 	TQ_EXPECT(atomic_load(&r->errors) == 0, "send/recv errors or timeouts");
 	TQ_EXPECT(atomic_load(&r->err_nack) == 0, "nack failed (last error %d)", atomic_load(&r->last_err));
-	TQ_EXPECT(atomic_load(&r->err_extend) == 0, "extend failed (last error %d)", atomic_load(&r->last_err));
+	TQ_EXPECT(atomic_load(&r->err_extend) == 0, "extend failed (last error %d)",
+		  atomic_load(&r->last_err));
 	TQ_EXPECT(atomic_load(&r->err_ack) == 0, "ack failed (last error %d)", atomic_load(&r->last_err));
 	TQ_EXPECT(atomic_load(&r->err_reclaim) == 0, "reclaim repaired something though nobody died");
 	TQ_EXPECT(atomic_load(&r->torn) == 0, "torn payloads");
-	TQ_EXPECT(atomic_load(&r->out_of_order) == 0, "a producer's messages reached a consumer out of order");
+	TQ_EXPECT(atomic_load(&r->out_of_order) == 0,
+		  "a producer's messages reached a consumer out of order");
 	TQ_EXPECT(atomic_load(&r->unexpected_redelivery) == 0, "redeliveries nobody asked for");
 	TQ_EXPECT(missing == 0, "%lu ids never acked", missing);
 	TQ_EXPECT(dup == 0, "%lu ids acked more than once", dup);
-	TQ_EXPECT(atomic_load(&r->acked) == TOTAL, "acked %llu of %u", (unsigned long long)atomic_load(&r->acked), TOTAL);
+	TQ_EXPECT(atomic_load(&r->acked) == TOTAL, "acked %llu of %u",
+		  (unsigned long long)atomic_load(&r->acked), TOTAL);
 	TQ_EXPECT(st.nacked == atomic_load(&r->nacks), "stats count %llu nacks, the consumers made %llu",
 		  (unsigned long long)st.nacked, (unsigned long long)atomic_load(&r->nacks));
 	TQ_EXPECT(st.ready + st.inflight + st.delayed + st.writing + st.dead == 0, "the queue is drained");
@@ -274,7 +277,8 @@ int main(void)
 		failed += tq_failures > before;
 		fprintf(stderr, "[%s] threads::%s\n", tq_failures > before ? "FAIL" : "PASS", t[i].name);
 	}
-	fprintf(stderr, "threads under TSan: %u tests, %d failed\n", (unsigned)(sizeof(t) / sizeof(t[0])), failed);
+	fprintf(stderr, "threads under TSan: %u tests, %d failed\n", (unsigned)(sizeof(t) / sizeof(t[0])),
+		failed);
 	return failed ? 1 : 0;
 }
 #endif

@@ -46,7 +46,10 @@ struct payload {
 static struct board *B;
 static char qn[96];
 
-static uint32_t checksum(uint32_t inc, uint32_t seq) { return (inc * 2654435761u) ^ (seq * 40503u) ^ 0x5a5a5a5au; }
+static uint32_t checksum(uint32_t inc, uint32_t seq)
+{
+	return (inc * 2654435761u) ^ (seq * 40503u) ^ 0x5a5a5a5au;
+}
 
 static void busy_us(unsigned us)
 {
@@ -77,7 +80,8 @@ static void producer(void)
 			_exit(4);
 		memcpy(rv.data, &p, sizeof(p) / 2);
 		busy_us(5);
-		memcpy((char *)rv.data + sizeof(p) / 2, (char *)&p + sizeof(p) / 2, sizeof(p) - sizeof(p) / 2);
+		memcpy((char *)rv.data + sizeof(p) / 2, (char *)&p + sizeof(p) / 2,
+		       sizeof(p) - sizeof(p) / 2);
 		if (shmq_send_commit(q, &rv, sizeof(p)))
 			_exit(5);
 		atomic_store(&B->sent_upto[inc], seq + 1);
@@ -256,17 +260,19 @@ Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
 		}
 	}
 	cr_log_info("torture: %u kills (%u producers, %u consumers, %u watchdogs) in %llu ms; %lu messages, "
-		    "%lu duplicates, %d dead letters, drained in %llu ms, reclaimed dead-owner %llu, retired %llu",
+		    "%lu duplicates, %d dead letters, drained in %llu ms, reclaimed dead-owner %llu, retired "
+		    "%llu",
 		    kills, kp, kc, kw, (unsigned long long)kill_ms, expected, dups, ndl,
 		    (unsigned long long)drain_ms, (unsigned long long)st.reclaimed_dead_owner,
 		    (unsigned long long)st.retired_writes);
 	fprintf(stderr,
 		"torture: %u kills (%u producers, %u consumers, %u watchdogs) in %llu ms; %lu messages, %lu "
-		"duplicates, %d dead letters, drained in %llu ms; requeued from dead owners %llu, retired writes %llu, "
+		"duplicates, %d dead letters, drained in %llu ms; requeued from dead owners %llu, retired "
+		"writes %llu, "
 		"redelivered %llu\n",
-		kills, kp, kc, kw, (unsigned long long)kill_ms, expected, dups, ndl, (unsigned long long)drain_ms,
-		(unsigned long long)st.reclaimed_dead_owner, (unsigned long long)st.retired_writes,
-		(unsigned long long)st.redelivered);
+		kills, kp, kc, kw, (unsigned long long)kill_ms, expected, dups, ndl,
+		(unsigned long long)drain_ms, (unsigned long long)st.reclaimed_dead_owner,
+		(unsigned long long)st.retired_writes, (unsigned long long)st.redelivered);
 	cr_expect_gt(st.reclaimed_dead_owner, 0, "no consumer died holding a lease: the test proved nothing");
 	cr_expect_geq(kills, MIN_KILLS, "only %u kills", kills);
 	cr_expect_eq(atomic_load(&B->torn), 0, "torn messages delivered");
@@ -275,8 +281,8 @@ Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
 	cr_expect_eq(dup_fresh, 0, "%lu duplicates without a redelivery", dup_fresh);
 	cr_expect_eq(st.ready + st.inflight + st.delayed + st.writing, 0,
 		     "queue did not drain: ready %llu inflight %llu delayed %llu writing %llu",
-		     (unsigned long long)st.ready, (unsigned long long)st.inflight, (unsigned long long)st.delayed,
-		     (unsigned long long)st.writing);
+		     (unsigned long long)st.ready, (unsigned long long)st.inflight,
+		     (unsigned long long)st.delayed, (unsigned long long)st.writing);
 	cr_expect_gt(expected, 10000, "too few messages moved (%lu) to mean anything", expected);
 	shmq_close(q);
 	shmq_unlink(qn);
