@@ -36,6 +36,7 @@ extern "C" {
 #define SHMQ_NAME_MAX 200	     /* longest accepted NAME, leading '/' included */
 #define SHMQ_SLOT_HEADER 64	     /* bytes of each slot used by shmq; payload max = slot_size - this */
 #define SHMQ_CAPACITY_MAX (1u << 22) /* slots */
+#define SHMQ_RECLAIM_INTERVAL_MAX 3600000u /* ms */
 #define SHMQ_SLOT_SIZE_MAX (1u << 24)
 #define SHMQ_MAX_DELIVERIES_MAX 255
 #define SHMQ_MAX_PARTICIPANTS 1024 /* processes (handles) attached at once */
@@ -46,12 +47,17 @@ struct shmq_config {
 	uint32_t capacity;  /* slots, power of two in [2, SHMQ_CAPACITY_MAX] (default 1024) */
 	uint32_t slot_size; /* bytes per slot incl. SHMQ_SLOT_HEADER; multiple of 64, >= 128 (default 256) */
 	uint32_t lease_ms;  /* lease length given by shmq_recv, >= 1 (default 30000) */
-	uint32_t max_deliveries; /* deliveries before dead-lettering, 1..255 (default 16) */
-	uint32_t retry_base_ms;	 /* nack backoff: base * 2^(n-1) ... (default 100) */
-	uint32_t retry_max_ms;	 /* ... capped at this (default 30000); must be >= retry_base_ms */
-	mode_t mode;		 /* segment permissions (default 0600; umask is not applied) */
-	uint32_t dlq_max;	 /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
-				  * full the oldest dead letter is dropped and counted (dlq_dropped). */
+	uint32_t max_deliveries;      /* deliveries before dead-lettering, 1..255 (default 16) */
+	uint32_t retry_base_ms;	      /* nack backoff: base * 2^(n-1) ... (default 100) */
+	uint32_t retry_max_ms;	      /* ... capped at this (default 30000); must be >= retry_base_ms */
+	mode_t mode;		      /* segment permissions (default 0600; umask is not applied) */
+	uint32_t dlq_max;	      /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
+				       * full the oldest dead letter is dropped and counted (dlq_dropped). */
+	uint32_t reclaim_interval_ms; /* receivers run a shmq_reclaim pass (one receiver per interval,
+				       * elected by CAS) at most this often, so expired leases and a
+				       * dead consumer's messages come back with no watchdog running
+				       * (default 100, at most 3600000); 0: only shmq_reclaim / `shmq
+				       * watchdog` do it */
 };
 
 /* Why a message was dead-lettered. */
@@ -131,6 +137,8 @@ struct shmq_stats {
 	uint64_t producer_waits, consumer_waits;
 	uint64_t rejected, redriven, purged, dlq_dropped;
 	uint32_t dlq_max;
+	uint64_t retried;	 /* requeued for a later delivery: nack, expiry or dead owner */
+	uint64_t reclaim_passes; /* shmq_reclaim passes run (by receivers, watchdogs, callers) */
 };
 
 void shmq_config_init(struct shmq_config *cfg);

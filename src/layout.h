@@ -128,6 +128,8 @@ enum shmq_counter {
 	C_REDRIVEN,
 	C_PURGED,
 	C_DLQ_DROPPED,
+	C_RETRIED,
+	C_RECLAIM_PASSES,
 	C_COUNT
 };
 
@@ -165,6 +167,8 @@ struct shmq_hdr {
 	uint32_t mode;
 	int32_t creator_pid;
 	uint32_t dlq_max; /* most dead letters kept; beyond it the oldest is dropped (and counted) */
+	uint32_t reclaim_interval_ms;
+	uint32_t pad_;
 	uint64_t created_ns;
 
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t prod_tail; /* next ticket for a producer */
@@ -178,6 +182,8 @@ struct shmq_hdr {
 	 * epoch, so a consumer's scan may publish the next due time only if no nack raced with it.
 	 * A hint only: a stale value delays a redelivery until the next scan, never loses it. */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t redeliver;
+	/* when receivers run their next reclaim pass (ms); the receiver whose CAS moves it runs it */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t reclaim_next_ms;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to work across processes");

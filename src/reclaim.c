@@ -134,6 +134,8 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 
 	if (next_due != REDELIVER_NONE)
 		shmq_note_delayed(q, next_due);
+	add(q, C_RECLAIM_PASSES, 1);
+	add(q, C_RETRIED, r.expired + r.dead_owner);
 	add(q, C_RECL_EXPIRED, r.expired);
 	add(q, C_RECL_DEAD_OWNER, r.dead_owner);
 	add(q, C_RETIRED_WRITES, r.retired_writes);

@@ -425,6 +425,26 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 	return -EAGAIN;
 }
 
+/* The rate-limited reclaim pass of receivers (config.reclaim_interval_ms): without it, expired
+ * leases and a dead consumer's messages would wait for someone to call shmq_reclaim. One receiver
+ * per interval wins the CAS and runs it. Returns when the next one is due (UINT64_MAX: never). */
+static uint64_t maybe_reclaim(shmq_t *q)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint32_t iv = h->reclaim_interval_ms;
+	if (!iv)
+		return UINT64_MAX;
+	uint64_t now = now_ms();
+	/* relaxed: the pass itself reads every slot with acquire; this only elects who runs it */
+	uint64_t next = atomic_load_explicit(&h->reclaim_next_ms, memory_order_relaxed);
+	if (now < next && next - now <= iv)
+		return next;
+	if (atomic_compare_exchange_strong_explicit(&h->reclaim_next_ms, &next, now + iv,
+						    memory_order_relaxed, memory_order_relaxed))
+		shmq_reclaim(q, NULL);
+	return now + iv;
+}
+
 static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t *wt, uint64_t *ws, enum head_result *why)
 {
 	if (take_due(q, m, now_ms()) == 0)
@@ -440,6 +460,7 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	struct shmq_hdr *h = q->hdr;
 	uint64_t deadline = 0, wt = UINT64_MAX, ws = 0;
 	enum head_result why;
+	uint64_t reclaim_at = maybe_reclaim(q);
 	for (unsigned spins = 0;; spins++) {
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
 		if (try_recv(q, m, &wt, &ws, &why) == 0)
@@ -459,6 +480,8 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 		/* sleep: register, re-check, then wait for a publish, the next due redelivery or
 		 * the deadline. seq_cst increment: pairs with the fence in shmq_notify */
 		count(q, C_CONS_WAITS, 1);
+		if (now_ms() >= reclaim_at)
+			reclaim_at = maybe_reclaim(q);
 		atomic_fetch_add_explicit(&h->data_sleepers, 1, memory_order_seq_cst);
 		int r = try_recv(q, m, &wt, &ws, &why);
 		if (r != 0) {
@@ -472,6 +495,13 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 					(due - now_ms() < (1ULL << 40) ? due - now_ms() : 0) * 1000000ULL;
 				if (now + due_ns + 1000000ULL < until)
 					until = now + due_ns + 1000000ULL;
+			}
+			/* wake for the next reclaim pass too: it may requeue an expired lease */
+			if (reclaim_at != UINT64_MAX) {
+				uint64_t ms = now_ms(),
+					 in_ns = (reclaim_at > ms ? reclaim_at - ms : 0) * 1000000ULL;
+				if (now + in_ns + 1000000ULL < until)
+					until = now + in_ns + 1000000ULL;
 			}
 			shmq_futex_wait(&h->data_seq, seen, until);
 		}
@@ -623,6 +653,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
 		return stale(q);
 	count(q, C_NACKED, 1);
+	count(q, C_RETRIED, 1);
 	shmq_note_delayed(q, due);
 	return 0;
 }

@@ -26,6 +26,7 @@ void shmq_config_init(struct shmq_config *cfg)
 	cfg->retry_base_ms = 100;
 	cfg->retry_max_ms = 30000;
 	cfg->mode = 0600;
+	cfg->reclaim_interval_ms = 100;
 }
 
 static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
@@ -48,6 +49,8 @@ int shmq_config_validate(const struct shmq_config *c)
 	if (c->mode & ~0777u)
 		return -EINVAL;
 	if (c->dlq_max > c->capacity)
+		return -EINVAL;
+	if (c->reclaim_interval_ms > SHMQ_RECLAIM_INTERVAL_MAX)
 		return -EINVAL;
 	/* the whole segment must stay addressable and below what tmpfs can hold in practice */
 	if ((uint64_t)c->capacity * c->slot_size > (1ULL << 40))
@@ -94,6 +97,7 @@ int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size)
 		.retry_max_ms = h->retry_max_ms,
 		.mode = h->mode & 0777,
 		.dlq_max = h->dlq_max,
+		.reclaim_interval_ms = h->reclaim_interval_ms,
 	};
 	if (h->hdr_size != SHMQ_HDR_SIZE || h->max_participants != SHMQ_MAX_PARTICIPANTS || h->dlq_max == 0 ||
 	    shmq_config_validate(&c))
@@ -183,6 +187,7 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	h->retry_max_ms = cfg->retry_max_ms;
 	h->mode = cfg->mode;
 	h->creator_pid = getpid();
+	h->reclaim_interval_ms = cfg->reclaim_interval_ms;
 	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
 	h->created_ns = now_ns();
 	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));

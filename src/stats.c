@@ -20,6 +20,7 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	st->config.retry_max_ms = h->retry_max_ms;
 	st->config.mode = h->mode & 0777;
 	st->config.dlq_max = q->dlq_max;
+	st->config.reclaim_interval_ms = q->hdr->reclaim_interval_ms;
 	st->max_payload = q->max_payload;
 	st->segment_bytes = q->size;
 	st->next_id = atomic_load_explicit(&h->prod_tail, memory_order_relaxed);
@@ -76,5 +77,7 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	st->purged = c[C_PURGED];
 	st->dlq_dropped = c[C_DLQ_DROPPED];
 	st->dlq_max = q->dlq_max;
+	st->retried = c[C_RETRIED];
+	st->reclaim_passes = c[C_RECLAIM_PASSES];
 	return 0;
 }

@@ -12,13 +12,6 @@
 
 #include "cli.h"
 
-/* shmq_recv never turns a lease that expired (a --no-ack run's, a stuck consumer's) or whose
- * owner died back into a message: only a shmq_reclaim pass does. So recv runs one before it
- * starts and, unless --no-ack (it would take back its own expired leases and deliver them to
- * itself again and again, into the dead-letter queue), one after each slice of this long that it
- * waited in vain. */
-#define RECLAIM_EVERY_MS 1000
-
 enum {
 	O_TIMEOUT_MS = CLI_OPT_BASE,
 	O_COUNT,
@@ -162,29 +155,6 @@ out:
  * recv
  */
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* shmq_recv with timeout_ms (-1: forever), waiting in slices with a reclaim pass between them
- * when `reclaim` is set. */
-static int recv_wait(shmq_t *q, struct shmq_msg *m, int timeout_ms, int reclaim)
-{
-	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : mono_ms() + (uint64_t)timeout_ms;
-	for (;;) {
-		uint64_t now = mono_ms();
-		uint64_t left = deadline > now ? deadline - now : 0;
-		int r = shmq_recv(q, m, left < RECLAIM_EVERY_MS ? (int)left : RECLAIM_EVERY_MS);
-		if (r != -EAGAIN || mono_ms() >= deadline)
-			return r;
-		if (reclaim)
-			shmq_reclaim(q, NULL);
-	}
-}
-
 /* The payload and a newline, flushed. 0, or -errno when stdout failed (EPIPE: reader gone). */
 static int write_line(const struct shmq_msg *m)
 {
@@ -207,10 +177,10 @@ int cmd_recv(int argc, char **argv)
 		return r;
 	if ((r = cli_open(cmd, a.name, &q)))
 		return r;
-	shmq_reclaim(q, NULL);
-
+	/* shmq_recv also runs the queue's rate-limited reclaim pass (config.reclaim_interval_ms),
+	 * which gives back messages whose consumer died or whose lease ran out */
 	for (uint64_t got = 0; !o.count || got < o.count; got++) {
-		r = recv_wait(q, &m, o.timeout_ms, !o.no_ack);
+		r = shmq_recv(q, &m, o.timeout_ms);
 		if (r == -EAGAIN) { /* MS passed with no message: done */
 			r = CLI_OK;
 			break;

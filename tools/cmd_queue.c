@@ -17,6 +17,8 @@ enum {
 	O_RETRY_BASE_MS,
 	O_RETRY_MAX_MS,
 	O_MODE,
+	O_DLQ_MAX,
+	O_RECLAIM_INTERVAL_MS,
 };
 
 static const struct option create_opts[] = {
@@ -27,6 +29,8 @@ static const struct option create_opts[] = {
 	{"retry-base-ms", required_argument, NULL, O_RETRY_BASE_MS},
 	{"retry-max-ms", required_argument, NULL, O_RETRY_MAX_MS},
 	{"mode", required_argument, NULL, O_MODE},
+	{"dlq-max", required_argument, NULL, O_DLQ_MAX},
+	{"reclaim-interval-ms", required_argument, NULL, O_RECLAIM_INTERVAL_MS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -79,6 +83,14 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 					 arg);
 		cfg->mode = (mode_t)v;
 		break;
+	case O_DLQ_MAX:
+		if (!(r = cli_opt_range(cmd, "--dlq-max", arg, 1, SHMQ_CAPACITY_MAX, &v)))
+			cfg->dlq_max = (uint32_t)v;
+		break;
+	case O_RECLAIM_INTERVAL_MS:
+		if (!(r = cli_opt_range(cmd, "--reclaim-interval-ms", arg, 0, SHMQ_RECLAIM_INTERVAL_MAX, &v)))
+			cfg->reclaim_interval_ms = (uint32_t)v;
+		break;
 	}
 	return r;
 }
@@ -98,6 +110,9 @@ int cmd_create(int argc, char **argv)
 	if (cfg.retry_base_ms > cfg.retry_max_ms)
 		return cli_error(CLI_USAGE, cmd, "the retry base of %u ms exceeds the retry maximum of %u ms",
 				 cfg.retry_base_ms, cfg.retry_max_ms);
+	if (cfg.dlq_max > cfg.capacity)
+		return cli_error(CLI_USAGE, cmd, "--dlq-max of %u exceeds the capacity of %u", cfg.dlq_max,
+				 cfg.capacity);
 	if ((uint64_t)cfg.capacity * cfg.slot_size > SEGMENT_SLOTS_MAX)
 		return cli_error(CLI_USAGE, cmd,
 				 "%u slots of %u bytes are %llu bytes, more than the limit of %llu (1 TiB)",

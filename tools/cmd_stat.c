@@ -38,6 +38,10 @@ static void print_stats(const char *name, const struct shmq_stats *st)
 	printf("  %-24s %u ms, doubling up to %u ms\n", "retry backoff", c->retry_base_ms, c->retry_max_ms);
 	printf("  %-24s %04o\n", "mode", (unsigned)c->mode);
 	printf("  %-24s %u\n", "dead letters kept (max)", st->dlq_max);
+	if (c->reclaim_interval_ms)
+		printf("  %-24s every %u ms, by receivers\n", "reclaim pass", c->reclaim_interval_ms);
+	else
+		printf("  %-24s only by a watchdog or shmq_reclaim\n", "reclaim pass");
 	printf("depth (slots)\n");
 	num("ready", st->ready);
 	num("in flight", st->inflight);
@@ -52,12 +56,14 @@ static void print_stats(const char *name, const struct shmq_stats *st)
 	num("received", st->received);
 	num("acked", st->acked);
 	num("nacked", st->nacked);
+	num("retried", st->retried);
 	num("redelivered", st->redelivered);
 	num("extended", st->extended);
 	num("stale acks", st->stale);
 	num("reclaimed (expired)", st->reclaimed_expired);
 	num("reclaimed (dead owner)", st->reclaimed_dead_owner);
 	num("retired writes", st->retired_writes);
+	num("reclaim passes", st->reclaim_passes);
 	num("dead-lettered", st->dead_lettered);
 	num("rejected", st->rejected);
 	num("redriven", st->redriven);

@@ -18,6 +18,7 @@ static const struct cli_cmd cmds[] = {
 	{"create", cmd_create,
 	 "create NAME [--capacity N] [--slot-size BYTES] [--lease-ms MS] [--max-deliveries N]\n"
 	 "            [--retry-base-ms MS] [--retry-max-ms MS] [--mode OCTAL]\n"
+	 "            [--dlq-max N] [--reclaim-interval-ms MS]\n"
 	 "    Create a queue (fails if NAME exists).\n"
 	 "    --capacity N         slots: a power of two from 2 to 4194304 (default 1024)\n"
 	 "    --slot-size BYTES    bytes per slot, 64 of them shmq's header: a multiple of 64\n"
@@ -28,7 +29,12 @@ static const struct cli_cmd cmds[] = {
 	 "    --retry-base-ms MS   redelivery delay after the n-th delivery: base * 2^(n-1) ...\n"
 	 "    --retry-max-ms MS    ... capped at this (defaults 100 and 30000)\n"
 	 "    --mode OCTAL         permissions of the segment, at most 0777 (default 0600;\n"
-	 "                         the umask is not applied)\n"},
+	 "                         the umask is not applied)\n"
+	 "    --dlq-max N          dead letters kept, at most the capacity (default: capacity/4);\n"
+	 "                         beyond it the oldest is dropped and counted\n"
+	 "    --reclaim-interval-ms MS  receivers requeue expired leases and a dead consumer's\n"
+	 "                         messages at most this often (default 100; 0: only a watchdog\n"
+	 "                         or shmq_reclaim does, up to 3600000)\n"},
 	{"send", cmd_send,
 	 "send NAME [--timeout-ms MS] [PAYLOAD...]\n"
 	 "    Send one message per PAYLOAD, in order; with no PAYLOAD, one message per line of\n"
@@ -41,9 +47,9 @@ static const struct cli_cmd cmds[] = {
 	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack]\n"
 	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"
 	 "    flushed before the ack, so a message whose line may be lost (the process died, or\n"
-	 "    standard output failed) is delivered again: at least once, never lost. recv also\n"
-	 "    runs the queue's recovery pass (when it starts and, without --no-ack, each second\n"
-	 "    it waits), which gives back messages whose consumer died or whose lease ran out.\n"
+	 "    standard output failed) is delivered again: at least once, never lost. Receiving\n"
+	 "    also runs the queue's recovery pass every --reclaim-interval-ms (of create), which\n"
+	 "    gives back messages whose consumer died or whose lease ran out.\n"
 	 "    --count N            exit after N messages (N >= 1; default: no limit)\n"
 	 "    --timeout-ms MS      exit once MS pass with no message (default: wait forever)\n"
 	 "    --no-ack             print but do not ack: each message stays leased until its\n"

@@ -213,6 +213,38 @@ Test(crash, consumer_killed_on_a_redelivery_loses_nothing)
 	consumer_killed_at("redeliver-after-lease", 1, 1);
 }
 
+/* With no watchdog and no shmq_reclaim call, a waiting receiver still gets back the message a
+ * killed consumer held, about one reclaim interval after its death, not at its 60 s deadline. */
+Test(crash, dead_consumers_message_comes_back_through_recv_alone)
+{
+	char name[96];
+	qname(name, sizeof(name), "autoreclaim");
+	shmq_t *q = make_queue(name);
+	struct payload pl = make(7);
+	cr_assert_eq(shmq_send(q, &pl, sizeof(pl), 0), 0);
+	pid_t pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		shmq_t *c;
+		struct shmq_msg m;
+		if (shmq_open(name, &c) || shmq_recv(c, &m, 1000))
+			_exit(3);
+		raise(SIGKILL);
+	}
+	expect_killed(pid);
+	struct shmq_msg m;
+	uint32_t seq;
+	cr_assert_eq(shmq_recv(q, &m, 10000), 0, "the dead consumer's message never came back");
+	cr_expect(intact(&m, &seq) && seq == 7);
+	cr_expect_eq(m.deliveries, 2);
+	cr_expect_eq(shmq_ack(q, &m), 0);
+	struct shmq_stats st;
+	shmq_stats(q, &st);
+	cr_expect_eq(st.reclaimed_dead_owner, 1);
+	shmq_close(q);
+	shmq_unlink(name);
+}
+
 /* A reclaim pass killed half-way leaves every slot in a state the next pass finishes. */
 Test(crash, reclaim_killed_mid_pass_is_finished_by_the_next_pass)
 {

@@ -433,6 +433,48 @@ Test(ring, expired_lease_is_requeued_and_late_settles_are_stale)
 	shmq_close(q);
 }
 
+/* Receivers run the reclaim pass themselves (config.reclaim_interval_ms): nobody has to. */
+Test(ring, expired_lease_comes_back_through_recv_alone)
+{
+	struct shmq_config c = tq_config(8);
+	c.lease_ms = 50;
+	c.retry_base_ms = 10;
+	c.retry_max_ms = 20;
+	c.reclaim_interval_ms = 20;
+	shmq_t *q = mkq(&c);
+	send_u32(q, 5);
+	struct shmq_msg m, m2;
+	recv_u32(q, &m, 0);
+	cr_expect_eq(recv_u32(q, &m2, 5000), 5, "the expired lease never came back");
+	cr_expect_eq(m2.deliveries, 2);
+	cr_expect_eq(shmq_ack(q, &m), -ESTALE, "the first lease is gone");
+	cr_expect_eq(shmq_ack(q, &m2), 0);
+	struct shmq_stats st = stats(q);
+	cr_expect_eq(st.reclaimed_expired, 1);
+	cr_expect_eq(st.retried, 1);
+	cr_expect_geq(st.reclaim_passes, 1);
+	shmq_close(q);
+}
+
+Test(ring, reclaim_interval_0_leaves_expired_leases_to_shmq_reclaim)
+{
+	struct shmq_config c = tq_config(8);
+	c.lease_ms = 20;
+	c.retry_base_ms = 0;
+	c.retry_max_ms = 0;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = mkq(&c);
+	send_u32(q, 6);
+	struct shmq_msg m;
+	recv_u32(q, &m, 0);
+	cr_expect_eq(shmq_recv(q, &m, 200), -EAGAIN, "recv reclaimed though the interval is 0");
+	cr_expect_eq(stats(q).reclaim_passes, 0);
+	cr_expect_eq(shmq_reclaim(q, NULL), 1);
+	cr_expect_eq(recv_u32(q, &m, 1000), 6);
+	cr_expect_eq(m.deliveries, 2);
+	shmq_close(q);
+}
+
 Test(ring, held_lease_does_not_stall_others)
 {
 	struct shmq_config c = tq_config(4);
