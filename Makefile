@@ -123,7 +123,8 @@ deps: $(DEPS_OK)
 # BINARY.log.  The run fails if Criterion fails, or if a sanitizer reported anything: LeakSanitizer
 # reports when a test process exits, after Criterion has already counted the test as passed.
 SAN_REPORT_RE := ERROR: [A-Za-z]+Sanitizer|WARNING: ThreadSanitizer|runtime error:
-run_tests = $(call msg,RUN,$(1)){ $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
+# SHMQ_TOOL tells the CLI tests which shmq binary to run.
+run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
 	rc=$$(cat $(1).rc); \
 	if [ "$$rc" -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $(1).log; then \
 		echo "  FAIL  $(1): sanitizer report (see $(1).log)"; rc=1; \
@@ -138,7 +139,7 @@ test: all tests
 unit: $(UNIT_BIN)
 	$(Q)$(call run_tests,$(UNIT_BIN))
 
-integration: $(INTEG_BIN)
+integration: $(INTEG_BIN) $(TOOL)
 	$(Q)$(call run_tests,$(INTEG_BIN))
 
 demo: all
