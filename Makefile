@@ -80,12 +80,13 @@ INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
 TSAN_OBJS := $(TSAN_SRCS:tests/integration/%.c=$(OBJ)/tsan/%.o)
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
-	$(TSAN_OBJS) $(BENCH_OBJS)
+	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o
 
 LIB_A := $(BUILD)/libshmq.a
 LIB_SO := $(BUILD)/libshmq.so
 TESTLIB_A := $(BUILD)/libshmq-test.a
 TOOL := $(BUILD)/shmq
+DEMO_WORKER := $(BUILD)/demo-worker
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 TSAN_BIN := $(BUILD)/tests/tsan
@@ -110,7 +111,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test unit integration tests demo asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool deps test unit integration tests demo demo-crash asan tsan tsan-run bench bench-quick \
 	format format-check install uninstall clean
 
 all: lib tool
@@ -144,6 +145,10 @@ integration: $(INTEG_BIN) $(TOOL)
 
 demo: all
 	$(Q)$(call msg,DEMO,tools/demo.sh)bash tools/demo.sh $(abspath $(TOOL))
+
+# the crash-recovery show: a worker SIGKILLed mid-flight, the watchdog, a poison message and the DLQ
+demo-crash: all $(DEMO_WORKER)
+	$(Q)$(call msg,DEMO,tools/demo/crash.sh)bash tools/demo/crash.sh $(abspath $(TOOL)) $(abspath $(DEMO_WORKER))
 
 asan:
 	$(Q)$(MAKE) BUILD=build-asan SAN=asan test
@@ -303,6 +308,9 @@ $(INTEG_BIN): $(INTEG_OBJS) $(TESTLIB_A) $(STAMP)/integration $(STAMP)/flags | $
 
 $(TSAN_BIN): $(TSAN_OBJS) $(TESTLIB_A) $(STAMP)/tsan $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(TESTLIB_A) $(TSAN_LIBS)
+
+$(DEMO_WORKER): $(OBJ)/tools/demo/worker.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(TOOL_LIBS)
 
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(BENCH_LIBS)

@@ -70,11 +70,14 @@ int cli_flush_stdout(const char *cmd);
 /* main.c: prints the help of one subcommand, or all of it when cmd is NULL. */
 void cli_help(FILE *f, const char *cmd);
 
-/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c): argv[0] is the subcommand's name. */
+/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c): argv[0] is the subcommand's
+ * name. */
 int cmd_create(int argc, char **argv);
 int cmd_unlink(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_recv(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
+int cmd_watchdog(int argc, char **argv);
+int cmd_dlq(int argc, char **argv);
 
 #endif
