@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Retries and the dead-letter queue: the backoff schedule, what a dead letter records, its bound,
+ * redrive and purge.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common.h"
+#include "internal.h"
+#include "shmq.h"
+
+TestSuite(dlq, .fini = tq_cleanup);
+
+static shmq_t *mkq(const struct shmq_config *c) { return tq_create(tq_name(NULL), c); }
+
+static void send_u32(shmq_t *q, uint32_t v) { cr_assert_eq(shmq_send(q, &v, sizeof(v), 0), 0); }
+
+static uint32_t payload_u32(const void *data)
+{
+	uint32_t v;
+	memcpy(&v, data, sizeof(v));
+	return v;
+}
+
+/* Sends each of vals and rejects it at once: n dead letters, oldest first in vals' order. */
+static void reject_all(shmq_t *q, const uint32_t *vals, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct shmq_msg m;
+		send_u32(q, vals[i]);
+		cr_assert_eq(shmq_recv(q, &m, 0), 0);
+		cr_assert_eq(shmq_reject(q, &m), 0);
+	}
+}
+
+static struct shmq_stats stats(shmq_t *q)
+{
+	struct shmq_stats st;
+	cr_assert_eq(shmq_stats(q, &st), 0);
+	return st;
+}
+
+Test(dlq, backoff_doubles_from_the_base_caps_at_the_max_and_jitters_25_percent)
+{
+	struct shmq_config c = tq_config(8);
+	c.retry_base_ms = 100;
+	c.retry_max_ms = 30000;
+	shmq_t *q = mkq(&c);
+	for (unsigned d = 1; d <= 12; d++) {
+		uint64_t nominal = 100ULL << (d - 1);
+		if (nominal > 30000)
+			nominal = 30000;
+		uint64_t lo = UINT64_MAX, hi = 0, sum = 0;
+		const unsigned n = 400;
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t b = shmq_backoff_ms(q->hdr, d);
+			lo = b < lo ? b : lo;
+			hi = b > hi ? b : hi;
+			sum += b;
+		}
+		uint64_t cap = nominal + nominal / 4 < 30000 ? nominal + nominal / 4 : 30000;
+		cr_expect_geq(lo, nominal - nominal / 4, "delivery %u: %llu ms below -25%% of %llu", d,
+			      (unsigned long long)lo, (unsigned long long)nominal);
+		cr_expect_leq(hi, cap, "delivery %u: %llu ms above min(+25%%, max)", d,
+			      (unsigned long long)hi);
+		cr_expect_lt(lo, hi, "delivery %u: no jitter at all", d);
+		double mean = (double)sum / n;
+		if (nominal < 30000) /* at the cap the upper half is clipped, so the mean sits lower */
+			cr_expect(mean > 0.9 * (double)nominal && mean < 1.1 * (double)nominal,
+				  "delivery %u: mean %.0f ms, nominal %llu", d, mean,
+				  (unsigned long long)nominal);
+	}
+	shmq_close(q);
+}
+
+Test(dlq, backoff_with_a_zero_base_is_zero)
+{
+	struct shmq_config c = tq_config(8);
+	c.retry_base_ms = 0;
+	c.retry_max_ms = 0;
+	shmq_t *q = mkq(&c);
+	for (unsigned d = 1; d <= 20; d++)
+		cr_expect_eq(shmq_backoff_ms(q->hdr, d), 0);
+	shmq_close(q);
+}
+
+Test(dlq, dead_letter_records_reason_deliveries_holder_and_payload)
+{
+	struct shmq_config c = tq_config(8);
+	c.max_deliveries = 3;
+	shmq_t *q = mkq(&c);
+	send_u32(q, 42);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(shmq_nack(q, &m, 0), 0);
+	cr_assert_eq(shmq_recv(q, &m, 1000), 0);
+	cr_assert_eq(m.deliveries, 2);
+	cr_assert_eq(shmq_reject(q, &m), 0);
+	struct shmq_dead_letter dl[2];
+	cr_assert_eq(shmq_dlq_list(q, dl, 2), 1);
+	cr_expect_eq(dl[0].reason, SHMQ_DEAD_REJECTED);
+	cr_expect_str_eq(shmq_dead_reason_str(dl[0].reason), "rejected");
+	cr_expect_eq(dl[0].deliveries, 2);
+	cr_expect_eq(dl[0].last_pid, getpid());
+	cr_expect_eq(dl[0].id, m.id);
+	cr_expect_eq(dl[0].len, 4);
+	cr_expect_eq(payload_u32(dl[0].data), 42);
+	cr_expect_eq(shmq_ack(q, &m), -ESTALE, "a rejected delivery cannot be acked too");
+	shmq_close(q);
+}
+
+Test(dlq, lease_that_expires_at_max_deliveries_is_dead_lettered_as_expired)
+{
+	struct shmq_config c = tq_config(8);
+	c.max_deliveries = 1;
+	c.lease_ms = 20;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = mkq(&c);
+	send_u32(q, 7);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	tq_sleep_ms(60);
+	struct shmq_reclaim_result res;
+	cr_assert_eq(shmq_reclaim(q, &res), 1);
+	cr_expect_eq(res.dead_lettered, 1);
+	cr_expect_eq(res.expired, 0, "dead-lettered, not requeued");
+	struct shmq_dead_letter dl[1];
+	cr_assert_eq(shmq_dlq_list(q, dl, 1), 1);
+	cr_expect_eq(dl[0].reason, SHMQ_DEAD_EXPIRED);
+	cr_expect_eq(shmq_recv(q, &m, 100), -EAGAIN, "a dead letter is not delivered");
+	shmq_close(q);
+}
+
+Test(dlq, redrive_puts_the_oldest_back_with_a_fresh_delivery_count)
+{
+	struct shmq_config c = tq_config(8);
+	c.dlq_max = 8; /* the default, capacity / 4, would drop one of three */
+	shmq_t *q = mkq(&c);
+	reject_all(q, (uint32_t[]){10, 11, 12}, 3);
+	cr_assert_eq(shmq_dlq_redrive(q, 2), 2);
+	struct shmq_dead_letter dl[4];
+	cr_assert_eq(shmq_dlq_list(q, dl, 4), 1);
+	cr_expect_eq(payload_u32(dl[0].data), 12, "the newest stays");
+	for (uint32_t want = 10; want <= 11; want++) {
+		struct shmq_msg m;
+		cr_assert_eq(shmq_recv(q, &m, 1000), 0, "redriven message %u not delivered", want);
+		cr_expect_eq(payload_u32(m.data), want);
+		cr_expect_eq(m.deliveries, 1, "a redriven message starts its delivery count again");
+		cr_expect_eq(shmq_ack(q, &m), 0);
+	}
+	struct shmq_stats st = stats(q);
+	cr_expect_eq(st.redriven, 2);
+	cr_expect_eq(st.dead, 1);
+	cr_expect_eq(shmq_dlq_redrive(q, UINT32_MAX), 1);
+	cr_expect_eq(shmq_dlq_redrive(q, UINT32_MAX), 0, "nothing left to redrive");
+	shmq_close(q);
+}
+
+Test(dlq, purge_deletes_the_oldest_and_frees_their_slots)
+{
+	struct shmq_config c = tq_config(8);
+	c.dlq_max = 8; /* the default, capacity / 4, would drop one of three */
+	shmq_t *q = mkq(&c);
+	reject_all(q, (uint32_t[]){20, 21, 22}, 3);
+	cr_assert_eq(stats(q).free_slots, 5);
+	cr_assert_eq(shmq_dlq_purge(q, 1), 1);
+	struct shmq_dead_letter dl[4];
+	cr_assert_eq(shmq_dlq_list(q, dl, 4), 2);
+	cr_expect_eq(payload_u32(dl[0].data), 21);
+	cr_expect_eq(payload_u32(dl[1].data), 22);
+	cr_expect_eq(shmq_dlq_purge(q, UINT32_MAX), 2);
+	struct shmq_stats st = stats(q);
+	cr_expect_eq(st.purged, 3);
+	cr_expect_eq(st.dead, 0);
+	cr_expect_eq(st.free_slots, 8, "purged slots are free for producers again");
+	struct shmq_msg m;
+	cr_expect_eq(shmq_recv(q, &m, 50), -EAGAIN, "a purged message is never delivered");
+	shmq_close(q);
+}
+
+Test(dlq, full_dlq_drops_the_oldest_letter_and_counts_it)
+{
+	struct shmq_config c = tq_config(8);
+	c.dlq_max = 2;
+	shmq_t *q = mkq(&c);
+	reject_all(q, (uint32_t[]){30, 31, 32, 33}, 4);
+	struct shmq_dead_letter dl[4];
+	cr_assert_eq(shmq_dlq_list(q, dl, 4), 2);
+	cr_expect_eq(payload_u32(dl[0].data), 32);
+	cr_expect_eq(payload_u32(dl[1].data), 33);
+	struct shmq_stats st = stats(q);
+	cr_expect_eq(st.dlq_dropped, 2);
+	cr_expect_eq(st.dead_lettered, 4);
+	cr_expect_eq(st.free_slots, 6);
+	shmq_close(q);
+}
