@@ -7,7 +7,11 @@
  * measures kill -> redelivery. The lease itself is long (--lease-ms, default 30 s): without
  * dead-owner detection the message would come back only after that.
  *
- *   reclaim_latency [--rounds N] [--interval-ms MS] [--lease-ms MS]
+ * With --reclaim-interval-ms the waiting receiver runs its own passes too (the queue's
+ * reclaim_interval_ms; 0 by default here, so the watchdog is what is measured); --interval-ms 0
+ * runs no watchdog, which measures the receivers' passes alone.
+ *
+ *   reclaim_latency [--rounds N] [--interval-ms MS] [--lease-ms MS] [--reclaim-interval-ms MS]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -42,29 +46,35 @@ static void die(const char *what, int err)
 
 int main(int argc, char **argv)
 {
-	int rounds = 50, interval = 50, lease = 30000;
+	int rounds = 50, interval = 50, lease = 30000, recv_interval = 0;
 	static const struct option opts[] = {{"rounds", required_argument, 0, 'r'},
 					     {"interval-ms", required_argument, 0, 'i'},
 					     {"lease-ms", required_argument, 0, 'l'},
+					     {"reclaim-interval-ms", required_argument, 0, 'R'},
 					     {0, 0, 0, 0}};
-	for (int c; (c = getopt_long(argc, argv, "r:i:l:", opts, NULL)) != -1;) {
-		int v = atoi(optarg);
-		if (v <= 0) {
-			fprintf(stderr, "reclaim_latency: --%s must be a positive number\n",
-				opts[c == 'r'	? 0
-				     : c == 'i' ? 1
-						: 2]
-					.name);
+	for (int c; (c = getopt_long(argc, argv, "r:i:l:R:", opts, NULL)) != -1;) {
+		char *end;
+		long v = strtol(optarg, &end, 10);
+		int zero_ok = c == 'i' || c == 'R';
+		if (*end || !*optarg || v < (zero_ok ? 0 : 1) || v > 3600000) {
+			fprintf(stderr, "reclaim_latency: bad value '%s' for -%c\n", optarg, c);
 			return 2;
 		}
 		if (c == 'r')
-			rounds = v;
+			rounds = (int)v;
 		else if (c == 'i')
-			interval = v;
+			interval = (int)v;
 		else if (c == 'l')
-			lease = v;
+			lease = (int)v;
+		else if (c == 'R')
+			recv_interval = (int)v;
 		else
 			return 2;
+	}
+	if (!interval && !recv_interval) {
+		fprintf(stderr, "reclaim_latency: with no watchdog (--interval-ms 0) and no receiver passes "
+				"(--reclaim-interval-ms 0) only the lease brings a message back\n");
+		return 2;
 	}
 	char name[64];
 	snprintf(name, sizeof(name), "/shmq-bench-reclaim-%d", (int)getpid());
@@ -75,12 +85,13 @@ int main(int argc, char **argv)
 	cfg.max_deliveries = 255;
 	cfg.retry_base_ms = 0; /* measure detection and requeue, not the retry backoff */
 	cfg.retry_max_ms = 0;
+	cfg.reclaim_interval_ms = (uint32_t)recv_interval; /* 0: the watchdog alone */
 	shmq_t *q;
 	int err = shmq_create(name, &cfg, &q);
 	if (err)
 		die("create", err);
 
-	pid_t wd = fork();
+	pid_t wd = interval ? fork() : -1;
 	if (wd == 0) {
 		shmq_t *w;
 		if (shmq_open(name, &w))
@@ -113,7 +124,8 @@ int main(int argc, char **argv)
 			die("consumer", -EIO);
 		close(pfd[0]);
 		close(pfd[1]);
-		usleep((useconds_t)(rand() % (interval * 1000))); /* kill at a random phase of the watchdog */
+		int phase = interval ? interval : recv_interval;
+		usleep((useconds_t)(rand() % (phase * 1000))); /* kill at a random phase of the passes */
 		double t0 = now_ms();
 		kill(c, SIGKILL);
 		waitpid(c, NULL, 0);
@@ -125,11 +137,14 @@ int main(int argc, char **argv)
 			die("expected a redelivery", -EPROTO);
 		shmq_ack(q, &m);
 	}
-	kill(wd, SIGKILL);
-	waitpid(wd, NULL, 0);
+	if (wd > 0) {
+		kill(wd, SIGKILL);
+		waitpid(wd, NULL, 0);
+	}
 	qsort(lat, (size_t)rounds, sizeof(double), cmp);
-	printf("reclaim latency after SIGKILL, %d rounds, watchdog interval %d ms, lease %d ms:\n", rounds,
-	       interval, lease);
+	printf("reclaim latency after SIGKILL, %d rounds, watchdog interval %d ms (0: none), receivers' "
+	       "reclaim interval %d ms (0: off), lease %d ms:\n",
+	       rounds, interval, recv_interval, lease);
 	printf("  p50 %.1f ms  p99 %.1f ms  max %.1f ms  (lease timeout would be %d ms: %.0fx faster at "
 	       "p50)\n",
 	       lat[rounds / 2], lat[(rounds * 99) / 100 < rounds ? (rounds * 99) / 100 : rounds - 1],
