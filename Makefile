@@ -144,7 +144,7 @@ integration: $(INTEG_BIN) $(TOOL)
 	$(Q)$(call run_tests,$(INTEG_BIN))
 
 demo: all
-	$(Q)$(call msg,DEMO,tools/demo.sh)bash tools/demo.sh $(abspath $(TOOL))
+	$(Q)$(call msg,DEMO,tools/demo/main.sh)bash tools/demo/main.sh $(abspath $(TOOL))
 
 # the crash-recovery show: a worker SIGKILLed mid-flight, the watchdog, a poison message and the DLQ
 demo-crash: all $(DEMO_WORKER)

@@ -15,21 +15,7 @@ for exe in "$shmq" "$worker"; do
 done
 
 name="demo-crash-$$"
-work=$(mktemp -d "${TMPDIR:-/tmp}/shmq-crash.XXXXXX")
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	"$shmq" unlink "$name" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-heading() { printf '\n== %s\n' "$*"; }
-now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # waits (up to 10 s) until file $1 has a line matching $2
 wait_for() {
 	local i

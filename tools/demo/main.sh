@@ -1,35 +1,21 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# demo.sh: a live look at shmq's main job. Three producers and three consumers share one queue;
+# main.sh: a live look at shmq's main job. Three producers and three consumers share one queue;
 # at the end every line sent must have been received exactly once.
 #
-#   usage: tools/demo.sh PATH-TO-SHMQ        (make demo runs it on build/shmq)
+#   usage: tools/demo/main.sh PATH-TO-SHMQ        (make demo runs it on build/shmq)
 set -euo pipefail
 export LC_ALL=C # sort and comm must agree on one order
 
-shmq=${1:?usage: demo.sh PATH-TO-SHMQ}
-[[ -x $shmq ]] || { echo "demo.sh: '$shmq' is not an executable" >&2; exit 2; }
+shmq=${1:?usage: main.sh PATH-TO-SHMQ}
+[[ -x $shmq ]] || { echo "main.sh: '$shmq' is not an executable" >&2; exit 2; }
 
 producers=3
 consumers=3
 per_producer=2000
 bursts=40 # each producer sends its lines in bursts with a pause between them: about 1 s in all
 name="demo-$$"
-work=$(mktemp -d "${TMPDIR:-/tmp}/shmq-demo.XXXXXX")
-pids=()
-
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	"$shmq" unlink "$name" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-heading() { printf '\n== %s\n' "$*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Lines "p<producer>-<number>", fed to one `shmq send` through stdin, one message each.
 produce() {
@@ -55,7 +41,7 @@ for ((p = 1; p <= producers; p++)); do
 	pids+=($!)
 	prod_pid[p]=$!
 done
-start=${EPOCHREALTIME/[.,]/}
+start=$(now_us)
 
 sleep 0.3
 heading "shmq stat $name, while they run (participants: $producers producers, $consumers consumers, this stat)"
@@ -66,7 +52,7 @@ for ((p = 1; p <= producers; p++)); do
 	if wait "${prod_pid[p]}"; then prod_rc[p]=0; else prod_rc[p]=$? && status=1; fi
 done
 echo
-elapsed=$(((${EPOCHREALTIME/[.,]/} - start) / 1000))
+elapsed=$((($(now_us) - start) / 1000))
 echo "producers done after $elapsed ms; consumers stop 2 s after the last message"
 for ((c = 1; c <= consumers; c++)); do
 	if wait "${cons_pid[c]}"; then cons_rc[c]=0; else cons_rc[c]=$? && status=1; fi
