@@ -108,7 +108,7 @@ int cmd_create(int argc, char **argv)
 		return r;
 	/* the rules that tie two options together */
 	if (cfg.retry_base_ms > cfg.retry_max_ms)
-		return cli_error(CLI_USAGE, cmd, "the retry base of %u ms exceeds the retry maximum of %u ms",
+		return cli_error(CLI_USAGE, cmd, "--retry-base-ms (%u) exceeds --retry-max-ms (%u)",
 				 cfg.retry_base_ms, cfg.retry_max_ms);
 	if (cfg.dlq_max > cfg.capacity)
 		return cli_error(CLI_USAGE, cmd, "--dlq-max of %u exceeds the capacity of %u", cfg.dlq_max,
