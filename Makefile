@@ -68,7 +68,13 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
 # the thread tests again, as a plain program for TSan (see tests/common.h, TQ_PLAIN)
 TSAN_SRCS := tests/integration/test_threads.c
-BENCH_SRCS := $(sort $(wildcard bench/*.c))
+# bench/harness.c and bench/crash.c drive the transports of bench/peers/ (adapters, one per
+# transport, plus what the two share in bench/lib/); the other bench/*.c are standalone programs.
+SUITE_MAINS := bench/harness.c bench/crash.c
+BENCH_SRCS := $(filter-out $(SUITE_MAINS),$(sort $(wildcard bench/*.c)))
+SUITE_SRCS := $(filter $(SUITE_MAINS),$(wildcard bench/*.c))
+PEER_SRCS := $(sort $(wildcard bench/peers/*.c bench/lib/*.c))
+PEER_CXX_SRCS := $(sort $(wildcard bench/peers/*.cc))
 
 OBJ := $(BUILD)/obj
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/static/%.o)
@@ -79,8 +85,10 @@ UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
 TSAN_OBJS := $(TSAN_SRCS:tests/integration/%.c=$(OBJ)/tsan/%.o)
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
+SUITE_OBJS := $(SUITE_SRCS:%.c=$(OBJ)/%.o)
+PEER_OBJS := $(PEER_SRCS:%.c=$(OBJ)/%.o) $(PEER_CXX_SRCS:%.cc=$(OBJ)/%.o)
 ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
-	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o
+	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS)
 
 LIB_A := $(BUILD)/libshmq.a
 LIB_SO := $(BUILD)/libshmq.so
@@ -91,6 +99,7 @@ UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 TSAN_BIN := $(BUILD)/tests/tsan
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+SUITE_BINS := $(SUITE_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK := $(BUILD)/.deps-ok
 
 LIB_CFLAGS := -DSHMQ_BUILD -fvisibility=hidden -Isrc
@@ -111,7 +120,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test unit integration tests demo demo-crash asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool deps test unit integration tests demo demo-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	format format-check install uninstall clean
 
 all: lib tool
@@ -172,20 +181,60 @@ tsan-run: $(TSAN_BIN)
 	fi; \
 	exit $$rc
 
-# bench runs the ping-pong benchmark when it exists; bench-quick asks it for a short run
-# (SHMQ_BENCH_QUICK=1 in its environment).
+# ---- benchmarks ---------------------------------------------------------------------------------
+# The peers' libraries, servers and gnuplot are installed like the other dependencies; one that
+# cannot be installed is reported, and the harness then lists its transport as skipped with the
+# reason. make re-runs itself after the install so that the link sees what is there now.
+BENCH_PACKAGES := libzmq3-dev libboost-dev iceoryx libiceoryx-binding-c-dev libhiredis-dev libnats-dev \
+	redis-server nats-server gnuplot-nox
+BENCH_DEPS_OK := $(BUILD)/.bench-deps-ok
+# -lNAME for each peer library the linker finds
+have_lib = $(shell printf 'int main(void){return 0;}\n' | $(CC) -x c - -o /dev/null -l$(1) 2>/dev/null && echo -l$(1))
+PEER_LIBS = $(foreach l,zmq hiredis nats iceoryx_binding_c iceoryx_posh iceoryx_hoofs iceoryx_platform,$(call have_lib,$(l))) \
+	-lrt -lstdc++
+CXX ?= c++
+PEER_CXXFLAGS = $(filter-out -std=c11 -MMD -MP,$(CFLAGS)) -std=c++17 -MMD -MP
+
+# BENCH_ARGS are passed to the harness, e.g. BENCH_ARGS='--only shmq,pipe --repeats 5'.
 BENCH_ARGS ?=
-bench: $(BENCH_BINS)
-	$(Q)if [ -x $(BUILD)/bench/pingpong ]; then \
-		$(call msg,RUN,$(BUILD)/bench/pingpong)$(BUILD)/bench/pingpong $(BENCH_ARGS); \
-	fi
+BENCH_OUT ?= $(BUILD)/bench-results
+bench: $(BENCH_DEPS_OK)
+	$(Q)$(MAKE) bench-run BENCH_MODE=
 
-bench-quick: $(BENCH_BINS)
-	$(Q)if [ -x $(BUILD)/bench/pingpong ]; then \
-		$(call msg,RUN,$(BUILD)/bench/pingpong (quick))SHMQ_BENCH_QUICK=1 $(BUILD)/bench/pingpong $(BENCH_ARGS); \
-	fi
+bench-quick: $(BENCH_DEPS_OK)
+	$(Q)$(MAKE) bench-run BENCH_MODE=--quick
 
-FORMAT_FILES = $(sort $(shell find src include tools tests bench -name '*.[ch]' 2>/dev/null))
+bench-crash: $(BENCH_DEPS_OK)
+	$(Q)$(MAKE) bench-crash-run
+
+bench-run: $(SUITE_BINS) $(BENCH_BINS)
+	$(Q)$(call msg,RUN,$(BUILD)/bench/harness $(BENCH_MODE))mkdir -p $(BENCH_OUT) && \
+		$(BUILD)/bench/harness $(BENCH_MODE) --out $(BENCH_OUT) $(BENCH_ARGS)
+
+bench-crash-run: $(SUITE_BINS)
+	$(Q)$(call msg,RUN,$(BUILD)/bench/crash)mkdir -p $(BENCH_OUT) && $(BUILD)/bench/crash --out $(BENCH_OUT) $(BENCH_ARGS)
+
+$(BENCH_DEPS_OK): | $(DEPS_OK)
+	$(Q)missing=; \
+	for p in $(BENCH_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "  DEPS  bench:$$missing"; \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; elif command -v sudo >/dev/null 2>&1; then sudo=sudo; else sudo=none; fi; \
+		if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+			echo "  DEPS  cannot install them (no apt-get, or not root): those peers will be skipped"; \
+		else \
+			$$sudo apt-get update -qq || true; \
+			for p in $$missing; do \
+				$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$p" \
+					>/dev/null 2>&1 || echo "  DEPS  could not install $$p: its peer will be skipped"; \
+			done; \
+		fi; \
+	fi; \
+	mkdir -p $(@D) && touch $@
+
+FORMAT_FILES = $(sort $(shell find src include tools tests bench -name '*.[ch]' -o -name '*.cc' 2>/dev/null))
 
 format:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) -i $(FORMAT_FILES),true)
@@ -261,7 +310,10 @@ $(OBJ)/tsan/%.o: tests/integration/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$< (plain))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -DTQ_PLAIN -c -o $@ $<
 
 $(OBJ)/bench/%.o: bench/%.c | $(DEPS_OK)
-	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -c -o $@ $<
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -Ibench -c -o $@ $<
+
+$(OBJ)/bench/%.o: bench/%.cc | $(DEPS_OK)
+	$(Q)$(call msg,CXX,$<)mkdir -p $(@D) && $(CXX) $(PEER_CXXFLAGS) -Ibench -c -o $@ $<
 
 # ---- change tracking ---------------------------------------------------------------------------
 
@@ -311,6 +363,10 @@ $(TSAN_BIN): $(TSAN_OBJS) $(TESTLIB_A) $(STAMP)/tsan $(STAMP)/flags | $(DEPS_OK)
 
 $(DEMO_WORKER): $(OBJ)/tools/demo/worker.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(TOOL_LIBS)
+
+$(SUITE_BINS): $(BUILD)/bench/%: $(OBJ)/bench/%.o $(PEER_OBJS) $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PEER_OBJS) $(LIB_A) \
+		$(BENCH_LIBS) $(PEER_LIBS)
 
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(BENCH_LIBS)
