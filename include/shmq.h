@@ -90,7 +90,7 @@ struct shmq_msg {
 	uint32_t len;
 	uint32_t deliveries;  /* 1 on first delivery */
 	uint64_t id;	      /* unique per queue, increasing in send order */
-	uint64_t enqueued_ns; /* CLOCK_MONOTONIC at send */
+	uint64_t enqueued_ns; /* CLOCK_MONOTONIC_COARSE at send, in ns (resolution: a kernel tick, 1-4 ms) */
 	uint32_t slot;	      /* opaque lease token ... */
 	uint64_t token;	      /* ... do not modify */
 };

@@ -24,6 +24,7 @@ struct shmq {
 	uint32_t slot_size;
 	uint32_t max_payload;
 	_Atomic uint32_t recv_count; /* rotates the start of redelivery scans */
+	_Atomic uint64_t head_cache; /* a recent cons_head, so producers rarely read the shared one */
 	struct shmq_participant *me;
 	unsigned char *slots; /* process-local copies of validated offsets: never re-read from the header */
 	unsigned char *parts;
@@ -67,6 +68,15 @@ static inline uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000ULL + (uint64_t)ts.tv_nsec / 1000000ULL;
 }
 
+/* The coarse clock in ns, for send timestamps: a precise clock_gettime per message would cost
+ * ~30 ns, a quarter of a message's budget. */
+static inline uint64_t now_coarse_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -102,6 +112,8 @@ SHMQ_HIDDEN void shmq_fault_hit(const char *point);
 SHMQ_HIDDEN int shmq_futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t deadline_ns);
 SHMQ_HIDDEN void shmq_futex_wake_all(_Atomic uint32_t *word);
 SHMQ_HIDDEN void shmq_notify(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers);
+/* shmq_notify for a caller whose publishing RMW was seq_cst: no fence needed (see wait.c) */
+SHMQ_HIDDEN void shmq_notify_sc(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers);
 SHMQ_HIDDEN uint64_t shmq_deadline(int timeout_ms);
 
 /* registry.c */

@@ -19,6 +19,7 @@
 #define ABANDON_GRACE_MS 2 /* a ticket taken but unused this long is abandoned by consumers */
 #define WRITER_PROBE_MS 10 /* a slot being written this long gets its writer's liveness probed */
 #define FULL_RECHECK_MS 50 /* a sleeping producer re-checks at least this often */
+#define ACK_PEEKS 16	   /* polls of a just-received next slot before its ticket is taken */
 
 enum head_result {
 	HEAD_TOOK,
@@ -59,6 +60,19 @@ static int any_free(shmq_t *q)
 	return 0;
 }
 
+/* The slot next in line is often still LEASED by a consumer that received it a moment ago and
+ * acks right away (a producer one lap ahead, the ring near full). Taking its ticket now would
+ * only abandon it, and consumers would then step over it: look a few times first. Bounded, and
+ * only for LEASED: a long-held lease costs one short look per lap. */
+static void await_ack(struct shmq_slot *s)
+{
+	for (int k = 0; k < ACK_PEEKS; k++) {
+		if (w_state(atomic_load_explicit(&s->word, memory_order_relaxed)) != SLOT_LEASED)
+			return;
+		cpu_relax();
+	}
+}
+
 /* Claims a slot for a fresh ticket: on success the slot is WRITING(ticket, us). -EAGAIN if the
  * ring is full. While fewer than cap tickets are outstanding there is room by construction. Past
  * that, the slot next in line may still be held (leased, delayed, dead) while another one was
@@ -70,9 +84,19 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, int scan)
 	uint64_t cap = (uint64_t)q->mask + 1;
 	int room = 0;
 	for (uint64_t burned = 0; burned <= 2 * cap;) {
-		/* head first: cons_head never passes prod_tail, so t0 >= c0 even with both relaxed */
-		uint64_t c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+		/* head first: cons_head never passes prod_tail, so t0 >= c0. The head is read from the
+		 * handle's cached copy (it only grows: an old value only makes the window look fuller)
+		 * and re-read from the segment when the window looks full: consumers write cons_head
+		 * on every receive, and reading it on every send would cost a cache miss each time. */
+		uint64_t c0 = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
 		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+		if (t0 - c0 >= cap) {
+			c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+			atomic_store_explicit(&q->head_cache, c0, memory_order_relaxed);
+			t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+		}
+		if (t0 - c0 < cap && !room)
+			await_ack(slot_at(q, t0));
 		if (t0 - c0 >= cap && !room) {
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
@@ -123,7 +147,7 @@ static void fill(struct shmq_slot *s, uint64_t t, uint32_t len)
 {
 	s->id = t;
 	s->len = len;
-	s->enqueued_ns = now_ns();
+	s->enqueued_ns = now_coarse_ns();
 	/* a lease word left by the slot's previous message must not look valid for this one */
 	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
 }
@@ -131,23 +155,25 @@ static void fill(struct shmq_slot *s, uint64_t t, uint32_t len)
 static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t)
 {
 	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-	/* release: pairs with the consumer's acquire load of the word; the payload, id and len
-	 * written before are visible to whoever sees READY */
-	if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_release))
+	/* release (in seq_cst): pairs with the consumer's acquire load of the word; the payload, id
+	 * and len written before are visible to whoever sees READY. seq_cst for shmq_notify_sc. */
+	if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
 		return -ESTALE; /* retired by a reclaim pass that thought we were dead */
-	shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
+	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
 	return 0;
 }
 
 /* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
  * or FULL_RECHECK_MS: a slot freed by a process that died before its notify). seq_cst increment:
- * pairs with the fence in shmq_notify, so either the freer sees us or our re-check sees the slot. */
+ * then a seq_cst fence: pairs with shmq_notify(_sc), so either the freer sees us or our re-check
+ * sees the slot. */
 static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t deadline)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = now_ns() + FULL_RECHECK_MS * 1000000ULL;
 	count(q, C_PROD_WAITS, 1);
 	atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
 	uint32_t seen = atomic_load_explicit(&h->space_seq, memory_order_acquire);
 	int r = claim(q, s, t, 1);
 	if (r == -EAGAIN)
@@ -279,12 +305,12 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 			memcpy(slot_payload(s), msgs[i].data, msgs[i].len);
 		fill(s, t, (uint32_t)msgs[i].len);
 		uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-		/* release: as in publish(); the notify is done once for the batch */
-		if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_release))
+		/* as in publish(); the notify is done once for the batch */
+		if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
 			break;
 	}
 	if (i) {
-		shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
+		shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
 		count(q, C_SENT, i);
 	}
 	return (int)i;
@@ -294,11 +320,11 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
  * Consuming
  */
 
-static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq_msg *m)
+static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq_msg *m, uint64_t now)
 {
 	/* the lease deadline is written after the CAS that made us the owner; until then a reclaim
 	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
-	atomic_store_explicit(&s->lease, lw_make(now_ms() + q->hdr->lease_ms, LW_DEADLINE, w_deliv(leased)),
+	atomic_store_explicit(&s->lease, lw_make(now + q->hdr->lease_ms, LW_DEADLINE, w_deliv(leased)),
 			      memory_order_release);
 	s->last_owner = q->owner;
 	s->last_pid = q->pid;
@@ -317,7 +343,7 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 
 /* Takes the next first delivery at cons_head, stepping over abandoned tickets. *wait_since
  * remembers since when the consumer has waited on a ticket a producer holds but has not used. */
-static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waited_ticket,
+static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *waited_ticket,
 				  uint64_t *wait_since)
 {
 	struct shmq_hdr *h = q->hdr;
@@ -338,12 +364,19 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t *waite
 			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
 								memory_order_release, memory_order_relaxed);
 			SHMQ_FAULT("recv-after-lease");
-			deliver(q, s, leased, m);
+			deliver(q, s, leased, m, now);
 			return HEAD_TOOK;
 		}
 		int passed = d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING);
-		if (!passed && (d > 0 || st == SLOT_FREE))
-			passed = atomic_load_explicit(&s->skip, memory_order_acquire) > hd;
+		if (!passed && (d > 0 || st == SLOT_FREE)) {
+			/* skip may also come from a later ticket of this slot (hd + k * cap), abandoned
+			 * by a producer that found the slot taken: possibly by hd's own message, claimed
+			 * after our load of the word. So: skip, then the word again, both seq_cst. If
+			 * the word is unchanged, hd's producer has not claimed yet, and its seq_cst
+			 * skip load after its claim will see this skip too (it abandons hd as we do). */
+			passed = atomic_load_explicit(&s->skip, memory_order_seq_cst) > hd &&
+				 atomic_load_explicit(&s->word, memory_order_seq_cst) == w;
+		}
 		if (passed) {
 			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
 								memory_order_release, memory_order_relaxed);
@@ -416,7 +449,7 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		if (!cas_word(s, &w, leased, memory_order_acquire))
 			continue;
 		SHMQ_FAULT("redeliver-after-lease");
-		deliver(q, s, leased, m);
+		deliver(q, s, leased, m, now);
 		return 0;
 	}
 	/* nothing due: publish when the next one is, unless a nack changed the hint meanwhile */
@@ -428,13 +461,12 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 /* The rate-limited reclaim pass of receivers (config.reclaim_interval_ms): without it, expired
  * leases and a dead consumer's messages would wait for someone to call shmq_reclaim. One receiver
  * per interval wins the CAS and runs it. Returns when the next one is due (UINT64_MAX: never). */
-static uint64_t maybe_reclaim(shmq_t *q)
+static uint64_t maybe_reclaim(shmq_t *q, uint64_t now)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint32_t iv = h->reclaim_interval_ms;
 	if (!iv)
 		return UINT64_MAX;
-	uint64_t now = now_ms();
 	/* relaxed: the pass itself reads every slot with acquire; this only elects who runs it */
 	uint64_t next = atomic_load_explicit(&h->reclaim_next_ms, memory_order_relaxed);
 	if (now < next && next - now <= iv)
@@ -445,11 +477,12 @@ static uint64_t maybe_reclaim(shmq_t *q)
 	return now + iv;
 }
 
-static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t *wt, uint64_t *ws, enum head_result *why)
+static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *wt, uint64_t *ws,
+		    enum head_result *why)
 {
-	if (take_due(q, m, now_ms()) == 0)
+	if (take_due(q, m, now) == 0)
 		return 0;
-	*why = take_head(q, m, wt, ws);
+	*why = take_head(q, m, now, wt, ws);
 	return *why == HEAD_TOOK ? 0 : -EAGAIN;
 }
 
@@ -460,10 +493,15 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	struct shmq_hdr *h = q->hdr;
 	uint64_t deadline = 0, wt = UINT64_MAX, ws = 0;
 	enum head_result why;
-	uint64_t reclaim_at = maybe_reclaim(q);
+	/* one coarse clock read per call for lease deadlines and the reclaim check; re-read only
+	 * once the call has to wait */
+	uint64_t now_c = now_ms();
+	uint64_t reclaim_at = maybe_reclaim(q, now_c);
 	for (unsigned spins = 0;; spins++) {
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
-		if (try_recv(q, m, &wt, &ws, &why) == 0)
+		if (spins >= SPIN_LIMIT / 4)
+			now_c = now_ms();
+		if (try_recv(q, m, now_c, &wt, &ws, &why) == 0)
 			return 0;
 		if (timeout_ms == 0 && why == HEAD_EMPTY)
 			return -EAGAIN;
@@ -478,12 +516,13 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			continue;
 		}
 		/* sleep: register, re-check, then wait for a publish, the next due redelivery or
-		 * the deadline. seq_cst increment: pairs with the fence in shmq_notify */
+		 * the deadline. seq_cst increment and fence: pair with shmq_notify(_sc) */
 		count(q, C_CONS_WAITS, 1);
-		if (now_ms() >= reclaim_at)
-			reclaim_at = maybe_reclaim(q);
+		if (now_c >= reclaim_at)
+			reclaim_at = maybe_reclaim(q, now_c);
 		atomic_fetch_add_explicit(&h->data_sleepers, 1, memory_order_seq_cst);
-		int r = try_recv(q, m, &wt, &ws, &why);
+		atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
+		int r = try_recv(q, m, now_c, &wt, &ws, &why);
 		if (r != 0) {
 			uint64_t until = deadline;
 			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
@@ -519,9 +558,9 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	if (r)
 		return r;
 	unsigned i = 1;
-	uint64_t wt = UINT64_MAX, ws = 0;
+	uint64_t wt = UINT64_MAX, ws = 0, now = now_ms();
 	for (; i < n; i++)
-		if (take_head(q, &m[i], &wt, &ws) != HEAD_TOOK)
+		if (take_head(q, &m[i], now, &wt, &ws) != HEAD_TOOK)
 			break;
 	return (int)i;
 }
@@ -563,12 +602,12 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
 	uint64_t w = m->token;
-	/* release: pairs with claim()'s acquire CAS; our reads of the payload are done before a
-	 * producer may overwrite it */
-	if (!cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+	/* release (in seq_cst): pairs with claim()'s acquire CAS; our reads of the payload are done
+	 * before a producer may overwrite it. seq_cst for shmq_notify_sc. */
+	if (!cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
 		return stale(q);
 	count(q, C_ACKED, 1);
-	shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	return 0;
 }
 
@@ -582,15 +621,15 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 		uint64_t w = m[i].token;
 		if (!s)
 			continue;
-		/* release: as in shmq_ack */
-		if (cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+		/* as in shmq_ack */
+		if (cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
 			acked++;
 		else
 			count(q, C_STALE, 1);
 	}
 	if (acked) {
 		count(q, C_ACKED, acked);
-		shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+		shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	}
 	return (int)acked;
 }

@@ -41,14 +41,28 @@ void shmq_futex_wake_all(_Atomic uint32_t *word)
 	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-void shmq_notify(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers)
+static void wake(_Atomic uint32_t *seq)
 {
-	/* The fence orders the caller's publishing store before the sleepers load; it pairs with
-	 * the seq_cst increment of sleepers in the waiter, which precedes its re-check: either we
-	 * see the sleeper, or the sleeper's re-check sees what we published. */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(sleepers, memory_order_relaxed) == 0)
-		return;
 	atomic_fetch_add_explicit(seq, 1, memory_order_release);
 	shmq_futex_wake_all(seq);
+}
+
+/* A sleeper does: sleepers++ (seq_cst), a seq_cst fence, then re-checks the ring. Either we see
+ * the sleeper, or its re-check sees what we published, in both flavours below. */
+void shmq_notify(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers)
+{
+	/* fence against the sleeper's fence: whichever comes first in the seq_cst order, the other
+	 * side's later load sees the write before it */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(sleepers, memory_order_relaxed))
+		wake(seq);
+}
+
+void shmq_notify_sc(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers)
+{
+	/* The caller published with a seq_cst RMW, and this load is seq_cst: if it misses the
+	 * sleeper's increment, the publish precedes that increment, hence the sleeper's fence, in
+	 * the seq_cst order, so its re-check sees the publish. Saves a full fence per message. */
+	if (atomic_load_explicit(sleepers, memory_order_seq_cst))
+		wake(seq);
 }

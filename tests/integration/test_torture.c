@@ -247,10 +247,16 @@ Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
 			uint8_t n = atomic_load(&B->processed[inc][s]);
 			if (s < upto) {
 				expected++;
-				if (n == 0)
-					lost++;
+				if (n == 0 && lost++ < 5)
+					fprintf(stderr, "torture: lost inc %u seq %u (sent up to %u)\n", inc,
+						s, upto);
 			} else if (s > upto && n) {
-				phantom++; /* never sent, yet seen */
+				/* never sent, yet seen */
+				if (phantom++ < 5)
+					fprintf(stderr,
+						"torture: phantom inc %u seq %u seen %u times (sent up to "
+						"%u)\n",
+						inc, s, n, upto);
 			}
 			if (n > 1) {
 				dups++;
