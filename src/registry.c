@@ -67,13 +67,15 @@ int shmq_part_attach(shmq_t *q)
 			/* on the second round the registry is full: take a just-freed record anyway */
 			if (round == 0 && ps_freed(v) && ((now - ps_freed(v)) & 0xffffff) < REUSE_DELAY_MS)
 				continue;
+			/* Lock first, then claim: a record is never ALIVE without its lock held, so a
+			 * reclaim pass probing it in between cannot take us for dead and free it under
+			 * us. A lock we cannot get belongs to a live process: leave the record alone. */
+			if (lock_byte(q->fd, F_OFD_SETLK, F_WRLCK, i, NULL) < 0)
+				continue;
 			uint64_t nv = ps_make(ps_epoch(v) + 1, PART_ALIVE, 0);
 			if (!atomic_compare_exchange_strong_explicit(&p->state, &v, nv, memory_order_acq_rel,
-								     memory_order_relaxed))
-				continue;
-			if (lock_byte(q->fd, F_OFD_SETLK, F_WRLCK, i, NULL) < 0) {
-				/* someone alive still holds this byte: leave the record to them */
-				atomic_store_explicit(&p->state, v, memory_order_release);
+								     memory_order_relaxed)) {
+				lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, i, NULL);
 				continue;
 			}
 			p->pid = getpid();

@@ -24,14 +24,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum peer_role { PEER_SENDER = 0, PEER_RECEIVER = 1 };
+enum peer_role {
+	PEER_SENDER = 0,
+	PEER_RECEIVER = 1
+};
 
 enum peer_flags {
-	PEER_MPMC = 1u << 0,	   /* several senders and several receivers on one channel are fine */
-	PEER_BUSY_POLL = 1u << 1,  /* recv can busy-poll (params.blocking == 0) */
-	PEER_BLOCKING = 1u << 2,   /* recv can sleep in the kernel (params.blocking == 1) */
-	PEER_ACKS = 1u << 3,	   /* has ack(): a message taken but not acked is redelivered */
-	PEER_REFERENCE = 1u << 4,  /* a floor or bound (cache line, bare ring), not a usable queue */
+	PEER_MPMC = 1u << 0,	     /* several senders and several receivers on one channel are fine */
+	PEER_BUSY_POLL = 1u << 1,    /* recv can busy-poll (params.blocking == 0) */
+	PEER_BLOCKING = 1u << 2,     /* recv can sleep in the kernel (params.blocking == 1) */
+	PEER_ACKS = 1u << 3,	     /* has ack(): a message taken but not acked is redelivered */
+	PEER_REFERENCE = 1u << 4,    /* a floor or bound (cache line, bare ring), not a usable queue */
 	PEER_NEEDS_DAEMON = 1u << 5, /* start()/stop() run a server process */
 };
 
@@ -58,7 +61,8 @@ struct peer_ops {
 	void (*stop)(void);
 
 	struct peer_chan *(*create)(const struct peer_params *p); /* NULL on failure (say why on stderr) */
-	void *(*attach)(struct peer_chan *c, enum peer_role role); /* a per-process endpoint, NULL on failure */
+	void *(*attach)(struct peer_chan *c,
+			enum peer_role role); /* a per-process endpoint, NULL on failure */
 	/* 0 or -errno. Blocks while the channel is full. */
 	int (*send)(void *ep, const void *msg, size_t len);
 	/* bytes received (== msg_size) or -errno; blocks or busy-polls as params.blocking says.

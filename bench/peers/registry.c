@@ -8,18 +8,18 @@
 
 #include "peers/peer.h"
 
-#define PEERS(X)                                                                                               \
-	X(floor)                                                                                               \
-	X(spsc)                                                                                                \
-	X(shmq)                                                                                                \
-	X(pipe)                                                                                                \
-	X(unix_stream)                                                                                         \
-	X(unix_seqpacket)                                                                                      \
-	X(posix_mq)                                                                                            \
-	X(zmq)                                                                                                 \
-	X(boost)                                                                                               \
-	X(iceoryx)                                                                                             \
-	X(redis)                                                                                               \
+#define PEERS(X)                                                                                             \
+	X(floor)                                                                                             \
+	X(spsc)                                                                                              \
+	X(shmq)                                                                                              \
+	X(pipe)                                                                                              \
+	X(unix_stream)                                                                                       \
+	X(unix_seqpacket)                                                                                    \
+	X(posix_mq)                                                                                          \
+	X(zmq)                                                                                               \
+	X(boost)                                                                                             \
+	X(iceoryx)                                                                                           \
+	X(redis)                                                                                             \
 	X(jetstream)
 
 #define DECLARE(n) extern const struct peer_ops peer_##n __attribute__((weak));
