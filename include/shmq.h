@@ -177,8 +177,8 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r);
 
 /* Up-to-n batch send: sends msgs[0..n) in order, returns how many were sent (>= 1 unless an
  * error is returned). Waits (per timeout_ms) only for the first message; stops at the first
- * message that finds the queue full. -EMSGSIZE if msgs[0] is too big (a later oversized message
- * stops the batch before it). */
+ * message that finds the queue full. -EMSGSIZE if msgs[0] is too big, -EINVAL if its data is NULL
+ * with a non-zero len (a later such message stops the batch before it). */
 int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms);
 
 /* Receives one message under a lease of config.lease_ms. First deliveries are FIFO; messages due

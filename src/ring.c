@@ -288,6 +288,11 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 		return -EINVAL;
 	unsigned i = 0;
 	for (; i < n; i++) {
+		if (!msgs[i].data && msgs[i].len) {
+			if (i == 0)
+				return -EINVAL;
+			break;
+		}
 		if (msgs[i].len > q->max_payload) {
 			if (i == 0)
 				return -EMSGSIZE;

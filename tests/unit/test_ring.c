@@ -788,6 +788,18 @@ Test(ring, send_batch_sends_up_to_n_in_order)
 	shmq_close(q);
 }
 
+Test(ring, send_batch_refuses_null_data_with_a_length)
+{
+	shmq_t *q = mkq(NULL);
+	uint32_t v = 1;
+	struct shmq_iov first_bad[] = {{NULL, 4}, {&v, sizeof(v)}};
+	cr_expect_eq(shmq_send_batch(q, first_bad, 2, 0), -EINVAL);
+	struct shmq_iov second_bad[] = {{&v, sizeof(v)}, {NULL, 4}};
+	cr_expect_eq(shmq_send_batch(q, second_bad, 2, 0), 1, "the batch stops before the bad message");
+	cr_expect_eq(stats(q).sent, 1);
+	shmq_close(q);
+}
+
 Test(ring, send_batch_stops_before_an_oversized_message)
 {
 	shmq_t *q = mkq(NULL);
