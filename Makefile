@@ -309,8 +309,10 @@ $(OBJ)/tests/%.o: tests/%.c | $(DEPS_OK)
 $(OBJ)/tsan/%.o: tests/integration/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$< (plain))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -DTQ_PLAIN -c -o $@ $<
 
+# Debian's iceoryx headers include each other from a versioned directory
+IOX_CFLAGS := $(addprefix -I,$(lastword $(sort $(wildcard /usr/include/iceoryx/v*))))
 $(OBJ)/bench/%.o: bench/%.c | $(DEPS_OK)
-	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -Ibench -c -o $@ $<
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -Ibench $(IOX_CFLAGS) -c -o $@ $<
 
 $(OBJ)/bench/%.o: bench/%.cc | $(DEPS_OK)
 	$(Q)$(call msg,CXX,$<)mkdir -p $(@D) && $(CXX) $(PEER_CXXFLAGS) -Ibench -c -o $@ $<

@@ -66,7 +66,8 @@ struct peer_ops {
 	/* 0 or -errno. Blocks while the channel is full. */
 	int (*send)(void *ep, const void *msg, size_t len);
 	/* bytes received (== msg_size) or -errno; blocks or busy-polls as params.blocking says.
-	 * -EAGAIN only if the adapter has a timeout of its own and it ran out. */
+	 * -ETIMEDOUT (also from send) only when the adapter has a bound of its own and it ran out:
+	 * the transport looks wedged. */
 	int (*recv)(void *ep, void *buf, size_t cap);
 	/* optional: acknowledges the message recv() returned last (PEER_ACKS) */
 	int (*ack)(void *ep);
