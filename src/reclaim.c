@@ -20,14 +20,25 @@ enum {
 	LIVE_NO
 };
 
+/* Only "alive" is remembered for the rest of the pass. "Dead" is probed again for every slot,
+ * after its word was read: a record found dead may be freed by another pass and claimed by a
+ * newcomer while this pass runs (a pass can be preempted for seconds), and a newcomer locks its
+ * byte before it writes any slot word with its id. So a word read, then a probe that finds the
+ * byte unlocked, means that word's owner is really gone; a verdict from before the read does not.
+ * Trusting a cached "dead" once retired a live producer's slot, and its late writes then tore the
+ * next message written there. */
 static int owner_dead(shmq_t *q, uint8_t *live, unsigned owner)
 {
 	if (owner == 0 || owner > q->max_parts)
 		return 1; /* no valid owner recorded: nobody will ever settle it */
 	uint32_t i = owner - 1;
-	if (live[i] == LIVE_UNKNOWN)
-		live[i] = shmq_part_alive(q, i) ? LIVE_YES : LIVE_NO;
-	return live[i] == LIVE_NO;
+	if (live[i] == LIVE_YES)
+		return 0;
+	if (shmq_part_alive(q, i)) {
+		live[i] = LIVE_YES;
+		return 0;
+	}
+	return 1;
 }
 
 static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
@@ -51,7 +62,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 	for (uint32_t i = 0; i < q->max_parts; i++) {
 		uint64_t v = atomic_load_explicit(&part_at(q, i)->state, memory_order_acquire);
 		if ((v & 0xff) == PART_ALIVE && !shmq_part_alive(q, i))
-			dead_at_start[i] = 1, live[i] = LIVE_NO;
+			dead_at_start[i] = 1;
 	}
 
 	struct shmq_hdr *h = q->hdr;
