@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * redis.c: the "redis-streams" peer, a Redis stream with one consumer group (XADD, XREADGROUP,
+ * XACK), through hiredis over TCP on 127.0.0.1.
+ *
+ * start() runs its own redis-server on a free port with no persistence (--save '', --appendonly
+ * no) in a scratch directory under $TMPDIR; stop() sends SHUTDOWN NOSAVE, then SIGKILL if it has
+ * not gone within 2 s, and removes the directory. create() makes the stream "shmqb-<tag>" and its
+ * group "g" (XGROUP CREATE ... MKSTREAM). Every attach() opens its own connection, so a forked
+ * process never shares a socket with its parent, and receivers get a consumer name of their own.
+ *
+ * Crash recovery is Redis's own: an entry a receiver took with XREADGROUP stays in the group's
+ * pending list until XACK. A receiver first claims entries that have been pending longer than
+ * REDIS_MIN_IDLE_MS (XAUTOCLAIM), so a killed consumer's message comes back to whoever receives
+ * next; only then does it read new entries, one at a time (COUNT 1). A live consumer never holds
+ * a message that long between its XREADGROUP and its XACK in these benchmarks, so a claim takes
+ * only messages whose consumer died (or stalled for REDIS_MIN_IDLE_MS).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "peers/peer.h"
+
+#if __has_include(<hiredis/hiredis.h>)
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <hiredis/hiredis.h>
+
+/* A pending entry idle this long is taken to belong to a dead consumer and claimed. */
+#define REDIS_MIN_IDLE_MS 200
+/* A receiver that found nothing to claim looks again after this long (a claim costs a round trip,
+ * and nothing can become claimable sooner than REDIS_MIN_IDLE_MS after it was read). */
+#define REDIS_CLAIM_PERIOD_MS 50
+/* XREADGROUP BLOCK: how long one read waits for a new entry before claims are looked at again. */
+#define REDIS_BLOCK_MS 1000
+
+struct peer_chan {
+	char stream[96];
+	size_t msg_size;
+};
+
+struct redis_ep {
+	redisContext *rc;
+	const struct peer_chan *c;
+	char consumer[48];
+	char last_id[48]; /* entry id of the message recv() returned last, for ack() */
+	uint64_t next_claim_ms;
+};
+
+/* The server this process started (stop() in a forked child must not touch it). */
+static struct {
+	pid_t pid;
+	pid_t owner;
+	int port;
+	char dir[256];
+	char why[160];
+} redis_srv;
+
+static uint64_t redis_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static redisContext *redis_connect(int port)
+{
+	struct timeval tv = {.tv_sec = 2};
+	redisContext *rc = redisConnectWithTimeout("127.0.0.1", port, tv);
+	if (rc && rc->err) {
+		redisFree(rc);
+		return NULL;
+	}
+	return rc;
+}
+
+/* One command whose reply must not be an error; prints what went wrong. 0 or -EIO. */
+static int redis_command_ok(redisContext *rc, const char *what, redisReply *r)
+{
+	if (!r) {
+		fprintf(stderr, "redis-streams: %s: %s\n", what, rc->errstr);
+		return -EIO;
+	}
+	int err = r->type == REDIS_REPLY_ERROR ? -EIO : 0;
+	if (err)
+		fprintf(stderr, "redis-streams: %s: %s\n", what, r->str);
+	freeReplyObject(r);
+	return err;
+}
+
+/* A port nobody listens on now: bind port 0 and see what the kernel picked. */
+static int redis_free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int port = -EADDRNOTAVAIL;
+	if (!bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &len))
+		port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static int redis_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	remove(path);
+	return 0;
+}
+
+/* Whether execlp() would find prog. */
+static int redis_in_path(const char *prog)
+{
+	const char *path = getenv("PATH");
+	char dir[512], file[600];
+	for (const char *p = path && *path ? path : "/usr/local/bin:/usr/bin:/bin"; *p;) {
+		size_t n = strcspn(p, ":");
+		snprintf(dir, sizeof(dir), "%.*s", (int)n, p);
+		snprintf(file, sizeof(file), "%s/%s", n ? dir : ".", prog);
+		if (!access(file, X_OK))
+			return 1;
+		p += n + (p[n] == ':');
+	}
+	return 0;
+}
+
+static const char *redis_probe(void)
+{
+	if (redis_srv.why[0])
+		return redis_srv.why;
+	return redis_in_path("redis-server") ? NULL : "redis-server not installed";
+}
+
+static void redis_stop(void)
+{
+	if (redis_srv.owner != getpid())
+		return;
+	if (redis_srv.pid) {
+		redisContext *rc = redis_connect(redis_srv.port);
+		if (rc) {
+			/* no reply when it works: the server closes the connection as it exits */
+			redisReply *r = redisCommand(rc, "SHUTDOWN NOSAVE");
+			if (r)
+				freeReplyObject(r);
+			redisFree(rc);
+		}
+		int status;
+		for (int i = 0; i < 200 && waitpid(redis_srv.pid, &status, WNOHANG) == 0; i++)
+			usleep(10000);
+		if (waitpid(redis_srv.pid, &status, WNOHANG) == 0) {
+			kill(redis_srv.pid, SIGKILL);
+			waitpid(redis_srv.pid, &status, 0);
+		}
+		redis_srv.pid = 0;
+	}
+	if (redis_srv.dir[0])
+		nftw(redis_srv.dir, redis_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	redis_srv.dir[0] = '\0';
+}
+
+static int redis_start(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	redis_srv.owner = getpid();
+	snprintf(redis_srv.dir, sizeof(redis_srv.dir), "%s/shmqb-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(redis_srv.dir)) {
+		snprintf(redis_srv.why, sizeof(redis_srv.why), "mkdtemp %.100s: %s", redis_srv.dir,
+			 strerror(errno));
+		redis_srv.dir[0] = '\0';
+		return -EIO;
+	}
+	redis_srv.port = redis_free_port();
+	if (redis_srv.port < 0) {
+		snprintf(redis_srv.why, sizeof(redis_srv.why), "no free port: %s", strerror(-redis_srv.port));
+		redis_stop();
+		return redis_srv.port;
+	}
+	char port[16];
+	snprintf(port, sizeof(port), "%d", redis_srv.port);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		snprintf(redis_srv.why, sizeof(redis_srv.why), "fork: %s", strerror(errno));
+		redis_stop();
+		return -EIO;
+	}
+	if (pid == 0) {
+		/* dies with whoever started it, even if that process is killed before stop() */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		execlp("redis-server", "redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "",
+		       "--appendonly", "no", "--dir", redis_srv.dir, "--daemonize", "no", "--loglevel",
+		       "warning", (char *)NULL);
+		fprintf(stderr, "redis-streams: exec redis-server: %s\n", strerror(errno));
+		_exit(127);
+	}
+	redis_srv.pid = pid;
+
+	/* ready when it answers PING; give up after 10 s or when it exits */
+	for (int i = 0; i < 1000; i++) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			redis_srv.pid = 0;
+			snprintf(redis_srv.why, sizeof(redis_srv.why),
+				 "redis-server exited at start (status %d)", status);
+			redis_stop();
+			return -EIO;
+		}
+		redisContext *rc = redis_connect(redis_srv.port);
+		if (rc) {
+			redisReply *r = redisCommand(rc, "PING");
+			int up = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
+			if (r)
+				freeReplyObject(r);
+			redisFree(rc);
+			if (up)
+				return 0;
+		}
+		usleep(10000);
+	}
+	snprintf(redis_srv.why, sizeof(redis_srv.why), "redis-server did not answer PING on port %d in 10 s",
+		 redis_srv.port);
+	redis_stop();
+	return -ETIMEDOUT;
+}
+
+static struct peer_chan *redis_create(const struct peer_params *p)
+{
+	struct peer_chan *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	snprintf(c->stream, sizeof(c->stream), "shmqb-%s", p->tag);
+	c->msg_size = p->msg_size;
+	redisContext *rc = redis_connect(redis_srv.port);
+	if (!rc) {
+		fprintf(stderr, "redis-streams: cannot connect to 127.0.0.1:%d\n", redis_srv.port);
+		free(c);
+		return NULL;
+	}
+	/* the tag is unique per run: a stream of that name is a leftover, start afresh */
+	int err = redis_command_ok(rc, "DEL", redisCommand(rc, "DEL %s", c->stream));
+	if (!err)
+		err = redis_command_ok(rc, "XGROUP CREATE",
+				       redisCommand(rc, "XGROUP CREATE %s g 0 MKSTREAM", c->stream));
+	redisFree(rc);
+	if (err) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void *redis_attach(struct peer_chan *c, enum peer_role role)
+{
+	static unsigned attaches;
+	struct redis_ep *ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		return NULL;
+	ep->c = c;
+	ep->rc = redis_connect(redis_srv.port);
+	if (!ep->rc) {
+		fprintf(stderr, "redis-streams: cannot connect to 127.0.0.1:%d\n", redis_srv.port);
+		free(ep);
+		return NULL;
+	}
+	/* a name per attach: a replacement receiver must not inherit a dead one's pending list */
+	snprintf(ep->consumer, sizeof(ep->consumer), "%s%ld-%u", role == PEER_SENDER ? "p" : "c",
+		 (long)getpid(), attaches++);
+	return ep;
+}
+
+static int redis_send(void *ep_, const void *msg, size_t len)
+{
+	struct redis_ep *ep = ep_;
+	return redis_command_ok(ep->rc, "XADD",
+				redisCommand(ep->rc, "XADD %s * m %b", ep->c->stream, msg, len));
+}
+
+/* Pipelined XADDs: one round trip for the lot. */
+static int redis_send_batch(void *ep_, const void *msgs, size_t len, unsigned n)
+{
+	struct redis_ep *ep = ep_;
+	for (unsigned i = 0; i < n; i++)
+		if (redisAppendCommand(ep->rc, "XADD %s * m %b", ep->c->stream, (const char *)msgs + i * len,
+				       len) != REDIS_OK)
+			return -EIO;
+	int sent = 0, err = 0;
+	for (unsigned i = 0; i < n; i++) {
+		void *r = NULL;
+		if (redisGetReply(ep->rc, &r) != REDIS_OK)
+			return sent ? sent : -EIO; /* the connection is broken: nothing more comes back */
+		if (redis_command_ok(ep->rc, "XADD", r))
+			err = -EIO;
+		else if (!err)
+			sent++;
+	}
+	return sent ? sent : err;
+}
+
+/* Copies the one field of entry [id, [field, value]] into buf; bytes copied or -EPROTO. */
+static int redis_take_entry(struct redis_ep *ep, const redisReply *e, void *buf, size_t cap)
+{
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+	    e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements != 2)
+		return -EPROTO;
+	const redisReply *v = e->element[1]->element[1];
+	if (v->type != REDIS_REPLY_STRING || v->len > cap || e->element[0]->len >= sizeof(ep->last_id))
+		return -EPROTO;
+	memcpy(ep->last_id, e->element[0]->str, e->element[0]->len + 1);
+	memcpy(buf, v->str, v->len);
+	return (int)v->len;
+}
+
+/* XAUTOCLAIM: [next-start, [entries...], [deleted ids...]]; the first entry, if any. 0: none. */
+static int redis_claim(struct redis_ep *ep, void *buf, size_t cap)
+{
+	redisReply *r = redisCommand(ep->rc, "XAUTOCLAIM %s g %s %d 0-0 COUNT 1", ep->c->stream, ep->consumer,
+				     REDIS_MIN_IDLE_MS);
+	if (!r)
+		return -EIO;
+	int n = -EPROTO;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY)
+		n = r->element[1]->elements ? redis_take_entry(ep, r->element[1]->element[0], buf, cap) : 0;
+	else if (r->type == REDIS_REPLY_ERROR)
+		fprintf(stderr, "redis-streams: XAUTOCLAIM: %s\n", r->str);
+	freeReplyObject(r);
+	return n;
+}
+
+/* XREADGROUP ... STREAMS s >: [[stream, [entry]]] or nil after REDIS_BLOCK_MS. 0: none. */
+static int redis_read_new(struct redis_ep *ep, void *buf, size_t cap)
+{
+	redisReply *r = redisCommand(ep->rc, "XREADGROUP GROUP g %s COUNT 1 BLOCK %d STREAMS %s >",
+				     ep->consumer, REDIS_BLOCK_MS, ep->c->stream);
+	if (!r)
+		return -EIO;
+	int n = 0;
+	if (r->type == REDIS_REPLY_ARRAY) {
+		const redisReply *s = r->elements ? r->element[0] : NULL;
+		if (s && s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
+		    s->element[1]->type == REDIS_REPLY_ARRAY && s->element[1]->elements)
+			n = redis_take_entry(ep, s->element[1]->element[0], buf, cap);
+	} else if (r->type != REDIS_REPLY_NIL) {
+		if (r->type == REDIS_REPLY_ERROR)
+			fprintf(stderr, "redis-streams: XREADGROUP: %s\n", r->str);
+		n = -EPROTO;
+	}
+	freeReplyObject(r);
+	return n;
+}
+
+/* Blocks until a message comes: claimed from a dead consumer first, else a new one. */
+static int redis_recv(void *ep_, void *buf, size_t cap)
+{
+	struct redis_ep *ep = ep_;
+	for (;;) {
+		int n;
+		if (redis_now_ms() >= ep->next_claim_ms) {
+			n = redis_claim(ep, buf, cap);
+			if (n)
+				return n;
+			ep->next_claim_ms = redis_now_ms() + REDIS_CLAIM_PERIOD_MS;
+		}
+		n = redis_read_new(ep, buf, cap);
+		if (n)
+			return n;
+	}
+}
+
+static int redis_ack(void *ep_)
+{
+	struct redis_ep *ep = ep_;
+	if (!ep->last_id[0])
+		return -EINVAL;
+	redisReply *r = redisCommand(ep->rc, "XACK %s g %s", ep->c->stream, ep->last_id);
+	if (!r)
+		return -EIO;
+	/* 0 acked: the entry was claimed by another consumer meanwhile (we were too slow) */
+	int err = r->type == REDIS_REPLY_INTEGER ? (r->integer == 1 ? 0 : -ESTALE) : -EPROTO;
+	freeReplyObject(r);
+	ep->last_id[0] = '\0';
+	return err;
+}
+
+static void redis_detach(void *ep_)
+{
+	struct redis_ep *ep = ep_;
+	redisFree(ep->rc);
+	free(ep);
+}
+
+static void redis_destroy(struct peer_chan *c)
+{
+	redisContext *rc = redis_connect(redis_srv.port);
+	if (rc) {
+		redis_command_ok(rc, "DEL", redisCommand(rc, "DEL %s", c->stream));
+		redisFree(rc);
+	}
+	free(c);
+}
+
+const struct peer_ops peer_redis = {
+	.name = "redis-streams",
+	.describe = "Redis Streams over TCP on 127.0.0.1 (XADD / XREADGROUP COUNT 1 / XACK, XAUTOCLAIM "
+		    "after 200 ms idle), hiredis, no persistence",
+	.flags = PEER_ACKS | PEER_BLOCKING | PEER_MPMC | PEER_NEEDS_DAEMON,
+	.probe = redis_probe,
+	.start = redis_start,
+	.stop = redis_stop,
+	.create = redis_create,
+	.attach = redis_attach,
+	.send = redis_send,
+	.recv = redis_recv,
+	.ack = redis_ack,
+	.send_batch = redis_send_batch,
+	.detach = redis_detach,
+	.destroy = redis_destroy,
+};
+
+#else /* no hiredis */
+
+static const char *redis_probe(void) { return "libhiredis-dev not installed"; }
+
+const struct peer_ops peer_redis = {
+	.name = "redis-streams",
+	.describe = "Redis Streams (not built: no hiredis)",
+	.flags = PEER_ACKS | PEER_BLOCKING | PEER_MPMC | PEER_NEEDS_DAEMON,
+	.probe = redis_probe,
+};
+
+#endif
