@@ -184,6 +184,9 @@ struct shmq_hdr {
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t redeliver;
 	/* when receivers run their next reclaim pass (ms); the receiver whose CAS moves it runs it */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t reclaim_next_ms;
+	/* leased + being-written slots the last reclaim pass saw: 0 lets sleeping receivers wake for
+	 * passes less often (nothing can expire or be orphaned until somebody leases again) */
+	_Atomic uint32_t reclaim_held;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to work across processes");

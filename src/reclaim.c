@@ -67,11 +67,13 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1, now = now_ms(), next_due = REDELIVER_NONE;
+	uint32_t held = 0;
 	for (uint64_t i = 0; i < cap; i++) {
 		struct shmq_slot *s = slot_at(q, i);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		unsigned st = w_state(w), d = w_deliv(w);
 		if (st == SLOT_WRITING) {
+			held++;
 			if (!owner_dead(q, live, w_owner(w)))
 				continue;
 			/* release: pairs with claim()'s acquire, like an abort */
@@ -90,6 +92,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		}
 		if (st != SLOT_LEASED)
 			continue;
+		held++;
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
 		int dead = owner_dead(q, live, w_owner(w));
 		/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
@@ -143,6 +146,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 			r.participants_freed++;
 	}
 
+	atomic_store_explicit(&h->reclaim_held, held, memory_order_relaxed);
 	if (next_due != REDELIVER_NONE)
 		shmq_note_delayed(q, next_due);
 	add(q, C_RECLAIM_PASSES, 1);

@@ -15,11 +15,12 @@
 
 #include "internal.h"
 
-#define SPIN_LIMIT 256	   /* polls before a blocking call sleeps */
-#define ABANDON_GRACE_MS 2 /* a ticket taken but unused this long is abandoned by consumers */
-#define WRITER_PROBE_MS 10 /* a slot being written this long gets its writer's liveness probed */
-#define FULL_RECHECK_MS 50 /* a sleeping producer re-checks at least this often */
-#define ACK_PEEKS 16	   /* polls of a just-received next slot before its ticket is taken */
+#define SPIN_LIMIT 256	     /* polls before a blocking call sleeps */
+#define ABANDON_GRACE_MS 2   /* a ticket taken but unused this long is abandoned by consumers */
+#define WRITER_PROBE_MS 10   /* a slot being written this long gets its writer's liveness probed */
+#define FULL_RECHECK_MS 50   /* a sleeping producer re-checks at least this often */
+#define RECLAIM_IDLE_MS 1000 /* a sleeping receiver wakes for a reclaim pass at most this often */
+#define ACK_PEEKS 16	     /* polls of a just-received next slot before its ticket is taken */
 
 enum head_result {
 	HEAD_TOOK,
@@ -333,6 +334,10 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 			      memory_order_release);
 	s->last_owner = q->owner;
 	s->last_pid = q->pid;
+	/* tell sleeping receivers there is a lease to watch again (a read of a line that is
+	 * written once per reclaim pass, and a write only after a pass found nothing held) */
+	if (!atomic_load_explicit(&q->hdr->reclaim_held, memory_order_relaxed))
+		atomic_store_explicit(&q->hdr->reclaim_held, 1, memory_order_relaxed);
 	uint32_t len = s->len;
 	m->data = slot_payload(s);
 	m->len = len <= q->max_payload ? len : q->max_payload; /* never trust a length from the segment */
@@ -540,10 +545,17 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 				if (now + due_ns + 1000000ULL < until)
 					until = now + due_ns + 1000000ULL;
 			}
-			/* wake for the next reclaim pass too: it may requeue an expired lease */
+			/* wake for a reclaim pass too: it may requeue an expired lease or a dead
+			 * consumer's messages. If the last pass saw nothing leased, nothing can
+			 * expire or be orphaned until somebody leases again: then a sleeping
+			 * receiver wakes only every RECLAIM_IDLE_MS, and an idle queue costs next
+			 * to no CPU. */
 			if (reclaim_at != UINT64_MAX) {
-				uint64_t ms = now_ms(),
-					 in_ns = (reclaim_at > ms ? reclaim_at - ms : 0) * 1000000ULL;
+				uint64_t ms = now_ms(), at = reclaim_at;
+				if (!atomic_load_explicit(&h->reclaim_held, memory_order_relaxed) &&
+				    at < ms + RECLAIM_IDLE_MS)
+					at = ms + RECLAIM_IDLE_MS;
+				uint64_t in_ns = (at - ms) * 1000000ULL;
 				if (now + in_ns + 1000000ULL < until)
 					until = now + in_ns + 1000000ULL;
 			}
