@@ -20,7 +20,8 @@
 #define WRITER_PROBE_MS 10   /* a slot being written this long gets its writer's liveness probed */
 #define FULL_RECHECK_MS 50   /* a sleeping producer re-checks at least this often */
 #define RECLAIM_IDLE_MS 1000 /* a sleeping receiver wakes for a reclaim pass at most this often */
-#define ACK_PEEKS 16	     /* polls of a just-received next slot before its ticket is taken */
+#define ACK_PEEKS 512	     /* polls of a just-received next slot before its ticket is taken */
+#define FRESH_LEASE_MS 2     /* a lease younger than this is worth waiting for (see await_ack) */
 
 enum head_result {
 	HEAD_TOOK,
@@ -52,34 +53,49 @@ static inline void touch(shmq_t *q)
  * Producing
  */
 
-/* Is any slot FREE? One read-only pass over the slot words: the full check of last resort. */
-static int any_free(shmq_t *q)
+#define SCAN_STEP 16 /* slot words a spinning producer looks at per poll when the ring looks full */
+
+/* Is any of the next n slots (from the handle's scan cursor, round robin) FREE? The full check of
+ * last resort, read-only: a spinning producer looks at SCAN_STEP slots per poll, so a full ring
+ * costs it a few loads per poll, and one about to sleep looks at them all. */
+static int any_free(shmq_t *q, uint32_t n)
 {
-	for (uint32_t i = 0; i <= q->mask; i++)
-		if (w_state(atomic_load_explicit(&slot_at(q, i)->word, memory_order_relaxed)) == SLOT_FREE)
+	uint32_t at = atomic_fetch_add_explicit(&q->scan_cursor, n, memory_order_relaxed);
+	for (uint32_t k = 0; k < n && k <= q->mask; k++)
+		if (w_state(atomic_load_explicit(&slot_at(q, at + k)->word, memory_order_relaxed)) ==
+		    SLOT_FREE)
 			return 1;
 	return 0;
 }
 
 /* The slot next in line is often still LEASED by a consumer that received it a moment ago and
- * acks right away (a producer one lap ahead, the ring near full). Taking its ticket now would
- * only abandon it, and consumers would then step over it: look a few times first. Bounded, and
- * only for LEASED: a long-held lease costs one short look per lap. */
-static void await_ack(struct shmq_slot *s)
+ * will ack it within microseconds (a producer one lap ahead, the ring near full; a consumer
+ * working through a batch). Taking its ticket now would only abandon it, and consumers would then
+ * step over it: wait for the ack a little, but only for a lease taken within the last couple of
+ * ms, so a long-held lease still never stalls a producer. */
+static void await_ack(shmq_t *q, struct shmq_slot *s)
 {
+	uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+	if (w_state(w) != SLOT_LEASED)
+		return;
+	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
+	/* lease start = deadline - lease_ms; the header line holds both words */
+	if (lw_tag(lw) == w_deliv(w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->hdr->lease_ms)
+		return;
 	for (int k = 0; k < ACK_PEEKS; k++) {
-		if (w_state(atomic_load_explicit(&s->word, memory_order_relaxed)) != SLOT_LEASED)
-			return;
 		cpu_relax();
+		if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
+			return;
 	}
 }
 
 /* Claims a slot for a fresh ticket: on success the slot is WRITING(ticket, us). -EAGAIN if the
  * ring is full. While fewer than cap tickets are outstanding there is room by construction. Past
  * that, the slot next in line may still be held (leased, delayed, dead) while another one was
- * freed out of order: with `scan`, one pass over the slot words finds out, and if some slot is
- * free we walk tickets to it (abandoning those in between) instead of reporting full. */
-static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, int scan)
+ * freed out of order: looking at the slot words finds out, and if some slot is free we walk
+ * tickets to it (abandoning those in between) instead of reporting full. `scan` is
+ * how many slot words to look at for that (0: none). */
+static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t scan)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1;
@@ -97,11 +113,11 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, int scan)
 			t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
 		}
 		if (t0 - c0 < cap && !room)
-			await_ack(slot_at(q, t0));
+			await_ack(q, slot_at(q, t0));
 		if (t0 - c0 >= cap && !room) {
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
-				if (!scan || !any_free(q))
+				if (!scan || !any_free(q, scan))
 					return -EAGAIN;
 				room = 1;
 			}
@@ -176,20 +192,20 @@ static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t de
 	atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
 	uint32_t seen = atomic_load_explicit(&h->space_seq, memory_order_acquire);
-	int r = claim(q, s, t, 1);
+	int r = claim(q, s, t, q->mask + 1);
 	if (r == -EAGAIN)
 		shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
 	atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_relaxed);
 	return r;
 }
 
-/* claim with the timeout policy of a blocking call. The slot scan runs on the first try, every
- * 64 spins and around each sleep, not on every poll. */
+/* claim with the timeout policy of a blocking call. Each poll looks at SCAN_STEP slot words for
+ * one freed out of order; the last check before a sleep looks at all of them. */
 static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_ms)
 {
 	uint64_t deadline = 0;
 	for (unsigned spins = 0;; spins++) {
-		int r = spins < SPIN_LIMIT ? claim(q, s, t, spins % 64 == 0) : sleep_claim(q, s, t, deadline);
+		int r = spins < SPIN_LIMIT ? claim(q, s, t, SCAN_STEP) : sleep_claim(q, s, t, deadline);
 		if (r != -EAGAIN || timeout_ms == 0)
 			return r;
 		if (spins == 0)
