@@ -15,6 +15,16 @@
  * next; only then does it read new entries, one at a time (COUNT 1). A live consumer never holds
  * a message that long between its XREADGROUP and its XACK in these benchmarks, so a claim takes
  * only messages whose consumer died (or stalled for REDIS_MIN_IDLE_MS).
+ *
+ * A stream has no capacity: XADD never waits, and MAXLEN would drop entries, not wait. Unbounded, a
+ * sender (one round trip per XADD) can outrun a receiver (XREADGROUP and XACK, two) up to twofold,
+ * and what it ran ahead has to drain after the run: up to half the messages sent, seconds of it.
+ * So a sender waits while the channel holds params.depth entries (0: no bound, Redis's own way):
+ * every depth/2-th XADD carries an XINFO GROUPS in the same round trip, and while the group's
+ * backlog (lag: not yet delivered, plus pending: delivered, not yet acked) is above depth/2 the
+ * sender polls it every REDIS_FULL_POLL_US. At most depth entries wait (a batch more with
+ * send_batch, depth/2 more per further sender); a look costs no round trip of its own unless the
+ * channel is full.
  */
 #include <errno.h>
 #include <signal.h>
@@ -43,10 +53,13 @@
 #define REDIS_CLAIM_PERIOD_MS 50
 /* XREADGROUP BLOCK: how long one read waits for a new entry before claims are looked at again. */
 #define REDIS_BLOCK_MS 1000
+/* A sender that found the channel full looks at the backlog again after this long. */
+#define REDIS_FULL_POLL_US 1000
 
 struct peer_chan {
 	char stream[96];
 	size_t msg_size;
+	unsigned depth; /* entries that may wait unread or unacked; 0: no bound */
 };
 
 struct redis_ep {
@@ -55,6 +68,7 @@ struct redis_ep {
 	char consumer[48];
 	char last_id[48]; /* entry id of the message recv() returned last, for ack() */
 	uint64_t next_claim_ms;
+	unsigned unchecked; /* senders: XADDs since the backlog was last looked at */
 };
 
 /* The server this process started (stop() in a forked child must not touch it). */
@@ -247,6 +261,7 @@ static struct peer_chan *redis_create(const struct peer_params *p)
 		return NULL;
 	snprintf(c->stream, sizeof(c->stream), "shmqb-%s", p->tag);
 	c->msg_size = p->msg_size;
+	c->depth = p->depth;
 	redisContext *rc = redis_connect(redis_srv.port);
 	if (!rc) {
 		fprintf(stderr, "redis-streams: cannot connect to 127.0.0.1:%d\n", redis_srv.port);
@@ -285,32 +300,121 @@ static void *redis_attach(struct peer_chan *c, enum peer_role role)
 	return ep;
 }
 
-static int redis_send(void *ep_, const void *msg, size_t len)
+/* A sender looks at the backlog every this many XADDs; it then has to be at most depth minus this. */
+static unsigned redis_check_every(const struct peer_chan *c) { return c->depth / 2 ? c->depth / 2 : 1; }
+
+static long long redis_int_or_zero(const redisReply *v)
 {
-	struct redis_ep *ep = ep_;
-	return redis_command_ok(ep->rc, "XADD",
-				redisCommand(ep->rc, "XADD %s * m %b", ep->c->stream, msg, len));
+	return v->type == REDIS_REPLY_INTEGER ? v->integer : 0;
 }
 
-/* Pipelined XADDs: one round trip for the lot. */
-static int redis_send_batch(void *ep_, const void *msgs, size_t len, unsigned n)
+/* XINFO GROUPS: per group [name, g, consumers, n, pending, n, last-delivered-id, id, entries-read, n,
+ * lag, n] (RESP2, Redis 7). Group g's lag + pending into *backlog; a nil lag (Redis cannot tell, only
+ * after XDEL or trimming, which nothing here does) counts as 0. Frees r. 0 or -errno. */
+static int redis_backlog(redisContext *rc, redisReply *r, long long *backlog)
 {
-	struct redis_ep *ep = ep_;
-	for (unsigned i = 0; i < n; i++)
-		if (redisAppendCommand(ep->rc, "XADD %s * m %b", ep->c->stream, (const char *)msgs + i * len,
-				       len) != REDIS_OK)
-			return -EIO;
-	int sent = 0, err = 0;
-	for (unsigned i = 0; i < n; i++) {
+	if (!r) {
+		fprintf(stderr, "redis-streams: XINFO GROUPS: %s\n", rc->errstr);
+		return -EIO;
+	}
+	int err = -EPROTO;
+	if (r->type == REDIS_REPLY_ERROR)
+		fprintf(stderr, "redis-streams: XINFO GROUPS: %s\n", r->str);
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && err; i++) {
+		const redisReply *g = r->element[i];
+		long long lag = 0, pending = 0;
+		int ours = 0;
+		for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2) {
+			const redisReply *key = g->element[k], *v = g->element[k + 1];
+			if (key->type != REDIS_REPLY_STRING)
+				continue;
+			if (!strcmp(key->str, "name"))
+				ours = v->type == REDIS_REPLY_STRING && !strcmp(v->str, "g");
+			else if (!strcmp(key->str, "lag"))
+				lag = redis_int_or_zero(v);
+			else if (!strcmp(key->str, "pending"))
+				pending = redis_int_or_zero(v);
+		}
+		if (ours) {
+			*backlog = lag + pending;
+			err = 0;
+		}
+	}
+	freeReplyObject(r);
+	return err;
+}
+
+/* The channel is full while the backlog is above depth minus redis_check_every(): polls until not. */
+static int redis_wait_room(struct redis_ep *ep, long long backlog)
+{
+	const struct peer_chan *c = ep->c;
+	const long long low = (long long)(c->depth - redis_check_every(c));
+	while (backlog > low) {
+		usleep(REDIS_FULL_POLL_US);
+		int err = redis_backlog(ep->rc, redisCommand(ep->rc, "XINFO GROUPS %s", c->stream), &backlog);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* n pipelined XADDs of len bytes (one round trip for the lot), with an XINFO GROUPS behind them when
+ * a look at the backlog is due; then waits while the channel is full. How many were sent, always
+ * the first ones (>= 1), or -errno. */
+static int redis_xadd(struct redis_ep *ep, const char *msgs, size_t len, unsigned n)
+{
+	const struct peer_chan *c = ep->c;
+	unsigned queued = 0;
+	while (queued < n && redisAppendCommand(ep->rc, "XADD %s * m %b", c->stream,
+						msgs + (size_t)queued * len, len) == REDIS_OK)
+		queued++;
+	if (!queued)
+		return -ENOMEM;
+	/* if this one cannot be queued, the next send looks */
+	int look = c->depth && ep->unchecked + queued >= redis_check_every(c) &&
+		   redisAppendCommand(ep->rc, "XINFO GROUPS %s", c->stream) == REDIS_OK;
+
+	int sent = 0, err = 0, stray = 0;
+	for (unsigned i = 0; i < queued; i++) {
 		void *r = NULL;
-		if (redisGetReply(ep->rc, &r) != REDIS_OK)
+		if (redisGetReply(ep->rc, &r) != REDIS_OK) {
+			fprintf(stderr, "redis-streams: XADD: %s\n", ep->rc->errstr);
 			return sent ? sent : -EIO; /* the connection is broken: nothing more comes back */
-		if (redis_command_ok(ep->rc, "XADD", r))
-			err = -EIO;
-		else if (!err)
+		}
+		int e = redis_command_ok(ep->rc, "XADD", r);
+		if (e && !err)
+			err = e;
+		else if (!e && err)
+			stray = 1; /* sent after one that failed: the caller would send it again */
+		else if (!e)
 			sent++;
 	}
+	ep->unchecked += (unsigned)sent;
+	if (look) {
+		long long backlog = 0;
+		void *r = NULL;
+		int e = redisGetReply(ep->rc, &r) == REDIS_OK ? redis_backlog(ep->rc, r, &backlog) : -EIO;
+		if (!e) {
+			ep->unchecked = 0;
+			e = redis_wait_room(ep, backlog);
+		}
+		if (e)
+			return e;
+	}
+	if (stray)
+		return -EIO;
 	return sent ? sent : err;
+}
+
+static int redis_send(void *ep_, const void *msg, size_t len)
+{
+	int n = redis_xadd(ep_, msg, len, 1);
+	return n < 0 ? n : 0;
+}
+
+static int redis_send_batch(void *ep_, const void *msgs, size_t len, unsigned n)
+{
+	return redis_xadd(ep_, msgs, len, n);
 }
 
 /* Copies the one field of entry [id, [field, value]] into buf; bytes copied or -EPROTO. */
@@ -418,7 +522,8 @@ static void redis_destroy(struct peer_chan *c)
 const struct peer_ops peer_redis = {
 	.name = "redis-streams",
 	.describe = "Redis Streams over TCP on 127.0.0.1 (XADD / XREADGROUP COUNT 1 / XACK, XAUTOCLAIM "
-		    "after 200 ms idle), hiredis, no persistence",
+		    "after 200 ms idle; senders wait while depth entries are unread or unacked), hiredis, "
+		    "no persistence",
 	.flags = PEER_ACKS | PEER_BLOCKING | PEER_MPMC | PEER_NEEDS_DAEMON,
 	.probe = redis_probe,
 	.start = redis_start,

@@ -14,9 +14,15 @@
  * ZeroMQ does not guarantee delivery, and the harness measures that; this adapter does not hide it:
  * - what sat in a killed receiver's socket buffers and its own queue is gone (what still waits in a
  *   sender's pipe to it is kept across the reconnect: connect side, no ZMQ_IMMEDIATE);
- * - a sender that closes while its receiver lags can lose the tail of its stream, up to one
- *   encoder batch (8 KiB), even with ZMQ_LINGER: libzmq counts a message as gone once its engine
- *   has taken it, not once it is written (libzmq issues #1264, #4660; seen with 4.3.4).
+ * - a sender that closes while its receiver lags loses the tail of its stream, ZMQ_LINGER or not
+ *   (linger waits only until the sender's pipe has emptied into its engine). In libzmq 4.3.4 the
+ *   sender's engine is deleted with its last encoder batch (up to 8 KiB) unwritten, and the
+ *   receiver's engine, which stopped reading at ZMQ_RCVHWM, takes the hang-up for an I/O error and
+ *   closes the connection without reading what is still in the kernel's socket buffer (strace
+ *   shows the fd closed with no read to end of file). Seen here: 400-500 messages of 64 B per
+ *   lagging connection, up to ~1000 in 2P2C. PUSH/PULL has no acks, ZMQ_LINGER -1 loses as much,
+ *   and a sleep before zmq_close() only guesses how long the receiver needs, so the adapter does
+ *   not paper over it (libzmq issues #1264, #4660).
  *
  * A zmq context must not cross fork, so create() makes none: every attach() makes its own context
  * and socket in the calling process, and detach() closes both, waiting up to ZPEER_LINGER_MS for
