@@ -29,14 +29,14 @@
 #include "peers/peer.h"
 
 #if __has_include(<nats/nats.h>)
-#include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <nats/nats.h>
+
+#include "lib/daemon.h"
 
 /* A message fetched and not acked is redelivered this long after its delivery. */
 #define JS_ACK_WAIT_MS 1000
@@ -61,52 +61,15 @@ struct js_ep {
 };
 
 /* The server this process started (stop() in a forked child must not touch it). */
-static struct {
-	pid_t pid;
-	pid_t owner;
-	int port;
-	char url[64];
-	char dir[256];
-	char why[160];
-} js_srv;
-
-/* Whether execlp() would find prog. */
-static int js_in_path(const char *prog)
-{
-	const char *path = getenv("PATH");
-	char dir[512], file[600];
-	for (const char *p = path && *path ? path : "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"; *p;) {
-		size_t n = strcspn(p, ":");
-		snprintf(dir, sizeof(dir), "%.*s", (int)n, p);
-		snprintf(file, sizeof(file), "%s/%s", n ? dir : ".", prog);
-		if (!access(file, X_OK))
-			return 1;
-		p += n + (p[n] == ':');
-	}
-	return 0;
-}
+static struct daemon js_srv = {.server = "nats-server", .peer = "nats-jetstream"};
+static char js_url[64]; /* nats://127.0.0.1:<port> */
 
 /* nats-server is in /usr/sbin on Debian, which a non-root PATH may lack. */
 static const char *js_server_path(void)
 {
-	if (js_in_path("nats-server"))
+	if (daemon_in_path("nats-server"))
 		return "nats-server";
 	return access("/usr/sbin/nats-server", X_OK) ? NULL : "/usr/sbin/nats-server";
-}
-
-/* A port nobody listens on now: bind port 0 and see what the kernel picked. */
-static int js_free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int port = -EADDRNOTAVAIL;
-	if (!bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &len))
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
 }
 
 /* Whether something accepts TCP connections on the port (a plain socket: no libnats here). */
@@ -123,13 +86,6 @@ static int js_port_open(int port)
 	return ok;
 }
 
-static int js_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st, (void)flag, (void)ftw;
-	remove(path);
-	return 0;
-}
-
 static const char *js_probe(void)
 {
 	if (js_srv.why[0])
@@ -137,88 +93,31 @@ static const char *js_probe(void)
 	return js_server_path() ? NULL : "nats-server not installed";
 }
 
-static void js_stop(void)
-{
-	if (js_srv.pid && js_srv.owner == getpid()) {
-		int status;
-		kill(js_srv.pid, SIGTERM);
-		for (int i = 0; i < 200 && waitpid(js_srv.pid, &status, WNOHANG) == 0; i++)
-			usleep(10000);
-		if (waitpid(js_srv.pid, &status, WNOHANG) == 0) {
-			kill(js_srv.pid, SIGKILL);
-			waitpid(js_srv.pid, &status, 0);
-		}
-	}
-	js_srv.pid = 0;
-	if (js_srv.dir[0] && js_srv.owner == getpid())
-		nftw(js_srv.dir, js_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	js_srv.dir[0] = '\0';
-}
+static void js_stop(void) { daemon_stop(&js_srv, SIGTERM); }
 
 static int js_start(void)
 {
 	const char *server = js_server_path();
-	const char *tmp = getenv("TMPDIR");
 	if (!server) {
 		snprintf(js_srv.why, sizeof(js_srv.why), "nats-server not installed");
 		return -ENOENT;
 	}
-	js_srv.owner = getpid();
-	snprintf(js_srv.dir, sizeof(js_srv.dir), "%s/shmqb-nats-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(js_srv.dir)) {
-		snprintf(js_srv.why, sizeof(js_srv.why), "mkdtemp %.100s: %s", js_srv.dir, strerror(errno));
-		js_srv.dir[0] = '\0';
-		return -EIO;
-	}
-	js_srv.port = js_free_port();
-	if (js_srv.port < 0) {
-		snprintf(js_srv.why, sizeof(js_srv.why), "no free port: %s", strerror(-js_srv.port));
+	int err = daemon_prepare(&js_srv, "nats");
+	if (err) {
 		js_stop();
-		return -EADDRNOTAVAIL;
+		return err;
 	}
-	snprintf(js_srv.url, sizeof(js_srv.url), "nats://127.0.0.1:%d", js_srv.port);
+	snprintf(js_url, sizeof(js_url), "nats://127.0.0.1:%d", js_srv.port);
 	char port[16];
 	snprintf(port, sizeof(port), "%d", js_srv.port);
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid < 0) {
-		snprintf(js_srv.why, sizeof(js_srv.why), "fork: %s", strerror(errno));
+	const char *const argv[] = {"nats-server", "-js", "-a",	      "127.0.0.1", "-p",
+				    port,	   "-sd", js_srv.dir, NULL};
+	err = daemon_spawn(&js_srv, server, argv, DAEMON_QUIET);
+	if (!err)
+		err = daemon_wait_ready(&js_srv, js_port_open, "listen");
+	if (err)
 		js_stop();
-		return -EIO;
-	}
-	if (pid == 0) {
-		/* dies with whoever started it, even if that process is killed before stop() */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		dup2(null, STDIN_FILENO);
-		dup2(null, STDOUT_FILENO);
-		dup2(null, STDERR_FILENO);
-		execlp(server, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", js_srv.dir,
-		       (char *)NULL);
-		_exit(127);
-	}
-	js_srv.pid = pid;
-
-	/* ready when it accepts connections; give up after 10 s or when it exits */
-	for (int i = 0; i < 1000; i++) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			js_srv.pid = 0;
-			snprintf(js_srv.why, sizeof(js_srv.why), "nats-server exited at start (status %d)",
-				 status);
-			js_stop();
-			return -EIO;
-		}
-		if (js_port_open(js_srv.port))
-			return 0;
-		usleep(10000);
-	}
-	snprintf(js_srv.why, sizeof(js_srv.why), "nats-server did not listen on port %d in 10 s",
-		 js_srv.port);
-	js_stop();
-	return -ETIMEDOUT;
+	return err;
 }
 
 static natsStatus js_connect(natsConnection **nc, jsCtx **js)
@@ -226,7 +125,7 @@ static natsStatus js_connect(natsConnection **nc, jsCtx **js)
 	natsOptions *o = NULL;
 	natsStatus s = natsOptions_Create(&o);
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(o, js_srv.url);
+		s = natsOptions_SetURL(o, js_url);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(o, 2000);
 	/* write each request now rather than leave it to the flusher thread: without this a fetch

@@ -27,7 +27,6 @@
  * channel is full.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,14 +36,9 @@
 #include "peers/peer.h"
 
 #if __has_include(<hiredis/hiredis.h>)
-#include <fcntl.h>
-#include <ftw.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-
 #include <hiredis/hiredis.h>
+
+#include "lib/daemon.h"
 
 /* A pending entry idle this long is taken to belong to a dead consumer and claimed. */
 #define REDIS_MIN_IDLE_MS 200
@@ -72,13 +66,7 @@ struct redis_ep {
 };
 
 /* The server this process started (stop() in a forked child must not touch it). */
-static struct {
-	pid_t pid;
-	pid_t owner;
-	int port;
-	char dir[256];
-	char why[160];
-} redis_srv;
+static struct daemon redis_srv = {.server = "redis-server", .peer = "redis-streams"};
 
 static uint64_t redis_now_ms(void)
 {
@@ -112,56 +100,30 @@ static int redis_command_ok(redisContext *rc, const char *what, redisReply *r)
 	return err;
 }
 
-/* A port nobody listens on now: bind port 0 and see what the kernel picked. */
-static int redis_free_port(void)
+/* Whether the server answers PING: redis-server accepts connections before it can serve them. */
+static int redis_ping(int port)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int port = -EADDRNOTAVAIL;
-	if (!bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &len))
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
-static int redis_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st, (void)flag, (void)ftw;
-	remove(path);
-	return 0;
-}
-
-/* Whether execlp() would find prog. */
-static int redis_in_path(const char *prog)
-{
-	const char *path = getenv("PATH");
-	char dir[512], file[600];
-	for (const char *p = path && *path ? path : "/usr/local/bin:/usr/bin:/bin"; *p;) {
-		size_t n = strcspn(p, ":");
-		snprintf(dir, sizeof(dir), "%.*s", (int)n, p);
-		snprintf(file, sizeof(file), "%s/%s", n ? dir : ".", prog);
-		if (!access(file, X_OK))
-			return 1;
-		p += n + (p[n] == ':');
-	}
-	return 0;
+	redisContext *rc = redis_connect(port);
+	if (!rc)
+		return 0;
+	redisReply *r = redisCommand(rc, "PING");
+	int up = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
+	if (r)
+		freeReplyObject(r);
+	redisFree(rc);
+	return up;
 }
 
 static const char *redis_probe(void)
 {
 	if (redis_srv.why[0])
 		return redis_srv.why;
-	return redis_in_path("redis-server") ? NULL : "redis-server not installed";
+	return daemon_in_path("redis-server") ? NULL : "redis-server not installed";
 }
 
 static void redis_stop(void)
 {
-	if (redis_srv.owner != getpid())
-		return;
-	if (redis_srv.pid) {
+	if (redis_srv.pid && redis_srv.owner == getpid()) {
 		redisContext *rc = redis_connect(redis_srv.port);
 		if (rc) {
 			/* no reply when it works: the server closes the connection as it exits */
@@ -170,88 +132,30 @@ static void redis_stop(void)
 				freeReplyObject(r);
 			redisFree(rc);
 		}
-		int status;
-		for (int i = 0; i < 200 && waitpid(redis_srv.pid, &status, WNOHANG) == 0; i++)
-			usleep(10000);
-		if (waitpid(redis_srv.pid, &status, WNOHANG) == 0) {
-			kill(redis_srv.pid, SIGKILL);
-			waitpid(redis_srv.pid, &status, 0);
-		}
-		redis_srv.pid = 0;
 	}
-	if (redis_srv.dir[0])
-		nftw(redis_srv.dir, redis_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	redis_srv.dir[0] = '\0';
+	daemon_stop(&redis_srv, 0); /* asked above: SIGKILL only if it has not gone in 2 s */
 }
 
 static int redis_start(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	redis_srv.owner = getpid();
-	snprintf(redis_srv.dir, sizeof(redis_srv.dir), "%s/shmqb-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(redis_srv.dir)) {
-		snprintf(redis_srv.why, sizeof(redis_srv.why), "mkdtemp %.100s: %s", redis_srv.dir,
-			 strerror(errno));
-		redis_srv.dir[0] = '\0';
-		return -EIO;
-	}
-	redis_srv.port = redis_free_port();
-	if (redis_srv.port < 0) {
-		snprintf(redis_srv.why, sizeof(redis_srv.why), "no free port: %s", strerror(-redis_srv.port));
+	int err = daemon_prepare(&redis_srv, "redis");
+	if (err) {
 		redis_stop();
-		return redis_srv.port;
+		return err;
 	}
 	char port[16];
 	snprintf(port, sizeof(port), "%d", redis_srv.port);
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid < 0) {
-		snprintf(redis_srv.why, sizeof(redis_srv.why), "fork: %s", strerror(errno));
+	/* no persistence (--save "", --appendonly no): the server is not what is measured */
+	const char *const argv[] = {
+		"redis-server", "--bind", "127.0.0.1", "--port",      port,	     "--save", "",
+		"--appendonly", "no",	  "--dir",     redis_srv.dir, "--daemonize", "no",     "--loglevel",
+		"warning",	NULL};
+	err = daemon_spawn(&redis_srv, "redis-server", argv, 0);
+	if (!err)
+		err = daemon_wait_ready(&redis_srv, redis_ping, "answer PING");
+	if (err)
 		redis_stop();
-		return -EIO;
-	}
-	if (pid == 0) {
-		/* dies with whoever started it, even if that process is killed before stop() */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		dup2(null, STDIN_FILENO);
-		dup2(null, STDOUT_FILENO);
-		execlp("redis-server", "redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "",
-		       "--appendonly", "no", "--dir", redis_srv.dir, "--daemonize", "no", "--loglevel",
-		       "warning", (char *)NULL);
-		fprintf(stderr, "redis-streams: exec redis-server: %s\n", strerror(errno));
-		_exit(127);
-	}
-	redis_srv.pid = pid;
-
-	/* ready when it answers PING; give up after 10 s or when it exits */
-	for (int i = 0; i < 1000; i++) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			redis_srv.pid = 0;
-			snprintf(redis_srv.why, sizeof(redis_srv.why),
-				 "redis-server exited at start (status %d)", status);
-			redis_stop();
-			return -EIO;
-		}
-		redisContext *rc = redis_connect(redis_srv.port);
-		if (rc) {
-			redisReply *r = redisCommand(rc, "PING");
-			int up = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
-			if (r)
-				freeReplyObject(r);
-			redisFree(rc);
-			if (up)
-				return 0;
-		}
-		usleep(10000);
-	}
-	snprintf(redis_srv.why, sizeof(redis_srv.why), "redis-server did not answer PING on port %d in 10 s",
-		 redis_srv.port);
-	redis_stop();
-	return -ETIMEDOUT;
+	return err;
 }
 
 static struct peer_chan *redis_create(const struct peer_params *p)
