@@ -23,7 +23,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +34,7 @@
 #include <unistd.h>
 
 #include "lib/crash_storm.h"
+#include "lib/daemon.h"
 #include "lib/machine.h"
 #include "peers/peer.h"
 
@@ -80,13 +80,6 @@ static int in_list(const char *list, const char *a, const char *b)
 			return 1;
 		p += n + (p[n] == ',');
 	}
-	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st, (void)flag, (void)ftw;
-	remove(path);
 	return 0;
 }
 
@@ -170,7 +163,7 @@ static void run_one(const struct peer_ops *ops, unsigned slot, const struct cras
 					 WEXITSTATUS(status));
 		}
 	}
-	nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	daemon_rmtree(tmp);
 	rm_tagged("/dev/shm", tag);
 	rm_tagged("/dev/mqueue", tag);
 	row->res = *shared;
@@ -416,7 +409,7 @@ int main(int argc, char **argv)
 			run_one(ops, i, &cfg, scratch, out, shared, w);
 	}
 	double wall = now_s() - t0;
-	nftw(scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	daemon_rmtree(scratch);
 
 	print_table(rows, n, &cfg);
 	char path[600];
