@@ -120,7 +120,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test unit integration tests demo demo-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool deps test unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	format format-check install uninstall clean
 
 all: lib tool

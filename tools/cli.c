@@ -154,6 +154,8 @@ int cli_check_name(const char *cmd, const char *name)
 	const char *n = name[0] == '/' ? name + 1 : name;
 	if (!*n)
 		return cli_error(CLI_USAGE, cmd, "queue NAME must not be empty");
+	if (!strncmp(name, "/dev/shm/", 9) && name[9] && !strchr(name + 9, '/'))
+		return cli_error(CLI_USAGE, cmd, "'%s' is a path: give the queue NAME, '%s'", name, name + 9);
 	if (strchr(n, '/'))
 		return cli_error(CLI_USAGE, cmd,
 				 "invalid queue name '%s': '/' is allowed only as its first character", name);

@@ -65,7 +65,8 @@ static const struct cli_cmd cmds[] = {
 	 "    Run the recovery pass over each queue every MS (default 50) until SIGINT or SIGTERM:\n"
 	 "    requeue leases whose consumer died (kernel lock probe) or whose deadline passed,\n"
 	 "    with backoff, or dead-letter them at --max-deliveries; free slots a dead producer\n"
-	 "    never published. Prints what each pass repaired, and totals at the end. Keeps no\n"
+	 "    never published; free the registry records of processes that are gone (\"records\n"
+	 "    freed\"). Prints what each pass repaired, and totals at the end. Keeps no\n"
 	 "    state: kill and restart it freely, or run several; nothing is requeued twice.\n"
 	 "    --interval-ms MS     time between passes, 1 to 3600000 (default 50)\n"
 	 "    --once               one pass over each queue, then exit\n"},
@@ -73,7 +74,7 @@ static const struct cli_cmd cmds[] = {
 	 "dlq NAME list [--json] | redrive [--count N] | purge [--count N]\n"
 	 "    The dead-letter queue, oldest first. list: id, reason (max deliveries, lease\n"
 	 "    expired, rejected, consumer crashed), deliveries, last holder's pid, age and the\n"
-	 "    payload (--json: one object per letter; payload bytes outside printable ASCII as\n"
+	 "    payload (--json: an array, one object per letter; bytes outside printable ASCII as\n"
 	 "    \\u00XX). redrive: back into the queue with a fresh delivery count. purge: delete.\n"
 	 "    --count N            redrive or purge at most N (default: all)\n"},
 	{"unlink", cmd_unlink,

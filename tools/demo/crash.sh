@@ -84,16 +84,17 @@ for ((run = 1; run <= 6; run++)); do
 	echo "  run $run: worker $how, holding $(grep -o 'POISON, delivery [0-9]*' "$work/poison.log" | tail -1);" \
 		"restarting it"
 done
-cat "$work/poison.log"
+echo "what the workers said, run after run:"
+sed 's/^/    /' "$work/poison.log"
 
 heading "shmq dlq $name list"
 "$shmq" dlq "$name" list
 
-heading "stop the watchdog (SIGTERM)"
+heading "stop the watchdog (SIGTERM): its log since the SIGKILL above, and its totals"
 kill -TERM "$watchdog"
 wait "$watchdog" || true
 pids=()
-cat "$work/watchdog.log"
+sed -n '/dead owner [1-9]/,$p' "$work/watchdog.log" | tail -n +2
 
 heading "shmq stat $name"
 "$shmq" stat "$name"
