@@ -1416,7 +1416,7 @@ static void plots(void)
 		"set datafile missing '-'\n"
 		"set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 "
 		"border -1\n"
-		"set xtics rotate by -35 left\nset grid ytics\nset key top left\n"
+		"set xtics rotate by -35 left\nset grid ytics\nset key top left\nset rmargin 12\n"
 		"set output '%s/latency.png'\n"
 		"set title 'One-way latency (RTT/2), 64 B, median of %d runs (log scale)'\n"
 		"set ylabel 'microseconds'\nset logscale y\n"

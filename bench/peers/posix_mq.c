@@ -83,8 +83,11 @@ static struct peer_chan *pmq_create(const struct peer_params *p)
 	long msg_max = pmq_limit("msg_max", 10), size_max = pmq_limit("msgsize_max", 8192);
 	long depth = p->depth ? (long)p->depth : pmq_limit("msg_default", 10);
 	if (depth > msg_max) {
-		fprintf(stderr, "posix-mq: depth %ld clamped to %ld (/proc/sys/fs/mqueue/msg_max)\n", depth,
-			msg_max);
+		static long said; /* once per depth asked for, not once per channel */
+		if (said != depth)
+			fprintf(stderr, "posix-mq: depth %ld clamped to %ld (/proc/sys/fs/mqueue/msg_max)\n",
+				depth, msg_max);
+		said = depth;
 		depth = msg_max;
 	}
 	if ((long)p->msg_size > size_max) {
