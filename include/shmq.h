@@ -65,7 +65,7 @@ enum shmq_dead_reason {
 	SHMQ_DEAD_MAX_DELIVERIES = 1, /* nacked at max_deliveries */
 	SHMQ_DEAD_EXPIRED = 2,	      /* its lease expired at max_deliveries */
 	SHMQ_DEAD_REJECTED = 3,	      /* shmq_reject() */
-	SHMQ_DEAD_CRASHED = 4,	      /* its holder died at max_deliveries */
+	SHMQ_DEAD_CRASHED = 4,	      /* its holder died (or exited without settling it) at max_deliveries */
 };
 
 /* One dead letter, as listed by shmq_dlq_list(). data points into the segment and stays valid
