@@ -92,6 +92,8 @@ ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(
 
 LIB_A := $(BUILD)/libshmq.a
 LIB_SO := $(BUILD)/libshmq.so
+# the ABI is versioned by the major number: programs record libshmq.so.MAJOR
+SONAME = libshmq.so.$(call version_part,MAJOR)
 TESTLIB_A := $(BUILD)/libshmq-test.a
 TOOL := $(BUILD)/shmq
 DEMO_WORKER := $(BUILD)/demo-worker
@@ -247,7 +249,9 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(Q)$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libshmq.a
-	$(Q)$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libshmq.so
+	$(Q)$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) && \
+		ln -sf libshmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) && \
+		ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshmq.so
 	$(Q)$(INSTALL) -m 644 include/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq.h
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
@@ -256,7 +260,8 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 
 uninstall:
 	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
-		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(INCLUDEDIR)/shmq.h \
+		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
+		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h \
 		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
 
 clean:
@@ -324,7 +329,7 @@ $(OBJ)/bench/%.o: bench/%.cc | $(DEPS_OK)
 STAMP := $(BUILD)/.stamp
 stamp_flags = $(CC) $(CFLAGS) $(LDFLAGS) $(JEMALLOC_LIBS)
 stamp_lib = $(LIB_OBJS)
-stamp_pic = $(PIC_OBJS)
+stamp_pic = $(PIC_OBJS) $(SO_LDFLAGS) $(SONAME)
 stamp_testlib = $(TESTLIB_OBJS)
 stamp_tool = $(TOOL_OBJS)
 stamp_unit = $(UNIT_OBJS)
@@ -349,7 +354,8 @@ $(TESTLIB_A): $(TESTLIB_OBJS) $(STAMP)/testlib | $(DEPS_OK)
 	$(Q)$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(TESTLIB_OBJS)
 
 $(LIB_SO): $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags | $(DEPS_OK)
-	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -shared $(SO_LDFLAGS) -o $@ $(PIC_OBJS) $(LIB_LIBS)
+	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -shared $(SO_LDFLAGS) -Wl,-soname,$(SONAME) -o $@ \
+		$(PIC_OBJS) $(LIB_LIBS)
 
 $(TOOL): $(TOOL_OBJS) $(LIB_A) $(STAMP)/tool $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIB_A) $(TOOL_LIBS)
