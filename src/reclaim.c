@@ -14,12 +14,6 @@
 
 #include "internal.h"
 
-enum {
-	LIVE_UNKNOWN = 0,
-	LIVE_YES,
-	LIVE_NO
-};
-
 /* Only "alive" is remembered for the rest of the pass. "Dead" is probed again for every slot,
  * after its word was read: a record found dead may be freed by another pass and claimed by a
  * newcomer while this pass runs (a pass can be preempted for seconds), and a newcomer locks its
@@ -27,18 +21,14 @@ enum {
  * byte unlocked, means that word's owner is really gone; a verdict from before the read does not.
  * Trusting a cached "dead" once retired a live producer's slot, and its late writes then tore the
  * next message written there. */
-static int owner_dead(shmq_t *q, uint8_t *live, unsigned owner)
+static int owner_dead(shmq_t *q, uint8_t *alive, unsigned owner)
 {
 	if (owner == 0 || owner > q->max_parts)
 		return 1; /* no valid owner recorded: nobody will ever settle it */
 	uint32_t i = owner - 1;
-	if (live[i] == LIVE_YES)
-		return 0;
-	if (shmq_part_alive(q, i)) {
-		live[i] = LIVE_YES;
-		return 0;
-	}
-	return 1;
+	if (!alive[i])
+		alive[i] = (uint8_t)shmq_part_alive(q, i);
+	return !alive[i];
 }
 
 static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
@@ -53,8 +43,8 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		return -EINVAL;
 	struct shmq_reclaim_result r;
 	memset(&r, 0, sizeof(r));
-	uint8_t live[SHMQ_MAX_PARTICIPANTS];
-	memset(live, LIVE_UNKNOWN, sizeof(live));
+	uint8_t alive[SHMQ_MAX_PARTICIPANTS]; /* 1: found alive in this pass (0: probe again) */
+	memset(alive, 0, sizeof(alive));
 
 	/* who is dead before the scan starts: only their records may be freed afterwards */
 	uint8_t dead_at_start[SHMQ_MAX_PARTICIPANTS];
@@ -74,7 +64,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		unsigned st = w_state(w), d = w_deliv(w);
 		if (st == SLOT_WRITING) {
 			held++;
-			if (!owner_dead(q, live, w_owner(w)))
+			if (!owner_dead(q, alive, w_owner(w)))
 				continue;
 			/* release: pairs with claim()'s acquire, like an abort */
 			if (atomic_compare_exchange_strong_explicit(
@@ -94,7 +84,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 			continue;
 		held++;
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
-		int dead = owner_dead(q, live, w_owner(w));
+		int dead = owner_dead(q, alive, w_owner(w));
 		/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
 		 * nack or another pass between its two CASes: that one finishes the job, unless it died
 		 * midway (then the slot stays like this for a whole lease). No value of this delivery

@@ -112,9 +112,11 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 			atomic_store_explicit(&q->head_cache, c0, memory_order_relaxed);
 			t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
 		}
-		if (t0 - c0 < cap && !room)
+		if (room) {
+			/* a free slot was seen: walk tickets to it */
+		} else if (t0 - c0 < cap) {
 			await_ack(q, slot_at(q, t0));
-		if (t0 - c0 >= cap && !room) {
+		} else {
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
 				if (!scan || !any_free(q, scan))
@@ -512,6 +514,19 @@ static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *wt, u
 	return *why == HEAD_TOOK ? 0 : -EAGAIN;
 }
 
+/* Lowers *until (a precise-clock deadline in ns; t_ns is the precise now) to 1 ms after the
+ * coarse-clock time at_ms (t_ms is the coarse now), if that is sooner. Times from the segment are
+ * hints: a far-off one is capped rather than overflowing the conversion. */
+static void wake_by(uint64_t *until, uint64_t t_ns, uint64_t t_ms, uint64_t at_ms)
+{
+	uint64_t in_ms = at_ms > t_ms ? at_ms - t_ms : 0;
+	if (in_ms > SHMQ_RECLAIM_INTERVAL_MAX)
+		in_ms = SHMQ_RECLAIM_INTERVAL_MAX;
+	uint64_t at_ns = t_ns + (in_ms + 1) * 1000000ULL;
+	if (at_ns < *until)
+		*until = at_ns;
+}
+
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
 	if (!q || !m)
@@ -554,26 +569,21 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
 			if (why == HEAD_WAIT && now + ABANDON_GRACE_MS * 1000000ULL < until)
 				until = now + ABANDON_GRACE_MS * 1000000ULL;
+			uint64_t ms = now_ms();
 			uint64_t due = rd_due(atomic_load_explicit(&h->redeliver, memory_order_relaxed));
-			if (due != REDELIVER_NONE) {
-				uint64_t due_ns =
-					(due - now_ms() < (1ULL << 40) ? due - now_ms() : 0) * 1000000ULL;
-				if (now + due_ns + 1000000ULL < until)
-					until = now + due_ns + 1000000ULL;
-			}
+			if (due != REDELIVER_NONE)
+				wake_by(&until, now, ms, due);
 			/* wake for a reclaim pass too: it may requeue an expired lease or a dead
 			 * consumer's messages. If the last pass saw nothing leased, nothing can
 			 * expire or be orphaned until somebody leases again: then a sleeping
 			 * receiver wakes only every RECLAIM_IDLE_MS, and an idle queue costs next
 			 * to no CPU. */
 			if (reclaim_at != UINT64_MAX) {
-				uint64_t ms = now_ms(), at = reclaim_at;
+				uint64_t at = reclaim_at;
 				if (!atomic_load_explicit(&h->reclaim_held, memory_order_relaxed) &&
 				    at < ms + RECLAIM_IDLE_MS)
 					at = ms + RECLAIM_IDLE_MS;
-				uint64_t in_ns = (at - ms) * 1000000ULL;
-				if (now + in_ns + 1000000ULL < until)
-					until = now + in_ns + 1000000ULL;
+				wake_by(&until, now, ms, at);
 			}
 			shmq_futex_wait(&h->data_seq, seen, until);
 		}
