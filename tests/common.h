@@ -103,6 +103,23 @@ static inline shmq_t *tq_create(const char *name, const struct shmq_config *c)
 	return q;
 }
 
+/* A fresh queue for one test: most tests need only its config */
+static inline shmq_t *tq_mkq(const struct shmq_config *c) { return tq_create(tq_name(NULL), c); }
+
+/* Sends a 4-byte value without waiting (precondition of the test, hence TQ_REQUIRE). */
+static inline void tq_send_u32(shmq_t *q, uint32_t v)
+{
+	int r = shmq_send(q, &v, sizeof(v), 0);
+	TQ_REQUIRE(r == 0, "send %u: %s", v, shmq_strerror(r));
+}
+
+static inline struct shmq_stats tq_stats(shmq_t *q)
+{
+	struct shmq_stats st;
+	TQ_REQUIRE(shmq_stats(q, &st) == 0, "shmq_stats failed");
+	return st;
+}
+
 static inline double tq_now_ms(void)
 {
 	struct timespec ts;

@@ -14,10 +14,6 @@
 
 TestSuite(dlq, .fini = tq_cleanup);
 
-static shmq_t *mkq(const struct shmq_config *c) { return tq_create(tq_name(NULL), c); }
-
-static void send_u32(shmq_t *q, uint32_t v) { cr_assert_eq(shmq_send(q, &v, sizeof(v), 0), 0); }
-
 static uint32_t payload_u32(const void *data)
 {
 	uint32_t v;
@@ -30,17 +26,10 @@ static void reject_all(shmq_t *q, const uint32_t *vals, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
 		struct shmq_msg m;
-		send_u32(q, vals[i]);
+		tq_send_u32(q, vals[i]);
 		cr_assert_eq(shmq_recv(q, &m, 0), 0);
 		cr_assert_eq(shmq_reject(q, &m), 0);
 	}
-}
-
-static struct shmq_stats stats(shmq_t *q)
-{
-	struct shmq_stats st;
-	cr_assert_eq(shmq_stats(q, &st), 0);
-	return st;
 }
 
 Test(dlq, backoff_doubles_from_the_base_caps_at_the_max_and_jitters_25_percent)
@@ -48,7 +37,7 @@ Test(dlq, backoff_doubles_from_the_base_caps_at_the_max_and_jitters_25_percent)
 	struct shmq_config c = tq_config(8);
 	c.retry_base_ms = 100;
 	c.retry_max_ms = 30000;
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (unsigned d = 1; d <= 12; d++) {
 		uint64_t nominal = 100ULL << (d - 1);
 		if (nominal > 30000)
@@ -81,7 +70,7 @@ Test(dlq, backoff_with_a_zero_base_is_zero)
 	struct shmq_config c = tq_config(8);
 	c.retry_base_ms = 0;
 	c.retry_max_ms = 0;
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (unsigned d = 1; d <= 20; d++)
 		cr_expect_eq(shmq_backoff_ms(q->hdr, d), 0);
 	shmq_close(q);
@@ -91,8 +80,8 @@ Test(dlq, dead_letter_records_reason_deliveries_holder_and_payload)
 {
 	struct shmq_config c = tq_config(8);
 	c.max_deliveries = 3;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 42);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 42);
 	struct shmq_msg m;
 	cr_assert_eq(shmq_recv(q, &m, 0), 0);
 	cr_assert_eq(shmq_nack(q, &m, 0), 0);
@@ -118,8 +107,8 @@ Test(dlq, lease_that_expires_at_max_deliveries_is_dead_lettered_as_expired)
 	c.max_deliveries = 1;
 	c.lease_ms = 20;
 	c.reclaim_interval_ms = 0;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 7);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 7);
 	struct shmq_msg m;
 	cr_assert_eq(shmq_recv(q, &m, 0), 0);
 	tq_sleep_ms(60);
@@ -138,7 +127,7 @@ Test(dlq, redrive_puts_the_oldest_back_with_a_fresh_delivery_count)
 {
 	struct shmq_config c = tq_config(8);
 	c.dlq_max = 8; /* the default, capacity / 4, would drop one of three */
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	reject_all(q, (uint32_t[]){10, 11, 12}, 3);
 	cr_assert_eq(shmq_dlq_redrive(q, 2), 2);
 	struct shmq_dead_letter dl[4];
@@ -151,7 +140,7 @@ Test(dlq, redrive_puts_the_oldest_back_with_a_fresh_delivery_count)
 		cr_expect_eq(m.deliveries, 1, "a redriven message starts its delivery count again");
 		cr_expect_eq(shmq_ack(q, &m), 0);
 	}
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.redriven, 2);
 	cr_expect_eq(st.dead, 1);
 	cr_expect_eq(shmq_dlq_redrive(q, UINT32_MAX), 1);
@@ -163,16 +152,16 @@ Test(dlq, purge_deletes_the_oldest_and_frees_their_slots)
 {
 	struct shmq_config c = tq_config(8);
 	c.dlq_max = 8; /* the default, capacity / 4, would drop one of three */
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	reject_all(q, (uint32_t[]){20, 21, 22}, 3);
-	cr_assert_eq(stats(q).free_slots, 5);
+	cr_assert_eq(tq_stats(q).free_slots, 5);
 	cr_assert_eq(shmq_dlq_purge(q, 1), 1);
 	struct shmq_dead_letter dl[4];
 	cr_assert_eq(shmq_dlq_list(q, dl, 4), 2);
 	cr_expect_eq(payload_u32(dl[0].data), 21);
 	cr_expect_eq(payload_u32(dl[1].data), 22);
 	cr_expect_eq(shmq_dlq_purge(q, UINT32_MAX), 2);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.purged, 3);
 	cr_expect_eq(st.dead, 0);
 	cr_expect_eq(st.free_slots, 8, "purged slots are free for producers again");
@@ -185,13 +174,13 @@ Test(dlq, full_dlq_drops_the_oldest_letter_and_counts_it)
 {
 	struct shmq_config c = tq_config(8);
 	c.dlq_max = 2;
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	reject_all(q, (uint32_t[]){30, 31, 32, 33}, 4);
 	struct shmq_dead_letter dl[4];
 	cr_assert_eq(shmq_dlq_list(q, dl, 4), 2);
 	cr_expect_eq(payload_u32(dl[0].data), 32);
 	cr_expect_eq(payload_u32(dl[1].data), 33);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.dlq_dropped, 2);
 	cr_expect_eq(st.dead_lettered, 4);
 	cr_expect_eq(st.free_slots, 6);

@@ -17,14 +17,6 @@
 
 TestSuite(ring, .fini = tq_cleanup);
 
-static shmq_t *mkq(const struct shmq_config *c) { return tq_create(tq_name(NULL), c); }
-
-static void send_u32(shmq_t *q, uint32_t v)
-{
-	int r = shmq_send(q, &v, sizeof(v), 0);
-	cr_assert_eq(r, 0, "send %u: %s", v, shmq_strerror(r));
-}
-
 static uint32_t recv_u32(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
 	int r = shmq_recv(q, m, timeout_ms);
@@ -35,18 +27,11 @@ static uint32_t recv_u32(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	return v;
 }
 
-static struct shmq_stats stats(shmq_t *q)
-{
-	struct shmq_stats st;
-	cr_assert_eq(shmq_stats(q, &st), 0);
-	return st;
-}
-
 /* ---- send and receive ------------------------------------------------------------------------ */
 
 Test(ring, round_trip_preserves_bytes_and_length)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	const char text[] = "hello, shared memory";
 	cr_assert_eq(shmq_send(q, text, sizeof(text), 0), 0);
 	struct shmq_msg m;
@@ -61,7 +46,7 @@ Test(ring, round_trip_preserves_bytes_and_length)
 
 Test(ring, round_trip_of_zero_length_message)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	cr_assert_eq(shmq_send(q, NULL, 0, 0), 0);
 	cr_assert_eq(shmq_send(q, "ignored", 0, 0), 0);
 	struct shmq_msg m;
@@ -77,7 +62,7 @@ Test(ring, round_trip_of_max_payload_message)
 {
 	struct shmq_config c = tq_config(4);
 	c.slot_size = 512;
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	uint32_t max = shmq_max_payload(q);
 	cr_assert_eq(max, 512 - SHMQ_SLOT_HEADER);
 	unsigned char buf[512];
@@ -97,14 +82,14 @@ Test(ring, round_trip_of_max_payload_message)
 
 Test(ring, rejects_send_larger_than_max_payload)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	uint32_t max = shmq_max_payload(q);
 	static unsigned char buf[4096];
 	cr_expect_eq(shmq_send(q, buf, max + 1, 0), -EMSGSIZE);
 	cr_expect_eq(shmq_send(q, buf, SIZE_MAX, 0), -EMSGSIZE);
 	struct shmq_reservation r;
 	cr_expect_eq(shmq_send_reserve(q, max + 1, &r, 0), -EMSGSIZE);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.free_slots, st.config.capacity, "a refused send took no slot");
 	cr_expect_eq(st.next_id, 0, "a refused send took no ticket");
 	shmq_close(q);
@@ -112,7 +97,7 @@ Test(ring, rejects_send_larger_than_max_payload)
 
 Test(ring, recv_on_empty_with_timeout_0_is_eagain)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	struct shmq_msg m;
 	double t0 = tq_now_ms();
 	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN);
@@ -122,7 +107,7 @@ Test(ring, recv_on_empty_with_timeout_0_is_eagain)
 
 Test(ring, recv_with_timeout_waits_then_eagain)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	struct shmq_msg m;
 	double t0 = tq_now_ms();
 	cr_expect_eq(shmq_recv(q, &m, 100), -EAGAIN);
@@ -135,14 +120,14 @@ Test(ring, recv_with_timeout_waits_then_eagain)
 Test(ring, rejects_send_when_full)
 {
 	struct shmq_config c = tq_config(4);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (uint32_t i = 0; i < 4; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	uint32_t v = 99;
 	double t0 = tq_now_ms();
 	cr_expect_eq(shmq_send(q, &v, sizeof(v), 0), -EAGAIN);
 	cr_expect_lt(tq_now_ms() - t0, 2000, "timeout 0 must not block");
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.ready, 4);
 	cr_expect_eq(st.free_slots, 0);
 	shmq_close(q);
@@ -151,9 +136,9 @@ Test(ring, rejects_send_when_full)
 Test(ring, send_on_full_waits_for_timeout_then_eagain)
 {
 	struct shmq_config c = tq_config(4);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (uint32_t i = 0; i < 4; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	uint32_t v = 99;
 	double t0 = tq_now_ms();
 	cr_expect_eq(shmq_send(q, &v, sizeof(v), 50), -EAGAIN);
@@ -197,7 +182,7 @@ static void *send_blocking(void *arg)
 
 Test(ring, blocked_recv_wakes_when_a_message_is_sent)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	struct later l = {.q = q, .delay_ms = 50};
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, send_later, &l), 0);
@@ -215,9 +200,9 @@ Test(ring, blocked_recv_wakes_when_a_message_is_sent)
 Test(ring, blocked_send_wakes_when_a_slot_is_freed)
 {
 	struct shmq_config c = tq_config(2);
-	shmq_t *q = mkq(&c);
-	send_u32(q, 0);
-	send_u32(q, 1);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 0);
+	tq_send_u32(q, 1);
 	struct shmq_msg m;
 	cr_assert_eq(recv_u32(q, &m, 0), 0);
 	struct later l = {.q = q};
@@ -238,7 +223,7 @@ Test(ring, blocked_send_wakes_when_a_slot_is_freed)
 Test(ring, first_deliveries_are_fifo_across_wraps)
 {
 	struct shmq_config c = tq_config(8);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	uint32_t sent = 0, got = 0, x = 12345;
 	uint64_t last_id = 0;
 	struct shmq_msg m;
@@ -246,7 +231,7 @@ Test(ring, first_deliveries_are_fifo_across_wraps)
 		x = x * 1103515245u + 12345u;
 		uint32_t room = 8 - (sent - got), burst = 1 + (x >> 16) % 8;
 		for (uint32_t i = 0; i < burst && i < room && sent < 100; i++)
-			send_u32(q, sent++);
+			tq_send_u32(q, sent++);
 		x = x * 1103515245u + 12345u;
 		burst = 1 + (x >> 16) % 8;
 		for (uint32_t i = 0; i < burst && got < sent; i++) {
@@ -262,7 +247,7 @@ Test(ring, first_deliveries_are_fifo_across_wraps)
 		}
 	}
 	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.sent, 100);
 	cr_expect_eq(st.acked, 100);
 	cr_expect_eq(st.free_slots, 8);
@@ -272,9 +257,9 @@ Test(ring, first_deliveries_are_fifo_across_wraps)
 Test(ring, ids_are_unique_and_increasing_in_send_order)
 {
 	struct shmq_config c = tq_config(16);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (uint32_t i = 0; i < 10; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	struct shmq_msg m[10];
 	for (uint32_t i = 0; i < 10; i++) {
 		cr_expect_eq(recv_u32(q, &m[i], 0), i);
@@ -292,16 +277,16 @@ Test(ring, ids_are_unique_and_increasing_in_send_order)
 
 Test(ring, ack_of_an_acked_message_is_estale)
 {
-	shmq_t *q = mkq(NULL);
-	send_u32(q, 1);
+	shmq_t *q = tq_mkq(NULL);
+	tq_send_u32(q, 1);
 	struct shmq_msg m;
 	recv_u32(q, &m, 0);
 	cr_expect_eq(shmq_ack(q, &m), 0);
-	uint64_t stale0 = stats(q).stale;
+	uint64_t stale0 = tq_stats(q).stale;
 	cr_expect_eq(shmq_ack(q, &m), -ESTALE);
 	cr_expect_eq(shmq_nack(q, &m, 0), -ESTALE);
 	cr_expect_eq(shmq_extend(q, &m, 0), -ESTALE);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.stale, stale0 + 3);
 	cr_expect_eq(st.acked, 1);
 	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN, "an acked message is gone");
@@ -310,8 +295,8 @@ Test(ring, ack_of_an_acked_message_is_estale)
 
 Test(ring, nack_without_delay_redelivers_the_same_message)
 {
-	shmq_t *q = mkq(NULL);
-	send_u32(q, 42);
+	shmq_t *q = tq_mkq(NULL);
+	tq_send_u32(q, 42);
 	struct shmq_msg m1, m2;
 	cr_assert_eq(recv_u32(q, &m1, 0), 42);
 	cr_assert_eq(m1.deliveries, 1);
@@ -322,7 +307,7 @@ Test(ring, nack_without_delay_redelivers_the_same_message)
 	cr_expect_eq(m2.enqueued_ns, m1.enqueued_ns);
 	cr_expect_eq(shmq_ack(q, &m1), -ESTALE, "the first delivery's token is fenced off");
 	cr_expect_eq(shmq_ack(q, &m2), 0);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.nacked, 1);
 	cr_expect_eq(st.redelivered, 1);
 	cr_expect_eq(st.received, 2);
@@ -331,15 +316,15 @@ Test(ring, nack_without_delay_redelivers_the_same_message)
 
 Test(ring, nack_with_delay_holds_the_message_back)
 {
-	shmq_t *q = mkq(NULL);
-	send_u32(q, 5);
+	shmq_t *q = tq_mkq(NULL);
+	tq_send_u32(q, 5);
 	struct shmq_msg m;
 	recv_u32(q, &m, 0);
 	double t0 = tq_now_ms();
 	cr_assert_eq(shmq_nack(q, &m, 200), 0);
 	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN, "delivered at once");
 	cr_expect_eq(shmq_recv(q, &m, 100), -EAGAIN, "delivered before 100 ms");
-	cr_expect_eq(stats(q).delayed, 1);
+	cr_expect_eq(tq_stats(q).delayed, 1);
 	cr_expect_eq(recv_u32(q, &m, 3000), 5);
 	double took = tq_now_ms() - t0;
 	cr_expect_geq(took, 200 - tq_slack_ms(), "redelivered after %.1f ms", took);
@@ -354,8 +339,8 @@ Test(ring, nack_with_backoff_waits_the_retry_base_minus_jitter)
 	struct shmq_config c = tq_config(8);
 	c.retry_base_ms = 50;
 	c.retry_max_ms = 1000;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 9);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 9);
 	struct shmq_msg m;
 	recv_u32(q, &m, 0);
 	/* delivery 1: 50 ms -25% at least; delivery 2: 100 ms -25% at least */
@@ -379,8 +364,8 @@ Test(ring, extend_keeps_a_lease_alive_past_its_original_deadline)
 	c.lease_ms = 100;
 	c.retry_base_ms = 1;
 	c.retry_max_ms = 5;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 3);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 3);
 	struct shmq_msg m;
 	recv_u32(q, &m, 0);
 	tq_sleep_ms(50);
@@ -389,11 +374,11 @@ Test(ring, extend_keeps_a_lease_alive_past_its_original_deadline)
 	struct shmq_reclaim_result res;
 	cr_expect_eq(shmq_reclaim(q, &res), 0);
 	cr_expect_eq(res.expired, 0, "an extended lease was requeued");
-	cr_expect_eq(stats(q).inflight, 1);
+	cr_expect_eq(tq_stats(q).inflight, 1);
 	/* extend(0) renews by the configured lease_ms */
 	cr_expect_eq(shmq_extend(q, &m, 0), 0);
 	cr_expect_eq(shmq_reclaim(q, &res), 0);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.extended, 2);
 	cr_expect_eq(shmq_ack(q, &m), 0);
 	cr_expect_eq(shmq_recv(q, &m, 50), -EAGAIN, "acked, never redelivered");
@@ -406,13 +391,13 @@ Test(ring, expired_lease_is_requeued_and_late_settles_are_stale)
 	c.lease_ms = 50;
 	c.retry_base_ms = 10;
 	c.retry_max_ms = 20;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 77);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 77);
 	struct shmq_msg m, m2;
 	recv_u32(q, &m, 0);
 	cr_expect_eq(shmq_reclaim(q, NULL), 0, "a fresh lease is left alone");
 	tq_sleep_ms(100);
-	uint64_t stale0 = stats(q).stale;
+	uint64_t stale0 = tq_stats(q).stale;
 	struct shmq_reclaim_result res;
 	cr_expect_geq(shmq_reclaim(q, &res), 1);
 	cr_expect_eq(res.expired, 1);
@@ -421,7 +406,7 @@ Test(ring, expired_lease_is_requeued_and_late_settles_are_stale)
 	cr_expect_eq(shmq_ack(q, &m), -ESTALE);
 	cr_expect_eq(shmq_extend(q, &m, 0), -ESTALE);
 	cr_expect_eq(shmq_nack(q, &m, 0), -ESTALE);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.stale, stale0 + 3);
 	cr_expect_eq(st.reclaimed_expired, 1);
 	cr_expect_eq(st.delayed, 1);
@@ -441,15 +426,15 @@ Test(ring, expired_lease_comes_back_through_recv_alone)
 	c.retry_base_ms = 10;
 	c.retry_max_ms = 20;
 	c.reclaim_interval_ms = 20;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 5);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 5);
 	struct shmq_msg m, m2;
 	recv_u32(q, &m, 0);
 	cr_expect_eq(recv_u32(q, &m2, 5000), 5, "the expired lease never came back");
 	cr_expect_eq(m2.deliveries, 2);
 	cr_expect_eq(shmq_ack(q, &m), -ESTALE, "the first lease is gone");
 	cr_expect_eq(shmq_ack(q, &m2), 0);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.reclaimed_expired, 1);
 	cr_expect_eq(st.retried, 1);
 	cr_expect_geq(st.reclaim_passes, 1);
@@ -463,12 +448,12 @@ Test(ring, reclaim_interval_0_leaves_expired_leases_to_shmq_reclaim)
 	c.retry_base_ms = 0;
 	c.retry_max_ms = 0;
 	c.reclaim_interval_ms = 0;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 6);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 6);
 	struct shmq_msg m;
 	recv_u32(q, &m, 0);
 	cr_expect_eq(shmq_recv(q, &m, 200), -EAGAIN, "recv reclaimed though the interval is 0");
-	cr_expect_eq(stats(q).reclaim_passes, 0);
+	cr_expect_eq(tq_stats(q).reclaim_passes, 0);
 	cr_expect_eq(shmq_reclaim(q, NULL), 1);
 	cr_expect_eq(recv_u32(q, &m, 1000), 6);
 	cr_expect_eq(m.deliveries, 2);
@@ -478,8 +463,8 @@ Test(ring, reclaim_interval_0_leaves_expired_leases_to_shmq_reclaim)
 Test(ring, held_lease_does_not_stall_others)
 {
 	struct shmq_config c = tq_config(4);
-	shmq_t *q = mkq(&c);
-	send_u32(q, 1000);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 1000);
 	struct shmq_msg held, m;
 	cr_assert_eq(recv_u32(q, &held, 0), 1000);
 	/* one at a time, 100 times around a ring of 4 */
@@ -501,7 +486,7 @@ Test(ring, held_lease_does_not_stall_others)
 			cr_assert_eq(shmq_ack(q, &m), 0);
 		}
 	}
-	cr_expect_eq(stats(q).inflight, 1);
+	cr_expect_eq(tq_stats(q).inflight, 1);
 	cr_expect_eq(shmq_ack(q, &held), 0, "the held lease is still valid");
 	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN);
 	shmq_close(q);
@@ -511,9 +496,9 @@ Test(ring, held_lease_does_not_stall_others)
 static shmq_t *four_leased(struct shmq_msg m[4])
 {
 	struct shmq_config c = tq_config(4);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (uint32_t i = 0; i < 4; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	for (uint32_t i = 0; i < 4; i++)
 		cr_assert_eq(recv_u32(q, &m[i], 0), i);
 	uint32_t v = 4;
@@ -554,15 +539,15 @@ Test(ring, message_is_dead_lettered_after_max_deliveries)
 {
 	struct shmq_config c = tq_config(8);
 	c.max_deliveries = 2;
-	shmq_t *q = mkq(&c);
-	send_u32(q, 11);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 11);
 	struct shmq_msg m;
 	cr_assert_eq(recv_u32(q, &m, 0), 11);
 	cr_assert_eq(shmq_nack(q, &m, 0), 0);
 	cr_assert_eq(recv_u32(q, &m, 1000), 11);
 	cr_assert_eq(m.deliveries, 2);
 	cr_expect_eq(shmq_nack(q, &m, 0), 0, "the last nack dead-letters, it does not fail");
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.dead, 1);
 	cr_expect_eq(st.dead_lettered, 1);
 	cr_expect_eq(st.delayed + st.inflight + st.ready, 0);
@@ -601,12 +586,12 @@ Test(ring, concurrent_reclaim_never_disturbs_a_live_lease_being_nacked)
 	c.max_deliveries = SHMQ_MAX_DELIVERIES_MAX;
 	c.retry_base_ms = 1000; /* a reclaim backoff stands out against nack(0) */
 	c.retry_max_ms = 1000;
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	struct reclaim_loop l = {.q = q};
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, reclaim_forever, &l), 0);
 	struct shmq_msg m;
-	send_u32(q, 1);
+	tq_send_u32(q, 1);
 	recv_u32(q, &m, 0);
 	unsigned long nacks = 0, stale = 0, late = 0;
 	double end = tq_now_ms() + 2000;
@@ -620,7 +605,7 @@ Test(ring, concurrent_reclaim_never_disturbs_a_live_lease_being_nacked)
 		}
 		if (m.deliveries >= 250) {
 			cr_assert_eq(shmq_ack(q, &m), 0);
-			send_u32(q, 1);
+			tq_send_u32(q, 1);
 			recv_u32(q, &m, 1000);
 		}
 	}
@@ -631,7 +616,7 @@ Test(ring, concurrent_reclaim_never_disturbs_a_live_lease_being_nacked)
 		     nacks);
 	cr_expect_eq(atomic_load(&l.repaired), 0,
 		     "reclaim requeued a live, unexpired lease (after %lu nacks)", nacks);
-	cr_expect_eq(stats(q).reclaimed_expired, 0);
+	cr_expect_eq(tq_stats(q).reclaimed_expired, 0);
 	shmq_close(q);
 }
 
@@ -639,12 +624,12 @@ Test(ring, concurrent_reclaim_never_disturbs_a_live_lease_being_nacked)
 
 Test(ring, reserve_then_commit_publishes)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	struct shmq_reservation r;
 	cr_assert_eq(shmq_send_reserve(q, 10, &r, 0), 0);
 	cr_assert_not_null(r.data);
 	cr_expect_geq(r.cap, 10);
-	cr_expect_eq(stats(q).writing, 1);
+	cr_expect_eq(tq_stats(q).writing, 1);
 	struct shmq_msg m;
 	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN, "nothing is visible before commit");
 	memcpy(r.data, "0123456789", 10);
@@ -653,25 +638,25 @@ Test(ring, reserve_then_commit_publishes)
 	cr_expect_eq(m.len, 6);
 	cr_expect_eq(memcmp(m.data, "012345", 6), 0);
 	cr_expect_eq(shmq_ack(q, &m), 0);
-	cr_expect_eq(stats(q).sent, 1);
+	cr_expect_eq(tq_stats(q).sent, 1);
 	shmq_close(q);
 }
 
 Test(ring, reserve_then_abort_frees_the_slot)
 {
 	struct shmq_config c = tq_config(4);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	struct shmq_reservation r;
 	cr_assert_eq(shmq_send_reserve(q, 8, &r, 0), 0);
 	cr_assert_eq(shmq_send_abort(q, &r), 0);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.writing, 0);
 	cr_expect_eq(st.free_slots, 4);
 	struct shmq_msg m;
 	cr_expect_eq(shmq_recv(q, &m, 50), -EAGAIN, "an aborted reservation is never delivered");
 	/* all 4 slots are usable again, and the aborted ticket is stepped over */
 	for (uint32_t i = 0; i < 4; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	for (uint32_t i = 0; i < 4; i++) {
 		cr_expect_eq(recv_u32(q, &m, 1000), i);
 		cr_expect_eq(shmq_ack(q, &m), 0);
@@ -682,7 +667,7 @@ Test(ring, reserve_then_abort_frees_the_slot)
 Test(ring, reserve_on_full_is_eagain_until_a_reservation_is_aborted)
 {
 	struct shmq_config c = tq_config(4);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	struct shmq_reservation r[5];
 	for (int i = 0; i < 4; i++)
 		cr_assert_eq(shmq_send_reserve(q, 8, &r[i], 0), 0);
@@ -703,7 +688,7 @@ Test(ring, reserve_on_full_is_eagain_until_a_reservation_is_aborted)
 
 Test(ring, commit_larger_than_max_payload_is_emsgsize)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	struct shmq_reservation r;
 	cr_assert_eq(shmq_send_reserve(q, 4, &r, 0), 0);
 	cr_expect_eq(shmq_send_commit(q, &r, shmq_max_payload(q) + 1), -EMSGSIZE);
@@ -722,7 +707,7 @@ Test(ring, commit_larger_than_max_payload_is_emsgsize)
 Test(ring, stale_commit_leaves_the_slots_next_message_intact)
 {
 	struct shmq_config c = tq_config(2);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	struct shmq_reservation r;
 	cr_assert_eq(shmq_send_reserve(q, 4, &r, 0), 0);
 	cr_assert_eq(shmq_send_abort(q, &r), 0);
@@ -745,7 +730,7 @@ Test(ring, stale_commit_leaves_the_slots_next_message_intact)
 Test(ring, commit_after_commit_is_estale_and_harmless)
 {
 	struct shmq_config c = tq_config(2);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	struct shmq_reservation r;
 	cr_assert_eq(shmq_send_reserve(q, 4, &r, 0), 0);
 	memcpy(r.data, "one!", 4);
@@ -769,7 +754,7 @@ Test(ring, commit_after_commit_is_estale_and_harmless)
 Test(ring, send_batch_sends_up_to_n_in_order)
 {
 	struct shmq_config c = tq_config(8);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	uint32_t v[12];
 	struct shmq_iov iov[12];
 	for (uint32_t i = 0; i < 12; i++) {
@@ -784,25 +769,25 @@ Test(ring, send_batch_sends_up_to_n_in_order)
 		cr_expect_eq(recv_u32(q, &m, 0), i);
 		cr_expect_eq(shmq_ack(q, &m), 0);
 	}
-	cr_expect_eq(stats(q).sent, 8);
+	cr_expect_eq(tq_stats(q).sent, 8);
 	shmq_close(q);
 }
 
 Test(ring, send_batch_refuses_null_data_with_a_length)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	uint32_t v = 1;
 	struct shmq_iov first_bad[] = {{NULL, 4}, {&v, sizeof(v)}};
 	cr_expect_eq(shmq_send_batch(q, first_bad, 2, 0), -EINVAL);
 	struct shmq_iov second_bad[] = {{&v, sizeof(v)}, {NULL, 4}};
 	cr_expect_eq(shmq_send_batch(q, second_bad, 2, 0), 1, "the batch stops before the bad message");
-	cr_expect_eq(stats(q).sent, 1);
+	cr_expect_eq(tq_stats(q).sent, 1);
 	shmq_close(q);
 }
 
 Test(ring, send_batch_stops_before_an_oversized_message)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	static unsigned char big[4096];
 	uint32_t a = 1, b = 2;
 	struct shmq_iov iov[3] = {{&a, 4}, {&b, 4}, {big, shmq_max_payload(q) + 1}};
@@ -819,11 +804,11 @@ Test(ring, send_batch_stops_before_an_oversized_message)
 Test(ring, recv_batch_and_ack_batch_count_and_keep_order)
 {
 	struct shmq_config c = tq_config(16);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	struct shmq_msg m[16];
 	cr_expect_eq(shmq_recv_batch(q, m, 4, 0), -EAGAIN);
 	for (uint32_t i = 0; i < 10; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	cr_assert_eq(shmq_recv_batch(q, m, 4, 0), 4);
 	cr_assert_eq(shmq_recv_batch(q, m + 4, 16, 0), 6, "up to n: only 6 were left");
 	for (uint32_t i = 0; i < 10; i++) {
@@ -837,7 +822,7 @@ Test(ring, recv_batch_and_ack_batch_count_and_keep_order)
 	cr_expect_eq(shmq_ack_batch(q, m, 10), 9, "one of the ten was already acked");
 	cr_expect_eq(shmq_ack_batch(q, m, 10), 0);
 	cr_expect_eq(shmq_ack_batch(q, m, 0), 0);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.acked, 10);
 	cr_expect_eq(st.free_slots, 16);
 	shmq_close(q);
@@ -848,16 +833,16 @@ Test(ring, recv_batch_and_ack_batch_count_and_keep_order)
 Test(ring, stats_count_depths_by_state)
 {
 	struct shmq_config c = tq_config(8);
-	shmq_t *q = mkq(&c);
+	shmq_t *q = tq_mkq(&c);
 	for (uint32_t i = 0; i < 5; i++)
-		send_u32(q, i);
+		tq_send_u32(q, i);
 	struct shmq_msg a, b;
 	recv_u32(q, &a, 0);
 	recv_u32(q, &b, 0);
 	cr_assert_eq(shmq_nack(q, &b, 60000), 0);
 	struct shmq_reservation r;
 	cr_assert_eq(shmq_send_reserve(q, 4, &r, 0), 0);
-	struct shmq_stats st = stats(q);
+	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.ready, 3);
 	cr_expect_eq(st.inflight, 1);
 	cr_expect_eq(st.delayed, 1);
@@ -899,7 +884,7 @@ Test(ring, close_of_null_is_harmless) { shmq_close(NULL); }
 
 Test(ring, invalid_arguments_are_einval)
 {
-	shmq_t *q = mkq(NULL);
+	shmq_t *q = tq_mkq(NULL);
 	struct shmq_msg m;
 	struct shmq_reservation r;
 	struct shmq_stats st;
@@ -931,7 +916,7 @@ Test(ring, invalid_arguments_are_einval)
 	cr_expect_eq(shmq_nack(q, &m, 0), -EINVAL);
 	cr_expect_eq(shmq_extend(q, &m, 0), -EINVAL);
 	/* a slot index beyond the ring */
-	send_u32(q, 1);
+	tq_send_u32(q, 1);
 	cr_assert_eq(shmq_recv(q, &m, 0), 0);
 	struct shmq_msg bad = m;
 	bad.slot = 1u << 30;
