@@ -36,6 +36,7 @@
 #include "lib/crash_storm.h"
 #include "lib/daemon.h"
 #include "lib/machine.h"
+#include "lib/report.h"
 #include "peers/peer.h"
 
 #define CRASH_EXTRA_MS 60000   /* beyond storm + final limits: start, create, probes, stop */
@@ -233,20 +234,6 @@ static void print_table(const struct row *rows, unsigned n, const struct crash_c
 	       "held). "
 	       "storm msg/s: first\ndeliveries per second, storm start to its last first delivery.\n",
 	       any ? "\n" : "");
-}
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", (unsigned char)*s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
 }
 
 static int write_json(const char *path, const struct row *rows, unsigned n, const struct crash_config *cfg,
