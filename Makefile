@@ -252,7 +252,7 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 	$(Q)$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) && \
 		ln -sf libshmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) && \
 		ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshmq.so
-	$(Q)$(INSTALL) -m 644 include/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq.h
+	$(Q)$(INSTALL) -m 644 include/shmq.h include/shmq_inspect.h $(DESTDIR)$(INCLUDEDIR)/
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
@@ -261,7 +261,7 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 uninstall:
 	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
 		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
-		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h \
+		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
 		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
 
 clean:

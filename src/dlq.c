@@ -28,22 +28,6 @@ const char *shmq_dead_reason_str(unsigned reason)
 	}
 }
 
-static unsigned reason_of(unsigned state)
-{
-	switch (state) {
-	case SLOT_DEAD_MAX:
-		return SHMQ_DEAD_MAX_DELIVERIES;
-	case SLOT_DEAD_EXPIRED:
-		return SHMQ_DEAD_EXPIRED;
-	case SLOT_DEAD_REJECTED:
-		return SHMQ_DEAD_REJECTED;
-	case SLOT_DEAD_CRASHED:
-		return SHMQ_DEAD_CRASHED;
-	default:
-		return 0;
-	}
-}
-
 struct dead_ref {
 	uint64_t word;
 	uint64_t dead_ms;
@@ -71,7 +55,7 @@ static int collect(shmq_t *q, struct dead_ref **out)
 		struct shmq_slot *s = slot_at(q, i);
 		/* acquire: pairs with the release CAS that made it dead (fields written before it) */
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-		if (!reason_of(w_state(w)))
+		if (!w_dead_reason(w_state(w)))
 			continue;
 		if (n == room) {
 			struct dead_ref *nv = realloc(v, 2 * room * sizeof(*v));
@@ -108,7 +92,7 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 			.id = v[i].id,
 			.enqueued_ns = s->enqueued_ns,
 			.dead_ms = v[i].dead_ms,
-			.reason = reason_of(w_state(v[i].word)),
+			.reason = w_dead_reason(w_state(v[i].word)),
 			.last_pid = s->last_pid,
 			.slot = v[i].slot,
 		};

@@ -122,6 +122,8 @@ SHMQ_HIDDEN int shmq_part_attach(shmq_t *q);
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
 /* 1 alive, 0 dead (its record may be reclaimed), for participant index i */
 SHMQ_HIDDEN int shmq_part_alive(shmq_t *q, uint32_t i);
+/* 1: participant i's lock byte is held (alive), 0: not held, -1: cannot tell */
+SHMQ_HIDDEN int shmq_lock_probe(int fd, uint32_t i);
 SHMQ_HIDDEN int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v);
 
 /* ring.c */
@@ -136,6 +138,24 @@ SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);
 
 /* segment.c */
 SHMQ_HIDDEN int shmq_normalize_name(const char *name, char *out, size_t outsz);
+/* the config a header records (read from a validated copy) */
+SHMQ_HIDDEN void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c);
 SHMQ_HIDDEN int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size);
+typedef void (*shmq_hdr_report_fn)(void *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+SHMQ_HIDDEN int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_report_fn fn,
+				  void *ctx);
+/* A segment opened and validated (magic, version, sizes against fstat); hdr is a private copy of
+ * its header, the only one bounds may come from. */
+struct shmq_mapping {
+	int fd;
+	unsigned char *base;
+	uint64_t size;
+	struct shmq_hdr hdr;
+	char name[SHMQ_NAME_MAX + 2];
+};
+/* writable 0: O_RDONLY + PROT_READ (inspection) */
+SHMQ_HIDDEN int shmq_map_segment(const char *name, int writable, struct shmq_mapping *m);
+#define SHMQ_LEASE_MAX_MS (7u * 24 * 3600 * 1000)
+#define SHMQ_RETRY_MAX_MS (24u * 3600 * 1000)
 
 #endif

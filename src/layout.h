@@ -62,6 +62,23 @@ static inline unsigned w_owner(uint64_t w) { return (w >> W_OWNER_SHIFT) & 0xfff
 static inline unsigned w_deliv(uint64_t w) { return w & 0xff; }
 static inline int w_is_dead(uint64_t w) { return w_state(w) >= SLOT_DEAD_MAX; }
 
+/* The enum shmq_dead_reason of a dead slot state, 0 for any other state. */
+static inline unsigned w_dead_reason(unsigned state)
+{
+	switch (state) {
+	case SLOT_DEAD_MAX:
+		return SHMQ_DEAD_MAX_DELIVERIES;
+	case SLOT_DEAD_EXPIRED:
+		return SHMQ_DEAD_EXPIRED;
+	case SLOT_DEAD_REJECTED:
+		return SHMQ_DEAD_REJECTED;
+	case SLOT_DEAD_CRASHED:
+		return SHMQ_DEAD_CRASHED;
+	default:
+		return 0;
+	}
+}
+
 /* Signed distance a - b between a 64-bit ticket and a 40-bit slot ticket, modulo 2^40. */
 static inline int64_t ticket_diff(uint64_t a, uint64_t b40)
 {

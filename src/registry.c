@@ -43,16 +43,23 @@ static int lock_byte(int fd, int cmd, short type, uint32_t i, struct flock *out)
 	return 0;
 }
 
+int shmq_lock_probe(int fd, uint32_t i)
+{
+	/* F_OFD_GETLK only asks: it takes nothing, and works on an O_RDONLY descriptor */
+	struct flock fl = {.l_type = F_UNLCK};
+	if (lock_byte(fd, F_OFD_GETLK, F_WRLCK, i, &fl) < 0)
+		return -1;
+	return fl.l_type != F_UNLCK;
+}
+
 int shmq_part_alive(shmq_t *q, uint32_t i)
 {
 	if (i >= q->max_parts)
 		return 0;
 	if (q->me && i == q->part)
 		return 1; /* our own lock never conflicts with our own description */
-	struct flock fl = {.l_type = F_UNLCK};
-	if (lock_byte(q->fd, F_OFD_GETLK, F_WRLCK, i, &fl) < 0)
-		return 1; /* cannot tell: assume alive, never requeue on a guess */
-	return fl.l_type != F_UNLCK;
+	/* cannot tell (-1): assume alive, never requeue on a guess */
+	return shmq_lock_probe(q->fd, i) != 0;
 }
 
 int shmq_part_attach(shmq_t *q)

@@ -31,32 +31,48 @@ void shmq_config_init(struct shmq_config *cfg)
 
 static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
 
-int shmq_config_validate(const struct shmq_config *c)
+static int capacity_ok(uint32_t v) { return is_pow2(v) && v >= 2 && v <= SHMQ_CAPACITY_MAX; }
+static int slot_size_ok(uint32_t v)
 {
-	if (!c)
-		return -EINVAL;
-	if (!is_pow2(c->capacity) || c->capacity < 2 || c->capacity > SHMQ_CAPACITY_MAX)
-		return -EINVAL;
-	if (c->slot_size < 2 * SHMQ_SLOT_HEADER || c->slot_size % SHMQ_CACHELINE ||
-	    c->slot_size > SHMQ_SLOT_SIZE_MAX)
-		return -EINVAL;
-	if (c->lease_ms < 1 || c->lease_ms > 7u * 24 * 3600 * 1000)
-		return -EINVAL;
+	return v >= 2 * SHMQ_SLOT_HEADER && v % SHMQ_CACHELINE == 0 && v <= SHMQ_SLOT_SIZE_MAX;
+}
+
+/* Every rule of a config, each broken one reported through fn (when not NULL). 0 or -EINVAL. */
+static int config_rules(const struct shmq_config *c, shmq_hdr_report_fn fn, void *ctx)
+{
+	int err = 0;
+#define BAD(...)                                                                                             \
+	do {                                                                                                 \
+		if (fn)                                                                                      \
+			fn(ctx, __VA_ARGS__);                                                                \
+		err = -EINVAL;                                                                               \
+	} while (0)
+	if (!capacity_ok(c->capacity))
+		BAD("capacity %u is not a power of two in [2, %u]", c->capacity, SHMQ_CAPACITY_MAX);
+	if (!slot_size_ok(c->slot_size))
+		BAD("slot size %u is not a multiple of %u in [%u, %u]", c->slot_size, SHMQ_CACHELINE,
+		    2 * SHMQ_SLOT_HEADER, SHMQ_SLOT_SIZE_MAX);
+	if (c->lease_ms < 1 || c->lease_ms > SHMQ_LEASE_MAX_MS)
+		BAD("lease %u ms is outside [1, %u]", c->lease_ms, SHMQ_LEASE_MAX_MS);
 	if (c->max_deliveries < 1 || c->max_deliveries > SHMQ_MAX_DELIVERIES_MAX)
-		return -EINVAL;
-	if (c->retry_base_ms > c->retry_max_ms || c->retry_max_ms > 24u * 3600 * 1000)
-		return -EINVAL;
+		BAD("max deliveries %u is outside [1, %u]", c->max_deliveries, SHMQ_MAX_DELIVERIES_MAX);
+	if (c->retry_base_ms > c->retry_max_ms || c->retry_max_ms > SHMQ_RETRY_MAX_MS)
+		BAD("retry backoff %u..%u ms is not an increasing range within %u ms", c->retry_base_ms,
+		    c->retry_max_ms, SHMQ_RETRY_MAX_MS);
 	if (c->mode & ~0777u)
-		return -EINVAL;
+		BAD("mode %o has bits beyond 0777", (unsigned)c->mode);
 	if (c->dlq_max > c->capacity)
-		return -EINVAL;
+		BAD("dead letters kept (%u) is above the capacity (%u)", c->dlq_max, c->capacity);
 	if (c->reclaim_interval_ms > SHMQ_RECLAIM_INTERVAL_MAX)
-		return -EINVAL;
+		BAD("reclaim interval %u ms is above %u", c->reclaim_interval_ms, SHMQ_RECLAIM_INTERVAL_MAX);
 	/* the whole segment must stay addressable and below what tmpfs can hold in practice */
 	if ((uint64_t)c->capacity * c->slot_size > (1ULL << 40))
-		return -EINVAL;
-	return 0;
+		BAD("capacity x slot size is above 1 TiB");
+#undef BAD
+	return err;
 }
+
+int shmq_config_validate(const struct shmq_config *c) { return c ? config_rules(c, NULL, NULL) : -EINVAL; }
 
 int shmq_normalize_name(const char *name, char *out, size_t outsz)
 {
@@ -80,35 +96,82 @@ static uint64_t layout_size(uint32_t capacity, uint32_t slot_size, uint64_t *par
 	return *slots_off + (uint64_t)capacity * slot_size;
 }
 
-int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size)
+void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)
 {
-	if (file_size < SHMQ_HDR_SIZE)
-		return -EPROTO;
-	if (atomic_load_explicit(&h->magic, memory_order_acquire) != SHMQ_MAGIC)
-		return -EPROTO;
-	if (h->version != SHMQ_LAYOUT_VERSION)
-		return -EPROTONOSUPPORT;
-	struct shmq_config c = {
+	*c = (struct shmq_config){
 		.capacity = h->capacity,
 		.slot_size = h->slot_size,
 		.lease_ms = h->lease_ms,
 		.max_deliveries = h->max_deliveries,
 		.retry_base_ms = h->retry_base_ms,
 		.retry_max_ms = h->retry_max_ms,
-		.mode = h->mode & 0777,
+		.mode = h->mode,
 		.dlq_max = h->dlq_max,
 		.reclaim_interval_ms = h->reclaim_interval_ms,
 	};
-	if (h->hdr_size != SHMQ_HDR_SIZE || h->max_participants != SHMQ_MAX_PARTICIPANTS || h->dlq_max == 0 ||
-	    shmq_config_validate(&c))
-		return -EPROTO;
+}
+
+/* Reports through fn (when not NULL) every rule the header breaks. Returns 0, -EPROTO or
+ * -EPROTONOSUPPORT. Stops early only when the rest cannot be read as a shmq header at all. */
+int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_report_fn fn, void *ctx)
+{
+	int err = 0;
+#define BAD(...)                                                                                             \
+	do {                                                                                                 \
+		if (fn)                                                                                      \
+			fn(ctx, __VA_ARGS__);                                                                \
+		err = -EPROTO;                                                                               \
+	} while (0)
+	if (file_size < SHMQ_HDR_SIZE) {
+		BAD("segment is %llu bytes, smaller than the %u-byte header", (unsigned long long)file_size,
+		    SHMQ_HDR_SIZE);
+		return err;
+	}
+	uint64_t magic = atomic_load_explicit(&h->magic, memory_order_acquire);
+	if (magic != SHMQ_MAGIC) {
+		BAD("magic is 0x%llx, not 0x%llx: not a shmq segment (or not initialised)",
+		    (unsigned long long)magic, (unsigned long long)SHMQ_MAGIC);
+		return err;
+	}
+	if (h->version != SHMQ_LAYOUT_VERSION) {
+		if (fn)
+			fn(ctx, "layout version %u, this build reads version %u", h->version,
+			   SHMQ_LAYOUT_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (h->hdr_size != SHMQ_HDR_SIZE)
+		BAD("header size is %u, not %u", h->hdr_size, SHMQ_HDR_SIZE);
+	if (h->max_participants != SHMQ_MAX_PARTICIPANTS)
+		BAD("max participants is %u, not %u", h->max_participants, SHMQ_MAX_PARTICIPANTS);
+	struct shmq_config c;
+	shmq_hdr_config(h, &c);
+	if (config_rules(&c, fn, ctx))
+		err = -EPROTO;
+	if (h->dlq_max == 0)
+		BAD("dead letters kept is 0 (creation sets at least 1)");
+	if (!capacity_ok(h->capacity) || !slot_size_ok(h->slot_size))
+		return err; /* the offsets below are computed from them */
 	uint64_t parts_off, slots_off;
-	uint64_t total = layout_size(c.capacity, c.slot_size, &parts_off, &slots_off);
-	if (h->parts_off != parts_off || h->slots_off != slots_off || h->total_size != total)
-		return -EPROTO;
+	uint64_t total = layout_size(h->capacity, h->slot_size, &parts_off, &slots_off);
+	if (h->parts_off != parts_off)
+		BAD("participants offset is %llu, not %llu", (unsigned long long)h->parts_off,
+		    (unsigned long long)parts_off);
+	if (h->slots_off != slots_off)
+		BAD("slots offset is %llu, not %llu", (unsigned long long)h->slots_off,
+		    (unsigned long long)slots_off);
+	if (h->total_size != total)
+		BAD("recorded size is %llu bytes, the layout needs %llu", (unsigned long long)h->total_size,
+		    (unsigned long long)total);
 	if (file_size != total) /* truncated, or grown by someone else */
-		return -EPROTO;
-	return 0;
+		BAD("segment is %llu bytes, its layout needs %llu (truncated or resized)",
+		    (unsigned long long)file_size, (unsigned long long)total);
+#undef BAD
+	return err;
+}
+
+int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size)
+{
+	return shmq_header_check(h, file_size, NULL, NULL);
 }
 
 /* h is a validated private copy of the header: nothing the handle uses for bounds is re-read
@@ -212,24 +275,19 @@ fail_free:
 	return err;
 }
 
-int shmq_open(const char *name, shmq_t **out)
+int shmq_map_segment(const char *name, int writable, struct shmq_mapping *m)
 {
 	int err;
 	struct stat st;
-	if (!out)
-		return -EINVAL;
-	*out = NULL;
-	shmq_t *q = calloc(1, sizeof(*q));
-	if (!q)
-		return -ENOMEM;
-	if ((err = shmq_normalize_name(name, q->name, sizeof(q->name))))
-		goto fail_free;
+	char n[SHMQ_NAME_MAX + 2];
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if ((err = shmq_normalize_name(name, n, sizeof(n))))
+		return err;
 	/* our own open file description: OFD locks taken through it die with this handle only */
-	int fd = shm_open(q->name, O_RDWR | O_CLOEXEC, 0);
-	if (fd < 0) {
-		err = -errno;
-		goto fail_free;
-	}
+	int fd = shm_open(n, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
 	/* a creator may be between O_EXCL and writing the magic: give it a moment */
 	struct shmq_hdr *peek = NULL;
 	for (int tries = 0;; tries++) {
@@ -261,30 +319,53 @@ int shmq_open(const char *name, shmq_t **out)
 		goto fail_close;
 
 	uint64_t size = (uint64_t)st.st_size;
-	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	void *base = mmap(NULL, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
 		err = -errno;
 		goto fail_close;
 	}
 	/* validate again, on a private copy of the mapping we keep: the object may have changed
 	 * between the two maps, and may change again after this check */
-	struct shmq_hdr copy;
-	memcpy(&copy, base, sizeof(copy));
-	if ((err = shmq_validate_header(&copy, size)))
-		goto fail_unmap;
-	handle_init(q, base, size, fd, &copy);
-	if ((err = shmq_part_attach(q)))
-		goto fail_unmap;
-	*out = q;
+	memcpy(&m->hdr, base, sizeof(m->hdr));
+	if ((err = shmq_validate_header(&m->hdr, size))) {
+		munmap(base, size);
+		goto fail_close;
+	}
+	m->fd = fd;
+	m->base = base;
+	m->size = size;
+	memcpy(m->name, n, sizeof(n));
 	return 0;
 
-fail_unmap:
-	munmap(base, size);
 fail_close:
 	close(fd);
-fail_free:
-	free(q);
 	return err;
+}
+
+int shmq_open(const char *name, shmq_t **out)
+{
+	struct shmq_mapping m;
+	int err;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	shmq_t *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	if ((err = shmq_map_segment(name, 1, &m))) {
+		free(q);
+		return err;
+	}
+	memcpy(q->name, m.name, sizeof(q->name));
+	handle_init(q, m.base, m.size, m.fd, &m.hdr);
+	if ((err = shmq_part_attach(q))) {
+		munmap(m.base, m.size);
+		close(m.fd);
+		free(q);
+		return err;
+	}
+	*out = q;
+	return 0;
 }
 
 void shmq_close(shmq_t *q)

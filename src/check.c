@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check.c: fsck for a segment. Reports every broken invariant of the header, the slot words, the
+ * ticket counters, the participant records and the counters, through a callback, and keeps
+ * going: a corrupt segment gets a list, not a crash. Works on an image in memory (fuzzed, in
+ * tests) and on a live segment mapped read-only (writes nothing, takes no lock).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shmq_inspect.h"
+
+struct checker {
+	shmq_check_fn fn;
+	void *ctx;
+	int errors;
+	int muted; /* counting findings only (a slot about to be re-read) */
+	int found;
+	int live; /* other processes may be writing: re-read before reporting */
+	int fd;	  /* lock probes, -1 for an image */
+	const unsigned char *base;
+	uint64_t size;
+	struct shmq_hdr h; /* private copy */
+	uint32_t mask, max_payload;
+	uint64_t prod_tail, now;
+	const uint8_t *part_state; /* per record: its state byte, read once */
+};
+
+static void report(struct checker *c, int sev, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(struct checker *c, int sev, const char *fmt, ...)
+{
+	c->found++;
+	if (c->muted)
+		return;
+	char msg[320];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (sev == SHMQ_CHECK_ERROR)
+		c->errors++;
+	if (c->fn)
+		c->fn(c->ctx, sev, msg);
+}
+
+static void header_finding(void *ctx, const char *fmt, ...)
+{
+	struct checker *c = ctx;
+	char msg[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	report(c, SHMQ_CHECK_ERROR, "header: %s", msg);
+}
+
+static const struct shmq_slot *cslot(const struct checker *c, uint64_t i)
+{
+	return (const struct shmq_slot *)(c->base + c->h.slots_off + i * c->h.slot_size);
+}
+
+static const struct shmq_participant *cpart(const struct checker *c, uint32_t i)
+{
+	return (const struct shmq_participant *)(c->base + c->h.parts_off + (uint64_t)i * SHMQ_PART_SIZE);
+}
+
+static void check_slot(struct checker *c, uint32_t i, uint64_t w)
+{
+	const struct shmq_slot *s = cslot(c, i);
+	unsigned st = w_state(w), own = w_owner(w), d = w_deliv(w);
+	uint64_t t = w_ticket(w), cap = (uint64_t)c->mask + 1;
+	int msg_state = st == SLOT_READY || st == SLOT_LEASED || st == SLOT_DELAYED || w_dead_reason(st);
+
+	if (st > SLOT_DELAYED && !w_dead_reason(st)) {
+		report(c, SHMQ_CHECK_ERROR, "slot %u: state %u is not one shmq writes", i, st);
+		return;
+	}
+	if ((t & c->mask) != i)
+		report(c, SHMQ_CHECK_ERROR, "slot %u: ticket %llu belongs to slot %llu", i,
+		       (unsigned long long)t, (unsigned long long)(t & c->mask));
+	int64_t ahead = ticket_diff(t, c->prod_tail & W_TICKET_MASK);
+	if (st == SLOT_FREE && ahead >= (int64_t)cap)
+		report(c, SHMQ_CHECK_ERROR,
+		       "slot %u: free for ticket %llu, more than a lap past the next ticket %llu", i,
+		       (unsigned long long)t, (unsigned long long)c->prod_tail);
+	if (st != SLOT_FREE && ahead >= 0)
+		report(c, SHMQ_CHECK_ERROR,
+		       "slot %u: %s ticket %llu, which was never issued (next ticket %llu)", i,
+		       shmq_slot_kind_str(st <= SLOT_DELAYED ? st : SHMQ_SLOT_DEAD), (unsigned long long)t,
+		       (unsigned long long)c->prod_tail);
+	if (own > c->h.max_participants) {
+		report(c, SHMQ_CHECK_ERROR, "slot %u: owner %u is past the %u participant records", i, own,
+		       c->h.max_participants);
+		own = 0;
+	}
+	if ((st == SLOT_WRITING || st == SLOT_LEASED) && !own)
+		report(c, SHMQ_CHECK_ERROR, "slot %u: %s with no owner", i, shmq_slot_kind_str(st));
+	if ((st == SLOT_FREE || st == SLOT_WRITING || st == SLOT_READY) && d)
+		report(c, SHMQ_CHECK_ERROR, "slot %u: %s with %u deliveries", i, shmq_slot_kind_str(st), d);
+	if (st == SLOT_LEASED && (d < 1 || d > c->h.max_deliveries))
+		report(c, SHMQ_CHECK_ERROR, "slot %u: leased at delivery %u, outside 1..%u", i, d,
+		       c->h.max_deliveries);
+	if (st == SLOT_DELAYED && d >= c->h.max_deliveries)
+		report(c, SHMQ_CHECK_ERROR, "slot %u: waiting for delivery %u, past max deliveries %u", i,
+		       d + 1, c->h.max_deliveries);
+	if (msg_state && s->len > c->max_payload)
+		report(c, SHMQ_CHECK_ERROR, "slot %u: payload length %u is above the max payload %u", i,
+		       s->len, c->max_payload);
+	if ((st == SLOT_WRITING || st == SLOT_LEASED) && own) {
+		uint8_t ps = c->part_state[own - 1];
+		int alive = c->fd < 0 ? -1 : shmq_lock_probe(c->fd, own - 1);
+		if (ps != PART_ALIVE)
+			report(c, SHMQ_CHECK_WARNING,
+			       "slot %u: %s by participant %u, whose record is free (a reclaim pass repairs "
+			       "it)",
+			       i, shmq_slot_kind_str(st), own - 1);
+		else if (alive == 0)
+			report(c, SHMQ_CHECK_WARNING,
+			       "slot %u: %s by participant %u, whose process is gone (a reclaim pass repairs "
+			       "it)",
+			       i, shmq_slot_kind_str(st), own - 1);
+	}
+	if (st == SLOT_LEASED) {
+		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
+		if (lw_tag(lw) == d && lw_kind(lw) == LW_DEADLINE && lw_ms(lw) + 1000 < c->now)
+			report(c, SHMQ_CHECK_WARNING,
+			       "slot %u: lease expired %llu ms ago (a reclaim pass requeues it)", i,
+			       (unsigned long long)(c->now - lw_ms(lw)));
+	}
+}
+
+static void check_slots(struct checker *c, uint64_t counts[16])
+{
+	for (uint32_t i = 0; i <= c->mask; i++) {
+		const struct shmq_slot *s = cslot(c, i);
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		/* on a live queue, a finding in a slot that is changing (or about a ticket issued
+		 * since we read the tail) is its traffic: re-read both, report only what stays put */
+		for (int tries = 0; c->live && tries < 3; tries++) {
+			c->muted = 1;
+			c->found = 0;
+			check_slot(c, i, w);
+			c->muted = 0;
+			if (!c->found)
+				break;
+			const struct shmq_hdr *live = (const struct shmq_hdr *)c->base;
+			c->prod_tail = atomic_load_explicit(&live->prod_tail, memory_order_acquire);
+			uint64_t w2 = atomic_load_explicit(&s->word, memory_order_acquire);
+			if (w2 == w && tries > 0)
+				break;
+			w = w2;
+		}
+		check_slot(c, i, w);
+		counts[w_state(w)]++;
+	}
+}
+
+static void check_participants(struct checker *c, uint8_t *part_state)
+{
+	for (uint32_t i = 0; i < c->h.max_participants; i++) {
+		const struct shmq_participant *p = cpart(c, i);
+		uint64_t v = atomic_load_explicit(&p->state, memory_order_acquire);
+		part_state[i] = (uint8_t)(v & 0xff);
+		if ((v & 0xff) > PART_ALIVE) {
+			report(c, SHMQ_CHECK_ERROR, "participant %u: state %u is not free (0) or alive (1)",
+			       i, (unsigned)(v & 0xff));
+			continue;
+		}
+		if ((v & 0xff) == PART_ALIVE && p->pid <= 0)
+			report(c, SHMQ_CHECK_ERROR, "participant %u: alive with pid %d", i, p->pid);
+		uint64_t rcv = atomic_load_explicit(&p->counters[C_RECEIVED], memory_order_relaxed);
+		uint64_t settled = atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
+				   atomic_load_explicit(&p->counters[C_NACKED], memory_order_relaxed) +
+				   atomic_load_explicit(&p->counters[C_REJECTED], memory_order_relaxed);
+		/* a participant settles only deliveries it received (its lease tokens are its own),
+		 * and counts a receive before it can settle it */
+		if (settled > rcv)
+			report(c, SHMQ_CHECK_ERROR,
+			       "participant %u: settled %llu deliveries (acked + nacked + rejected) but "
+			       "received %llu",
+			       i, (unsigned long long)settled, (unsigned long long)rcv);
+	}
+}
+
+static void sum_counters(const struct checker *c, uint64_t tot[C_COUNT])
+{
+	memset(tot, 0, sizeof(uint64_t) * C_COUNT);
+	for (uint32_t i = 0; i < c->h.max_participants; i++)
+		for (int k = 0; k < C_COUNT; k++)
+			tot[k] += atomic_load_explicit(&cpart(c, i)->counters[k], memory_order_relaxed);
+}
+
+/* tot: the counters summed before the slot scan. On a live queue whose counters moved during
+ * the scan the balance cannot be judged: it is skipped. */
+static void check_balance(struct checker *c, const uint64_t counts[16], const uint64_t tot[C_COUNT])
+{
+	if (c->live) {
+		uint64_t again[C_COUNT];
+		sum_counters(c, again);
+		if (memcmp(again, tot, sizeof(again)))
+			return;
+	}
+	uint64_t present = counts[SLOT_READY] + counts[SLOT_LEASED] + counts[SLOT_DELAYED];
+	uint64_t dead = 0;
+	for (unsigned st = SLOT_DEAD_MAX; st < 16; st++)
+		dead += w_dead_reason(st) ? counts[st] : 0;
+	present += dead;
+	uint64_t gone = tot[C_ACKED] + tot[C_PURGED] + tot[C_DLQ_DROPPED];
+	if (tot[C_SENT] < gone || tot[C_SENT] - gone != present)
+		report(c, SHMQ_CHECK_WARNING,
+		       "counters: sent %llu - acked %llu - purged %llu - dropped %llu != %llu messages held "
+		       "(a "
+		       "process killed between an operation and its counter, or traffic during the check)",
+		       (unsigned long long)tot[C_SENT], (unsigned long long)tot[C_ACKED],
+		       (unsigned long long)tot[C_PURGED], (unsigned long long)tot[C_DLQ_DROPPED],
+		       (unsigned long long)present);
+	if (dead > c->h.dlq_max)
+		report(c, SHMQ_CHECK_WARNING,
+		       "dead letters: %llu held, above the %u kept (the next dead letter trims them)",
+		       (unsigned long long)dead, c->h.dlq_max);
+}
+
+static int check(struct checker *c)
+{
+	if (c->size < sizeof(struct shmq_hdr)) {
+		report(c, SHMQ_CHECK_ERROR, "header: segment is %llu bytes, smaller than the %u-byte header",
+		       (unsigned long long)c->size, SHMQ_HDR_SIZE);
+		return c->errors;
+	}
+	memcpy(&c->h, c->base, sizeof(c->h));
+	if (shmq_header_check(&c->h, c->size, header_finding, c))
+		return c->errors; /* nothing past the header can be located */
+	c->mask = c->h.capacity - 1;
+	c->max_payload = c->h.slot_size - SHMQ_SLOT_HEADER;
+	c->now = now_ms();
+	const struct shmq_hdr *live = (const struct shmq_hdr *)c->base;
+	uint64_t head = atomic_load_explicit(&live->cons_head, memory_order_acquire);
+	c->prod_tail = atomic_load_explicit(&live->prod_tail, memory_order_acquire);
+	/* cons_head is read first: on a live queue prod_tail only grows after it */
+	if (head > c->prod_tail)
+		report(c, SHMQ_CHECK_ERROR, "tickets: consumer head %llu is past the producer tail %llu",
+		       (unsigned long long)head, (unsigned long long)c->prod_tail);
+
+	uint8_t part_state[SHMQ_MAX_PARTICIPANTS];
+	c->part_state = part_state;
+	check_participants(c, part_state);
+	uint64_t counts[16] = {0}, tot[C_COUNT];
+	sum_counters(c, tot);
+	check_slots(c, counts);
+	check_balance(c, counts, tot);
+	return c->errors;
+}
+
+int shmq_check_image(const void *image, size_t len, shmq_check_fn fn, void *ctx)
+{
+	if (!image && len)
+		return -EINVAL;
+	struct checker c = {.fn = fn, .ctx = ctx, .fd = -1, .base = image, .size = len};
+	return check(&c);
+}
+
+int shmq_check_name(const char *name, shmq_check_fn fn, void *ctx)
+{
+	char n[SHMQ_NAME_MAX + 2];
+	struct stat st;
+	int err = shmq_normalize_name(name, n, sizeof(n));
+	if (err)
+		return err;
+	int fd = shm_open(n, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	struct checker c = {.fn = fn, .ctx = ctx, .fd = fd, .live = 1, .size = (uint64_t)st.st_size};
+	void *base = NULL;
+	if (st.st_size > 0) {
+		base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		if (base == MAP_FAILED) {
+			err = -errno;
+			close(fd);
+			return err;
+		}
+	}
+	c.base = base;
+	int r = check(&c);
+	if (base)
+		munmap(base, (size_t)st.st_size);
+	close(fd);
+	return r;
+}

@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inspect.c: read-only views for tools. A view reads a segment through a PROT_READ mapping (or
+ * an image in memory) and writes nothing to it: no participant record, no lock, no counter. Its
+ * bounds come from a validated private copy of the header, never from the live one.
+ * shmq_stats() is a snapshot through a view of the caller's own handle.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "shmq_inspect.h"
+
+struct shmq_view {
+	const unsigned char *base;
+	uint64_t size;
+	const struct shmq_hdr *hdr; /* the live header: read only its atomics, never its bounds */
+	struct shmq_hdr copy;	    /* validated: the config and every bound come from here */
+	const unsigned char *slots;
+	const unsigned char *parts;
+	uint32_t mask, slot_size, max_payload, max_parts;
+	int fd;	       /* for liveness probes; -1: an image (liveness unknown) */
+	uint32_t self; /* record index + 1 of the caller's own handle: alive without a probe */
+	int mapped;    /* 1: unmap and close on shmq_view_close */
+};
+
+static void view_init(struct shmq_view *v, const void *base, uint64_t size, const struct shmq_hdr *copy,
+		      int fd)
+{
+	memset(v, 0, sizeof(*v));
+	v->base = base;
+	v->size = size;
+	v->hdr = base;
+	v->copy = *copy;
+	v->slots = v->base + copy->slots_off;
+	v->parts = v->base + copy->parts_off;
+	v->mask = copy->capacity - 1;
+	v->slot_size = copy->slot_size;
+	v->max_payload = copy->slot_size - SHMQ_SLOT_HEADER;
+	v->max_parts = copy->max_participants;
+	v->fd = fd;
+}
+
+int shmq_view_open(const char *name, shmq_view_t **out)
+{
+	struct shmq_mapping m;
+	int err;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	struct shmq_view *v = malloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	if ((err = shmq_map_segment(name, 0, &m))) {
+		free(v);
+		return err;
+	}
+	view_init(v, m.base, m.size, &m.hdr, m.fd);
+	v->mapped = 1;
+	*out = v;
+	return 0;
+}
+
+int shmq_view_image(const void *image, size_t len, shmq_view_t **out)
+{
+	struct shmq_hdr copy;
+	int err;
+	if (!out || !image)
+		return -EINVAL;
+	*out = NULL;
+	if (len < sizeof(copy))
+		return -EPROTO;
+	memcpy(&copy, image, sizeof(copy));
+	if ((err = shmq_validate_header(&copy, len)))
+		return err;
+	struct shmq_view *v = malloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	view_init(v, image, len, &copy, -1);
+	*out = v;
+	return 0;
+}
+
+void shmq_view_close(shmq_view_t *v)
+{
+	if (!v)
+		return;
+	if (v->mapped) {
+		munmap((void *)v->base, v->size);
+		close(v->fd);
+	}
+	free(v);
+}
+
+static const struct shmq_slot *vslot(const struct shmq_view *v, uint64_t i)
+{
+	return (const struct shmq_slot *)(v->slots + (i & v->mask) * (uint64_t)v->slot_size);
+}
+
+static const struct shmq_participant *vpart(const struct shmq_view *v, uint32_t i)
+{
+	return (const struct shmq_participant *)(v->parts + (uint64_t)i * SHMQ_PART_SIZE);
+}
+
+/* 1 alive, 0 gone, -1 unknown (an image, or the probe failed) */
+static int vprobe(const struct shmq_view *v, uint32_t i)
+{
+	if (v->self && i + 1 == v->self)
+		return 1; /* our own lock never conflicts with our own description */
+	return v->fd < 0 ? -1 : shmq_lock_probe(v->fd, i);
+}
+
+const char *shmq_slot_kind_str(unsigned kind)
+{
+	static const char *const names[] = {"free",    "writing", "ready",  "leased",
+					    "delayed", "dead",	  "invalid"};
+	return kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "invalid";
+}
+
+static unsigned kind_of(unsigned state)
+{
+	if (state <= SLOT_DELAYED)
+		return state; /* enum shmq_slot_kind mirrors the live states */
+	return w_dead_reason(state) ? SHMQ_SLOT_DEAD : SHMQ_SLOT_INVALID;
+}
+
+static int64_t ms_until(uint64_t when, uint64_t now)
+{
+	return when >= now ? (int64_t)(when - now) : -(int64_t)(now - when);
+}
+
+static uint64_t age_ms(uint64_t enqueued_ns, uint64_t now)
+{
+	uint64_t e = enqueued_ns / 1000000;
+	return now > e ? now - e : 0;
+}
+
+int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void *buf, size_t bufsz)
+{
+	if (!v || !out || i > v->mask || (!buf && bufsz))
+		return -EINVAL;
+	const struct shmq_slot *s = vslot(v, i);
+	uint64_t now = now_ms();
+	memset(out, 0, sizeof(*out));
+	for (int tries = 0; tries < 4; tries++) {
+		/* acquire: pairs with the release/seq_cst CAS that published what the word says, so
+		 * the fields below are at least that fresh */
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+		unsigned st = w_state(w);
+		uint32_t len = s->len;
+		memset(out, 0, sizeof(*out));
+		out->slot = i;
+		out->kind = kind_of(st);
+		out->dead_reason = w_dead_reason(st);
+		out->deliveries = w_deliv(w);
+		out->owner = w_owner(w) <= v->max_parts ? w_owner(w) : 0;
+		if (out->owner)
+			out->owner_pid = vpart(v, out->owner - 1)->pid;
+		if (st != SLOT_FREE && st != SLOT_WRITING) {
+			out->id = s->id;
+			out->enqueued_ns = s->enqueued_ns;
+			out->age_ms = age_ms(out->enqueued_ns, now);
+			out->len = len <= v->max_payload ? len : v->max_payload; /* never trust it */
+			out->copied = out->len < bufsz ? out->len : (uint32_t)bufsz;
+			if (out->copied)
+				memcpy(buf, slot_payload((struct shmq_slot *)s), out->copied);
+		}
+		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
+		if (st == SLOT_LEASED && lw_tag(lw) == w_deliv(w) && lw_kind(lw) == LW_DEADLINE)
+			out->due_in_ms = ms_until(lw_ms(lw), now);
+		else if (st == SLOT_DELAYED)
+			out->due_in_ms = ms_until(lw_due(lw, w_deliv(w), now), now);
+		/* seqlock-style: the fields were read between two loads of the same word. The fence
+		 * orders the field loads before the second word load. */
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&s->word, memory_order_relaxed) == w)
+			return 0;
+	}
+	out->torn = 1;
+	return 0;
+}
+
+/* Counters and ticket counters that move with every operation: a pass that saw them change
+ * raced with traffic. */
+static uint64_t activity(const struct shmq_view *v)
+{
+	uint64_t sum = atomic_load_explicit(&v->hdr->prod_tail, memory_order_acquire) * 31 +
+		       atomic_load_explicit(&v->hdr->cons_head, memory_order_acquire);
+	for (uint32_t i = 0; i < v->max_parts; i++) {
+		const struct shmq_participant *p = vpart(v, i);
+		sum += atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
+		       atomic_load_explicit(&p->counters[C_NACKED], memory_order_relaxed) +
+		       atomic_load_explicit(&p->counters[C_RETRIED], memory_order_relaxed) +
+		       atomic_load_explicit(&p->counters[C_DEAD_LETTERED], memory_order_relaxed);
+	}
+	return sum;
+}
+
+static const char *role_of(const uint64_t *c)
+{
+	int prod = c[C_SENT] > 0, cons = c[C_RECEIVED] > 0;
+	if (prod && cons)
+		return "producer+consumer";
+	if (prod)
+		return "producer";
+	if (cons)
+		return "consumer";
+	return c[C_RECLAIM_PASSES] ? "watchdog" : "idle";
+}
+
+static void fill_totals(struct shmq_stats *st, const uint64_t *c)
+{
+	st->sent = c[C_SENT];
+	st->received = c[C_RECEIVED];
+	st->acked = c[C_ACKED];
+	st->nacked = c[C_NACKED];
+	st->redelivered = c[C_REDELIVERED];
+	st->extended = c[C_EXTENDED];
+	st->stale = c[C_STALE];
+	st->reclaimed_expired = c[C_RECL_EXPIRED];
+	st->reclaimed_dead_owner = c[C_RECL_DEAD_OWNER];
+	st->retired_writes = c[C_RETIRED_WRITES];
+	st->dead_lettered = c[C_DEAD_LETTERED];
+	st->producer_waits = c[C_PROD_WAITS];
+	st->consumer_waits = c[C_CONS_WAITS];
+	st->rejected = c[C_REJECTED];
+	st->redriven = c[C_REDRIVEN];
+	st->purged = c[C_PURGED];
+	st->dlq_dropped = c[C_DLQ_DROPPED];
+	st->retried = c[C_RETRIED];
+	st->reclaim_passes = c[C_RECLAIM_PASSES];
+}
+
+/* One pass: depths from the slot words, per-owner holdings, then the records and counters. */
+static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
+			 struct shmq_participant_info *parts, unsigned max, uint32_t *leases,
+			 uint32_t *writing)
+{
+	const struct shmq_hdr *h = &v->copy;
+	struct shmq_stats *st = &s->stats;
+	memset(s, 0, sizeof(*s));
+	memset(leases, 0, sizeof(uint32_t) * v->max_parts);
+	memset(writing, 0, sizeof(uint32_t) * v->max_parts);
+	s->now_ms = now_ms();
+	s->creator_pid = h->creator_pid;
+	s->created_ns = h->created_ns;
+	shmq_hdr_config(h, &st->config);
+	st->max_payload = v->max_payload;
+	st->segment_bytes = v->size;
+	st->dlq_max = h->dlq_max;
+	s->prod_tail = atomic_load_explicit(&v->hdr->prod_tail, memory_order_acquire);
+	s->cons_head = atomic_load_explicit(&v->hdr->cons_head, memory_order_acquire);
+	st->next_id = s->prod_tail;
+
+	uint64_t oldest_ns = UINT64_MAX;
+	for (uint64_t i = 0; i <= v->mask; i++) {
+		const struct shmq_slot *sl = vslot(v, i);
+		uint64_t w = atomic_load_explicit(&sl->word, memory_order_acquire);
+		unsigned own = w_owner(w);
+		switch (w_state(w)) {
+		case SLOT_FREE:
+			st->free_slots++;
+			break;
+		case SLOT_WRITING:
+			st->writing++;
+			if (own && own <= v->max_parts)
+				writing[own - 1]++;
+			break;
+		case SLOT_READY: {
+			st->ready++;
+			uint64_t e = sl->enqueued_ns;
+			if (e < oldest_ns) {
+				oldest_ns = e;
+				s->oldest_ready_id = sl->id;
+			}
+			break;
+		}
+		case SLOT_LEASED:
+			st->inflight++;
+			if (own && own <= v->max_parts)
+				leases[own - 1]++;
+			break;
+		case SLOT_DELAYED:
+			st->delayed++;
+			break;
+		default:
+			if (w_is_dead(w))
+				st->dead++;
+			break;
+		}
+	}
+	if (st->ready)
+		s->oldest_ready_age_ms = age_ms(oldest_ns, s->now_ms);
+
+	uint64_t tot[C_COUNT] = {0};
+	unsigned n = 0;
+	for (uint32_t i = 0; i < v->max_parts; i++) {
+		const struct shmq_participant *p = vpart(v, i);
+		uint64_t c[C_COUNT];
+		for (int k = 0; k < C_COUNT; k++) {
+			c[k] = atomic_load_explicit(&p->counters[k], memory_order_relaxed);
+			tot[k] += c[k];
+		}
+		/* acquire: pairs with attach's CAS, so pid and times belong to this claim */
+		uint64_t ps = atomic_load_explicit(&p->state, memory_order_acquire);
+		if ((ps & 0xff) != PART_ALIVE)
+			continue;
+		int alive = vprobe(v, i);
+		if (alive != 0)
+			st->participants++;
+		else
+			s->dead_participants++;
+		if (n < max)
+			parts[n] = (struct shmq_participant_info){
+				.index = i,
+				.pid = p->pid,
+				.alive = alive,
+				.leases = leases[i],
+				.writing = writing[i],
+				.attached_ms = p->attached_ms,
+				.last_active_ms =
+					atomic_load_explicit(&p->last_active_ms, memory_order_relaxed),
+				.sent = c[C_SENT],
+				.received = c[C_RECEIVED],
+				.acked = c[C_ACKED],
+				.nacked = c[C_NACKED],
+				.rejected = c[C_REJECTED],
+				.reclaim_passes = c[C_RECLAIM_PASSES],
+				.role = role_of(c),
+			};
+		n++;
+	}
+	fill_totals(st, tot);
+	s->records = n;
+	return (int)n;
+}
+
+static int snapshot(const struct shmq_view *v, struct shmq_snapshot *s, struct shmq_participant_info *parts,
+		    unsigned max)
+{
+	uint32_t *hold = malloc(2 * sizeof(uint32_t) * v->max_parts);
+	if (!hold)
+		return -ENOMEM;
+	int n = 0;
+	for (uint32_t tries = 1; tries <= SHMQ_SNAPSHOT_TRIES; tries++) {
+		uint64_t before = activity(v);
+		n = snapshot_pass(v, s, parts, max, hold, hold + v->max_parts);
+		s->tries = tries;
+		s->consistent = activity(v) == before;
+		if (s->consistent)
+			break;
+	}
+	free(hold);
+	return n;
+}
+
+int shmq_view_snapshot(shmq_view_t *v, struct shmq_snapshot *s, struct shmq_participant_info *parts,
+		       unsigned max)
+{
+	if (!v || !s || (!parts && max))
+		return -EINVAL;
+	return snapshot(v, s, parts, max);
+}
+
+int shmq_stats(shmq_t *q, struct shmq_stats *st)
+{
+	struct shmq_view v;
+	struct shmq_snapshot s;
+	struct shmq_hdr h;
+	if (!q || !st)
+		return -EINVAL;
+	/* the config fields of the header are immutable; the bounds come from the handle, which
+	 * validated them at open */
+	memcpy(&h, q->hdr, sizeof(h));
+	h.capacity = q->mask + 1;
+	h.slot_size = q->slot_size;
+	h.max_participants = q->max_parts;
+	h.parts_off = (uint64_t)(q->parts - q->base);
+	h.slots_off = (uint64_t)(q->slots - q->base);
+	h.dlq_max = q->dlq_max;
+	view_init(&v, q->base, q->size, &h, q->fd);
+	v.self = q->me ? q->owner : 0;
+	int n = snapshot(&v, &s, NULL, 0);
+	if (n < 0)
+		return n;
+	*st = s.stats;
+	return 0;
+}
