@@ -98,10 +98,9 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 	if (own > c->h.max_participants) {
 		report(c, SHMQ_CHECK_ERROR, "slot %u: owner %u is past the %u participant records", i, own,
 		       c->h.max_participants);
-		own = 0;
-	}
-	if ((st == SLOT_WRITING || st == SLOT_LEASED) && !own)
+	} else if ((st == SLOT_WRITING || st == SLOT_LEASED) && !own) {
 		report(c, SHMQ_CHECK_ERROR, "slot %u: %s with no owner", i, shmq_slot_kind_str(st));
+	}
 	if ((st == SLOT_FREE || st == SLOT_WRITING || st == SLOT_READY) && d)
 		report(c, SHMQ_CHECK_ERROR, "slot %u: %s with %u deliveries", i, shmq_slot_kind_str(st), d);
 	if (st == SLOT_LEASED && (d < 1 || d > c->h.max_deliveries))
@@ -113,7 +112,7 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 	if (msg_state && s->len > c->max_payload)
 		report(c, SHMQ_CHECK_ERROR, "slot %u: payload length %u is above the max payload %u", i,
 		       s->len, c->max_payload);
-	if ((st == SLOT_WRITING || st == SLOT_LEASED) && own) {
+	if ((st == SLOT_WRITING || st == SLOT_LEASED) && own && own <= c->h.max_participants) {
 		uint8_t ps = c->part_state[own - 1];
 		int alive = c->fd < 0 ? -1 : shmq_lock_probe(c->fd, own - 1);
 		if (ps != PART_ALIVE)

@@ -205,3 +205,47 @@ int cli_flush_stdout(const char *cmd)
 	return cli_error(CLI_FAIL, cmd, "cannot write to standard output: %s",
 			 errno ? strerror(errno) : "write error");
 }
+
+void cli_put_preview(const void *data, size_t n, size_t max)
+{
+	const unsigned char *p = data;
+	size_t k = n < max ? n : max;
+	for (size_t i = 0; i < k; i++)
+		putchar(p[i] >= 0x20 && p[i] <= 0x7e ? p[i] : '.');
+	if (k < n)
+		fputs("...", stdout);
+}
+
+int cli_view_open(const char *cmd, const char *name, shmq_view_t **v)
+{
+	int err = shmq_view_open(name, v);
+	if (err == -ENOENT)
+		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", name);
+	if (err == -EAGAIN)
+		return cli_error(
+			CLI_FAIL, cmd,
+			"cannot open queue '%s': it is not initialised (its creator is still at it, or "
+			"died before it finished)",
+			name);
+	if (err == -EPROTO)
+		return cli_error(
+			CLI_FAIL, cmd,
+			"'%s' is not a usable shmq segment (foreign or corrupted): try 'shmq check %s'", name,
+			name);
+	if (err)
+		return cli_error(CLI_FAIL, cmd, "cannot open queue '%s': %s", name, cli_strerror(err));
+	return 0;
+}
+
+void cli_put_json_bytes(const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '"' || p[i] == '\\')
+			printf("\\%c", p[i]);
+		else if (p[i] < 0x20 || p[i] > 0x7e)
+			printf("\\u%04x", p[i]);
+		else
+			putchar(p[i]);
+	}
+}

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "shmq.h"
+#include "shmq_inspect.h"
 
 #define CLI_OK 0
 #define CLI_FAIL 1  /* runtime failure: no such queue, queue full past the timeout, write error */
@@ -63,6 +64,16 @@ const char *cli_strerror(int err);
 /* shmq_open with a readable error; returns 0 or CLI_FAIL. */
 int cli_open(const char *cmd, const char *name, shmq_t **q);
 
+/* shmq_view_open (read-only: no participant record, no lock) with a readable error; 0 or CLI_FAIL. */
+int cli_view_open(const char *cmd, const char *name, shmq_view_t **v);
+
+/* The first max bytes of a payload for a terminal, non-printables as '.', "..." if cut. */
+void cli_put_preview(const void *data, size_t n, size_t max);
+
+/* A payload as JSON string content (no quotes): printable ASCII as is, every other byte as
+ * \u00XX (bytes, not UTF-8 decoding: a payload is bytes, and each stays visible and valid JSON). */
+void cli_put_json_bytes(const void *data, size_t n);
+
 /* Flushes stdout; on a write error (EPIPE included: SIGPIPE is ignored) prints it and returns
  * CLI_FAIL. */
 int cli_flush_stdout(const char *cmd);
@@ -79,5 +90,11 @@ int cmd_recv(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_watchdog(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
+int cmd_peek(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* stat_watch.c: `stat --watch`: refreshes every interval_ms until q, SIGINT or SIGTERM, or after
+ * `refreshes` frames (0: no limit). */
+int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t refreshes);
 
 #endif

@@ -48,30 +48,6 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* The payload as JSON string content: printable ASCII as is, the rest as \u00XX (bytes, not
- * UTF-8 decoding: a payload is bytes, and this keeps every one of them visible and valid JSON). */
-static void put_json_bytes(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '"' || p[i] == '\\')
-			printf("\\%c", p[i]);
-		else if (p[i] < 0x20 || p[i] > 0x7e)
-			printf("\\u%04x", p[i]);
-		else
-			putchar(p[i]);
-	}
-}
-
-/* The first bytes of a payload for a terminal: non-printables as '.'. */
-static void put_preview(const unsigned char *p, size_t n)
-{
-	size_t k = n < PREVIEW_BYTES ? n : PREVIEW_BYTES;
-	for (size_t i = 0; i < k; i++)
-		putchar(p[i] >= 0x20 && p[i] <= 0x7e ? p[i] : '.');
-	if (k < n)
-		fputs("...", stdout);
-}
-
 static int list(const char *cmd, shmq_t *q, const char *name, int json)
 {
 	struct shmq_stats st;
@@ -101,7 +77,7 @@ static int list(const char *cmd, shmq_t *q, const char *name, int json)
 			       i ? "," : "", (unsigned long long)d->id, shmq_dead_reason_str(d->reason),
 			       d->deliveries, d->last_pid,
 			       (unsigned long long)(now > d->dead_ms ? now - d->dead_ms : 0), d->len);
-			put_json_bytes(d->data, d->len);
+			cli_put_json_bytes(d->data, d->len);
 			printf("\"}");
 		}
 		printf("%s]\n", shown ? "\n" : "");
@@ -118,7 +94,7 @@ static int list(const char *cmd, shmq_t *q, const char *name, int json)
 				 (double)(now > d->dead_ms ? now - d->dead_ms : 0) / 1000.0);
 			printf("%-12llu %-16s %10u %8d %10s  ", (unsigned long long)d->id,
 			       shmq_dead_reason_str(d->reason), d->deliveries, d->last_pid, age);
-			put_preview(d->data, d->len);
+			cli_put_preview(d->data, d->len, PREVIEW_BYTES);
 			putchar('\n');
 		}
 	}

@@ -2,10 +2,40 @@
 /* cmd_stat.c: `shmq stat`: formats one shmq_stats() snapshot; computes nothing of its own. */
 #include "cli.h"
 
+enum {
+	O_WATCH = CLI_OPT_BASE,
+	O_INTERVAL,
+	O_REFRESHES,
+};
+
 static const struct option stat_opts[] = {
+	{"watch", no_argument, NULL, O_WATCH},
+	{"interval-ms", required_argument, NULL, O_INTERVAL},
+	{"refreshes", required_argument, NULL, O_REFRESHES},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
+
+struct stat_opts {
+	int watch, has_interval, has_refreshes;
+	uint64_t interval_ms, refreshes;
+};
+
+static int stat_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	struct stat_opts *o = ctx;
+	switch (opt) {
+	case O_WATCH:
+		o->watch = 1;
+		return 0;
+	case O_INTERVAL:
+		o->has_interval = 1;
+		return cli_opt_range(cmd, "--interval-ms", arg, 10, 3600000, &o->interval_ms);
+	default:
+		o->has_refreshes = 1;
+		return cli_opt_range(cmd, "--refreshes", arg, 1, UINT32_MAX, &o->refreshes);
+	}
+}
 
 static void num(const char *label, uint64_t v) { printf("  %-24s %llu\n", label, (unsigned long long)v); }
 
@@ -79,11 +109,16 @@ int cmd_stat(int argc, char **argv)
 	const char *cmd = "stat";
 	struct shmq_stats st;
 	struct cli_args a;
+	struct stat_opts o = {.interval_ms = 1000};
 	shmq_t *q;
 	int r;
 
-	if ((r = cli_parse(cmd, argc, argv, stat_opts, NULL, NULL, &a)) || (r = cli_no_rest(cmd, &a)))
+	if ((r = cli_parse(cmd, argc, argv, stat_opts, stat_opt, &o, &a)) || (r = cli_no_rest(cmd, &a)))
 		return r;
+	if ((o.has_interval || o.has_refreshes) && !o.watch)
+		return cli_error(CLI_USAGE, cmd, "--interval-ms and --refreshes apply only to --watch");
+	if (o.watch)
+		return stat_watch(cmd, a.name, o.interval_ms, o.has_refreshes ? o.refreshes : 0);
 	if ((r = cli_open(cmd, a.name, &q)))
 		return r;
 	if ((r = shmq_stats(q, &st))) {

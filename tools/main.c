@@ -57,9 +57,31 @@ static const struct cli_cmd cmds[] = {
 	 "                         then the next recv delivers it again (a delivery that counts\n"
 	 "                         toward --max-deliveries)\n"},
 	{"stat", cmd_stat,
-	 "stat NAME\n"
+	 "stat NAME [--watch [--interval-ms MS] [--refreshes N]]\n"
 	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"
-	 "    being written, free), live participants and counters.\n"},
+	 "    being written, free), live participants and counters. Read-only: maps the segment\n"
+	 "    PROT_READ, takes no participant record and no lock.\n"
+	 "    --watch              a live view refreshed in place, with rates per second between\n"
+	 "                         refreshes; q, Ctrl-C or SIGTERM quits and restores the terminal\n"
+	 "    --interval-ms MS     time between refreshes, 10 to 3600000 (default 1000)\n"
+	 "    --refreshes N        quit after N refreshes (default: until asked)\n"},
+	{"peek", cmd_peek,
+	 "peek NAME [--count N] [--inflight] [--hex | --json]\n"
+	 "    Show the messages waiting (ready, or delayed for redelivery), oldest first, without\n"
+	 "    receiving them: id, state, deliveries, age, time left before redelivery, size and\n"
+	 "    payload (printable bytes as text, the rest as '.'). Read-only, like stat.\n"
+	 "    --count N            show at most N (default 10)\n"
+	 "    --inflight           also leased messages, with the holder's pid and lease time left\n"
+	 "    --hex                the whole payload as a hex dump under each row\n"
+	 "    --json               one JSON object: {queue, waiting, messages: [...]}\n"},
+	{"check", cmd_check,
+	 "check NAME\n"
+	 "    Check the segment's consistency (fsck): header, every slot's state word, the ticket\n"
+	 "    counters, participant records and counters that must agree. Prints each finding,\n"
+	 "    then a verdict. Read-only; on a live queue, findings in slots that change while\n"
+	 "    checked are re-read, so traffic is not reported. Exit status 0: sound (warnings,\n"
+	 "    such as leases of a dead process a reclaim pass will requeue, allowed); 3: errors\n"
+	 "    (the segment is corrupt); 1: could not check.\n"},
 	{"watchdog", cmd_watchdog,
 	 "watchdog NAME... [--interval-ms MS] [--once]\n"
 	 "    Run the recovery pass over each queue every MS (default 50) until SIGINT or SIGTERM:\n"
