@@ -40,6 +40,9 @@ extern "C" {
 #define SHMQ_SLOT_SIZE_MAX (1u << 24)
 #define SHMQ_MAX_DELIVERIES_MAX 255
 #define SHMQ_MAX_PARTICIPANTS 1024 /* processes (handles) attached at once */
+#define SHMQ_KEY_MAX 64		   /* longest idempotency key, bytes */
+#define SHMQ_DEDUP_ENTRIES_MAX (1u << 22)
+#define SHMQ_DUPLICATE 1 /* shmq_send_keyed: not enqueued, the key was sent within the window */
 
 typedef struct shmq shmq_t; /* opaque: one process's handle on one mapped queue */
 
@@ -58,6 +61,13 @@ struct shmq_config {
 				       * dead consumer's messages come back with no watchdog running
 				       * (default 100, at most 3600000); 0: only shmq_reclaim / `shmq
 				       * watchdog` do it */
+	uint32_t dedup_window_ms;     /* how long a key is remembered: a keyed send repeating it within
+				       * this is not enqueued, and a "done" record answers for this
+				       * long (default 120000; 0: no dedup table, keyed calls get
+				       * -ENOTSUP) */
+	uint32_t dedup_entries;	      /* dedup table entries, a power of two (0: 2 x capacity, at least
+				       * 64). When every entry a key may use (16 from its hash) holds
+				       * a live key, the oldest of them is evicted (counted). */
 };
 
 /* Why a message was dead-lettered. */
@@ -93,6 +103,8 @@ struct shmq_msg {
 	uint64_t enqueued_ns; /* CLOCK_MONOTONIC_COARSE at send, in ns (resolution: a kernel tick, 1-4 ms) */
 	uint32_t slot;	      /* opaque lease token ... */
 	uint64_t token;	      /* ... do not modify */
+	const void *key;      /* the idempotency key it was sent with (shmq_send_keyed), or NULL */
+	uint32_t key_len;
 };
 
 /* A zero-copy send in progress: shmq_send_reserve() fills it, the caller writes up to `cap`
@@ -139,6 +151,11 @@ struct shmq_stats {
 	uint32_t dlq_max;
 	uint64_t retried;	 /* requeued for a later delivery: nack, expiry or dead owner */
 	uint64_t reclaim_passes; /* shmq_reclaim passes run (by receivers, watchdogs, callers) */
+	uint64_t duplicates;	 /* keyed sends not enqueued (key seen within the window) */
+	uint64_t dedup_evicted;	 /* live keys evicted early because the table was full */
+	uint64_t done_marked;	 /* "work done" records written */
+	uint64_t done_hits;	 /* done checks that found the work done already */
+	uint64_t dedup_live;	 /* dedup entries holding a key within its window */
 };
 
 void shmq_config_init(struct shmq_config *cfg);
@@ -166,6 +183,30 @@ int shmq_unlink(const char *name);
 /* Copies one message in. -EMSGSIZE if len > max payload, -EAGAIN if the queue stayed full for
  * timeout_ms, -ETIMEDOUT never (full is -EAGAIN), -EINVAL on bad arguments. Any thread, any process. */
 int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms);
+
+/* Sends with an idempotency key (1..SHMQ_KEY_MAX bytes), like JetStream's Nats-Msg-Id or SQS
+ * FIFO's deduplication id: if a send with the same key was accepted within dedup_window_ms, the
+ * message is not enqueued and SHMQ_DUPLICATE (1) is returned. 0: enqueued. *id (if not NULL)
+ * gets the new message's id, or the first one's for a duplicate. The key travels with the
+ * message (shmq_msg.key) and takes room from its payload: len + key_len <= max payload.
+ * Two concurrent sends of one key enqueue it once: the second waits while the first is in
+ * progress. A sender killed while sending a key leaves a claim that the next send of that key
+ * takes over; the message is enqueued again unless the dead sender's copy is still in the queue
+ * (at least once: never lost, rarely twice). -ENOTSUP if the queue has no dedup table; other
+ * errors as shmq_send. */
+int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data, size_t len, int timeout_ms,
+		    uint64_t *id);
+
+/* Consumer-side idempotency. Work whose side effects are done but not yet acked when its
+ * consumer dies is delivered again; a "done" record lets any consumer recognise it and just ack.
+ * shmq_ack_done records m as done (by its key, or by its id if it has none), then acks it: call it
+ * after the side effects. shmq_is_done: 1 if m was recorded done within dedup_window_ms (ack it
+ * without redoing the work), 0 if not. The _key variants do the same for an application key
+ * (1..SHMQ_KEY_MAX bytes). Records survive any process crash; they expire after the window. */
+int shmq_ack_done(shmq_t *q, struct shmq_msg *m);
+int shmq_is_done(shmq_t *q, const struct shmq_msg *m);
+int shmq_done_mark(shmq_t *q, const void *key, size_t key_len);
+int shmq_done_check(shmq_t *q, const void *key, size_t key_len);
 
 /* Zero-copy send: reserve a slot for up to `len` bytes (-EMSGSIZE, -EAGAIN as shmq_send), write
  * into r->data, then commit `len` (<= reserved) bytes, or abort. A reservation not committed by a

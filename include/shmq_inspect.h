@@ -75,6 +75,8 @@ struct shmq_slot_info {
 	uint64_t age_ms;      /* now - enqueued (0 if the clock says it is in the future) */
 	int64_t due_in_ms;    /* LEASED: lease deadline - now; DELAYED: redelivery time - now; else 0 */
 	uint32_t torn;	      /* 1: the slot kept changing while read; fields may mix two states */
+	uint32_t key_len;     /* idempotency key it was sent with (shmq_send_keyed), 0: none */
+	unsigned char key[SHMQ_KEY_MAX];
 };
 
 /* Reads slot i (0 <= i < capacity) into *out, and up to bufsz payload bytes into buf (buf may be

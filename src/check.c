@@ -226,6 +226,38 @@ static void check_balance(struct checker *c, const uint64_t counts[16], const ui
 		       (unsigned long long)dead, c->h.dlq_max);
 }
 
+static void check_dedup(struct checker *c)
+{
+	const unsigned char *table = c->base + c->h.dedup_off;
+	for (uint32_t i = 0; i < c->h.dedup_entries; i++) {
+		const struct shmq_dedup_entry *e =
+			(const void *)(table + (uint64_t)i * SHMQ_DEDUP_ENTRY_SIZE);
+		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+		unsigned st = de_state(w), own = de_owner(w);
+		if (st == DE_EMPTY)
+			continue;
+		if (st > DE_VALID || de_kind(w) > DK_DONE_ID) {
+			report(c, SHMQ_CHECK_ERROR,
+			       "dedup entry %u: state %u / kind %u is not one shmq writes", i, st,
+			       de_kind(w));
+			continue;
+		}
+		if (own > c->h.max_participants || (st == DE_CLAIMED && !own))
+			report(c, SHMQ_CHECK_ERROR, "dedup entry %u: owner %u is not a participant record", i,
+			       own);
+		else if (st == DE_CLAIMED && c->fd >= 0 && shmq_lock_probe(c->fd, own - 1) == 0)
+			report(c, SHMQ_CHECK_WARNING,
+			       "dedup entry %u: claimed by participant %u, whose process is gone (the next "
+			       "use of its "
+			       "key takes it over)",
+			       i, own - 1);
+		/* a claim writes the key after its CAS: only a recorded entry must hold a sane one */
+		if (st == DE_VALID && (e->key_len == 0 || e->key_len > SHMQ_KEY_MAX))
+			report(c, SHMQ_CHECK_ERROR, "dedup entry %u: key length %u outside 1..%u", i,
+			       e->key_len, SHMQ_KEY_MAX);
+	}
+}
+
 static int check(struct checker *c)
 {
 	if (c->size < sizeof(struct shmq_hdr)) {
@@ -253,6 +285,7 @@ static int check(struct checker *c)
 	uint64_t counts[16] = {0}, tot[C_COUNT];
 	sum_counters(c, tot);
 	check_slots(c, counts);
+	check_dedup(c);
 	check_balance(c, counts, tot);
 	return c->errors;
 }

@@ -84,10 +84,10 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 		return n;
 	for (unsigned i = 0; i < (unsigned)n && i < max; i++) {
 		struct shmq_slot *s = slot_at(q, v[i].slot);
-		uint32_t len = s->len;
+		uint32_t kl = slot_key_len(s, q->max_payload);
 		out[i] = (struct shmq_dead_letter){
-			.data = slot_payload(s),
-			.len = len <= q->max_payload ? len : q->max_payload,
+			.data = slot_payload(s) + kl,
+			.len = slot_data_len(s, kl, q->max_payload),
 			.deliveries = w_deliv(v[i].word),
 			.id = v[i].id,
 			.enqueued_ns = s->enqueued_ns,

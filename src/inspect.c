@@ -150,7 +150,6 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
 		 * the fields below are at least that fresh */
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		unsigned st = w_state(w);
-		uint32_t len = s->len;
 		memset(out, 0, sizeof(*out));
 		out->slot = i;
 		out->kind = kind_of(st);
@@ -160,13 +159,17 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
 		if (out->owner)
 			out->owner_pid = vpart(v, out->owner - 1)->pid;
 		if (st != SLOT_FREE && st != SLOT_WRITING) {
+			const unsigned char *p = slot_payload((struct shmq_slot *)s);
+			uint32_t kl = slot_key_len(s, v->max_payload); /* never trust lengths */
 			out->id = s->id;
 			out->enqueued_ns = s->enqueued_ns;
 			out->age_ms = age_ms(out->enqueued_ns, now);
-			out->len = len <= v->max_payload ? len : v->max_payload; /* never trust it */
+			out->key_len = kl;
+			memcpy(out->key, p, kl);
+			out->len = slot_data_len(s, kl, v->max_payload);
 			out->copied = out->len < bufsz ? out->len : (uint32_t)bufsz;
 			if (out->copied)
-				memcpy(buf, slot_payload((struct shmq_slot *)s), out->copied);
+				memcpy(buf, p + kl, out->copied);
 		}
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
 		if (st == SLOT_LEASED && lw_tag(lw) == w_deliv(w) && lw_kind(lw) == LW_DEADLINE)
@@ -232,6 +235,23 @@ static void fill_totals(struct shmq_stats *st, const uint64_t *c)
 	st->dlq_dropped = c[C_DLQ_DROPPED];
 	st->retried = c[C_RETRIED];
 	st->reclaim_passes = c[C_RECLAIM_PASSES];
+	st->duplicates = c[C_DUPLICATES];
+	st->dedup_evicted = c[C_DEDUP_EVICTED];
+	st->done_marked = c[C_DONE_MARKED];
+	st->done_hits = c[C_DONE_HITS];
+}
+
+/* Dedup entries holding a key within its window. */
+static uint64_t dedup_live(const struct shmq_view *v, uint64_t now)
+{
+	uint64_t n = 0;
+	const unsigned char *table = v->base + v->copy.dedup_off;
+	for (uint64_t i = 0; i < v->copy.dedup_entries; i++) {
+		const struct shmq_dedup_entry *e = (const void *)(table + i * SHMQ_DEDUP_ENTRY_SIZE);
+		uint64_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
+		n += de_state(w) == DE_VALID && de_ms(w) && de_ms(w) + v->copy.dedup_window_ms > now;
+	}
+	return n;
 }
 
 /* One pass: depths from the slot words, per-owner holdings, then the records and counters. */
@@ -334,6 +354,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 		n++;
 	}
 	fill_totals(st, tot);
+	st->dedup_live = dedup_live(v, s->now_ms);
 	s->records = n;
 	return (int)n;
 }
@@ -381,6 +402,9 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	h.parts_off = (uint64_t)(q->parts - q->base);
 	h.slots_off = (uint64_t)(q->slots - q->base);
 	h.dlq_max = q->dlq_max;
+	h.dedup_off = q->dedup ? (uint64_t)(q->dedup - q->base) : 0;
+	h.dedup_entries = q->dedup ? q->dedup_mask + 1 : 0;
+	h.dedup_window_ms = q->dedup_window_ms;
 	view_init(&v, q->base, q->size, &h, q->fd);
 	v.self = q->me ? q->owner : 0;
 	int n = snapshot(&v, &s, NULL, 0);

@@ -31,6 +31,9 @@ struct shmq {
 	unsigned char *parts;
 	uint32_t max_parts;
 	uint32_t dlq_max;
+	unsigned char *dedup; /* the dedup table, NULL if the queue has none */
+	uint32_t dedup_mask;
+	uint32_t dedup_window_ms;
 	int32_t pid;
 	char name[SHMQ_NAME_MAX + 2];
 };
@@ -41,6 +44,23 @@ static inline struct shmq_slot *slot_at(const shmq_t *q, uint64_t idx)
 }
 
 static inline unsigned char *slot_payload(struct shmq_slot *s) { return (unsigned char *)(s + 1); }
+
+/* The key length of a slot as far as it can be trusted: never past the key limit or the payload
+ * area (the segment is shared, so a corrupted value must not move a read out of bounds). */
+static inline uint32_t slot_key_len(const struct shmq_slot *s, uint32_t max_payload)
+{
+	uint32_t k = s->key_len;
+	if (k > SHMQ_KEY_MAX)
+		k = SHMQ_KEY_MAX;
+	return k < max_payload ? k : max_payload;
+}
+
+/* The payload length after the key, clamped likewise. */
+static inline uint32_t slot_data_len(const struct shmq_slot *s, uint32_t key_len, uint32_t max_payload)
+{
+	uint32_t len = s->len;
+	return len <= max_payload - key_len ? len : max_payload - key_len;
+}
 
 static inline struct shmq_participant *part_at(const shmq_t *q, uint32_t i)
 {
@@ -132,6 +152,9 @@ SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms);
 #define REDELIVER_NONE ((1ULL << 48) - 1)
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }
 static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16) | (epoch & 0xffff); }
+
+/* shmq_send_commit for a payload area that starts with a key_len-byte idempotency key */
+SHMQ_HIDDEN int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_t key_len);
 
 /* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */
 SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);

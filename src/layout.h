@@ -4,6 +4,7 @@
  * only offsets; every field read from a segment is bounds-checked by its user.
  *
  *   [ header: 4 KiB ][ participant records: SHMQ_MAX_PARTICIPANTS * 256 B ][ slots: capacity * slot_size ]
+ *   [ dedup table: dedup_entries * 128 B ]
  *
  * Each slot starts with one 64-bit atomic word that is the whole truth about the slot:
  *
@@ -25,7 +26,7 @@
 #include "shmq.h"
 
 #define SHMQ_MAGIC 0x31514d4853ULL /* "SHMQ1" */
-#define SHMQ_LAYOUT_VERSION 2u
+#define SHMQ_LAYOUT_VERSION 3u
 #define SHMQ_HDR_SIZE 4096u
 #define SHMQ_CACHELINE 64u
 #define SHMQ_PART_SIZE 256u
@@ -121,7 +122,7 @@ struct shmq_slot {
 	uint32_t last_owner; /* participant that last held a lease (for the dead-letter record) */
 	uint64_t dead_ms;    /* when it was dead-lettered */
 	int32_t last_pid;    /* pid of that participant, informational */
-	uint32_t pad_;
+	uint32_t key_len;    /* idempotency key bytes at the start of the payload area (0: none) */
 };
 static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
 
@@ -147,6 +148,10 @@ enum shmq_counter {
 	C_DLQ_DROPPED,
 	C_RETRIED,
 	C_RECLAIM_PASSES,
+	C_DUPLICATES,	 /* keyed sends not enqueued: the key was sent within the window */
+	C_DEDUP_EVICTED, /* live dedup entries overwritten before their window ended (table full) */
+	C_DONE_MARKED,	 /* "processed" records written (shmq_done_mark, shmq_ack_done) */
+	C_DONE_HITS,	 /* done checks that found the work already done */
 	C_COUNT
 };
 
@@ -185,8 +190,11 @@ struct shmq_hdr {
 	int32_t creator_pid;
 	uint32_t dlq_max; /* most dead letters kept; beyond it the oldest is dropped (and counted) */
 	uint32_t reclaim_interval_ms;
-	uint32_t pad_;
+	uint32_t dedup_entries; /* power of two, or 0: no dedup table */
 	uint64_t created_ns;
+	uint64_t dedup_off;
+	uint32_t dedup_window_ms;
+	uint32_t pad2_;
 
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t prod_tail; /* next ticket for a producer */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t cons_head; /* next ticket for first delivery */
@@ -206,6 +214,58 @@ struct shmq_hdr {
 	_Atomic uint32_t reclaim_held;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
+
+/*
+ * The dedup table: open addressing, linear probing over at most DEDUP_PROBES entries from
+ * hash & (entries - 1). Entries are never emptied again (an expired or released one is reused in
+ * place), so an EMPTY entry ends a probe: the key cannot be further on. Each entry's word:
+ *
+ *   63          24 23      13 12  11 10   9 8      0
+ *   [ time_ms:40  | owner:11 | kind:2 | state:2 | tag:9 ]
+ *
+ * state EMPTY / CLAIMED (owner is writing it: a send or a mark in progress) / VALID (time_ms:
+ * when it was recorded; live for the window after it; time 0 = released). kind: what the key
+ * means (published, processed by application key, processed by message id). tag: 9 bits of the
+ * key's hash, so a racer can tell "my key may be in progress there" before the key bytes are
+ * written. Key bytes and hash are written while CLAIMED, published by the release CAS to VALID;
+ * readers re-check the word after reading them (an entry may be recycled meanwhile).
+ */
+#define SHMQ_DEDUP_ENTRY_SIZE 128u
+#define DEDUP_PROBES 16u
+enum {
+	DE_EMPTY = 0,
+	DE_CLAIMED = 1,
+	DE_VALID = 2
+};
+enum {
+	DK_PUBLISHED = 0,
+	DK_DONE_KEY = 1,
+	DK_DONE_ID = 2
+};
+static inline uint64_t de_make(uint64_t ms, unsigned owner, unsigned kind, unsigned state, unsigned tag)
+{
+	return ((ms & ((1ULL << 40) - 1)) << 24) | ((uint64_t)(owner & 0x7ff) << 13) |
+	       ((uint64_t)(kind & 3) << 11) | ((uint64_t)(state & 3) << 9) | (tag & 0x1ff);
+}
+static inline uint64_t de_ms(uint64_t w) { return w >> 24; }
+static inline unsigned de_owner(uint64_t w) { return (w >> 13) & 0x7ff; }
+static inline unsigned de_kind(uint64_t w) { return (w >> 11) & 3; }
+static inline unsigned de_state(uint64_t w) { return (w >> 9) & 3; }
+static inline unsigned de_tag(uint64_t w) { return w & 0x1ff; }
+
+struct shmq_dedup_entry {
+	_Atomic uint64_t word;
+	uint64_t hash;
+	uint64_t msg_id; /* published: the id of the message the key sent */
+	uint32_t key_len;
+	uint32_t pad_;
+	unsigned char key[SHMQ_KEY_MAX];
+	/* = the claim word once the claimer has written hash and key: until then a racer cannot
+	 * tell which key the claim is for */
+	_Atomic uint64_t ready;
+	unsigned char pad2_[SHMQ_DEDUP_ENTRY_SIZE - 40 - SHMQ_KEY_MAX];
+};
+static_assert(sizeof(struct shmq_dedup_entry) == SHMQ_DEDUP_ENTRY_SIZE, "dedup entry size");
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to work across processes");
 static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free to work across processes");
 

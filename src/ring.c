@@ -162,10 +162,11 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 	return -EAGAIN;
 }
 
-static void fill(struct shmq_slot *s, uint64_t t, uint32_t len)
+static void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
 {
 	s->id = t;
 	s->len = len;
+	s->key_len = key_len;
 	s->enqueued_ns = now_coarse_ns();
 	/* a lease word left by the slot's previous message must not look valid for this one */
 	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
@@ -235,7 +236,7 @@ int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 		SHMQ_FAULT("send-mid-write");
 		memcpy(slot_payload(s) + len / 2, (const unsigned char *)data + len / 2, len - len / 2);
 	}
-	fill(s, t, (uint32_t)len);
+	fill(s, t, (uint32_t)len, 0);
 	SHMQ_FAULT("send-before-publish");
 	if ((r = publish(q, s, t)))
 		return r;
@@ -268,23 +269,28 @@ static struct shmq_slot *resv_slot(shmq_t *q, const struct shmq_reservation *r)
 	return slot_at(q, r->slot);
 }
 
-int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
+int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_t key_len)
 {
 	struct shmq_slot *s;
 	if (!q || !r || !(s = resv_slot(q, r)))
 		return -EINVAL;
-	if (len > q->max_payload)
+	if (key_len > SHMQ_KEY_MAX || len + key_len > q->max_payload)
 		return -EMSGSIZE;
 	/* still ours? a stale commit must not touch the header of the slot's next message */
 	if (atomic_load_explicit(&s->word, memory_order_acquire) !=
 	    w_make(r->token, SLOT_WRITING, q->owner, 0))
 		return -ESTALE;
-	fill(s, r->token, (uint32_t)len);
+	fill(s, r->token, (uint32_t)len, key_len);
 	int err = publish(q, s, r->token);
 	if (!err)
 		count(q, C_SENT, 1);
 	r->data = NULL;
 	return err;
+}
+
+int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
+{
+	return shmq_commit_keyed(q, r, len, 0);
 }
 
 int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
@@ -327,7 +333,7 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 		}
 		if (msgs[i].len)
 			memcpy(slot_payload(s), msgs[i].data, msgs[i].len);
-		fill(s, t, (uint32_t)msgs[i].len);
+		fill(s, t, (uint32_t)msgs[i].len, 0);
 		uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
 		/* as in publish(); the notify is done once for the batch */
 		if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
@@ -356,9 +362,12 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	 * written once per reclaim pass, and a write only after a pass found nothing held) */
 	if (!atomic_load_explicit(&q->hdr->reclaim_held, memory_order_relaxed))
 		atomic_store_explicit(&q->hdr->reclaim_held, 1, memory_order_relaxed);
-	uint32_t len = s->len;
-	m->data = slot_payload(s);
-	m->len = len <= q->max_payload ? len : q->max_payload; /* never trust a length from the segment */
+	/* never trust a length from the segment */
+	uint32_t kl = slot_key_len(s, q->max_payload);
+	m->key = kl ? slot_payload(s) : NULL;
+	m->key_len = kl;
+	m->data = slot_payload(s) + kl;
+	m->len = slot_data_len(s, kl, q->max_payload);
 	m->deliveries = w_deliv(leased);
 	m->id = s->id;
 	m->enqueued_ns = s->enqueued_ns;

@@ -27,6 +27,7 @@ void shmq_config_init(struct shmq_config *cfg)
 	cfg->retry_max_ms = 30000;
 	cfg->mode = 0600;
 	cfg->reclaim_interval_ms = 100;
+	cfg->dedup_window_ms = 120000;
 }
 
 static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
@@ -65,6 +66,12 @@ static int config_rules(const struct shmq_config *c, shmq_hdr_report_fn fn, void
 		BAD("dead letters kept (%u) is above the capacity (%u)", c->dlq_max, c->capacity);
 	if (c->reclaim_interval_ms > SHMQ_RECLAIM_INTERVAL_MAX)
 		BAD("reclaim interval %u ms is above %u", c->reclaim_interval_ms, SHMQ_RECLAIM_INTERVAL_MAX);
+	if (c->dedup_window_ms > SHMQ_LEASE_MAX_MS)
+		BAD("dedup window %u ms is above %u", c->dedup_window_ms, SHMQ_LEASE_MAX_MS);
+	if (c->dedup_entries && (!is_pow2(c->dedup_entries) || c->dedup_entries < DEDUP_PROBES ||
+				 c->dedup_entries > SHMQ_DEDUP_ENTRIES_MAX))
+		BAD("dedup entries %u is not a power of two in [%u, %u]", c->dedup_entries, DEDUP_PROBES,
+		    SHMQ_DEDUP_ENTRIES_MAX);
 	/* the whole segment must stay addressable and below what tmpfs can hold in practice */
 	if ((uint64_t)c->capacity * c->slot_size > (1ULL << 40))
 		BAD("capacity x slot size is above 1 TiB");
@@ -89,11 +96,27 @@ int shmq_normalize_name(const char *name, char *out, size_t outsz)
 	return 0;
 }
 
-static uint64_t layout_size(uint32_t capacity, uint32_t slot_size, uint64_t *parts_off, uint64_t *slots_off)
+/* The table a config gets: none without a window; else as asked, or 2 x capacity (at least 64). */
+static uint32_t dedup_entries_for(const struct shmq_config *c)
 {
-	*parts_off = SHMQ_HDR_SIZE;
-	*slots_off = *parts_off + (uint64_t)SHMQ_MAX_PARTICIPANTS * SHMQ_PART_SIZE;
-	return *slots_off + (uint64_t)capacity * slot_size;
+	if (!c->dedup_window_ms)
+		return 0;
+	if (c->dedup_entries)
+		return c->dedup_entries;
+	uint64_t n = 2ULL * c->capacity;
+	return n < 64 ? 64 : n > SHMQ_DEDUP_ENTRIES_MAX ? SHMQ_DEDUP_ENTRIES_MAX : (uint32_t)n;
+}
+
+struct layout {
+	uint64_t parts_off, slots_off, dedup_off, total;
+};
+
+static void layout_of(uint32_t capacity, uint32_t slot_size, uint32_t dedup_entries, struct layout *l)
+{
+	l->parts_off = SHMQ_HDR_SIZE;
+	l->slots_off = l->parts_off + (uint64_t)SHMQ_MAX_PARTICIPANTS * SHMQ_PART_SIZE;
+	l->dedup_off = l->slots_off + (uint64_t)capacity * slot_size;
+	l->total = l->dedup_off + (uint64_t)dedup_entries * SHMQ_DEDUP_ENTRY_SIZE;
 }
 
 void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)
@@ -108,6 +131,8 @@ void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)
 		.mode = h->mode,
 		.dlq_max = h->dlq_max,
 		.reclaim_interval_ms = h->reclaim_interval_ms,
+		.dedup_window_ms = h->dedup_window_ms,
+		.dedup_entries = h->dedup_entries,
 	};
 }
 
@@ -149,16 +174,24 @@ int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_rep
 		err = -EPROTO;
 	if (h->dlq_max == 0)
 		BAD("dead letters kept is 0 (creation sets at least 1)");
-	if (!capacity_ok(h->capacity) || !slot_size_ok(h->slot_size))
+	if ((h->dedup_window_ms == 0) != (h->dedup_entries == 0))
+		BAD("dedup window %u ms with %u table entries (both or neither must be 0)",
+		    h->dedup_window_ms, h->dedup_entries);
+	if (!capacity_ok(h->capacity) || !slot_size_ok(h->slot_size) ||
+	    (h->dedup_entries && !is_pow2(h->dedup_entries)) || h->dedup_entries > SHMQ_DEDUP_ENTRIES_MAX)
 		return err; /* the offsets below are computed from them */
-	uint64_t parts_off, slots_off;
-	uint64_t total = layout_size(h->capacity, h->slot_size, &parts_off, &slots_off);
-	if (h->parts_off != parts_off)
+	struct layout l;
+	layout_of(h->capacity, h->slot_size, h->dedup_entries, &l);
+	uint64_t total = l.total;
+	if (h->parts_off != l.parts_off)
 		BAD("participants offset is %llu, not %llu", (unsigned long long)h->parts_off,
-		    (unsigned long long)parts_off);
-	if (h->slots_off != slots_off)
+		    (unsigned long long)l.parts_off);
+	if (h->slots_off != l.slots_off)
 		BAD("slots offset is %llu, not %llu", (unsigned long long)h->slots_off,
-		    (unsigned long long)slots_off);
+		    (unsigned long long)l.slots_off);
+	if (h->dedup_off != l.dedup_off)
+		BAD("dedup table offset is %llu, not %llu", (unsigned long long)h->dedup_off,
+		    (unsigned long long)l.dedup_off);
 	if (h->total_size != total)
 		BAD("recorded size is %llu bytes, the layout needs %llu", (unsigned long long)h->total_size,
 		    (unsigned long long)total);
@@ -189,6 +222,9 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->parts = base + h->parts_off;
 	q->max_parts = h->max_participants;
 	q->dlq_max = h->dlq_max;
+	q->dedup = h->dedup_entries ? base + h->dedup_off : NULL;
+	q->dedup_mask = h->dedup_entries ? h->dedup_entries - 1 : 0;
+	q->dedup_window_ms = h->dedup_window_ms;
 	q->pid = getpid();
 }
 
@@ -211,8 +247,10 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	if ((err = shmq_normalize_name(name, q->name, sizeof(q->name))))
 		goto fail_free;
 
-	uint64_t parts_off, slots_off;
-	uint64_t total = layout_size(cfg->capacity, cfg->slot_size, &parts_off, &slots_off);
+	struct layout l;
+	uint32_t dedup_entries = dedup_entries_for(cfg);
+	layout_of(cfg->capacity, cfg->slot_size, dedup_entries, &l);
+	uint64_t total = l.total;
 	int fd = shm_open(q->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
 	if (fd < 0) {
 		err = -errno;
@@ -239,8 +277,11 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	h->version = SHMQ_LAYOUT_VERSION;
 	h->hdr_size = SHMQ_HDR_SIZE;
 	h->total_size = total;
-	h->parts_off = parts_off;
-	h->slots_off = slots_off;
+	h->parts_off = l.parts_off;
+	h->slots_off = l.slots_off;
+	h->dedup_off = l.dedup_off;
+	h->dedup_entries = dedup_entries;
+	h->dedup_window_ms = cfg->dedup_window_ms;
 	h->max_participants = SHMQ_MAX_PARTICIPANTS;
 	h->capacity = cfg->capacity;
 	h->slot_size = cfg->slot_size;

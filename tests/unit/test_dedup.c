@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Idempotency: keyed sends suppressed within the dedup window (and only within it), keys that
+ * travel with their messages, eviction from a full table, concurrent senders of one key, and the
+ * consumer-side "done" records, including a consumer killed between its work and its ack and a
+ * sender killed in the middle of a keyed send.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common.h"
+#include "internal.h"
+#include "shmq.h"
+
+TestSuite(dedup, .fini = tq_cleanup);
+
+static shmq_t *mkq_window(uint32_t capacity, uint32_t window_ms, uint32_t entries)
+{
+	struct shmq_config c = tq_config(capacity);
+	c.dedup_window_ms = window_ms;
+	c.dedup_entries = entries;
+	return tq_mkq(&c);
+}
+
+static int send_key(shmq_t *q, const char *key, const char *data, uint64_t *id)
+{
+	return shmq_send_keyed(q, key, strlen(key), data, strlen(data), 0, id);
+}
+
+static void expect_depth(shmq_t *q, uint64_t want)
+{
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.ready + st.inflight + st.delayed, want, "queue holds %llu messages, want %llu",
+		     (unsigned long long)(st.ready + st.inflight + st.delayed), (unsigned long long)want);
+}
+
+Test(dedup, a_repeated_key_within_the_window_is_not_enqueued_and_names_the_first_message)
+{
+	shmq_t *q = mkq_window(64, 60000, 0);
+	uint64_t id1 = 99, id2 = 99;
+	cr_assert_eq(send_key(q, "order-1", "first", &id1), 0);
+	cr_expect_eq(send_key(q, "order-1", "second", &id2), SHMQ_DUPLICATE);
+	cr_expect_eq(id2, id1, "a duplicate reports the id of the message its key sent");
+	cr_expect_eq(send_key(q, "order-2", "other", NULL), 0);
+	expect_depth(q, 2);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.duplicates, 1);
+	cr_expect_eq(st.sent, 2);
+	cr_expect_eq(st.dedup_live, 2);
+	shmq_close(q);
+}
+
+Test(dedup, a_key_is_accepted_again_once_its_window_has_passed)
+{
+	shmq_t *q = mkq_window(64, 30, 0);
+	cr_assert_eq(send_key(q, "k", "a", NULL), 0);
+	cr_expect_eq(send_key(q, "k", "b", NULL), SHMQ_DUPLICATE);
+	tq_sleep_ms(30 + (unsigned)tq_slack_ms() * 2);
+	cr_expect_eq(send_key(q, "k", "c", NULL), 0, "the window is over: the key is new again");
+	expect_depth(q, 2);
+	shmq_close(q);
+}
+
+Test(dedup, the_key_travels_with_its_message_and_takes_room_from_its_payload)
+{
+	shmq_t *q = mkq_window(8, 60000, 0);
+	cr_assert_eq(send_key(q, "key-7", "payload", NULL), 0);
+	cr_assert_eq(shmq_send(q, "plain", 5, 0), 0);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_expect(m.key_len == 5 && !memcmp(m.key, "key-7", 5));
+	cr_expect(m.len == 7 && !memcmp(m.data, "payload", 7));
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_expect(m.key == NULL && m.key_len == 0 && m.len == 5);
+
+	uint32_t max = shmq_max_payload(q);
+	char big[512] = {0};
+	cr_expect_eq(shmq_send_keyed(q, "kk", 2, big, max - 2, 0, NULL), 0);
+	cr_expect_eq(shmq_send_keyed(q, "kkk", 3, big, max - 2, 0, NULL), -EMSGSIZE);
+	char longkey[SHMQ_KEY_MAX + 1];
+	memset(longkey, 'x', sizeof(longkey));
+	cr_expect_eq(shmq_send_keyed(q, longkey, sizeof(longkey), "x", 1, 0, NULL), -EINVAL);
+	cr_expect_eq(shmq_send_keyed(q, "", 0, "x", 1, 0, NULL), -EINVAL);
+	shmq_close(q);
+}
+
+Test(dedup, a_queue_without_a_window_refuses_keyed_calls)
+{
+	shmq_t *q = mkq_window(8, 0, 0);
+	cr_expect_eq(send_key(q, "k", "x", NULL), -ENOTSUP);
+	cr_expect_eq(shmq_done_mark(q, "k", 1), -ENOTSUP);
+	cr_expect_eq(shmq_done_check(q, "k", 1), -ENOTSUP);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.config.dedup_entries, 0);
+	shmq_close(q);
+}
+
+Test(dedup, a_full_table_evicts_the_oldest_key_of_the_run_and_counts_it)
+{
+	/* 16 entries, 16 probes: every key competes for the whole table */
+	shmq_t *q = mkq_window(256, 600000, 16);
+	char key[16];
+	for (int i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "key-%d", i);
+		cr_assert_eq(send_key(q, key, "x", NULL), 0, "key %d", i);
+	}
+	expect_depth(q, 40);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.dedup_evicted, 24, "40 keys into 16 entries evict 24");
+	cr_expect_eq(st.dedup_live, 16);
+	cr_expect_eq(send_key(q, "key-39", "x", NULL), SHMQ_DUPLICATE, "the newest keys are still there");
+	cr_expect_eq(send_key(q, "key-0", "x", NULL), 0, "the oldest was evicted: sent again");
+	shmq_close(q);
+}
+
+Test(dedup, sent_keys_and_done_records_are_separate_namespaces)
+{
+	shmq_t *q = mkq_window(8, 60000, 0);
+	cr_assert_eq(shmq_done_mark(q, "k", 1), 0);
+	cr_expect_eq(send_key(q, "k", "x", NULL), 0, "a done record is not a sent key");
+	cr_expect_eq(shmq_done_check(q, "other", 5), 0);
+	cr_expect_eq(shmq_done_check(q, "k", 1), 1);
+	shmq_close(q);
+}
+
+struct racer {
+	const char *name;
+	pthread_barrier_t *start;
+	int duplicates;
+};
+
+#define RACE_KEYS 2000
+
+static void *race_sender(void *arg)
+{
+	struct racer *r = arg;
+	shmq_t *q;
+	cr_assert_eq(shmq_open(r->name, &q), 0);
+	pthread_barrier_wait(r->start); /* all at once, the same keys in the same order: they collide */
+	char key[16];
+	for (int i = 0; i < RACE_KEYS; i++) {
+		snprintf(key, sizeof(key), "race-%d", i);
+		int rc = shmq_send_keyed(q, key, strlen(key), "x", 1, -1, NULL);
+		cr_assert(rc == 0 || rc == SHMQ_DUPLICATE, "send: %s", shmq_strerror(rc));
+		r->duplicates += rc == SHMQ_DUPLICATE;
+	}
+	shmq_close(q);
+	return NULL;
+}
+
+Test(dedup, concurrent_senders_of_the_same_keys_enqueue_each_key_once)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8192); /* room for every send, should none be a duplicate */
+	c.dedup_entries = 64; /* small: keys share probe runs, so claims race for the same entries */
+	shmq_t *q = tq_create(name, &c);
+	enum {
+		THREADS = 4
+	};
+	pthread_t t[THREADS];
+	struct racer r[THREADS];
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, THREADS);
+	for (int i = 0; i < THREADS; i++) {
+		r[i] = (struct racer){.name = name, .start = &start};
+		cr_assert_eq(pthread_create(&t[i], NULL, race_sender, &r[i]), 0);
+	}
+	int dups = 0;
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(t[i], NULL);
+		dups += r[i].duplicates;
+	}
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.ready, (uint64_t)(THREADS * RACE_KEYS - dups),
+		     "every send enqueued or reported duplicate");
+	/* an evicted key may be sent once more, by design; nothing else may repeat one */
+	cr_expect(st.ready >= RACE_KEYS && st.ready <= RACE_KEYS + st.dedup_evicted,
+		  "%llu enqueued for %d keys with %llu evictions", (unsigned long long)st.ready, RACE_KEYS,
+		  (unsigned long long)st.dedup_evicted);
+	shmq_close(q);
+}
+
+Test(dedup, without_eviction_racing_senders_enqueue_each_key_exactly_once)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(4096);
+	c.dedup_entries = 8192;
+	shmq_t *q = tq_create(name, &c);
+	enum {
+		THREADS = 4
+	};
+	pthread_t t[THREADS];
+	struct racer r[THREADS];
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, THREADS);
+	for (int i = 0; i < THREADS; i++) {
+		r[i] = (struct racer){.name = name, .start = &start};
+		cr_assert_eq(pthread_create(&t[i], NULL, race_sender, &r[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.dedup_evicted, 0);
+	cr_expect_eq(st.ready, RACE_KEYS, "each key enqueued exactly once");
+	cr_expect_eq(st.duplicates, (uint64_t)(THREADS - 1) * RACE_KEYS);
+	shmq_close(q);
+}
+
+/* ---- consumer side ---------------------------------------------------------------------------- */
+
+Test(dedup, ack_done_records_the_message_so_its_redelivery_is_recognised)
+{
+	shmq_t *q = mkq_window(8, 60000, 0);
+	tq_send_u32(q, 7);
+	cr_assert_eq(send_key(q, "job-1", "x", NULL), 0);
+	struct shmq_msg m, again;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_expect_eq(shmq_is_done(q, &m), 0, "not done yet");
+	again = m;
+	cr_assert_eq(shmq_ack_done(q, &m), 0);
+	cr_expect_eq(shmq_is_done(q, &again), 1, "recorded by id");
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(shmq_ack_done(q, &m), 0);
+	cr_expect_eq(shmq_done_check(q, "job-1", 5), 1, "a keyed message is recorded by its key");
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.acked, 2);
+	cr_expect_eq(st.done_marked, 2);
+	cr_expect_eq(st.done_hits, 2);
+	shmq_close(q);
+}
+
+Test(dedup, done_records_expire_with_the_window)
+{
+	shmq_t *q = mkq_window(8, 30, 0);
+	cr_assert_eq(shmq_done_mark(q, "k", 1), 0);
+	cr_expect_eq(shmq_done_check(q, "k", 1), 1);
+	tq_sleep_ms(30 + (unsigned)tq_slack_ms() * 2);
+	cr_expect_eq(shmq_done_check(q, "k", 1), 0);
+	shmq_close(q);
+}
+
+static void expect_killed(pid_t pid)
+{
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child did not die at its fault point (%#x)",
+		  st);
+}
+
+Test(dedup, a_consumer_killed_between_its_work_record_and_its_ack_is_not_redone)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.reclaim_interval_ms = 0; /* reclaim only when the test says */
+	shmq_t *q = tq_create(name, &c);
+	cr_assert_eq(send_key(q, "charge-42", "x", NULL), 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		struct shmq_msg m;
+		if (shmq_open(name, &cq) || shmq_recv(cq, &m, 0))
+			_exit(1);
+		/* ... the side effect happens here ... */
+		shmq_fault_arm("done-before-ack", 1);
+		shmq_ack_done(cq, &m);
+		_exit(2);
+	}
+	expect_killed(pid);
+	struct shmq_reclaim_result res;
+	cr_assert_eq(shmq_reclaim(q, &res), 1);
+	cr_expect_eq(res.dead_owner, 1);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 2000), 0, "the message comes back");
+	cr_expect_eq(m.deliveries, 2);
+	cr_expect_eq(shmq_is_done(q, &m), 1, "its work is known to be done");
+	cr_assert_eq(shmq_ack(q, &m), 0);
+	expect_depth(q, 0);
+	shmq_close(q);
+}
+
+/* A producer killed at `point` inside a keyed send; then the key is sent again. */
+static void keyed_sender_killed_at(const char *point, int want_resend)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *pq;
+		if (shmq_open(name, &pq))
+			_exit(1);
+		shmq_fault_arm(point, 1);
+		shmq_send_keyed(pq, "k", 1, "from the dead", 13, 0, NULL);
+		_exit(2);
+	}
+	expect_killed(pid);
+	int rc = shmq_send_keyed(q, "k", 1, "retry", 5, 0, NULL);
+	cr_expect_eq(rc, want_resend ? 0 : SHMQ_DUPLICATE, "%s: retry of the key returned %d", point, rc);
+	shmq_reclaim(q, NULL); /* retires the dead producer's unpublished slot, if any */
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0, "the key's message is in the queue");
+	cr_expect(m.key_len == 1 && !memcmp(m.key, "k", 1));
+	cr_assert_eq(shmq_ack(q, &m), 0);
+	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN, "and only once");
+	shmq_close(q);
+}
+
+Test(dedup, a_sender_killed_after_publishing_but_before_recording_is_not_sent_twice)
+{
+	keyed_sender_killed_at("keyed-before-record", 0);
+}
+
+Test(dedup, a_sender_killed_before_publishing_leaves_the_key_free_for_its_retry)
+{
+	keyed_sender_killed_at("keyed-before-commit", 1);
+}
