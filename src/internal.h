@@ -140,6 +140,10 @@ SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);
 SHMQ_HIDDEN int shmq_normalize_name(const char *name, char *out, size_t outsz);
 /* the config a header records (read from a validated copy) */
 SHMQ_HIDDEN void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c);
+/* Bytes of a segment for a valid cfg, and its formatting: base must hold that many zeroed bytes
+ * (a fresh shm object, or a test's or fuzzer's buffer). Writes the magic last. */
+SHMQ_HIDDEN uint64_t shmq_segment_size(const struct shmq_config *cfg);
+SHMQ_HIDDEN void shmq_format(void *base, const struct shmq_config *cfg);
 SHMQ_HIDDEN int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size);
 typedef void (*shmq_hdr_report_fn)(void *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 SHMQ_HIDDEN int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_report_fn fn,
