@@ -17,8 +17,7 @@
 struct shmq_view {
 	const unsigned char *base;
 	uint64_t size;
-	const struct shmq_hdr *hdr; /* the live header: read only its atomics, never its bounds */
-	struct shmq_hdr copy;	    /* validated: the config and every bound come from here */
+	struct shmq_hdr copy; /* validated: the config and every bound come from here */
 	const unsigned char *slots;
 	const unsigned char *parts;
 	uint32_t mask, slot_size, max_payload, max_parts;
@@ -33,7 +32,6 @@ static void view_init(struct shmq_view *v, const void *base, uint64_t size, cons
 	memset(v, 0, sizeof(*v));
 	v->base = base;
 	v->size = size;
-	v->hdr = base;
 	v->copy = *copy;
 	v->slots = v->base + copy->slots_off;
 	v->parts = v->base + copy->parts_off;
@@ -68,9 +66,11 @@ int shmq_view_image(const void *image, size_t len, shmq_view_t **out)
 {
 	struct shmq_hdr copy;
 	int err;
-	if (!out || !image)
+	if (!out)
 		return -EINVAL;
 	*out = NULL;
+	if (!image || (uintptr_t)image % SHMQ_IMAGE_ALIGN)
+		return -EINVAL;
 	if (len < sizeof(copy))
 		return -EPROTO;
 	memcpy(&copy, image, sizeof(copy));
@@ -187,8 +187,7 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
  * raced with traffic. */
 static uint64_t activity(const struct shmq_view *v)
 {
-	uint64_t sum = atomic_load_explicit(&v->hdr->prod_tail, memory_order_acquire) * 31 +
-		       atomic_load_explicit(&v->hdr->cons_head, memory_order_acquire);
+	uint64_t sum = HDR_LOAD(v->base, prod_tail) * 31 + HDR_LOAD(v->base, cons_head);
 	for (uint32_t i = 0; i < v->max_parts; i++) {
 		const struct shmq_participant *p = vpart(v, i);
 		sum += atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
@@ -251,8 +250,8 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	st->max_payload = v->max_payload;
 	st->segment_bytes = v->size;
 	st->dlq_max = h->dlq_max;
-	s->prod_tail = atomic_load_explicit(&v->hdr->prod_tail, memory_order_acquire);
-	s->cons_head = atomic_load_explicit(&v->hdr->cons_head, memory_order_acquire);
+	s->prod_tail = HDR_LOAD(v->base, prod_tail);
+	s->cons_head = HDR_LOAD(v->base, cons_head);
 	st->next_id = s->prod_tail;
 
 	uint64_t oldest_ns = UINT64_MAX;

@@ -4,6 +4,7 @@
 #define SHMQ_INTERNAL_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sched.h>
 #include <time.h>
@@ -77,6 +78,15 @@ static inline uint64_t now_coarse_ns(void)
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
+
+/* An atomic field of the header of the segment at base (prod_tail, cons_head), read through its
+ * own 8-byte alignment: an image handed to a view need not be aligned like struct shmq_hdr (64). */
+#define HDR_LOAD(base, field)                                                                                \
+	atomic_load_explicit((const _Atomic uint64_t *)((const unsigned char *)(base) +                      \
+							offsetof(struct shmq_hdr, field)),                   \
+			     memory_order_acquire)
+/* the alignment an image needs: that of the slot and participant records */
+#define SHMQ_IMAGE_ALIGN 8u
 
 static inline void cpu_relax(void)
 {

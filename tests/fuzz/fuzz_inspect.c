@@ -11,8 +11,10 @@
  *                        128..320), a fresh segment is formatted for it (shmq_format, as
  *                        shmq_create does), then the remaining bytes are edit ops (see apply()).
  *
- * Bits 1-3 of byte 0 shift the image off malloc's alignment by that many bytes. The final image
- * is copied into a buffer of exactly its length (plus the shift), so ASan sees any read past it.
+ * Bits 1-6 of byte 0 shift the image by that many bytes from malloc's alignment: a multiple of 8
+ * must work like 0 (an image need not be aligned like struct shmq_hdr), any other shift must be
+ * refused with -EINVAL. The final image is copied into a buffer of exactly its length (plus the
+ * shift), so ASan sees any read past it.
  * tests/fuzz/mkcorpus.sh writes the seed corpus in this format.
  */
 #include <errno.h>
@@ -117,6 +119,12 @@ static void on_finding(void *ctx, int severity, const char *what)
 static void inspect(const unsigned char *img, size_t len)
 {
 	shmq_view_t *v = NULL;
+	if ((uintptr_t)img % 8) {
+		if (shmq_view_image(img, len, &v) != -EINVAL ||
+		    shmq_check_image(img, len, NULL, NULL) != -EINVAL)
+			abort();
+		return;
+	}
 	if (shmq_view_image(img, len, &v) == 0) {
 		struct shmq_snapshot s;
 		struct shmq_participant_info parts[8];
@@ -161,7 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct input in = {data, size};
-	unsigned mode = (unsigned)take(&in, 1), shift = (mode >> 1) & 7;
+	unsigned mode = (unsigned)take(&in, 1), shift = (mode >> 1) & 63;
 	if (!(mode & 1)) {
 		inspect_copy(in.p, in.n, in.n, shift);
 		return 0;

@@ -489,6 +489,33 @@ Test(inspect, random_and_empty_images_are_eproto_and_check_lists_errors)
 	cr_expect_eq(shmq_check_image(NULL, 1, NULL, NULL), -EINVAL);
 }
 
+/* glibc's malloc aligns a large block to 16 bytes, not to struct shmq_hdr's 64: an image needs
+ * only its records' 8-byte alignment, and anything less is refused, not read misaligned. */
+Test(inspect, image_needs_only_8_byte_alignment)
+{
+	size_t len;
+	unsigned char *img = pristine(&len);
+	unsigned char *buf = aligned_alloc(64, len + 64);
+	cr_assert_not_null(buf);
+	memcpy(buf + 8, img, len);
+	shmq_view_t *v = NULL;
+	cr_assert_eq(shmq_view_image(buf + 8, len, &v), 0);
+	struct shmq_snapshot s;
+	cr_expect_eq(shmq_view_snapshot(v, &s, NULL, 0), 1);
+	cr_expect_eq(s.prod_tail, 3);
+	cr_expect_eq(s.cons_head, 1);
+	shmq_view_close(v);
+	struct findings f = check(buf + 8, len);
+	cr_expect_eq(f.errors + f.warnings, 0);
+
+	memmove(buf + 4, buf + 8, len);
+	cr_expect_eq(shmq_view_image(buf + 4, len, &v), -EINVAL);
+	cr_expect_null(v);
+	cr_expect_eq(shmq_check_image(buf + 4, len, NULL, NULL), -EINVAL);
+	free(buf);
+	free(img);
+}
+
 /* ---- check: a sound segment ---------------------------------------------------------------- */
 
 Test(inspect, check_of_a_pristine_image_is_clean)
