@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for the read-only view and the checker: every image it makes goes through
- * shmq_view_image, shmq_view_snapshot, shmq_view_slot on every slot and shmq_check_image.
+ * shmq_view_image, shmq_view_snapshot, shmq_view_slot on every slot and shmq_check_image (or,
+ * put in /dev/shm, through shmq_view_open and shmq_check_name).
  *
  * A valid segment is ~266 KB (the participant records alone are 256 KiB), far beyond what a
  * fuzzer grows an input to, so the input is a recipe rather than the image itself:
@@ -14,13 +15,18 @@
  * Bits 1-6 of byte 0 shift the image by that many bytes from malloc's alignment: a multiple of 8
  * must work like 0 (an image need not be aligned like struct shmq_hdr), any other shift must be
  * refused with -EINVAL. The final image is copied into a buffer of exactly its length (plus the
- * shift), so ASan sees any read past it.
+ * shift), so ASan sees any read past it. Bit 7 instead writes the image to /dev/shm and reads
+ * it through shmq_view_open and shmq_check_name, the live paths.
  * tests/fuzz/mkcorpus.sh writes the seed corpus in this format.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "shmq_inspect.h"
@@ -116,6 +122,29 @@ static void on_finding(void *ctx, int severity, const char *what)
 	*(size_t *)ctx += strlen(what) + (unsigned)severity;
 }
 
+/* What a tool reads through a view: the snapshot, then every slot with its payload. */
+static void read_view(shmq_view_t *v)
+{
+	struct shmq_snapshot s;
+	struct shmq_participant_info parts[8];
+	if (shmq_view_snapshot(v, &s, parts, 8) < 0)
+		abort();
+	uint32_t cap = s.stats.config.capacity;
+	void *buf = malloc(s.stats.max_payload);
+	if (!buf)
+		abort();
+	for (uint32_t i = 0; i < cap; i++) {
+		struct shmq_slot_info si;
+		if (shmq_view_slot(v, i, &si, buf, s.stats.max_payload) != 0 || si.len > s.stats.max_payload)
+			abort();
+		(void)shmq_slot_kind_str(si.kind);
+	}
+	struct shmq_slot_info si;
+	if (shmq_view_slot(v, cap, &si, NULL, 0) != -EINVAL)
+		abort();
+	free(buf);
+}
+
 static void inspect(const unsigned char *img, size_t len)
 {
 	shmq_view_t *v = NULL;
@@ -126,25 +155,7 @@ static void inspect(const unsigned char *img, size_t len)
 		return;
 	}
 	if (shmq_view_image(img, len, &v) == 0) {
-		struct shmq_snapshot s;
-		struct shmq_participant_info parts[8];
-		if (shmq_view_snapshot(v, &s, parts, 8) < 0)
-			abort();
-		uint32_t cap = s.stats.config.capacity;
-		void *buf = malloc(s.stats.max_payload);
-		if (!buf)
-			abort();
-		for (uint32_t i = 0; i < cap; i++) {
-			struct shmq_slot_info si;
-			if (shmq_view_slot(v, i, &si, buf, s.stats.max_payload) != 0 ||
-			    si.len > s.stats.max_payload)
-				abort();
-			(void)shmq_slot_kind_str(si.kind);
-		}
-		struct shmq_slot_info si;
-		if (shmq_view_slot(v, cap, &si, NULL, 0) != -EINVAL)
-			abort();
-		free(buf);
+		read_view(v);
 		shmq_view_close(v);
 	}
 	size_t sum = 0;
@@ -152,7 +163,40 @@ static void inspect(const unsigned char *img, size_t len)
 		abort();
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* The image img[0..len) (zero-filled past have) as a segment in /dev/shm, read through
+ * shmq_view_open and shmq_check_name: the paths of `shmq stat` and `shmq check`. */
+static void inspect_live(const unsigned char *img, uint64_t have, uint64_t len)
+{
+	uint64_t magic = 0;
+	memcpy(&magic, img, have < sizeof(magic) ? have : sizeof(magic));
+	/* open gives a creator half a second to finish an object that is shorter than a header or
+	 * has no magic yet: not worth fuzzing at that price */
+	if (len < SHMQ_HDR_SIZE || !magic)
+		return;
+	char name[64];
+	snprintf(name, sizeof(name), "/shmq-fuzz-%d", (int)getpid());
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return;
+	uint64_t n = len < have ? len : have, done = 0;
+	ssize_t w = 0;
+	if (ftruncate(fd, (off_t)len) == 0)
+		while (done < n && (w = pwrite(fd, img + done, n - done, (off_t)done)) > 0)
+			done += (uint64_t)w;
+	if (done == n) {
+		shmq_view_t *v = NULL;
+		if (shmq_view_open(name, &v) == 0) {
+			read_view(v);
+			shmq_view_close(v);
+		}
+		size_t sum = 0;
+		if (shmq_check_name(name, on_finding, &sum) < 0)
+			abort();
+	}
+	close(fd);
+	shm_unlink(name);
+}
+
 /* The image img[0..len) copied to a buffer of exactly that length, shifted by `shift` bytes
  * from malloc's alignment (callers' buffers are not always aligned), then inspected. */
 static void inspect_copy(const unsigned char *img, uint64_t have, uint64_t len, unsigned shift)
@@ -171,7 +215,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct input in = {data, size};
 	unsigned mode = (unsigned)take(&in, 1), shift = (mode >> 1) & 63;
 	if (!(mode & 1)) {
-		inspect_copy(in.p, in.n, in.n, shift);
+		if (mode & 0x80)
+			inspect_live(in.p, in.n, in.n);
+		else
+			inspect_copy(in.p, in.n, in.n, shift);
 		return 0;
 	}
 	struct shmq_config c;
@@ -190,7 +237,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	b.slots = b.img + b.size - (uint64_t)c.capacity * c.slot_size;
 	while (in.n)
 		apply(&b, (uint8_t)take(&in, 1), &in);
-	inspect_copy(b.img, b.size, b.len, shift);
+	if (mode & 0x80)
+		inspect_live(b.img, b.size, b.len);
+	else
+		inspect_copy(b.img, b.size, b.len, shift);
 	free(b.img);
 	return 0;
 }

@@ -19,6 +19,8 @@ states='\x05\x06\x00\x05\x00'\
 seed built-states "\x01\xf1$states"
 # the same image 8 bytes off malloc's alignment: aligned for its records, not for struct shmq_hdr
 seed built-states-shifted-8 "\x11\xf1$states"
+# the same image as a segment in /dev/shm, read through shmq_view_open and shmq_check_name
+seed built-states-live "\x81\xf1$states"
 # built, then truncated to 5000 bytes (op 6)
 seed built-truncated '\x01\xf1\x06\x88\x13\x00\x00'
 # raw: the magic alone, and an empty image
