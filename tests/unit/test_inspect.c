@@ -177,7 +177,7 @@ static shmq_t *known_state(const char *name, pid_t *child)
 	struct shmq_config c = quiet_config(16);
 	shmq_t *q = tq_create(name, &c);
 	for (int i = 0; i < 6; i++) {
-		char p[8];
+		char p[16];
 		snprintf(p, sizeof(p), "msg-%d", i);
 		cr_assert_eq(shmq_send(q, p, strlen(p) + 1, 0), 0);
 	}
