@@ -138,6 +138,20 @@ static uint64_t age_ms(uint64_t enqueued_ns, uint64_t now)
 	return now > e ? now - e : 0;
 }
 
+/* A plain field of a slot (len, id, enqueued_ns) that a producer may be rewriting while a view
+ * reads it: a seqlock read, which the caller validates by re-reading the slot word (or, for an
+ * age, accepts a neighbour's value). volatile: one load, neither torn nor cached by the compiler.
+ * The writers store these fields plainly, so TSan would call any read of them a race: these
+ * reads are left uninstrumented, the race being the seqlock's, by design. */
+__attribute__((no_sanitize("thread"))) static uint64_t racy_u64(const uint64_t *field)
+{
+	return *(const volatile uint64_t *)field;
+}
+__attribute__((no_sanitize("thread"))) static uint32_t racy_u32(const uint32_t *field)
+{
+	return *(const volatile uint32_t *)field;
+}
+
 int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void *buf, size_t bufsz)
 {
 	if (!v || !out || i > v->mask || (!buf && bufsz))
@@ -150,7 +164,7 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
 		 * the fields below are at least that fresh */
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		unsigned st = w_state(w);
-		uint32_t len = s->len;
+		uint32_t len = racy_u32(&s->len);
 		memset(out, 0, sizeof(*out));
 		out->slot = i;
 		out->kind = kind_of(st);
@@ -160,8 +174,8 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
 		if (out->owner)
 			out->owner_pid = vpart(v, out->owner - 1)->pid;
 		if (st != SLOT_FREE && st != SLOT_WRITING) {
-			out->id = s->id;
-			out->enqueued_ns = s->enqueued_ns;
+			out->id = racy_u64(&s->id);
+			out->enqueued_ns = racy_u64(&s->enqueued_ns);
 			out->age_ms = age_ms(out->enqueued_ns, now);
 			out->len = len <= v->max_payload ? len : v->max_payload; /* never trust it */
 			out->copied = out->len < bufsz ? out->len : (uint32_t)bufsz;
@@ -270,10 +284,10 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 			break;
 		case SLOT_READY: {
 			st->ready++;
-			uint64_t e = sl->enqueued_ns;
+			uint64_t e = racy_u64(&sl->enqueued_ns);
 			if (e < oldest_ns) {
 				oldest_ns = e;
-				s->oldest_ready_id = sl->id;
+				s->oldest_ready_id = racy_u64(&sl->id);
 			}
 			break;
 		}
@@ -368,12 +382,13 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 {
 	struct shmq_view v;
 	struct shmq_snapshot s;
-	struct shmq_hdr h;
+	struct shmq_hdr h = {0};
 	if (!q || !st)
 		return -EINVAL;
 	/* the config fields of the header are immutable; the bounds come from the handle, which
-	 * validated them at open */
-	memcpy(&h, q->hdr, sizeof(h));
+	 * validated them at open. Only those lines are copied: the ticket counters and futex words
+	 * after them are written concurrently (the view reads them atomically from the segment). */
+	memcpy(&h, q->hdr, offsetof(struct shmq_hdr, prod_tail));
 	h.capacity = q->mask + 1;
 	h.slot_size = q->slot_size;
 	h.max_participants = q->max_parts;
