@@ -4,6 +4,7 @@
 #   make            -> build/        (-O2 -g, jemalloc in the tool and benches)
 #   make asan       -> build-asan/   (ASan + UBSan, libc malloc), runs unit + integration tests
 #   make tsan       -> build-tsan/   (TSan, libc malloc), runs the thread tests as a plain program
+#   make fuzz       -> build/fuzz/   (clang libFuzzer + ASan + UBSan), fuzzes the inspection code
 # The sanitizer targets re-invoke make with BUILD=<dir> SAN=<asan|tsan>.
 #
 # Quiet by default; V=1 prints full commands.  CFLAGS/LDFLAGS from the command line are kept.
@@ -77,6 +78,7 @@ PEER_SRCS := $(sort $(wildcard bench/peers/*.c bench/lib/*.c))
 PEER_CXX_SRCS := $(sort $(wildcard bench/peers/*.cc))
 
 OBJ := $(BUILD)/obj
+STAMP := $(BUILD)/.stamp
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/static/%.o)
 PIC_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/pic/%.o)
 TESTLIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/test/%.o)
@@ -123,7 +125,7 @@ MAKEFLAGS += --no-print-directory
 
 .DEFAULT_GOAL := all
 .PHONY: all lib tool deps test unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
-	format format-check install uninstall clean
+	fuzz format format-check install uninstall clean
 
 all: lib tool
 lib: $(LIB_A) $(LIB_SO)
@@ -182,6 +184,49 @@ tsan-run: $(TSAN_BIN)
 		echo "  FAIL  $(TSAN_BIN): sanitizer report (see $$log)"; rc=1; \
 	fi; \
 	exit $$rc
+
+# ---- fuzzing -----------------------------------------------------------------------------------
+# The libFuzzer target tests/fuzz/fuzz_inspect.c, built by clang against the library sources, runs
+# for FUZZ_SECONDS on a scratch copy of tests/fuzz/corpus (the repo is never written; what the run
+# learnt stays in build/fuzz/corpus, a crashing input in build/fuzz/crash-*). Any crash, sanitizer
+# report, leak or input slower than FUZZ_TIMEOUT seconds fails it. clang and its libFuzzer runtime
+# are installed like the other dependencies when the compiler cannot link a fuzzer.
+FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 10
+FUZZ_ARGS ?=
+FUZZ_CC ?= clang
+FUZZ_DIR := build/fuzz
+FUZZ_BIN := $(FUZZ_DIR)/fuzz_inspect
+FUZZ_PACKAGES := clang libclang-rt-dev
+FUZZ_DEPS_OK := $(FUZZ_DIR)/.deps-ok
+# No comparison tracing: on the checker's loops over 1024 participant records it halved the
+# executions for no coverage (the built inputs already carry the magic and the sizes it finds).
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -DSHMQ_BUILD -O1 -g \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+	-fno-sanitize-coverage=trace-cmp
+
+fuzz: $(FUZZ_BIN)
+	$(Q)$(call msg,FUZZ,$(FUZZ_BIN) for $(FUZZ_SECONDS) s)rm -rf $(FUZZ_DIR)/corpus && \
+	mkdir -p $(FUZZ_DIR)/corpus && cp tests/fuzz/corpus/* $(FUZZ_DIR)/corpus/ && \
+	rc=0; $(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus >$(FUZZ_DIR)/fuzz.log 2>&1 || rc=$$?; \
+	if [ $$rc -ne 0 ]; then cat $(FUZZ_DIR)/fuzz.log; echo "  FAIL  $(FUZZ_BIN): exit $$rc (log: $(FUZZ_DIR)/fuzz.log)"; \
+	else grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::' $(FUZZ_DIR)/fuzz.log; fi; \
+	exit $$rc
+
+$(FUZZ_BIN): tests/fuzz/fuzz_inspect.c $(LIB_SRCS) $(wildcard src/*.h include/*.h) $(STAMP)/fuzz | $(FUZZ_DEPS_OK)
+	$(Q)$(call msg,CC,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_inspect.c $(LIB_SRCS) -lpthread
+
+$(FUZZ_DEPS_OK):
+	$(Q)mkdir -p $(@D); probe() { printf '%s\n' '#include <stddef.h>' \
+		'int LLVMFuzzerTestOneInput(const unsigned char *d, size_t n) { return (int)(n && d[0]); }' | \
+		$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c - -o $(@D)/.probe >/dev/null 2>&1; }; \
+	if ! probe; then \
+		echo "  DEPS  $(FUZZ_CC) cannot link a libFuzzer target"; \
+		$(call apt_install,$(FUZZ_PACKAGES)); \
+		probe || { echo "  DEPS  $(FUZZ_CC) still cannot link a libFuzzer target" >&2; exit 1; }; \
+	fi; \
+	rm -f $(@D)/.probe; touch $@
 
 # ---- benchmarks ---------------------------------------------------------------------------------
 # The peers' libraries, servers and gnuplot are installed like the other dependencies; one that
@@ -269,6 +314,18 @@ clean:
 
 # ---- dependencies (Debian/Ubuntu) --------------------------------------------------------------
 
+# $(call apt_install,PACKAGES): a shell step installing PACKAGES with apt-get, as root or through
+# sudo; without either it says what to install by hand and fails the rule.
+apt_install = if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "  DEPS  no apt-get: install $(1) (or equivalents) by hand" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	else echo "  DEPS  not root and no sudo: install $(1) by hand" >&2; exit 1; fi; \
+	echo "  DEPS  apt-get install $(1)"; \
+	$$sudo apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1) || exit 1
+
 DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev pkg-config
 DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h
 
@@ -281,16 +338,7 @@ $(DEPS_OK):
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	if [ -n "$$missing" ]; then \
 		echo "  DEPS  missing:$$missing"; \
-		if ! command -v apt-get >/dev/null 2>&1; then \
-			echo "  DEPS  no apt-get: install $(DEB_PACKAGES) (or equivalents) by hand" >&2; exit 1; \
-		fi; \
-		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
-		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
-		else echo "  DEPS  not root and no sudo: install $(DEB_PACKAGES) by hand" >&2; exit 1; fi; \
-		echo "  DEPS  apt-get install $(DEB_PACKAGES)"; \
-		$$sudo apt-get update && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-			$(DEB_PACKAGES) || exit 1; \
+		$(call apt_install,$(DEB_PACKAGES)); \
 	fi; \
 	mkdir -p $(@D) && touch $@
 
@@ -326,7 +374,6 @@ $(OBJ)/bench/%.o: bench/%.cc | $(DEPS_OK)
 
 # $(STAMP)/NAME holds stamp_NAME and is rewritten only when that value changes, so whatever depends
 # on it is rebuilt after a change of compiler or flags, or after a source file is removed.
-STAMP := $(BUILD)/.stamp
 stamp_flags = $(CC) $(CFLAGS) $(LDFLAGS) $(JEMALLOC_LIBS)
 stamp_lib = $(LIB_OBJS)
 stamp_pic = $(PIC_OBJS) $(SO_LDFLAGS) $(SONAME)
@@ -335,6 +382,7 @@ stamp_tool = $(TOOL_OBJS)
 stamp_unit = $(UNIT_OBJS)
 stamp_integration = $(INTEG_OBJS)
 stamp_tsan = $(TSAN_OBJS)
+stamp_fuzz = $(FUZZ_CC) $(FUZZ_CFLAGS) $(LIB_SRCS)
 
 .PHONY: FORCE
 FORCE:

@@ -40,8 +40,9 @@ typedef struct shmq_view shmq_view_t; /* opaque: a read-only mapping (or image) 
 int shmq_view_open(const char *name, shmq_view_t **v);
 
 /* A view of a segment image in memory (a copy of /dev/shm/NAME, a test's or fuzzer's buffer) of
- * len bytes, validated as above. The image must outlive the view. Participants' liveness cannot
- * be probed in an image: it reads as unknown (-1). */
+ * len bytes, validated as above. The image must outlive the view, and be 8-byte aligned (as
+ * malloc's memory is): -EINVAL otherwise. Participants' liveness cannot be probed in an image:
+ * it reads as unknown (-1). */
 int shmq_view_image(const void *image, size_t len, shmq_view_t **v);
 
 void shmq_view_close(shmq_view_t *v);
@@ -128,7 +129,8 @@ typedef void (*shmq_check_fn)(void *ctx, int severity, const char *what);
 
 /* Full consistency check of an image (fsck): header, every slot word, the ticket counters,
  * participant records and the counters that must agree. Never fails on bad content: reports it.
- * Returns the number of errors (0: sound; warnings are not counted) or -EINVAL. */
+ * Returns the number of errors (0: sound; warnings are not counted), or -EINVAL for a NULL image
+ * of len > 0 or one that is not 8-byte aligned (see shmq_view_image). */
 int shmq_check_image(const void *image, size_t len, shmq_check_fn fn, void *ctx);
 
 /* The same on the live segment NAME, mapped read-only; findings in slots that change while they

@@ -149,8 +149,7 @@ static void check_slots(struct checker *c, uint64_t counts[16])
 			c->muted = 0;
 			if (!c->found)
 				break;
-			const struct shmq_hdr *live = (const struct shmq_hdr *)c->base;
-			c->prod_tail = atomic_load_explicit(&live->prod_tail, memory_order_acquire);
+			c->prod_tail = HDR_LOAD(c->base, prod_tail);
 			uint64_t w2 = atomic_load_explicit(&s->word, memory_order_acquire);
 			if (w2 == w && tries > 0)
 				break;
@@ -271,9 +270,8 @@ static int check(struct checker *c)
 	c->mask = c->h.capacity - 1;
 	c->max_payload = c->h.slot_size - SHMQ_SLOT_HEADER;
 	c->now = now_ms();
-	const struct shmq_hdr *live = (const struct shmq_hdr *)c->base;
-	uint64_t head = atomic_load_explicit(&live->cons_head, memory_order_acquire);
-	c->prod_tail = atomic_load_explicit(&live->prod_tail, memory_order_acquire);
+	uint64_t head = HDR_LOAD(c->base, cons_head);
+	c->prod_tail = HDR_LOAD(c->base, prod_tail);
 	/* cons_head is read first: on a live queue prod_tail only grows after it */
 	if (head > c->prod_tail)
 		report(c, SHMQ_CHECK_ERROR, "tickets: consumer head %llu is past the producer tail %llu",
@@ -292,7 +290,7 @@ static int check(struct checker *c)
 
 int shmq_check_image(const void *image, size_t len, shmq_check_fn fn, void *ctx)
 {
-	if (!image && len)
+	if ((!image && len) || (uintptr_t)image % SHMQ_IMAGE_ALIGN)
 		return -EINVAL;
 	struct checker c = {.fn = fn, .ctx = ctx, .fd = -1, .base = image, .size = len};
 	return check(&c);

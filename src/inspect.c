@@ -17,8 +17,7 @@
 struct shmq_view {
 	const unsigned char *base;
 	uint64_t size;
-	const struct shmq_hdr *hdr; /* the live header: read only its atomics, never its bounds */
-	struct shmq_hdr copy;	    /* validated: the config and every bound come from here */
+	struct shmq_hdr copy; /* validated: the config and every bound come from here */
 	const unsigned char *slots;
 	const unsigned char *parts;
 	uint32_t mask, slot_size, max_payload, max_parts;
@@ -33,7 +32,6 @@ static void view_init(struct shmq_view *v, const void *base, uint64_t size, cons
 	memset(v, 0, sizeof(*v));
 	v->base = base;
 	v->size = size;
-	v->hdr = base;
 	v->copy = *copy;
 	v->slots = v->base + copy->slots_off;
 	v->parts = v->base + copy->parts_off;
@@ -68,9 +66,11 @@ int shmq_view_image(const void *image, size_t len, shmq_view_t **out)
 {
 	struct shmq_hdr copy;
 	int err;
-	if (!out || !image)
+	if (!out)
 		return -EINVAL;
 	*out = NULL;
+	if (!image || (uintptr_t)image % SHMQ_IMAGE_ALIGN)
+		return -EINVAL;
 	if (len < sizeof(copy))
 		return -EPROTO;
 	memcpy(&copy, image, sizeof(copy));
@@ -138,6 +138,16 @@ static uint64_t age_ms(uint64_t enqueued_ns, uint64_t now)
 	return now > e ? now - e : 0;
 }
 
+/* A plain field of a slot (len, id, enqueued_ns) that a producer may be rewriting while a view
+ * reads it: a seqlock read, which the caller validates by re-reading the slot word (or, for an
+ * age, accepts a neighbour's value). volatile: one load, neither torn nor cached by the compiler.
+ * The writers store these fields plainly, so TSan would call any read of them a race: these
+ * reads are left uninstrumented, the race being the seqlock's, by design. */
+__attribute__((no_sanitize("thread"))) static uint64_t racy_u64(const uint64_t *field)
+{
+	return *(const volatile uint64_t *)field;
+}
+
 int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void *buf, size_t bufsz)
 {
 	if (!v || !out || i > v->mask || (!buf && bufsz))
@@ -161,8 +171,8 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
 		if (st != SLOT_FREE && st != SLOT_WRITING) {
 			const unsigned char *p = slot_payload((struct shmq_slot *)s);
 			uint32_t kl = slot_key_len(s, v->max_payload); /* never trust lengths */
-			out->id = s->id;
-			out->enqueued_ns = s->enqueued_ns;
+			out->id = racy_u64(&s->id);
+			out->enqueued_ns = racy_u64(&s->enqueued_ns);
 			out->age_ms = age_ms(out->enqueued_ns, now);
 			out->key_len = kl;
 			memcpy(out->key, p, kl);
@@ -190,8 +200,7 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
  * raced with traffic. */
 static uint64_t activity(const struct shmq_view *v)
 {
-	uint64_t sum = atomic_load_explicit(&v->hdr->prod_tail, memory_order_acquire) * 31 +
-		       atomic_load_explicit(&v->hdr->cons_head, memory_order_acquire);
+	uint64_t sum = HDR_LOAD(v->base, prod_tail) * 31 + HDR_LOAD(v->base, cons_head);
 	for (uint32_t i = 0; i < v->max_parts; i++) {
 		const struct shmq_participant *p = vpart(v, i);
 		sum += atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
@@ -271,8 +280,8 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	st->max_payload = v->max_payload;
 	st->segment_bytes = v->size;
 	st->dlq_max = h->dlq_max;
-	s->prod_tail = atomic_load_explicit(&v->hdr->prod_tail, memory_order_acquire);
-	s->cons_head = atomic_load_explicit(&v->hdr->cons_head, memory_order_acquire);
+	s->prod_tail = HDR_LOAD(v->base, prod_tail);
+	s->cons_head = HDR_LOAD(v->base, cons_head);
 	st->next_id = s->prod_tail;
 
 	uint64_t oldest_ns = UINT64_MAX;
@@ -291,10 +300,10 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 			break;
 		case SLOT_READY: {
 			st->ready++;
-			uint64_t e = sl->enqueued_ns;
+			uint64_t e = racy_u64(&sl->enqueued_ns);
 			if (e < oldest_ns) {
 				oldest_ns = e;
-				s->oldest_ready_id = sl->id;
+				s->oldest_ready_id = racy_u64(&sl->id);
 			}
 			break;
 		}
@@ -390,12 +399,13 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 {
 	struct shmq_view v;
 	struct shmq_snapshot s;
-	struct shmq_hdr h;
+	struct shmq_hdr h = {0};
 	if (!q || !st)
 		return -EINVAL;
 	/* the config fields of the header are immutable; the bounds come from the handle, which
-	 * validated them at open */
-	memcpy(&h, q->hdr, sizeof(h));
+	 * validated them at open. Only those lines are copied: the ticket counters and futex words
+	 * after them are written concurrently (the view reads them atomically from the segment). */
+	memcpy(&h, q->hdr, offsetof(struct shmq_hdr, prod_tail));
 	h.capacity = q->mask + 1;
 	h.slot_size = q->slot_size;
 	h.max_participants = q->max_parts;

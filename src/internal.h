@@ -4,6 +4,7 @@
 #define SHMQ_INTERNAL_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sched.h>
 #include <time.h>
@@ -98,6 +99,15 @@ static inline uint64_t now_coarse_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* An atomic field of the header of the segment at base (prod_tail, cons_head), read through its
+ * own 8-byte alignment: an image handed to a view need not be aligned like struct shmq_hdr (64). */
+#define HDR_LOAD(base, field)                                                                                \
+	atomic_load_explicit((const _Atomic uint64_t *)((const unsigned char *)(base) +                      \
+							offsetof(struct shmq_hdr, field)),                   \
+			     memory_order_acquire)
+/* the alignment an image needs: that of the slot and participant records */
+#define SHMQ_IMAGE_ALIGN 8u
+
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -163,6 +173,10 @@ SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);
 SHMQ_HIDDEN int shmq_normalize_name(const char *name, char *out, size_t outsz);
 /* the config a header records (read from a validated copy) */
 SHMQ_HIDDEN void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c);
+/* Bytes of a segment for a valid cfg, and its formatting: base must hold that many zeroed bytes
+ * (a fresh shm object, or a test's or fuzzer's buffer). Writes the magic last. */
+SHMQ_HIDDEN uint64_t shmq_segment_size(const struct shmq_config *cfg);
+SHMQ_HIDDEN void shmq_format(void *base, const struct shmq_config *cfg);
 SHMQ_HIDDEN int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size);
 typedef void (*shmq_hdr_report_fn)(void *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 SHMQ_HIDDEN int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_report_fn fn,

@@ -136,6 +136,49 @@ void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)
 	};
 }
 
+uint64_t shmq_segment_size(const struct shmq_config *cfg)
+{
+	struct layout l;
+	layout_of(cfg->capacity, cfg->slot_size, dedup_entries_for(cfg), &l);
+	return l.total;
+}
+
+void shmq_format(void *base, const struct shmq_config *cfg)
+{
+	struct shmq_hdr *h = base;
+	h->version = SHMQ_LAYOUT_VERSION;
+	h->hdr_size = SHMQ_HDR_SIZE;
+	struct layout l;
+	uint32_t dedup_entries = dedup_entries_for(cfg);
+	layout_of(cfg->capacity, cfg->slot_size, dedup_entries, &l);
+	h->total_size = l.total;
+	h->parts_off = l.parts_off;
+	h->slots_off = l.slots_off;
+	h->dedup_off = l.dedup_off;
+	h->dedup_entries = dedup_entries;
+	h->dedup_window_ms = cfg->dedup_window_ms;
+	h->max_participants = SHMQ_MAX_PARTICIPANTS;
+	h->capacity = cfg->capacity;
+	h->slot_size = cfg->slot_size;
+	h->lease_ms = cfg->lease_ms;
+	h->max_deliveries = cfg->max_deliveries;
+	h->retry_base_ms = cfg->retry_base_ms;
+	h->retry_max_ms = cfg->retry_max_ms;
+	h->mode = cfg->mode;
+	h->creator_pid = getpid();
+	h->reclaim_interval_ms = cfg->reclaim_interval_ms;
+	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
+	h->created_ns = now_ns();
+	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));
+	unsigned char *slots = (unsigned char *)base + h->slots_off;
+	for (uint32_t i = 0; i < cfg->capacity; i++) {
+		struct shmq_slot *s = (struct shmq_slot *)(slots + (uint64_t)i * cfg->slot_size);
+		atomic_init(&s->word, w_make(i, SLOT_FREE, 0, 0));
+	}
+	/* pairs with the acquire load in shmq_validate_header: whoever sees the magic sees the rest */
+	atomic_store_explicit(&h->magic, SHMQ_MAGIC, memory_order_release);
+}
+
 /* Reports through fn (when not NULL) every rule the header breaks. Returns 0, -EPROTO or
  * -EPROTONOSUPPORT. Stops early only when the rest cannot be read as a shmq header at all. */
 int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_report_fn fn, void *ctx)
@@ -247,10 +290,7 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	if ((err = shmq_normalize_name(name, q->name, sizeof(q->name))))
 		goto fail_free;
 
-	struct layout l;
-	uint32_t dedup_entries = dedup_entries_for(cfg);
-	layout_of(cfg->capacity, cfg->slot_size, dedup_entries, &l);
-	uint64_t total = l.total;
+	uint64_t total = shmq_segment_size(cfg);
 	int fd = shm_open(q->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
 	if (fd < 0) {
 		err = -errno;
@@ -273,33 +313,8 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 		goto fail_unlink;
 	}
 
-	struct shmq_hdr *h = base;
-	h->version = SHMQ_LAYOUT_VERSION;
-	h->hdr_size = SHMQ_HDR_SIZE;
-	h->total_size = total;
-	h->parts_off = l.parts_off;
-	h->slots_off = l.slots_off;
-	h->dedup_off = l.dedup_off;
-	h->dedup_entries = dedup_entries;
-	h->dedup_window_ms = cfg->dedup_window_ms;
-	h->max_participants = SHMQ_MAX_PARTICIPANTS;
-	h->capacity = cfg->capacity;
-	h->slot_size = cfg->slot_size;
-	h->lease_ms = cfg->lease_ms;
-	h->max_deliveries = cfg->max_deliveries;
-	h->retry_base_ms = cfg->retry_base_ms;
-	h->retry_max_ms = cfg->retry_max_ms;
-	h->mode = cfg->mode;
-	h->creator_pid = getpid();
-	h->reclaim_interval_ms = cfg->reclaim_interval_ms;
-	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
-	h->created_ns = now_ns();
-	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));
-	handle_init(q, base, total, fd, h);
-	for (uint32_t i = 0; i < cfg->capacity; i++)
-		atomic_init(&slot_at(q, i)->word, w_make(i, SLOT_FREE, 0, 0));
-	/* pairs with the acquire load in shmq_validate_header: whoever sees the magic sees the rest */
-	atomic_store_explicit(&h->magic, SHMQ_MAGIC, memory_order_release);
+	shmq_format(base, cfg);
+	handle_init(q, base, total, fd, base);
 
 	if ((err = shmq_part_attach(q)))
 		goto fail_unmap;
