@@ -32,6 +32,11 @@ extern "C" {
 
 #define SHMQ_SNAPSHOT_TRIES 4
 
+/* The first 8 bytes of every shmq segment, read as a native-endian uint64_t ("SHMQ1" on a
+ * little-endian host), written last at creation. Tells a shmq segment, even a corrupted one,
+ * from a foreign shared-memory object without waiting; 0 means not initialised (yet). */
+#define SHMQ_SEGMENT_MAGIC 0x31514d4853ULL
+
 typedef struct shmq_view shmq_view_t; /* opaque: a read-only mapping (or image) of one queue */
 
 /* Maps NAME read-only and validates it like shmq_open (magic, version, sizes against fstat).
