@@ -48,8 +48,8 @@ SO_LDFLAGS :=
 endif
 
 LIB_LIBS := -lpthread
-TOOL_LIBS := $(JEMALLOC_LIBS) -lm -lpthread
-TEST_LIBS := -lcriterion -lurcu -lpthread -lm
+TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lm -lpthread
+TEST_LIBS := -lcriterion -lurcu -ljansson -lpthread -lm
 TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
 
@@ -269,8 +269,8 @@ clean:
 
 # ---- dependencies (Debian/Ubuntu) --------------------------------------------------------------
 
-DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev pkg-config
-DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h
+DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-config
+DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h
 
 # Headers are probed through the compiler, which also searches the multiarch include directories.
 $(DEPS_OK):

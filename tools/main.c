@@ -57,9 +57,14 @@ static const struct cli_cmd cmds[] = {
 	 "                         then the next recv delivers it again (a delivery that counts\n"
 	 "                         toward --max-deliveries)\n"},
 	{"stat", cmd_stat,
-	 "stat NAME\n"
+	 "stat NAME [--json | --prometheus]\n"
 	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"
-	 "    being written, free), live participants and counters.\n"},
+	 "    being written, free), the age of the oldest ready message, each participant (pid,\n"
+	 "    alive, role, leases held, last activity, counters) and the totals. Reads the\n"
+	 "    segment read-only: takes no participant record and no lock, writes nothing. On a\n"
+	 "    busy queue the snapshot is retried while traffic moves under it, and says so.\n"
+	 "    --json               one JSON object, schema \"shmq.stat/1\" (docs/stat-json.md)\n"
+	 "    --prometheus         Prometheus text exposition format, label queue=\"NAME\"\n"},
 	{"watchdog", cmd_watchdog,
 	 "watchdog NAME... [--interval-ms MS] [--once]\n"
 	 "    Run the recovery pass over each queue every MS (default 50) until SIGINT or SIGTERM:\n"
