@@ -111,6 +111,17 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *longo
 	return 0;
 }
 
+int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
+		   void *ctx)
+{
+	int r, dashdash;
+	if ((r = getopt_pass(cmd, argc, argv, longopts, fn, ctx, &dashdash)))
+		return r;
+	if (optind < argc)
+		return cli_error(CLI_USAGE, cmd, "unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
 int cli_no_rest(const char *cmd, const struct cli_args *a)
 {
 	if (a->nrest > 0)

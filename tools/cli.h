@@ -43,6 +43,11 @@ int cli_error(int code, const char *cmd, const char *fmt, ...) __attribute__((fo
 int cli_parse(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn, void *ctx,
 	      struct cli_args *out);
 
+/* Parses `cmd [options]` for a subcommand that takes no NAME (and no other argument). Returns 0,
+ * CLI_DONE, or an exit code after printing the error. */
+int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
+		   void *ctx);
+
 /* Fails with "unexpected argument" unless the subcommand got nothing after NAME. */
 int cli_no_rest(const char *cmd, const struct cli_args *a);
 
@@ -99,7 +104,7 @@ int cli_flush_stdout(const char *cmd);
 /* main.c: prints the help of one subcommand, or all of it when cmd is NULL. */
 void cli_help(FILE *f, const char *cmd);
 
-/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c):
+/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c, cmd_list.c):
  * argv[0] is the subcommand's name. */
 int cmd_create(int argc, char **argv);
 int cmd_unlink(int argc, char **argv);
@@ -108,5 +113,6 @@ int cmd_recv(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_watchdog(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
+int cmd_list(int argc, char **argv);
 
 #endif

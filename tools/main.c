@@ -82,6 +82,13 @@ static const struct cli_cmd cmds[] = {
 	 "    payload (--json: an array, one object per letter; bytes outside printable ASCII as\n"
 	 "    \\u00XX). redrive: back into the queue with a fresh delivery count. purge: delete.\n"
 	 "    --count N            redrive or purge at most N (default: all)\n"},
+	{"list", cmd_list,
+	 "list [--json]\n"
+	 "    Every object in /dev/shm: for a queue its size, depths (ready, in flight, delayed,\n"
+	 "    dead-lettered) and live participants; anything else is listed as what it is (not a\n"
+	 "    shmq segment, not initialised, corrupted and why, another layout, unreadable).\n"
+	 "    Read-only, like stat.\n"
+	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
 	{"unlink", cmd_unlink,
 	 "unlink NAME\n"
 	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},
