@@ -31,8 +31,9 @@ static void print_participants(const struct stat_report *r)
 {
 	const struct shmq_snapshot *s = &r->s;
 	printf("participants\n");
-	printf("  %-24s %u records: %u alive, %u dead (their leases wait for a reclaim pass)\n", "attached",
-	       s->records, s->stats.participants, s->dead_participants);
+	printf("  %-24s %u record%s: %u alive, %u dead%s\n", "attached", s->records,
+	       s->records == 1 ? "" : "s", s->stats.participants, s->dead_participants,
+	       s->dead_participants ? " (the next reclaim pass requeues their leases, frees them)" : "");
 	if (!r->nparts)
 		return;
 	printf("  %5s %8s %5s %-17s %6s %7s %13s %10s %10s %10s\n", "INDEX", "PID", "ALIVE", "ROLE", "LEASES",

@@ -234,8 +234,9 @@ Test(stat, text_shows_depths_the_dead_participant_and_totals)
 	EXPECT_STAT(k.name, "capacity: 16 slots", "lease: 600000 ms", "ready: 2", "in flight: 2",
 		    "delayed: 1", "dead-lettered: 1", "being written: 0", "free: 10",
 		    "snapshot: consistent (1 pass)",
-		    "attached: 2 records: 1 alive, 1 dead (their leases wait for a reclaim pass)", "sent: 6",
-		    "received: 4", "nacked: 1", "rejected: 1", "next message id: 6",
+		    "attached: 2 records: 1 alive, 1 dead (the next reclaim pass requeues their leases, "
+		    "frees them)",
+		    "sent: 6", "received: 4", "nacked: 1", "rejected: 1", "next message id: 6",
 		    "enqueue-to-ack: not recorded by this segment layout");
 	expect_ok(RUN(&r, NULL, "stat", k.name), NULL);
 	cr_expect(strstr(r.out, "\n  oldest ready age         ") && strstr(r.out, " ms (message id 4)\n"),
