@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -526,6 +527,15 @@ Test(stat, stat_of_a_missing_foreign_or_truncated_object_fails_with_one_line)
 	expect_error(RUN(&r, NULL, "stat", foreign), 1, "not a shmq segment");
 	expect_error(RUN(&r, NULL, "stat", foreign, "--prometheus"), 1, foreign);
 	expect_error(RUN(&r, NULL, "stat", trunc), 1, "corrupted");
+	/* zeros where the magic goes: a queue whose creator never finished (after the open's grace) */
+	const char *zeros = tq_name("zeros");
+	memset(page, 0, sizeof(page));
+	put_object(zeros, page, sizeof(page));
+	expect_error(RUN(&r, NULL, "stat", zeros), 1, "not initialised");
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+	char line[512];
+	cr_expect(list_line(r.out, zeros + 1, line, sizeof(line)) && strstr(line, " not initialised"),
+		  "zeros:\n%s", r.out);
 }
 
 Test(stat, bad_command_lines_are_usage_errors)
@@ -535,6 +545,59 @@ Test(stat, bad_command_lines_are_usage_errors)
 	expect_error(RUN(&r, NULL, "stat", q, "--json", "--prometheus"), 2, "exclude");
 	expect_error(RUN(&r, NULL, "list", "extra"), 2, "extra");
 	expect_error(RUN(&r, NULL, "list", "--bogus"), 2, "--bogus");
+}
+
+/* ---- a busy queue ---------------------------------------------------------------------------- */
+
+Test(stat, json_of_a_queue_under_traffic_parses_and_its_depths_stay_within_the_capacity)
+{
+	struct shmq_config c = tq_config(64);
+	const char *name = tq_name(NULL);
+	shmq_close(tq_create(name, &c));
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork");
+	if (pid == 0) { /* one process sends and receives until killed, or its test is gone */
+		shmq_t *q;
+		struct shmq_msg m;
+		uint32_t v = 0;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (shmq_open(name, &q))
+			_exit(1);
+		for (double end = tq_now_ms() + 30000; tq_now_ms() < end;) {
+			shmq_send(q, &v, sizeof(v), 0);
+			if (++v % 3 && shmq_recv(q, &m, 0) == 0)
+				shmq_ack(q, &m);
+		}
+		_exit(0);
+	}
+	/* wait for the traffic to start: each stat below must race with it */
+	shmq_view_t *v;
+	struct shmq_snapshot snap = {0};
+	cr_assert(shmq_view_open(name, &v) == 0);
+	for (double end = tq_now_ms() + 5000; !snap.stats.sent && tq_now_ms() < end; tq_sleep_ms(1))
+		cr_assert(shmq_view_snapshot(v, &snap, NULL, 0) >= 0);
+	shmq_view_close(v);
+	struct run r;
+	for (int i = 0; i < 5; i++) {
+		expect_ok(RUN(&r, NULL, "stat", name, "--json"), NULL);
+		json_t *root = parse_json(&r);
+		long long sum = 0;
+		const char *d[] = {"ready", "inflight", "delayed", "dead", "writing", "free"};
+		for (size_t k = 0; k < N_ELEMS(d); k++) {
+			char path[32];
+			snprintf(path, sizeof(path), "depths.%s", d[k]);
+			sum += json_integer_value(jpath(root, path));
+		}
+		/* each slot word is read once and counted in one state, racing or not */
+		cr_expect(sum == 64, "the depths sum to %lld, not the capacity", sum);
+		cr_expect(json_is_boolean(jpath(root, "snapshot.consistent")), "snapshot.consistent");
+		long long tries = json_integer_value(jpath(root, "snapshot.tries"));
+		cr_expect(tries >= 1 && tries <= SHMQ_SNAPSHOT_TRIES, "tries %lld", tries);
+		cr_expect(json_integer_value(jpath(root, "totals.sent")) > 0, "no traffic seen");
+		json_decref(root);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 }
 
 /* ---- inspection is read-only ----------------------------------------------------------------- */
