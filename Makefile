@@ -273,7 +273,8 @@ DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-
 DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h
 
 # Headers are probed through the compiler, which also searches the multiarch include directories.
-$(DEPS_OK):
+# Probed again when the Makefile changes: it may list a new dependency.
+$(DEPS_OK): Makefile
 	$(Q)missing=; \
 	for h in $(DEP_HEADERS); do \
 		printf '#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \

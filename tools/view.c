@@ -53,6 +53,10 @@ int cli_obj_probe(const char *name, int wait, struct cli_obj *o)
 		return say(o, CLI_OBJ_UNREADABLE, strerror(e));
 	}
 	o->size = (uint64_t)st.st_size;
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return say(o, CLI_OBJ_FOREIGN, "not a shmq segment (not a regular file)");
+	}
 	ssize_t n = pread(fd, &magic, sizeof(magic), 0);
 	close(fd);
 	if (n == (ssize_t)sizeof(magic) && magic && magic != SHMQ_SEGMENT_MAGIC)
