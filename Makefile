@@ -49,8 +49,8 @@ SO_LDFLAGS :=
 endif
 
 LIB_LIBS := -lpthread
-TOOL_LIBS := $(JEMALLOC_LIBS) -lm -lpthread
-TEST_LIBS := -lcriterion -lurcu -lpthread -lm
+TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lm -lpthread
+TEST_LIBS := -lcriterion -lurcu -ljansson -lpthread -lm
 TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
 
@@ -326,11 +326,12 @@ apt_install = if ! command -v apt-get >/dev/null 2>&1; then \
 	$$sudo apt-get update && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1) || exit 1
 
-DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev pkg-config
-DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h
+DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-config
+DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h
 
 # Headers are probed through the compiler, which also searches the multiarch include directories.
-$(DEPS_OK):
+# Probed again when the Makefile changes: it may list a new dependency.
+$(DEPS_OK): Makefile
 	$(Q)missing=; \
 	for h in $(DEP_HEADERS); do \
 		printf '#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \

@@ -32,6 +32,11 @@ extern "C" {
 
 #define SHMQ_SNAPSHOT_TRIES 4
 
+/* The first 8 bytes of every shmq segment, read as a native-endian uint64_t ("SHMQ1" on a
+ * little-endian host), written last at creation. Tells a shmq segment, even a corrupted one,
+ * from a foreign shared-memory object without waiting; 0 means not initialised (yet). */
+#define SHMQ_SEGMENT_MAGIC 0x31514d4853ULL
+
 typedef struct shmq_view shmq_view_t; /* opaque: a read-only mapping (or image) of one queue */
 
 /* Maps NAME read-only and validates it like shmq_open (magic, version, sizes against fstat).
@@ -92,7 +97,8 @@ struct shmq_participant_info {
 	uint32_t leases;	 /* slots it holds leased */
 	uint32_t writing;	 /* slots it has claimed and not yet published */
 	uint64_t attached_ms;	 /* CLOCK_MONOTONIC_COARSE ms */
-	uint64_t last_active_ms; /* last attach/detach/blocking wait it recorded */
+	uint64_t last_active_ms; /* its last attach, detach or lease extension (send, recv and
+				  * blocking waits record no time) */
 	uint64_t sent, received, acked, nacked, rejected, reclaim_passes;
 	const char *role; /* static text from its counters: "producer", "consumer", "producer+consumer",
 			   * "watchdog", "idle" */

@@ -14,6 +14,8 @@
 #include "internal.h"
 #include "shmq_inspect.h"
 
+static_assert(SHMQ_SEGMENT_MAGIC == SHMQ_MAGIC, "the public magic is the layout's");
+
 struct shmq_view {
 	const unsigned char *base;
 	uint64_t size;

@@ -111,6 +111,17 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *longo
 	return 0;
 }
 
+int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
+		   void *ctx)
+{
+	int r, dashdash;
+	if ((r = getopt_pass(cmd, argc, argv, longopts, fn, ctx, &dashdash)))
+		return r;
+	if (optind < argc)
+		return cli_error(CLI_USAGE, cmd, "unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
 int cli_no_rest(const char *cmd, const struct cli_args *a)
 {
 	if (a->nrest > 0)
@@ -214,27 +225,6 @@ void cli_put_preview(const void *data, size_t n, size_t max)
 		putchar(p[i] >= 0x20 && p[i] <= 0x7e ? p[i] : '.');
 	if (k < n)
 		fputs("...", stdout);
-}
-
-int cli_view_open(const char *cmd, const char *name, shmq_view_t **v)
-{
-	int err = shmq_view_open(name, v);
-	if (err == -ENOENT)
-		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", name);
-	if (err == -EAGAIN)
-		return cli_error(
-			CLI_FAIL, cmd,
-			"cannot open queue '%s': it is not initialised (its creator is still at it, or "
-			"died before it finished)",
-			name);
-	if (err == -EPROTO)
-		return cli_error(
-			CLI_FAIL, cmd,
-			"'%s' is not a usable shmq segment (foreign or corrupted): try 'shmq check %s'", name,
-			name);
-	if (err)
-		return cli_error(CLI_FAIL, cmd, "cannot open queue '%s': %s", name, cli_strerror(err));
-	return 0;
 }
 
 void cli_put_json_bytes(const void *data, size_t n)

@@ -43,6 +43,11 @@ int cli_error(int code, const char *cmd, const char *fmt, ...) __attribute__((fo
 int cli_parse(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn, void *ctx,
 	      struct cli_args *out);
 
+/* Parses `cmd [options]` for a subcommand that takes no NAME (and no other argument). Returns 0,
+ * CLI_DONE, or an exit code after printing the error. */
+int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
+		   void *ctx);
+
 /* Fails with "unexpected argument" unless the subcommand got nothing after NAME. */
 int cli_no_rest(const char *cmd, const struct cli_args *a);
 
@@ -64,15 +69,40 @@ const char *cli_strerror(int err);
 /* shmq_open with a readable error; returns 0 or CLI_FAIL. */
 int cli_open(const char *cmd, const char *name, shmq_t **q);
 
-/* shmq_view_open (read-only: no participant record, no lock) with a readable error; 0 or CLI_FAIL. */
-int cli_view_open(const char *cmd, const char *name, shmq_view_t **v);
-
 /* The first max bytes of a payload for a terminal, non-printables as '.', "..." if cut. */
 void cli_put_preview(const void *data, size_t n, size_t max);
 
 /* A payload as JSON string content (no quotes): printable ASCII as is, every other byte as
  * \u00XX (bytes, not UTF-8 decoding: a payload is bytes, and each stays visible and valid JSON). */
 void cli_put_json_bytes(const void *data, size_t n);
+
+/* What a shared-memory object is, as the read-only tools (stat, list) see it (view.c). */
+enum cli_obj_kind {
+	CLI_OBJ_QUEUE,	     /* a shmq segment a view opened */
+	CLI_OBJ_GONE,	     /* no such object (any more) */
+	CLI_OBJ_FOREIGN,     /* not a shmq segment */
+	CLI_OBJ_UNINIT,	     /* no magic yet: a queue being created (or a foreign object) */
+	CLI_OBJ_CORRUPT,     /* shmq's magic, but the header breaks a rule */
+	CLI_OBJ_UNSUPPORTED, /* another layout version */
+	CLI_OBJ_UNREADABLE,  /* permission denied, or another error */
+};
+
+#define CLI_WHY_MAX 320
+
+struct cli_obj {
+	int kind;	       /* enum cli_obj_kind */
+	uint64_t size;	       /* bytes, when it could be stat'ed */
+	char why[CLI_WHY_MAX]; /* for every kind but CLI_OBJ_QUEUE: one line saying what is wrong */
+	shmq_view_t *view;     /* CLI_OBJ_QUEUE: the open view (the caller closes it) */
+};
+
+/* Opens a read-only view of NAME, or says what NAME is instead. wait: give a creator that has not
+ * written the magic yet the library's grace (stat), or not (list: it must not stall on every
+ * foreign object that starts with zeros). Returns o->kind. */
+int cli_obj_probe(const char *name, int wait, struct cli_obj *o);
+
+/* cli_obj_probe for one queue, with a one-line error when NAME is not one; 0 or CLI_FAIL. */
+int cli_view_open(const char *cmd, const char *name, shmq_view_t **v);
 
 /* Flushes stdout; on a write error (EPIPE included: SIGPIPE is ignored) prints it and returns
  * CLI_FAIL. */
@@ -81,8 +111,8 @@ int cli_flush_stdout(const char *cmd);
 /* main.c: prints the help of one subcommand, or all of it when cmd is NULL. */
 void cli_help(FILE *f, const char *cmd);
 
-/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c): argv[0] is the subcommand's
- * name. */
+/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c, cmd_list.c):
+ * argv[0] is the subcommand's name. */
 int cmd_create(int argc, char **argv);
 int cmd_unlink(int argc, char **argv);
 int cmd_send(int argc, char **argv);
@@ -96,5 +126,6 @@ int cmd_check(int argc, char **argv);
 /* stat_watch.c: `stat --watch`: refreshes every interval_ms until q, SIGINT or SIGTERM, or after
  * `refreshes` frames (0: no limit). */
 int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t refreshes);
+int cmd_list(int argc, char **argv);
 
 #endif

@@ -57,10 +57,14 @@ static const struct cli_cmd cmds[] = {
 	 "                         then the next recv delivers it again (a delivery that counts\n"
 	 "                         toward --max-deliveries)\n"},
 	{"stat", cmd_stat,
-	 "stat NAME [--watch [--interval-ms MS] [--refreshes N]]\n"
+	 "stat NAME [--json | --prometheus | --watch [--interval-ms MS] [--refreshes N]]\n"
 	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"
-	 "    being written, free), live participants and counters. Read-only: maps the segment\n"
-	 "    PROT_READ, takes no participant record and no lock.\n"
+	 "    being written, free), the age of the oldest ready message, each participant (pid,\n"
+	 "    alive, role, leases held, last activity, counters) and the totals. Reads the\n"
+	 "    segment read-only: takes no participant record and no lock, writes nothing. On a\n"
+	 "    busy queue the snapshot is retried while traffic moves under it, and says so.\n"
+	 "    --json               one JSON object, schema \"shmq.stat/1\" (docs/stat-json.md)\n"
+	 "    --prometheus         Prometheus text exposition format, label queue=\"NAME\"\n"
 	 "    --watch              a live view refreshed in place, with rates per second between\n"
 	 "                         refreshes; q, Ctrl-C or SIGTERM quits and restores the terminal\n"
 	 "    --interval-ms MS     time between refreshes, 10 to 3600000 (default 1000)\n"
@@ -99,6 +103,13 @@ static const struct cli_cmd cmds[] = {
 	 "    payload (--json: an array, one object per letter; bytes outside printable ASCII as\n"
 	 "    \\u00XX). redrive: back into the queue with a fresh delivery count. purge: delete.\n"
 	 "    --count N            redrive or purge at most N (default: all)\n"},
+	{"list", cmd_list,
+	 "list [--json]\n"
+	 "    Every object in /dev/shm: for a queue its size, depths (ready, in flight, delayed,\n"
+	 "    dead-lettered) and live participants; anything else is listed as what it is (not a\n"
+	 "    shmq segment, not initialised, corrupted and why, another layout, unreadable).\n"
+	 "    Read-only, like stat.\n"
+	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
 	{"unlink", cmd_unlink,
 	 "unlink NAME\n"
 	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},

@@ -18,37 +18,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../cli_run.h"
+#include "../common.h"
 
-static void cli_init(void) { cli_tool_init(); }
+#include "run_tool.h"
 
-TestSuite(cli, .init = cli_init, .fini = tq_cleanup);
+TestSuite(cli, .init = run_tool_init, .fini = tq_cleanup);
 
-/* Runs `shmq stat name` and checks each "label: value" against its line of the output, e.g.
- * "capacity: 8 slots" (the first line with that label: "dead-lettered" is the depth, not the
- * counter). */
-#define EXPECT_STAT(name, ...) expect_stat(name, ARGV(__VA_ARGS__))
-static void expect_stat(const char *name, const char *const want[])
+static int queue_exists(const char *name)
+{
+	int fd = shm_open(name, O_RDONLY, 0);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0 || errno != ENOENT;
+}
+
+/* A usage error (exit 2) naming `needle`, that left nothing behind under `name`. */
+#define EXPECT_USAGE_ERROR(name, needle, ...) expect_usage_error(name, needle, ARGV(__VA_ARGS__))
+static void expect_usage_error(const char *name, const char *needle, const char *const args[])
 {
 	struct run r;
-	expect_ok(RUN(&r, NULL, "stat", name), NULL);
-	for (; *want; want++) {
-		const char *sep = strstr(*want, ": ");
-		cr_assert(sep, "'%s' is not 'label: value'", *want);
-		int label_len = (int)(sep - *want);
-		const char *value = sep + 2;
-		char key[64];
-		snprintf(key, sizeof(key), "\n  %-24.*s ", label_len, *want);
-		const char *line = strstr(r.out, key);
-		if (!line) {
-			cr_expect_fail("`%s`: no line '%.*s' in:\n%s", r.cmd, label_len, *want, r.out);
-			continue;
-		}
-		line += strlen(key);
-		int len = (int)strcspn(line, "\n");
-		cr_expect(len == (int)strlen(value) && !strncmp(line, value, (size_t)len),
-			  "`%s`: got '%.*s', want '%s'", r.cmd, len, line, *want);
-	}
+	expect_error(run_tool(&r, NULL, args), 2, needle);
+	cr_expect(!queue_exists(name), "`%s` created %s", r.cmd, name);
 }
 
 /* ---- create, stat, unlink -------------------------------------------------------------------- */

@@ -8,13 +8,23 @@
 #include <pty.h>
 #include <termios.h>
 
-#include "../cli_run.h"
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common.h"
+#include "run_tool.h"
 #include "layout.h"
 #include "shmq.h"
 
-static void suite_init(void) { cli_tool_init(); }
-
-TestSuite(inspect_cli, .init = suite_init, .fini = tq_cleanup);
+TestSuite(inspect_cli, .init = run_tool_init, .fini = tq_cleanup);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 

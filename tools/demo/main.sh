@@ -44,7 +44,7 @@ done
 start=$(now_us)
 
 sleep 0.3
-heading "shmq stat $name, while they run (participants: $producers producers, $consumers consumers, this stat)"
+heading "shmq stat $name, while they run (participants: $producers producers, $consumers consumers; stat itself reads without attaching)"
 "$shmq" stat "$name"
 
 status=0

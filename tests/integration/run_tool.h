@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Running the built shmq tool ($SHMQ_TOOL, else build/shmq) from a Criterion test the way a user
- * or a script would, and what a run must look like: exit status (0 ok, 1 runtime failure, 2 usage
- * error), stdout, and one "shmq: ..." line on stderr for every failure. Included by the CLI test
- * files; call cli_tool_init() from the suite's .init.
+ * run_tool.h: running the built shmq tool ($SHMQ_TOOL) in the CLI tests the way a user or a
+ * script would (fork + exec, no shell), with its exit status, stdout and stderr captured, and the
+ * checks every CLI test makes of a run: exit status, empty stderr, one "shmq: ..." error line.
  */
-#ifndef SHMQ_TESTS_CLI_RUN_H
-#define SHMQ_TESTS_CLI_RUN_H
+#ifndef SHMQ_TESTS_RUN_TOOL_H
+#define SHMQ_TESTS_RUN_TOOL_H
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -16,21 +15,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common.h"
+#include "../common.h"
 
 #define RUN_LIMIT_MS 10000 /* a command still running after this is killed and fails its test */
 #define RUN_MAX_ARGS 32
-#define RUN_OUT_MAX 16384
+#define RUN_OUT_MAX (128 * 1024) /* `list` prints a line per object in /dev/shm */
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *tool __attribute__((unused));
 
-static inline void cli_tool_init(void)
+/* A suite's .init: finds the tool, and ignores SIGPIPE. */
+static void run_tool_init(void)
 {
 	/* a tool that exits without reading all of its stdin must not kill the test with SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
@@ -58,14 +56,14 @@ struct run {
 #define RUN(r, in, ...) run_tool(r, in, ARGV(__VA_ARGS__))
 
 /* fd becomes the child's fd `to`; dup2 onto itself would keep O_CLOEXEC, so clear it instead */
-static inline void move_fd(int fd, int to)
+__attribute__((unused)) static void move_fd(int fd, int to)
 {
 	if ((fd == to ? fcntl(fd, F_SETFD, 0) : dup2(fd, to)) < 0)
 		_exit(126);
 }
 
 /* Appends what fd has to buf (dropping what does not fit, and saying so); closes fd at EOF. */
-static inline void drain(int *fd, char *buf, size_t *len)
+__attribute__((unused)) static void drain(int *fd, char *buf, size_t *len)
 {
 	char tmp[4096];
 	ssize_t n = read(*fd, tmp, sizeof(tmp));
@@ -86,7 +84,7 @@ static inline void drain(int *fd, char *buf, size_t *len)
 /* Runs the tool with args (fork + execv, no shell), feeding it `in` (NULL: /dev/null) and capturing
  * stdout and stderr. Both pipes are read as they fill, with stdin written in between, so a tool
  * that writes a lot before it reads cannot deadlock with us. */
-static inline struct run *run_tool(struct run *r, const char *in, const char *const args[])
+__attribute__((unused)) static struct run *run_tool(struct run *r, const char *in, const char *const args[])
 {
 	const char *argv[RUN_MAX_ARGS + 2] = {tool};
 	int n = 0, cmdlen = snprintf(r->cmd, sizeof(r->cmd), "shmq");
@@ -180,14 +178,14 @@ static inline struct run *run_tool(struct run *r, const char *in, const char *co
 
 /* ---- what a run must look like --------------------------------------------------------------- */
 
-static inline void expect_exit(const struct run *r, int code)
+__attribute__((unused)) static void expect_exit(const struct run *r, int code)
 {
 	cr_expect(r->sig == 0, "`%s` was killed by signal %d (%s)", r->cmd, r->sig, strsignal(r->sig));
 	cr_expect(r->code == code, "`%s` exited %d, want %d; stderr: %s", r->cmd, r->code, code, r->err);
 }
 
 /* Exit 0, nothing on stderr, exactly `out` on stdout (NULL: stdout not checked). */
-static inline void expect_ok(const struct run *r, const char *out)
+__attribute__((unused)) static void expect_ok(const struct run *r, const char *out)
 {
 	expect_exit(r, 0);
 	cr_expect_str_empty(r->err, "`%s` wrote to stderr", r->cmd);
@@ -197,7 +195,7 @@ static inline void expect_ok(const struct run *r, const char *out)
 
 /* Exit `code`, nothing on stdout, and on stderr one line "shmq: ..." that contains `needle`,
  * followed for usage errors (exit 2) by at most the hint "try 'shmq help'". */
-static inline void expect_error(const struct run *r, int code, const char *needle)
+__attribute__((unused)) static void expect_error(const struct run *r, int code, const char *needle)
 {
 	expect_exit(r, code);
 	cr_expect_str_empty(r->out, "`%s` wrote to stdout", r->cmd);
@@ -212,21 +210,31 @@ static inline void expect_error(const struct run *r, int code, const char *needl
 		  "`%s`: more than one line on stderr: %s", r->cmd, r->err);
 }
 
-static inline int queue_exists(const char *name)
-{
-	int fd = shm_open(name, O_RDONLY, 0);
-	if (fd >= 0)
-		close(fd);
-	return fd >= 0 || errno != ENOENT;
-}
-
-/* A usage error (exit 2) naming `needle`, that left nothing behind under `name`. */
-#define EXPECT_USAGE_ERROR(name, needle, ...) expect_usage_error(name, needle, ARGV(__VA_ARGS__))
-static inline void expect_usage_error(const char *name, const char *needle, const char *const args[])
+/* Runs `shmq stat name` and checks each "label: value" against its line of the output, e.g.
+ * "capacity: 8 slots" (the first line with that label: "dead-lettered" is the depth, not the
+ * counter). */
+#define EXPECT_STAT(name, ...) expect_stat(name, ARGV(__VA_ARGS__))
+__attribute__((unused)) static void expect_stat(const char *name, const char *const want[])
 {
 	struct run r;
-	expect_error(run_tool(&r, NULL, args), 2, needle);
-	cr_expect(!queue_exists(name), "`%s` created %s", r.cmd, name);
+	expect_ok(RUN(&r, NULL, "stat", name), NULL);
+	for (; *want; want++) {
+		const char *sep = strstr(*want, ": ");
+		cr_assert(sep, "'%s' is not 'label: value'", *want);
+		int label_len = (int)(sep - *want);
+		const char *value = sep + 2;
+		char key[64];
+		snprintf(key, sizeof(key), "\n  %-24.*s ", label_len, *want);
+		const char *line = strstr(r.out, key);
+		if (!line) {
+			cr_expect_fail("`%s`: no line '%.*s' in:\n%s", r.cmd, label_len, *want, r.out);
+			continue;
+		}
+		line += strlen(key);
+		int len = (int)strcspn(line, "\n");
+		cr_expect(len == (int)strlen(value) && !strncmp(line, value, (size_t)len),
+			  "`%s`: got '%.*s', want '%s'", r.cmd, len, line, *want);
+	}
 }
 
 #endif

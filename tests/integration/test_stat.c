@@ -1,0 +1,648 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `shmq stat` (text, --json, --prometheus) and `shmq list`, run as the built tool on a queue in a
+ * known state: messages ready, one leased, one delayed, one dead-lettered, and a participant that
+ * died holding a lease (no reclaim pass runs, so its record stays claimed). The JSON is parsed
+ * with jansson and checked field by field; the Prometheus output is parsed line by line. Also:
+ * inspection writes nothing to the segment and claims no participant record.
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shmq_inspect.h"
+
+#include "run_tool.h"
+
+TestSuite(stat, .init = run_tool_init, .fini = tq_cleanup);
+
+#define LEASE_MS 600000 /* nothing expires during a test */
+#define NSENT 6
+
+/* The known state, and what the test needs to check it. */
+struct known {
+	const char *name;
+	shmq_t *q; /* the test's own handle: alive, holds one lease */
+	pid_t dead_pid;
+	struct shmq_msg held; /* leased by us */
+};
+
+/* A child that opens the queue, receives one message and dies without acking: its record stays
+ * claimed (only a reclaim pass frees it) with its lease on the message. */
+static pid_t die_holding_a_lease(const char *name)
+{
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork");
+	if (pid == 0) {
+		shmq_t *q;
+		struct shmq_msg m;
+		if (shmq_open(name, &q) || shmq_recv(q, &m, 1000))
+			_exit(1);
+		_exit(0); /* no ack, no close: the kernel drops its lock, nothing else */
+	}
+	int status;
+	cr_assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child did not receive its message");
+	return pid;
+}
+
+/* ids 0..5 sent; 0 leased by a dead child; 1 leased by us; 2 nacked for later (delayed); 3
+ * rejected (dead-lettered); 4 and 5 ready. */
+static void build_known(struct known *k)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = LEASE_MS;
+	c.reclaim_interval_ms = 0; /* nobody reclaims the dead child's lease behind our back */
+	k->name = tq_name(NULL);
+	k->q = tq_create(k->name, &c);
+	for (uint32_t i = 0; i < NSENT; i++)
+		tq_send_u32(k->q, i);
+	k->dead_pid = die_holding_a_lease(k->name);
+	struct shmq_msg delayed, rejected;
+	cr_assert(shmq_recv(k->q, &k->held, 0) == 0 && k->held.id == 1);
+	cr_assert(shmq_recv(k->q, &delayed, 0) == 0 && shmq_nack(k->q, &delayed, LEASE_MS) == 0);
+	cr_assert(shmq_recv(k->q, &rejected, 0) == 0 && shmq_reject(k->q, &rejected) == 0);
+}
+
+/* ---- JSON ------------------------------------------------------------------------------------ */
+
+/* root's member at a dotted path ("depths.ready"), or NULL */
+static json_t *jpath(json_t *root, const char *path)
+{
+	char buf[128];
+	snprintf(buf, sizeof(buf), "%s", path);
+	json_t *j = root;
+	for (char *save, *key = strtok_r(buf, ".", &save); j && key; key = strtok_r(NULL, ".", &save))
+		j = json_object_get(j, key);
+	return j;
+}
+
+static void expect_jint(json_t *root, const char *path, long long want)
+{
+	json_t *j = jpath(root, path);
+	cr_expect(json_is_integer(j), "%s is not a JSON integer", path);
+	if (json_is_integer(j))
+		cr_expect(json_integer_value(j) == want, "%s is %lld, want %lld", path,
+			  (long long)json_integer_value(j), want);
+}
+
+static json_t *parse_json(const struct run *r)
+{
+	json_error_t e;
+	json_t *root = json_loads(r->out, 0, &e);
+	cr_assert(root, "`%s`: not JSON (line %d: %s):\n%s", r->cmd, e.line, e.text, r->out);
+	return root;
+}
+
+/* the record of pid in participants.records */
+static json_t *jrecord(json_t *root, pid_t pid)
+{
+	json_t *recs = jpath(root, "participants.records"), *rec;
+	size_t i;
+	cr_assert(json_is_array(recs), "participants.records is not an array");
+	json_array_foreach(recs, i, rec)
+	{
+		if (json_integer_value(json_object_get(rec, "pid")) == pid)
+			return rec;
+	}
+	cr_assert_fail("no participant record for pid %d", (int)pid);
+	return NULL;
+}
+
+Test(stat, json_reports_config_depths_participants_and_totals_of_a_known_state)
+{
+	struct known k;
+	struct run r;
+	build_known(&k);
+	expect_ok(RUN(&r, NULL, "stat", k.name, "--json"), NULL);
+	json_t *root = parse_json(&r);
+
+	cr_expect_str_eq(json_string_value(jpath(root, "schema")), "shmq.stat/1");
+	cr_expect_str_eq(json_string_value(jpath(root, "queue")), k.name + 1);
+	expect_jint(root, "creator_pid", getpid());
+	expect_jint(root, "config.capacity", 16);
+	expect_jint(root, "config.lease_ms", LEASE_MS);
+	expect_jint(root, "config.reclaim_interval_ms", 0);
+	expect_jint(root, "config.mode", 0600);
+
+	expect_jint(root, "depths.ready", 2);
+	expect_jint(root, "depths.inflight", 2);
+	expect_jint(root, "depths.delayed", 1);
+	expect_jint(root, "depths.dead", 1);
+	expect_jint(root, "depths.writing", 0);
+	expect_jint(root, "depths.free", 10);
+	expect_jint(root, "oldest_ready.id", 4);
+	cr_expect(json_is_integer(jpath(root, "oldest_ready.age_ms")), "oldest_ready.age_ms");
+	expect_jint(root, "next_id", NSENT);
+
+	expect_jint(root, "participants.alive", 1);
+	expect_jint(root, "participants.dead", 1);
+	cr_expect(json_array_size(jpath(root, "participants.records")) == 2,
+		  "two records: ours and the child's");
+	json_t *dead = jrecord(root, k.dead_pid), *us = jrecord(root, getpid());
+	cr_expect(json_is_false(json_object_get(dead, "alive")), "the dead child is alive=false");
+	expect_jint(dead, "leases", 1);
+	expect_jint(dead, "received", 1);
+	expect_jint(dead, "acked", 0);
+	cr_expect_str_eq(json_string_value(json_object_get(dead, "role")), "consumer");
+	cr_expect(json_is_true(json_object_get(us, "alive")), "the test process is alive=true");
+	expect_jint(us, "leases", 1);
+	expect_jint(us, "sent", NSENT);
+	expect_jint(us, "received", 3);
+	expect_jint(us, "nacked", 1);
+	expect_jint(us, "rejected", 1);
+	cr_expect_str_eq(json_string_value(json_object_get(us, "role")), "producer+consumer");
+
+	expect_jint(root, "totals.sent", NSENT);
+	expect_jint(root, "totals.received", 4);
+	expect_jint(root, "totals.acked", 0);
+	expect_jint(root, "totals.nacked", 1);
+	expect_jint(root, "totals.rejected", 1);
+	expect_jint(root, "totals.reclaimed_dead_owner", 0);
+	expect_jint(root, "totals.reclaim_passes", 0);
+	/* every total against the library's own figures from our handle */
+	struct shmq_stats st = tq_stats(k.q);
+	const struct {
+		const char *key;
+		uint64_t v;
+	} tot[] = {
+		{"sent", st.sent},
+		{"received", st.received},
+		{"acked", st.acked},
+		{"nacked", st.nacked},
+		{"retried", st.retried},
+		{"redelivered", st.redelivered},
+		{"extended", st.extended},
+		{"stale_acks", st.stale},
+		{"reclaimed_expired", st.reclaimed_expired},
+		{"reclaimed_dead_owner", st.reclaimed_dead_owner},
+		{"retired_writes", st.retired_writes},
+		{"dead_lettered", st.dead_lettered},
+		{"rejected", st.rejected},
+		{"redriven", st.redriven},
+		{"purged", st.purged},
+		{"dead_letters_dropped", st.dlq_dropped},
+		{"producer_waits", st.producer_waits},
+		{"consumer_waits", st.consumer_waits},
+		{"reclaim_passes", st.reclaim_passes},
+	};
+	for (size_t i = 0; i < N_ELEMS(tot); i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "totals.%s", tot[i].key);
+		expect_jint(root, path, (long long)tot[i].v);
+	}
+	cr_expect(json_object_size(jpath(root, "totals")) == N_ELEMS(tot),
+		  "totals has fields not checked here");
+	cr_expect(json_is_true(jpath(root, "snapshot.consistent")),
+		  "a quiet queue gives a consistent snapshot");
+	expect_jint(root, "snapshot.tries", 1);
+	json_decref(root);
+	shmq_close(k.q);
+}
+
+/* ---- text ------------------------------------------------------------------------------------ */
+
+/* The participants table row of pid, split into its columns; the number of columns. */
+static int table_row(const char *out, pid_t pid, char cols[][32], int max)
+{
+	char needle[32];
+	snprintf(needle, sizeof(needle), " %d ", (int)pid);
+	for (const char *line = out; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		int len = (int)strcspn(line, "\n");
+		if (!memmem(line, (size_t)len, needle, strlen(needle)))
+			continue;
+		char buf[256];
+		snprintf(buf, sizeof(buf), "%.*s", len, line);
+		int n = 0;
+		for (char *save, *t = strtok_r(buf, " ", &save); t && n < max; t = strtok_r(NULL, " ", &save))
+			snprintf(cols[n++], 32, "%s", t);
+		return n;
+	}
+	return 0;
+}
+
+Test(stat, text_shows_depths_the_dead_participant_and_totals)
+{
+	struct known k;
+	struct run r;
+	build_known(&k);
+	EXPECT_STAT(k.name, "capacity: 16 slots", "lease: 600000 ms", "ready: 2", "in flight: 2",
+		    "delayed: 1", "dead-lettered: 1", "being written: 0", "free: 10",
+		    "snapshot: consistent (1 pass)",
+		    "attached: 2 records: 1 alive, 1 dead (the next reclaim pass requeues their leases, "
+		    "frees them)",
+		    "sent: 6", "received: 4", "nacked: 1", "rejected: 1", "next message id: 6",
+		    "enqueue-to-ack: not recorded by this segment layout");
+	expect_ok(RUN(&r, NULL, "stat", k.name), NULL);
+	cr_expect(strstr(r.out, "\n  oldest ready age         ") && strstr(r.out, " ms (message id 4)\n"),
+		  "no oldest ready line for id 4:\n%s", r.out);
+	/* INDEX PID ALIVE ROLE LEASES WRITING LAST ACTIVITY ("N s ago") SENT RECEIVED ACKED */
+	char c[12][32];
+	int n = table_row(r.out, k.dead_pid, c, 12);
+	cr_assert(n == 12, "no row of 12 columns for pid %d:\n%s", (int)k.dead_pid, r.out);
+	cr_expect_str_eq(c[2], "no");
+	cr_expect_str_eq(c[3], "consumer");
+	cr_expect_str_eq(c[4], "1", "leases");
+	cr_expect(!strcmp(c[7], "s") && !strcmp(c[8], "ago"), "last activity is not 'N s ago'");
+	cr_expect_str_eq(c[10], "1", "received");
+	n = table_row(r.out, getpid(), c, 12);
+	cr_assert(n == 12, "no row for the test process:\n%s", r.out);
+	cr_expect_str_eq(c[2], "yes");
+	cr_expect_str_eq(c[4], "1", "leases");
+	shmq_close(k.q);
+}
+
+/* ---- Prometheus ------------------------------------------------------------------------------ */
+
+#define PROM_MAX 256
+
+struct prom {
+	int n;
+	struct {
+		char name[64], labels[256];
+		double v;
+	} s[PROM_MAX];
+};
+
+static int metric_char(char ch, int first)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || ch == ':' ||
+	       (!first && ch >= '0' && ch <= '9');
+}
+
+/* Parses the exposition format strictly: "# HELP name text", "# TYPE name gauge|counter", then
+ * samples "name{k="v",...} value" of that family only, each family once, counters named *_total.
+ * Every sample carries queue="queue". */
+static void parse_prom(const char *text, const char *queue, struct prom *p)
+{
+	char help[64] = "", type[64] = "", seen[PROM_MAX][64];
+	int nseen = 0;
+	char want_queue[160];
+	snprintf(want_queue, sizeof(want_queue), "queue=\"%s\"", queue);
+	p->n = 0;
+	cr_assert(*text && text[strlen(text) - 1] == '\n', "output does not end with a newline");
+	for (const char *line = text; *line; line += strcspn(line, "\n") + 1) {
+		char l[512], name[64], t[16];
+		int len = (int)strcspn(line, "\n");
+		cr_assert(len > 0 && len < (int)sizeof(l), "empty or overlong line");
+		snprintf(l, sizeof(l), "%.*s", len, line);
+		if (!strncmp(l, "# HELP ", 7)) {
+			cr_assert(sscanf(l + 7, "%63s", help) == 1 && strlen(l) > 8 + strlen(help),
+				  "bad HELP: %s", l);
+			for (int i = 0; i < nseen; i++)
+				cr_assert(strcmp(seen[i], help), "family %s appears twice", help);
+			cr_assert(nseen < PROM_MAX);
+			snprintf(seen[nseen++], 64, "%s", help);
+			type[0] = '\0';
+			continue;
+		}
+		if (!strncmp(l, "# TYPE ", 7)) {
+			cr_assert(sscanf(l + 7, "%63s %15s", name, t) == 2 && !strcmp(name, help),
+				  "TYPE without its HELP: %s", l);
+			cr_assert(!strcmp(t, "gauge") || !strcmp(t, "counter"), "type %s", t);
+			size_t nl = strlen(name);
+			cr_expect(!strcmp(t, "counter") == (nl > 6 && !strcmp(name + nl - 6, "_total")),
+				  "%s: counters and only counters end in _total", name);
+			snprintf(type, sizeof(type), "%s", t);
+			continue;
+		}
+		cr_assert(l[0] != '#', "unexpected comment: %s", l);
+		int i = 0;
+		while (metric_char(l[i], i == 0))
+			i++;
+		cr_assert(i > 0 && i < 64 && l[i] == '{', "bad sample name: %s", l);
+		snprintf(name, sizeof(name), "%.*s", i, l);
+		cr_assert(!strcmp(name, help) && type[0], "sample %s outside its family (HELP/TYPE %s)", name,
+			  help);
+		/* labels: k="v" pairs, values with \\, \" and \n escapes */
+		const char *lp = l + i + 1, *end = lp;
+		while (*end != '}') {
+			int k = 0;
+			while (metric_char(end[k], k == 0))
+				k++;
+			cr_assert(k > 0 && end[k] == '=' && end[k + 1] == '"', "bad label in: %s", l);
+			end += k + 2;
+			while (*end && *end != '"')
+				end += *end == '\\' ? 2 : 1;
+			cr_assert(*end == '"', "unterminated label value: %s", l);
+			end++;
+			cr_assert(*end == ',' || *end == '}', "bad label separator: %s", l);
+			if (*end == ',')
+				end++;
+		}
+		cr_assert(p->n < PROM_MAX);
+		snprintf(p->s[p->n].name, 64, "%s", name);
+		snprintf(p->s[p->n].labels, 256, "%.*s", (int)(end - lp), lp);
+		cr_assert(end[1] == ' ', "no space before the value: %s", l);
+		char *vend;
+		p->s[p->n].v = strtod(end + 2, &vend);
+		cr_assert(vend != end + 2 && !*vend, "bad value: %s", l);
+		cr_expect(strstr(p->s[p->n].labels, want_queue) == p->s[p->n].labels, "no %s first: %s",
+			  want_queue, l);
+		p->n++;
+	}
+}
+
+/* The value of the sample name{...} whose labels contain `labels`; fails if there is none. */
+static double prom_value(const struct prom *p, const char *name, const char *labels)
+{
+	for (int i = 0; i < p->n; i++)
+		if (!strcmp(p->s[i].name, name) && (!labels || strstr(p->s[i].labels, labels)))
+			return p->s[i].v;
+	cr_expect_fail("no sample %s{%s}", name, labels ? labels : "");
+	return -1;
+}
+
+Test(stat, prometheus_output_parses_and_carries_the_known_figures)
+{
+	struct known k;
+	struct run r;
+	static struct prom p;
+	build_known(&k);
+	expect_ok(RUN(&r, NULL, "stat", k.name, "--prometheus"), NULL);
+	parse_prom(r.out, k.name + 1, &p);
+	const struct {
+		const char *name, *labels;
+		double v;
+	} want[] = {
+		{"shmq_capacity_slots", NULL, 16},
+		{"shmq_lease_seconds", NULL, LEASE_MS / 1000},
+		{"shmq_slots", "state=\"ready\"", 2},
+		{"shmq_slots", "state=\"inflight\"", 2},
+		{"shmq_slots", "state=\"delayed\"", 1},
+		{"shmq_slots", "state=\"dead\"", 1},
+		{"shmq_slots", "state=\"writing\"", 0},
+		{"shmq_slots", "state=\"free\"", 10},
+		{"shmq_participants", "state=\"alive\"", 1},
+		{"shmq_participants", "state=\"dead\"", 1},
+		{"shmq_sent_total", NULL, NSENT},
+		{"shmq_received_total", NULL, 4},
+		{"shmq_nacked_total", NULL, 1},
+		{"shmq_rejected_total", NULL, 1},
+		{"shmq_reclaimed_total", "cause=\"dead_owner\"", 0},
+		{"shmq_next_message_id", NULL, NSENT},
+		{"shmq_snapshot_consistent", NULL, 1},
+	};
+	for (size_t i = 0; i < N_ELEMS(want); i++) {
+		double v = prom_value(&p, want[i].name, want[i].labels);
+		cr_expect(v == want[i].v, "%s{%s} is %g, want %g", want[i].name,
+			  want[i].labels ? want[i].labels : "", v, want[i].v);
+	}
+	char dead[64];
+	snprintf(dead, sizeof(dead), "pid=\"%d\"", (int)k.dead_pid);
+	cr_expect(prom_value(&p, "shmq_participant_alive", dead) == 0, "the dead child reads as alive");
+	cr_expect(prom_value(&p, "shmq_participant_leases", dead) == 1, "the dead child's lease");
+	cr_expect(prom_value(&p, "shmq_oldest_ready_age_seconds", NULL) >= 0, "age");
+	shmq_close(k.q);
+}
+
+/* ---- list ------------------------------------------------------------------------------------ */
+
+/* Creates the shm object name holding len bytes of data. */
+static void put_object(const char *name, const void *data, size_t len)
+{
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	cr_assert(fd >= 0, "shm_open %s: %s", name, strerror(errno));
+	cr_assert(write(fd, data, len) == (ssize_t)len, "write %s", name);
+	close(fd);
+}
+
+/* list's line for name (without its '/'), or NULL */
+static const char *list_line(const char *out, const char *name, char *buf, size_t sz)
+{
+	size_t n = strlen(name);
+	for (const char *line = out; *line; line += strcspn(line, "\n") + 1)
+		if (!strncmp(line, name, n) && line[n] == ' ') {
+			snprintf(buf, sz, "%.*s", (int)strcspn(line, "\n"), line);
+			return buf;
+		}
+	return NULL;
+}
+
+static json_t *list_object(json_t *root, const char *name)
+{
+	json_t *objs = json_object_get(root, "objects"), *o;
+	size_t i;
+	cr_assert(json_is_array(objs), "objects is not an array");
+	json_array_foreach(objs, i, o)
+	{
+		if (!strcmp(json_string_value(json_object_get(o, "name")), name))
+			return o;
+	}
+	cr_assert_fail("no object %s in the listing", name);
+	return NULL;
+}
+
+Test(stat, list_shows_the_queue_a_foreign_object_and_a_truncated_copy_as_corrupted)
+{
+	struct known k;
+	struct run r;
+	build_known(&k);
+	const char *foreign = tq_name("foreign"), *trunc = tq_name("truncated");
+
+	unsigned char junk[8192];
+	srand((unsigned)getpid());
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (unsigned char)rand();
+	junk[0] |= 1; /* random, but never the zeros of a queue being created */
+	put_object(foreign, junk, sizeof(junk));
+	/* the first half of the real segment: a valid header that its size contradicts */
+	char path[TQ_NAME_LEN + 16];
+	snprintf(path, sizeof(path), "/dev/shm%s", k.name);
+	FILE *f = fopen(path, "rb");
+	cr_assert(f, "open %s", path);
+	static unsigned char seg[1 << 20];
+	size_t n = fread(seg, 1, sizeof(seg), f);
+	fclose(f);
+	cr_assert(n > 8192 && n < sizeof(seg), "segment of %zu bytes", n);
+	put_object(trunc, seg, n / 2);
+
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+	cr_expect(!strncmp(r.out, "NAME ", 5), "no header line:\n%s", r.out);
+	char line[512];
+	/* after NAME: SIZE (number and unit) READY INFLIGHT DELAYED DEAD ALIVE */
+	cr_assert(list_line(r.out, k.name + 1, line, sizeof(line)), "the queue is not listed:\n%s", r.out);
+	char cols[7][32];
+	int nc = sscanf(line + strlen(k.name + 1), "%31s %31s %31s %31s %31s %31s %31s", cols[0], cols[1],
+			cols[2], cols[3], cols[4], cols[5], cols[6]);
+	cr_expect(nc == 7 && !strcmp(cols[2], "2") && !strcmp(cols[3], "2") && !strcmp(cols[4], "1") &&
+			  !strcmp(cols[5], "1") && !strcmp(cols[6], "1"),
+		  "queue line: %s", line);
+	cr_expect(list_line(r.out, foreign + 1, line, sizeof(line)) && strstr(line, " not a shmq segment"),
+		  "foreign object:\n%s", r.out);
+	cr_expect(list_line(r.out, trunc + 1, line, sizeof(line)) && strstr(line, " corrupted: ") &&
+			  strstr(line, "truncated"),
+		  "truncated copy:\n%s", r.out);
+
+	expect_ok(RUN(&r, NULL, "list", "--json"), NULL);
+	json_t *root = parse_json(&r);
+	cr_expect_str_eq(json_string_value(json_object_get(root, "schema")), "shmq.list/1");
+	json_t *q = list_object(root, k.name + 1);
+	cr_expect_str_eq(json_string_value(json_object_get(q, "kind")), "queue");
+	expect_jint(q, "size_bytes", (long long)n);
+	expect_jint(q, "depths.ready", 2);
+	expect_jint(q, "depths.inflight", 2);
+	expect_jint(q, "depths.delayed", 1);
+	expect_jint(q, "depths.dead", 1);
+	expect_jint(q, "participants_alive", 1);
+	json_t *fo = list_object(root, foreign + 1);
+	cr_expect_str_eq(json_string_value(json_object_get(fo, "kind")), "foreign");
+	expect_jint(fo, "size_bytes", sizeof(junk));
+	json_t *tr = list_object(root, trunc + 1);
+	cr_expect_str_eq(json_string_value(json_object_get(tr, "kind")), "corrupted");
+	cr_expect(strstr(json_string_value(json_object_get(tr, "reason")), "truncated"), "reason");
+	json_decref(root);
+	shmq_close(k.q);
+}
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+Test(stat, stat_of_a_missing_foreign_or_truncated_object_fails_with_one_line)
+{
+	const char *missing = tq_name("missing"), *foreign = tq_name("foreign"),
+		   *trunc = tq_name("truncated");
+	const char *whole = tq_name("whole");
+	struct run r;
+	char junk[4096];
+	memset(junk, 0x5a, sizeof(junk));
+	put_object(foreign, junk, sizeof(junk));
+	struct shmq_config c = tq_config(8);
+	shmq_close(tq_create(whole, &c));
+	/* the header page alone: the size it records is not the object's */
+	char path[TQ_NAME_LEN + 16], page[4096];
+	snprintf(path, sizeof(path), "/dev/shm%s", whole);
+	FILE *f = fopen(path, "rb");
+	cr_assert(f && fread(page, 1, sizeof(page), f) == sizeof(page));
+	fclose(f);
+	put_object(trunc, page, sizeof(page));
+
+	expect_error(RUN(&r, NULL, "stat", missing), 1, "no such queue");
+	expect_error(RUN(&r, NULL, "stat", missing, "--json"), 1, missing);
+	expect_error(RUN(&r, NULL, "stat", foreign), 1, "not a shmq segment");
+	expect_error(RUN(&r, NULL, "stat", foreign, "--prometheus"), 1, foreign);
+	expect_error(RUN(&r, NULL, "stat", trunc), 1, "corrupted");
+	/* zeros where the magic goes: a queue whose creator never finished (after the open's grace) */
+	const char *zeros = tq_name("zeros");
+	memset(page, 0, sizeof(page));
+	put_object(zeros, page, sizeof(page));
+	expect_error(RUN(&r, NULL, "stat", zeros), 1, "not initialised");
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+	char line[512];
+	cr_expect(list_line(r.out, zeros + 1, line, sizeof(line)) && strstr(line, " not initialised"),
+		  "zeros:\n%s", r.out);
+}
+
+Test(stat, bad_command_lines_are_usage_errors)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_error(RUN(&r, NULL, "stat", q, "--json", "--prometheus"), 2, "exclude");
+	expect_error(RUN(&r, NULL, "list", "extra"), 2, "extra");
+	expect_error(RUN(&r, NULL, "list", "--bogus"), 2, "--bogus");
+}
+
+/* ---- a busy queue ---------------------------------------------------------------------------- */
+
+Test(stat, json_of_a_queue_under_traffic_parses_and_its_depths_stay_within_the_capacity)
+{
+	struct shmq_config c = tq_config(64);
+	const char *name = tq_name(NULL);
+	shmq_close(tq_create(name, &c));
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork");
+	if (pid == 0) { /* one process sends and receives until killed, or its test is gone */
+		shmq_t *q;
+		struct shmq_msg m;
+		uint32_t v = 0;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (shmq_open(name, &q))
+			_exit(1);
+		for (double end = tq_now_ms() + 30000; tq_now_ms() < end;) {
+			shmq_send(q, &v, sizeof(v), 0);
+			if (++v % 3 && shmq_recv(q, &m, 0) == 0)
+				shmq_ack(q, &m);
+		}
+		_exit(0);
+	}
+	/* wait for the traffic to start: each stat below must race with it */
+	shmq_view_t *v;
+	struct shmq_snapshot snap = {0};
+	cr_assert(shmq_view_open(name, &v) == 0);
+	for (double end = tq_now_ms() + 5000; !snap.stats.sent && tq_now_ms() < end; tq_sleep_ms(1))
+		cr_assert(shmq_view_snapshot(v, &snap, NULL, 0) >= 0);
+	shmq_view_close(v);
+	struct run r;
+	for (int i = 0; i < 5; i++) {
+		expect_ok(RUN(&r, NULL, "stat", name, "--json"), NULL);
+		json_t *root = parse_json(&r);
+		long long sum = 0;
+		const char *d[] = {"ready", "inflight", "delayed", "dead", "writing", "free"};
+		for (size_t k = 0; k < N_ELEMS(d); k++) {
+			char path[32];
+			snprintf(path, sizeof(path), "depths.%s", d[k]);
+			sum += json_integer_value(jpath(root, path));
+		}
+		/* each slot word is read once and counted in one state, racing or not */
+		cr_expect(sum == 64, "the depths sum to %lld, not the capacity", sum);
+		cr_expect(json_is_boolean(jpath(root, "snapshot.consistent")), "snapshot.consistent");
+		long long tries = json_integer_value(jpath(root, "snapshot.tries"));
+		cr_expect(tries >= 1 && tries <= SHMQ_SNAPSHOT_TRIES, "tries %lld", tries);
+		cr_expect(json_integer_value(jpath(root, "totals.sent")) > 0, "no traffic seen");
+		json_decref(root);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/* ---- inspection is read-only ----------------------------------------------------------------- */
+
+static size_t read_segment(const char *name, unsigned char *buf, size_t sz)
+{
+	char path[TQ_NAME_LEN + 16];
+	snprintf(path, sizeof(path), "/dev/shm%s", name);
+	FILE *f = fopen(path, "rb");
+	cr_assert(f, "open %s", path);
+	size_t n = fread(buf, 1, sz, f);
+	fclose(f);
+	cr_assert(n < sz, "segment larger than the buffer");
+	return n;
+}
+
+static uint32_t records(const char *name)
+{
+	shmq_view_t *v;
+	struct shmq_snapshot s;
+	cr_assert(shmq_view_open(name, &v) == 0);
+	cr_assert(shmq_view_snapshot(v, &s, NULL, 0) >= 0);
+	shmq_view_close(v);
+	return s.records;
+}
+
+Test(stat, stat_and_list_write_nothing_to_the_segment_and_claim_no_record)
+{
+	struct known k;
+	struct run r;
+	static unsigned char before[1 << 20], after[1 << 20];
+	build_known(&k);
+	uint32_t recs = records(k.name);
+	size_t n = read_segment(k.name, before, sizeof(before));
+
+	expect_ok(RUN(&r, NULL, "stat", k.name), NULL);
+	expect_ok(RUN(&r, NULL, "stat", k.name, "--json"), NULL);
+	expect_ok(RUN(&r, NULL, "stat", k.name, "--prometheus"), NULL);
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+
+	cr_expect(read_segment(k.name, after, sizeof(after)) == n, "the segment changed size");
+	size_t diff = 0;
+	while (diff < n && before[diff] == after[diff])
+		diff++;
+	cr_expect(diff == n, "inspection changed byte %zu of the segment (of %zu)", diff, n);
+	cr_expect(records(k.name) == recs, "participant records %u before, %u after", recs, records(k.name));
+	shmq_close(k.q);
+}

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_list.c: `shmq list [--json]`: every object in /dev/shm, in name order: for a queue its
+ * size, depths and live participants (a read-only snapshot, as `stat` takes); for anything else
+ * what it is: not a shmq segment, being created, corrupted, another layout, unreadable. An
+ * object that vanishes between the directory read and its probe is left out.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "stat.h"
+
+#define SHM_DIR "/dev/shm"
+
+enum {
+	O_JSON = CLI_OPT_BASE,
+};
+
+static const struct option list_opts[] = {
+	{"json", no_argument, NULL, O_JSON},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static int list_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	(void)cmd;
+	(void)opt;
+	(void)arg;
+	*(int *)ctx = 1; /* --json is the only option */
+	return 0;
+}
+
+/* One object: what the probe found, and for a queue its snapshot. */
+struct entry {
+	char *name;
+	struct cli_obj obj;
+	struct stat_report rep;
+	int loaded; /* rep holds a snapshot */
+};
+
+static const char *const kind_names[] = {
+	[CLI_OBJ_QUEUE] = "queue",	     [CLI_OBJ_GONE] = "gone",
+	[CLI_OBJ_FOREIGN] = "foreign",	     [CLI_OBJ_UNINIT] = "uninitialised",
+	[CLI_OBJ_CORRUPT] = "corrupted",     [CLI_OBJ_UNSUPPORTED] = "unsupported",
+	[CLI_OBJ_UNREADABLE] = "unreadable",
+};
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
+}
+
+/* The names of the regular files in SHM_DIR, sorted; *n of them. -errno on failure. */
+static int read_dir(struct entry **out, size_t *n)
+{
+	DIR *d = opendir(SHM_DIR);
+	if (!d)
+		return -errno;
+	struct entry *e = NULL;
+	size_t len = 0, cap = 0;
+	int err = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+			continue;
+		if (len == cap) {
+			size_t ncap = cap ? 2 * cap : 16;
+			struct entry *ne = realloc(e, ncap * sizeof(*e));
+			if (!ne) {
+				err = -ENOMEM;
+				break;
+			}
+			e = ne;
+			cap = ncap;
+		}
+		memset(&e[len], 0, sizeof(e[len]));
+		if (!(e[len].name = strdup(de->d_name))) {
+			err = -ENOMEM;
+			break;
+		}
+		len++;
+	}
+	closedir(d);
+	if (len)
+		qsort(e, len, sizeof(*e), by_name);
+	*out = e;
+	*n = len;
+	return err;
+}
+
+/* Probes an entry; a queue gets its snapshot (and its view is closed again). */
+static void probe(struct entry *e)
+{
+	/* no wait for a creator: a foreign object starting with zeros must not stall the listing */
+	if (cli_obj_probe(e->name, 0, &e->obj) != CLI_OBJ_QUEUE)
+		return;
+	int err = stat_report_load(e->obj.view, e->name, &e->rep);
+	shmq_view_close(e->obj.view);
+	e->obj.view = NULL;
+	if (err) {
+		e->obj.kind = CLI_OBJ_UNREADABLE;
+		snprintf(e->obj.why, sizeof(e->obj.why), "%s", cli_strerror(err));
+		return;
+	}
+	e->loaded = 1;
+}
+
+static void print_text(const struct entry *e, size_t n)
+{
+	int w = 4;
+	for (size_t i = 0; i < n; i++)
+		if (e[i].obj.kind != CLI_OBJ_GONE && (int)strlen(e[i].name) > w)
+			w = (int)strlen(e[i].name);
+	printf("%-*s %10s %8s %9s %8s %8s %6s\n", w, "NAME", "SIZE", "READY", "INFLIGHT", "DELAYED", "DEAD",
+	       "ALIVE");
+	for (size_t i = 0; i < n; i++) {
+		char size[32];
+		if (e[i].obj.kind == CLI_OBJ_GONE)
+			continue;
+		stat_human_bytes(size, sizeof(size), e[i].obj.size);
+		printf("%-*s %10s ", w, e[i].name, size);
+		if (!e[i].loaded) {
+			if (e[i].obj.kind == CLI_OBJ_CORRUPT)
+				printf("corrupted: %s\n", e[i].obj.why);
+			else if (e[i].obj.kind == CLI_OBJ_UNSUPPORTED)
+				printf("other layout: %s\n", e[i].obj.why);
+			else if (e[i].obj.kind == CLI_OBJ_UNREADABLE)
+				printf("unreadable: %s\n", e[i].obj.why);
+			else
+				printf("%s\n", e[i].obj.why);
+			continue;
+		}
+		const struct shmq_stats *st = &e[i].rep.s.stats;
+		printf("%8llu %9llu %8llu %8llu %6u\n", (unsigned long long)st->ready,
+		       (unsigned long long)st->inflight, (unsigned long long)st->delayed,
+		       (unsigned long long)st->dead, st->participants);
+	}
+}
+
+static json_t *json_entry(const struct entry *e)
+{
+	json_t *o = json_pack("{s:s, s:I, s:s}", "name", e->name, "size_bytes", (json_int_t)e->obj.size,
+			      "kind", kind_names[e->obj.kind]);
+	if (!o)
+		return NULL;
+	int bad;
+	if (e->loaded)
+		bad = json_object_set_new(o, "depths", stat_json_depths(&e->rep.s.stats)) ||
+		      json_object_set_new(o, "participants_alive", json_integer(e->rep.s.stats.participants));
+	else
+		bad = json_object_set_new(o, "reason", json_string(e->obj.why));
+	if (bad) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int print_json(const struct entry *e, size_t n)
+{
+	json_t *list = json_array();
+	json_t *root =
+		json_pack("{s:s, s:s, s:o}", "schema", "shmq.list/1", "directory", SHM_DIR, "objects", list);
+	int err = root ? 0 : -ENOMEM;
+	for (size_t i = 0; !err && i < n; i++)
+		if (e[i].obj.kind != CLI_OBJ_GONE && json_array_append_new(list, json_entry(&e[i])))
+			err = -ENOMEM;
+	if (!err) {
+		err = json_dumpf(root, stdout, JSON_INDENT(2)) ? -EIO : 0;
+		putchar('\n');
+	}
+	json_decref(root);
+	return err;
+}
+
+int cmd_list(int argc, char **argv)
+{
+	const char *cmd = "list";
+	struct entry *e = NULL;
+	size_t n = 0;
+	int json = 0, r;
+
+	if ((r = cli_parse_opts(cmd, argc, argv, list_opts, list_opt, &json)))
+		return r;
+	if ((r = read_dir(&e, &n))) {
+		r = cli_error(CLI_FAIL, cmd, "cannot read %s: %s", SHM_DIR, strerror(-r));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		probe(&e[i]);
+	if (json) {
+		if (print_json(e, n) == -ENOMEM) {
+			r = cli_error(CLI_FAIL, cmd, "out of memory building the JSON");
+			goto out;
+		}
+	} else {
+		print_text(e, n);
+	}
+	r = cli_flush_stdout(cmd);
+out:
+	for (size_t i = 0; i < n; i++) {
+		stat_report_free(&e[i].rep);
+		free(e[i].name);
+	}
+	free(e);
+	return r;
+}

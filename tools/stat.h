@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stat.h: what `shmq stat` and `shmq list` share: one snapshot of a queue through a read-only
+ * view, and the tables of its figures, so that the text, JSON and Prometheus formats name each
+ * figure in one place.
+ */
+#ifndef SHMQ_STAT_H
+#define SHMQ_STAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmq_inspect.h"
+
+/* A snapshot and the participant records it saw. */
+struct stat_report {
+	const char *name; /* the queue's name without its leading '/' */
+	struct shmq_snapshot s;
+	struct shmq_participant_info *parts;
+	unsigned nparts;
+};
+
+/* Takes a snapshot through v. 0, or -ENOMEM / -EINVAL. */
+int stat_report_load(shmq_view_t *v, const char *name, struct stat_report *r);
+void stat_report_free(struct stat_report *r);
+
+/* One uint64_t figure of struct shmq_stats, under its name in each format. */
+struct stat_field {
+	const char *key;    /* JSON key */
+	const char *label;  /* text label */
+	const char *metric; /* Prometheus metric: fields of one family are adjacent */
+	const char *mlabel; /* its distinguishing label pair, or NULL */
+	const char *help;   /* Prometheus HELP text (read from the family's first field) */
+	size_t off;	    /* offsetof(struct shmq_stats, the field) */
+};
+
+extern const struct stat_field stat_depths[]; /* slots by state: ready ... free */
+extern const struct stat_field stat_totals[]; /* counters summed over the participant records */
+extern const size_t stat_ndepths, stat_ntotals;
+
+static inline uint64_t stat_value(const struct shmq_stats *st, const struct stat_field *f)
+{
+	return *(const uint64_t *)((const char *)st + f->off);
+}
+
+/* ms from `then` to `now` on the snapshot's clock, 0 if `then` is later */
+static inline uint64_t stat_ago_ms(uint64_t now, uint64_t then) { return now > then ? now - then : 0; }
+
+/* 268288 -> "262.0 KiB" */
+void stat_human_bytes(char *buf, size_t sz, uint64_t bytes);
+
+/* The formats (stat_text.c, stat_json.c, stat_prom.c) write to stdout. */
+void stat_print_text(const struct stat_report *r);
+int stat_print_json(const struct stat_report *r); /* 0 or -ENOMEM */
+void stat_print_prom(const struct stat_report *r);
+
+/* JSON objects that `list --json` shares with `stat --json` (a json_t *, as void * so that only
+ * the JSON files include jansson.h); NULL when out of memory. */
+void *stat_json_depths(const struct shmq_stats *st);
+
+#endif

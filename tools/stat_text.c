@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/* stat_text.c: `shmq stat NAME`: a snapshot as text, one "  label  value" line per figure. */
+#include <stdio.h>
+
+#include "stat.h"
+
+static void num(const char *label, uint64_t v) { printf("  %-24s %llu\n", label, (unsigned long long)v); }
+
+static void print_config(const struct stat_report *r)
+{
+	const struct shmq_stats *st = &r->s.stats;
+	const struct shmq_config *c = &st->config;
+	printf("config\n");
+	printf("  %-24s %u slots\n", "capacity", c->capacity);
+	printf("  %-24s %u bytes\n", "slot size", c->slot_size);
+	printf("  %-24s %u bytes\n", "max payload", st->max_payload);
+	printf("  %-24s %u ms\n", "lease", c->lease_ms);
+	printf("  %-24s %u\n", "max deliveries", c->max_deliveries);
+	printf("  %-24s %u ms, doubling up to %u ms\n", "retry backoff", c->retry_base_ms, c->retry_max_ms);
+	printf("  %-24s %04o\n", "mode", (unsigned)c->mode);
+	printf("  %-24s %u\n", "dead letters kept (max)", st->dlq_max);
+	if (c->reclaim_interval_ms)
+		printf("  %-24s every %u ms, by receivers\n", "reclaim pass", c->reclaim_interval_ms);
+	else
+		printf("  %-24s only by a watchdog or shmq_reclaim\n", "reclaim pass");
+}
+
+static const char *alive_str(int alive) { return alive > 0 ? "yes" : alive == 0 ? "no" : "unknown"; }
+
+static void print_participants(const struct stat_report *r)
+{
+	const struct shmq_snapshot *s = &r->s;
+	printf("participants\n");
+	printf("  %-24s %u record%s: %u alive, %u dead%s\n", "attached", s->records,
+	       s->records == 1 ? "" : "s", s->stats.participants, s->dead_participants,
+	       s->dead_participants ? " (the next reclaim pass requeues their leases, frees them)" : "");
+	if (!r->nparts)
+		return;
+	printf("  %5s %8s %5s %-17s %6s %7s %13s %10s %10s %10s\n", "INDEX", "PID", "ALIVE", "ROLE", "LEASES",
+	       "WRITING", "LAST ACTIVITY", "SENT", "RECEIVED", "ACKED");
+	for (unsigned i = 0; i < r->nparts; i++) {
+		const struct shmq_participant_info *p = &r->parts[i];
+		char ago[32];
+		snprintf(ago, sizeof(ago), "%llu s ago",
+			 (unsigned long long)(stat_ago_ms(s->now_ms, p->last_active_ms) / 1000));
+		printf("  %5u %8d %5s %-17s %6u %7u %13s %10llu %10llu %10llu\n", p->index, (int)p->pid,
+		       alive_str(p->alive), p->role, p->leases, p->writing, ago, (unsigned long long)p->sent,
+		       (unsigned long long)p->received, (unsigned long long)p->acked);
+	}
+}
+
+void stat_print_text(const struct stat_report *r)
+{
+	const struct shmq_snapshot *s = &r->s;
+	const struct shmq_stats *st = &s->stats;
+	char size[32];
+	stat_human_bytes(size, sizeof(size), st->segment_bytes);
+	printf("queue %s\n", r->name);
+	printf("  %-24s %llu bytes (%s)\n", "segment", (unsigned long long)st->segment_bytes, size);
+	if (s->consistent)
+		printf("  %-24s consistent (%u %s)\n", "snapshot", s->tries,
+		       s->tries == 1 ? "pass" : "passes");
+	else
+		printf("  %-24s traffic moved during each of %u passes: figures are approximate\n",
+		       "snapshot", s->tries);
+	print_config(r);
+	printf("depth (slots)\n");
+	for (size_t i = 0; i < stat_ndepths; i++)
+		num(stat_depths[i].label, stat_value(st, &stat_depths[i]));
+	if (st->ready)
+		printf("  %-24s %llu ms (message id %llu)\n", "oldest ready age",
+		       (unsigned long long)s->oldest_ready_age_ms, (unsigned long long)s->oldest_ready_id);
+	else
+		printf("  %-24s none ready\n", "oldest ready age");
+	print_participants(r);
+	printf("totals\n");
+	for (size_t i = 0; i < stat_ntotals; i++)
+		num(stat_totals[i].label, stat_value(st, &stat_totals[i]));
+	num("next message id", st->next_id);
+	printf("latency\n");
+	printf("  %-24s not recorded by this segment layout\n", "enqueue-to-ack");
+}
