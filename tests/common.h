@@ -145,4 +145,28 @@ static inline void tq_sleep_ms(unsigned ms)
 		;
 }
 
+#ifdef TQ_PLAIN
+struct tq_plain_test {
+	const char *name;
+	void (*run)(void);
+};
+
+/* The main of a plain program: runs each test, unlinks its queues, prints a [PASS]/[FAIL] line per
+ * test and a summary; returns the exit status. */
+static inline int tq_plain_main(const char *suite, const struct tq_plain_test *t, unsigned n)
+{
+	int failed = 0;
+	for (unsigned i = 0; i < n; i++) {
+		int before = tq_failures;
+		tq_test = t[i].name;
+		t[i].run();
+		tq_cleanup();
+		failed += tq_failures > before;
+		fprintf(stderr, "[%s] %s::%s\n", tq_failures > before ? "FAIL" : "PASS", suite, t[i].name);
+	}
+	fprintf(stderr, "%s under TSan: %u tests, %d failed\n", suite, n, failed);
+	return failed ? 1 : 0;
+}
+#endif
+
 #endif
