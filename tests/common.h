@@ -145,7 +145,24 @@ static inline void tq_sleep_ms(unsigned ms)
 		;
 }
 
-#ifdef TQ_PLAIN
+#ifndef TQ_PLAIN
+#include <signal.h>
+#include <stdlib.h>
+/* The shmq binary the CLI tests run: $SHMQ_TOOL (make sets it), else build/shmq, else the test is
+ * skipped. SIGPIPE is ignored: a tool that exits without reading all of its stdin must not kill
+ * the test. For a suite's .init. */
+static inline const char *tq_tool(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const char *tool = getenv("SHMQ_TOOL");
+	if (!tool) {
+		tool = "build/shmq";
+		if (access(tool, X_OK))
+			cr_skip_test("SHMQ_TOOL is not set and %s does not exist", tool);
+	}
+	return tool;
+}
+#else
 struct tq_plain_test {
 	const char *name;
 	void (*run)(void);

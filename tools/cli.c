@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* cli.c: helpers the subcommands share: errors, option parsing, numbers, names, opening. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,4 +205,14 @@ int cli_flush_stdout(const char *cmd)
 		return 0;
 	return cli_error(CLI_FAIL, cmd, "cannot write to standard output: %s",
 			 errno ? strerror(errno) : "write error");
+}
+
+void cli_on_stop_signals(void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = fn;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 }

@@ -27,17 +27,7 @@
 
 static const char *tool;
 
-static void cli_init(void)
-{
-	/* a tool that exits without reading all of its stdin must not kill the test with SIGPIPE */
-	signal(SIGPIPE, SIG_IGN);
-	tool = getenv("SHMQ_TOOL");
-	if (!tool) {
-		tool = "build/shmq";
-		if (access(tool, X_OK))
-			cr_skip_test("SHMQ_TOOL is not set and %s does not exist", tool);
-	}
-}
+static void cli_init(void) { tool = tq_tool(); }
 
 TestSuite(cli, .init = cli_init, .fini = tq_cleanup);
 

@@ -4,16 +4,20 @@
  * threads in this process on one handle; `make tsan` builds this file with TQ_PLAIN into a program
  * of its own that runs them under ThreadSanitizer (its main is at the bottom). The `shmq work`
  * tests run the built tool ($SHMQ_TOOL) as a user would; they and the SIGKILL test need Criterion.
+ * Each `shmq work` writes its CMDs' files and its own output into a scratch directory of the test.
  *
  * Time is asserted only as generous bounds for liveness (LIVE_MS), and as the lower bound of a
  * backoff, which the queue enforces.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "../common.h"
@@ -240,13 +244,16 @@ static void keeper_keeps_lease(void)
 	shmq_close(q);
 }
 
-/* Many deliveries published and retired while the keeper walks them with a short lease: the RCU
- * records under load (the point of the TSan run). A lease may still be lost to a slow scheduler;
- * then the verdict finds out and the message comes back, so nothing is asserted about that. */
+/* Many deliveries published and retired while the keeper walks them: the RCU records under load
+ * (the point of the TSan run, where freeing a record without call_rcu is reported). A lease may
+ * still be lost to a slow scheduler; then the verdict finds out and the message comes back, so
+ * nothing is asserted about that. Leases are not shorter, though: a lease that expires while its
+ * receiver is between two stores of deliver() (src/ring.c) makes TSan report the plain
+ * last_owner/last_pid writes of the next receiver of that slot. */
 #define BUSY_MSGS 400u
-#define BUSY_LEASE_MS 40
+#define BUSY_LEASE_MS 60
 #define CHURN_MSGS 20000u
-#define CHURN_LEASE_MS 6 /* a keeper pass every millisecond */
+#define CHURN_LEASE_MS 60 /* a keeper pass every 10 ms */
 
 struct busy {
 	_Atomic unsigned calls;
@@ -257,8 +264,8 @@ static int short_sleep(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
 	struct busy *b = arg;
 	(void)w;
 	atomic_fetch_add(&b->calls, 1);
-	/* 0 to 30 ms: the longer ones pass the keeper's two-thirds mark and get extended */
-	tq_sleep_ms((unsigned)(m->id % 4) * 10);
+	/* 0 to 45 ms: the longer ones pass the keeper's two-thirds mark and get extended */
+	tq_sleep_ms((unsigned)(m->id % 4) * 15);
 	return SHMQ_WORKER_ACK;
 }
 
@@ -498,6 +505,336 @@ Test(worker, a_sigkilled_worker_process_gives_its_messages_back_through_reclaim)
 	cr_expect(st.reclaimed_dead_owner == 2 && st.reclaimed_expired == 0,
 		  "reclaimed from a dead owner %llu, expired %llu",
 		  (unsigned long long)st.reclaimed_dead_owner, (unsigned long long)st.reclaimed_expired);
+	shmq_close(q);
+}
+
+/* ---- shmq work ------------------------------------------------------------------------------- */
+
+static const char *tool;
+static char scratch[64]; /* a directory for CMD's files and the tool's output */
+static pid_t spawned;	 /* the last `shmq` started, killed by the .fini if a test failed early */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+static void work_init(void)
+{
+	tool = tq_tool();
+	snprintf(scratch, sizeof(scratch), "/tmp/shmq-test-work-XXXXXX");
+	cr_assert(mkdtemp(scratch), "mkdtemp: %s", strerror(errno));
+}
+
+static void work_fini(void)
+{
+	tq_cleanup();
+	if (spawned > 0 && waitpid(spawned, NULL, WNOHANG) == 0) {
+		kill(spawned, SIGKILL);
+		waitpid(spawned, NULL, 0);
+	}
+	if (scratch[0])
+		nftw(scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(work, .init = work_init, .fini = work_fini);
+
+/* scratch/<name> */
+static const char *file_in(const char *name)
+{
+	static char path[4][128];
+	static int next;
+	char *p = path[next++ % 4];
+	snprintf(p, sizeof(path[0]), "%s/%s", scratch, name);
+	return p;
+}
+
+/* Starts `shmq ARGS...`, stdin from /dev/null, stdout and stderr into scratch/out. */
+#define SPAWN(...) spawn((const char *const[]){__VA_ARGS__, NULL})
+static pid_t spawn(const char *const args[])
+{
+	const char *argv[32] = {tool};
+	for (int i = 0; args[i]; i++) {
+		cr_assert(i < 30, "too many arguments");
+		argv[i + 1] = args[i];
+	}
+	int out = open(file_in("out"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	cr_assert(out >= 0 && in >= 0, "open: %s", strerror(errno));
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+			_exit(126);
+		execv(tool, (char *const *)argv);
+		_exit(127);
+	}
+	close(out);
+	close(in);
+	return spawned = pid;
+}
+
+/* Waits for pid (SIGKILLed and failed past LIVE_MS); returns its wait status. */
+static int reap(pid_t pid)
+{
+	int st;
+	double until = tq_now_ms() + LIVE_MS;
+	while (waitpid(pid, &st, WNOHANG) != pid) {
+		if (tq_now_ms() > until) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			cr_assert_fail("shmq still running after %d ms: killed", LIVE_MS);
+		}
+		tq_sleep_ms(5);
+	}
+	return st;
+}
+
+/* The whole of a file (empty when missing), NUL-terminated; free() it. */
+static char *slurp(const char *path, size_t *len)
+{
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+	FILE *f = fopen(path, "rb");
+	for (size_t got = 1; f && got > 0; n += got) {
+		if (n + 4096 + 1 > cap)
+			cr_assert((buf = realloc(buf, cap = 2 * cap + 4096 + 1)));
+		got = fread(buf + n, 1, 4096, f);
+	}
+	if (f)
+		fclose(f);
+	if (!buf)
+		cr_assert((buf = calloc(1, 1)));
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+/* SIGTERMs `shmq work`, which must stop gracefully: exit 0 and say so. */
+static void term_ok(pid_t pid)
+{
+	cr_assert(kill(pid, SIGTERM) == 0);
+	int st = reap(pid);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shmq work exited with status %#x on SIGTERM: %s",
+		  st, out);
+	cr_expect(strstr(out, "shmq: work: stopped by SIGTERM"), "no summary line: %s", out);
+	free(out);
+}
+
+/* The dispatch script: its first line of stdin says how to end. */
+#define DISPATCH                                                                                             \
+	"read how; case $how in ok) exit 0;; temp) exit 75;; data) exit 65;; other) exit 3;; "               \
+	"sig) kill -KILL $$;; slow) exec sleep 30;; stubborn) trap '' TERM; sleep 30;; esac"
+
+Test(work, cmd_exit_status_maps_to_ack_retry_reject_or_a_failed_delivery)
+{
+	struct shmq_config c = tq_config(16);
+	c.dlq_max = 16;
+	c.max_deliveries = 2;
+	c.retry_base_ms = 10;
+	c.retry_max_ms = 20;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	static const struct {
+		const char *how;
+		uint32_t reason, deliveries; /* 0: acked, not dead-lettered */
+	} cases[] = {
+		{"ok", 0, 0},
+		{"temp", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* exit 75: retried until max_deliveries */
+		{"data", SHMQ_DEAD_REJECTED, 1},	   /* exit 65: rejected at once */
+		{"other", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* exit 3: a failed delivery */
+		{"sig", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* killed by a signal: the same */
+		{"slow", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* past --timeout-ms: SIGTERM, the same */
+		{"stubborn", SHMQ_DEAD_MAX_DELIVERIES, 2}, /* ignores SIGTERM: SIGKILL a second later */
+	};
+	int n = (int)(sizeof(cases) / sizeof(cases[0]));
+	for (int i = 0; i < n; i++)
+		send_str(q, cases[i].how);
+	pid_t pid =
+		SPAWN("work", name, "--threads", "4", "--timeout-ms", "300", "--", "/bin/sh", "-c", DISPATCH);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1 && st.dead == (uint64_t)n - 1);
+	term_ok(pid);
+
+	struct shmq_dead_letter dl[16];
+	int nd = shmq_dlq_list(q, dl, 16);
+	for (int i = 1; i < n; i++) {
+		const struct shmq_dead_letter *d = find_letter(dl, nd, cases[i].how);
+		cr_expect(d && d->reason == cases[i].reason && d->deliveries == cases[i].deliveries,
+			  "%s: dead letter reason %u after %u deliveries, want %u after %u", cases[i].how,
+			  d ? d->reason : 0, d ? d->deliveries : 0, cases[i].reason, cases[i].deliveries);
+	}
+	cr_expect(!find_letter(dl, nd, "ok"), "exit 0 was dead-lettered");
+	st = tq_stats(q);
+	/* each failed delivery was a nack with backoff (temp, other, sig, slow, stubborn: 2 each) */
+	cr_expect(st.nacked == 10 && st.rejected == 1 && st.acked == 1,
+		  "nacked %llu rejected %llu acked %llu", (unsigned long long)st.nacked,
+		  (unsigned long long)st.rejected, (unsigned long long)st.acked);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "exit 75 (temporary failure)") && strstr(out, "exit 65 (data error)") &&
+			  strstr(out, "exit 3") && strstr(out, "killed by signal 9") &&
+			  strstr(out, "still running after 300 ms"),
+		  "failures not reported on stderr: %s", out);
+	free(out);
+	shmq_close(q);
+}
+
+Test(work, payload_reaches_cmd_stdin_and_id_deliveries_and_queue_its_environment)
+{
+	struct shmq_config c = tq_config(4);
+	c.slot_size = 128 * 1024 + SHMQ_SLOT_HEADER; /* a payload larger than a pipe's buffer */
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	size_t big_len = 100000;
+	char *big = malloc(big_len);
+	cr_assert(big);
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (char)('a' + i % 26);
+	send_str(q, "hello, world");
+	cr_assert(shmq_send(q, big, big_len, 0) == 0);
+	setenv("SHMQ_MSG_ID", "stale", 1); /* ours must replace what the tool inherits */
+	pid_t pid = SPAWN("work", name, "--", "/bin/sh", "-c",
+			  "cat >\"$0/$SHMQ_MSG_ID.in\" && env >\"$0/$SHMQ_MSG_ID.env\"", scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 2);
+	term_ok(pid);
+
+	size_t len;
+	char *in0 = slurp(file_in("0.in"), &len);
+	cr_expect(len == 12 && !memcmp(in0, "hello, world", 12), "message 0's stdin: '%s'", in0);
+	char *in1 = slurp(file_in("1.in"), &len);
+	cr_expect(len == big_len && !memcmp(in1, big, big_len), "message 1's stdin: %zu bytes, want %zu", len,
+		  big_len);
+	char *env = slurp(file_in("0.env"), NULL), want[TQ_NAME_LEN + 32];
+	snprintf(want, sizeof(want), "\nSHMQ_QUEUE=%s\n", name);
+	cr_expect(strstr(env, "SHMQ_MSG_ID=0\n") && strstr(env, "SHMQ_DELIVERIES=1\n") && strstr(env, want),
+		  "CMD's environment lacks SHMQ_MSG_ID=0, SHMQ_DELIVERIES=1 or SHMQ_QUEUE=%s:\n%s", name,
+		  env);
+	cr_expect(!strstr(env, "SHMQ_MSG_ID=stale"), "the inherited SHMQ_MSG_ID was passed on");
+	free(in0), free(in1), free(env), free(big);
+	shmq_close(q);
+}
+
+Test(work, sigterm_lets_the_running_cmd_finish_acks_it_and_takes_nothing_more)
+{
+	struct shmq_config c = tq_config(16);
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "first");
+	send_str(q, "second");
+	pid_t pid = SPAWN("work", name, "--", "/bin/sh", "-c", "touch \"$0/started\"; sleep 1", scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 1 && access(file_in("started"), F_OK) == 0);
+	term_ok(pid);
+	st = tq_stats(q);
+	cr_expect(st.acked == 1 && st.ready == 1 && st.inflight == 0 && st.nacked == 0,
+		  "acked %llu ready %llu in flight %llu nacked %llu, want 1 1 0 0",
+		  (unsigned long long)st.acked, (unsigned long long)st.ready, (unsigned long long)st.inflight,
+		  (unsigned long long)st.nacked);
+	shmq_close(q);
+}
+
+Test(work, past_grace_ms_a_stop_kills_the_cmd_and_gives_its_message_back)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "endless");
+	pid_t pid = SPAWN("work", name, "--grace-ms", "100", "--", "/bin/sh", "-c", "exec sleep 60");
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 1);
+	term_ok(pid);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "1 given back at shutdown"), "summary: %s", out);
+	free(out);
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, LIVE_MS);
+	cr_expect(r == 0 && m.deliveries == 2, "the message did not come back (%s)", shmq_strerror(r));
+	shmq_close(q);
+}
+
+/* A process that is gone or a zombie nobody reaped. */
+static int gone(pid_t pid)
+{
+	char path[64], stat[256] = "";
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 1;
+	size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+	fclose(f);
+	stat[n] = '\0';
+	const char *p = strrchr(stat, ')');
+	return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+Test(work, sigkill_of_shmq_work_kills_its_cmds_and_reclaim_gives_the_messages_back)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000; /* expiry is not what brings it back */
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "held");
+	pid_t pid = SPAWN("work", name, "--", "/bin/sh", "-c",
+			  "echo $$ >\"$0/pid.tmp\"; mv \"$0/pid.tmp\" \"$0/pid\"; exec sleep 60", scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 1 && access(file_in("pid"), F_OK) == 0);
+	char *cmd_pid = slurp(file_in("pid"), NULL);
+	pid_t child = (pid_t)atoi(cmd_pid);
+	free(cmd_pid);
+	cr_assert(child > 0);
+	cr_assert(kill(pid, SIGKILL) == 0);
+	reap(pid);
+
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, LIVE_MS); /* its reclaim pass finds the owner gone */
+	cr_expect(r == 0 && m.deliveries == 2, "the message did not come back (%s)", shmq_strerror(r));
+	st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 1, "reclaimed from a dead owner: %llu",
+		  (unsigned long long)st.reclaimed_dead_owner);
+	double until = tq_now_ms() + LIVE_MS;
+	while (!gone(child) && tq_now_ms() < until)
+		tq_sleep_ms(5);
+	cr_expect(gone(child), "CMD (pid %d) outlived the SIGKILLed shmq work", (int)child);
+	shmq_close(q);
+}
+
+/* Runs `shmq ARGS...`, which must fail with `code` and one line "shmq: work: ...needle...". */
+#define EXPECT_FAILS(code, needle, ...) expect_fails(code, needle, (const char *const[]){__VA_ARGS__, NULL})
+static void expect_fails(int code, const char *needle, const char *const args[])
+{
+	int st = reap(spawn(args));
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == code, "`shmq %s %s ...` exited %#x, want %d: %s",
+		  args[0], args[1], st, code, out);
+	cr_expect(!strncmp(out, "shmq: work: ", 12) && strstr(out, needle) && strchr(out, '\n') &&
+			  (!strchr(out, '\n')[1] ||
+			   (code == 2 && !strcmp(strchr(out, '\n') + 1, "try 'shmq help'\n"))),
+		  "want one line 'shmq: work: ...%s...', got: %s", needle, out);
+	free(out);
+}
+
+Test(work, bad_command_lines_fail_with_one_line_naming_the_problem)
+{
+	struct shmq_config c = tq_config(16);
+	const char *name = tq_name(NULL), *missing = tq_name("missing");
+	shmq_t *q = tq_create(name, &c);
+	EXPECT_FAILS(2, "missing CMD", "work", name);
+	EXPECT_FAILS(2, "missing CMD", "work", name, "--threads", "2", "--");
+	EXPECT_FAILS(2, "--threads", "work", name, "--threads", "0", "--", "true");
+	EXPECT_FAILS(2, "--threads", "work", name, "--threads", "1025", "--", "true");
+	EXPECT_FAILS(2, "--timeout-ms", "work", name, "--timeout-ms", "0", "--", "true");
+	EXPECT_FAILS(2, "--grace-ms", "work", name, "--grace-ms", "soon", "--", "true");
+	EXPECT_FAILS(2, "--dedup", "work", name, "--dedup", "--", "true"); /* not built yet */
+	EXPECT_FAILS(1, "shmq-no-such-command", "work", name, "--", "shmq-no-such-command");
+	EXPECT_FAILS(1, "/nonexistent/cmd", "work", name, "--", "/nonexistent/cmd");
+	EXPECT_FAILS(1, missing, "work", missing, "--", "true");
+	struct shmq_stats st = tq_stats(q);
+	cr_expect(st.received == 0, "a failed start received messages");
 	shmq_close(q);
 }
 #else
