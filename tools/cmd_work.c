@@ -164,7 +164,11 @@ enum end {
 static enum end supervise(shmq_worker_t *w, const struct work *o, pid_t pid, int in, const char *p,
 			  size_t left, int *status)
 {
+#ifdef SYS_pidfd_open
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* -1 on old kernels: poll in short steps */
+#else
+	int pidfd = -1;
+#endif
 	uint64_t now = mono_ms(), deadline = o->timeout_ms ? now + (uint64_t)o->timeout_ms : UINT64_MAX;
 	uint64_t term_at = 0;
 	enum end why = END_EXIT;
