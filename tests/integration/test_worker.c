@@ -348,7 +348,7 @@ static void stop_finishes_in_flight(void)
 	TQ_EXPECT(shmq_worker_state(w) == SHMQ_WORKER_DRAINING, "state %d after stop, want draining",
 		  shmq_worker_state(w));
 	/* the idle thread's receive (10 ms) is over long before this: it must not take these */
-	tq_sleep_ms(200);
+	tq_sleep_ms(500);
 	send_str(q, "third");
 	send_str(q, "fourth");
 	tq_sleep_ms(100);
@@ -734,6 +734,23 @@ Test(work, sigterm_lets_the_running_cmd_finish_acks_it_and_takes_nothing_more)
 		  "acked %llu ready %llu in flight %llu nacked %llu, want 1 1 0 0",
 		  (unsigned long long)st.acked, (unsigned long long)st.ready, (unsigned long long)st.inflight,
 		  (unsigned long long)st.nacked);
+	shmq_close(q);
+}
+
+Test(work, threads_n_runs_n_cmds_at_once_and_a_stop_waits_for_all_of_them)
+{
+	struct shmq_config c = tq_config(16);
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	for (int i = 0; i < 3; i++)
+		send_str(q, "nap");
+	pid_t pid = SPAWN("work", name, "--threads", "3", "--", "/bin/sh", "-c", "sleep 1");
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 3);
+	term_ok(pid);
+	st = tq_stats(q);
+	cr_expect(st.acked == 3 && st.inflight == 0, "acked %llu, in flight %llu, want 3 and 0",
+		  (unsigned long long)st.acked, (unsigned long long)st.inflight);
 	shmq_close(q);
 }
 
