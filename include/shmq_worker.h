@@ -19,10 +19,12 @@
  *   shmq_worker_join(w);   waits for the threads; returns the first error one of them hit
  *   shmq_worker_close(w);  frees; q stays open (close it after this)
  *
- * Stop is graceful: no thread starts a new receive, handlers running finish and their verdicts
- * are applied. Past config.grace_ms (or at a second shmq_worker_stop), messages still in flight
- * are nacked for immediate redelivery elsewhere and shmq_worker_state() says
- * SHMQ_WORKER_ABANDONED: a handler that polls it should return (its verdict is then ignored).
+ * Stop is graceful: no thread starts a new receive (one already waiting in shmq_recv, for at most
+ * poll_ms, handles what it gets), handlers running finish and their verdicts are applied. Past
+ * config.grace_ms (or at a second shmq_worker_stop), messages still in flight are nacked for
+ * immediate redelivery elsewhere and shmq_worker_state() says SHMQ_WORKER_ABANDONED: a handler
+ * that polls it should return (its verdict is then ignored). That nack counts as a delivery, as a
+ * crash would: a message on its last delivery is dead-lettered.
  *
  * Conventions as in shmq.h: 0 or a negative errno; the library never prints or exits. The
  * worker uses liburcu (its default memb flavour: link with -lurcu), registers its own threads
