@@ -3,7 +3,7 @@
 # shmq build.  One Makefile serves three build trees:
 #   make            -> build/        (-O2 -g, jemalloc in the tool and benches)
 #   make asan       -> build-asan/   (ASan + UBSan, libc malloc), runs unit + integration tests
-#   make tsan       -> build-tsan/   (TSan, libc malloc), runs the thread tests as a plain program
+#   make tsan       -> build-tsan/   (TSan, libc malloc), runs the thread and worker tests as plain programs
 #   make fuzz       -> build/fuzz/   (clang libFuzzer + ASan + UBSan), fuzzes the inspection code
 # The sanitizer targets re-invoke make with BUILD=<dir> SAN=<asan|tsan>.
 #
@@ -48,8 +48,9 @@ JEMALLOC_LIBS :=
 SO_LDFLAGS :=
 endif
 
-LIB_LIBS := -lpthread
-TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lm -lpthread
+# liburcu: the worker runtime's in-flight records (src/worker.c)
+LIB_LIBS := -lurcu -lpthread
+TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lurcu -lm -lpthread
 TEST_LIBS := -lcriterion -lurcu -ljansson -lpthread -lm
 TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
@@ -67,8 +68,8 @@ LIB_SRCS := $(sort $(wildcard src/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
-# the thread tests again, as a plain program for TSan (see tests/common.h, TQ_PLAIN)
-TSAN_SRCS := tests/integration/test_threads.c
+# the thread and worker tests again, each as a plain program for TSan (see tests/common.h, TQ_PLAIN)
+TSAN_SRCS := tests/integration/test_threads.c tests/integration/test_worker.c
 # bench/harness.c and bench/crash.c drive the transports of bench/peers/ (adapters, one per
 # transport, plus what the two share in bench/lib/); the other bench/*.c are standalone programs.
 SUITE_MAINS := bench/harness.c bench/crash.c
@@ -101,7 +102,7 @@ TOOL := $(BUILD)/shmq
 DEMO_WORKER := $(BUILD)/demo-worker
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
-TSAN_BIN := $(BUILD)/tests/tsan
+TSAN_BINS := $(TSAN_SRCS:tests/integration/test_%.c=$(BUILD)/tests/tsan-%)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 SUITE_BINS := $(SUITE_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK := $(BUILD)/.deps-ok
@@ -171,19 +172,21 @@ TSAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo $(CC))
 tsan:
 	$(Q)$(MAKE) BUILD=build-tsan SAN=tsan CC=$(TSAN_CC) tsan-run
 
-# The TSan program is tests/integration/test_threads.c built without Criterion (TQ_PLAIN), whose
+# The TSan programs are the files of TSAN_SRCS, each built without Criterion (TQ_PLAIN), whose
 # sandbox cannot start under TSan (Snaipe/Criterion#274). halt_on_error makes a race fail the run;
 # a report in the log fails it too. ASLR is turned off for the run when setarch allows it, which
 # keeps older TSan runtimes working on kernels with high mmap randomisation.
-tsan-run: $(TSAN_BIN)
-	$(Q)$(call msg,RUN,$(TSAN_BIN))log=$(TSAN_BIN).log; \
-	norand=; if setarch $$(uname -m) -R true 2>/dev/null; then norand="setarch $$(uname -m) -R"; fi; \
-	rc=0; TSAN_OPTIONS="halt_on_error=1 $$TSAN_OPTIONS" $$norand $(TSAN_BIN) >$$log 2>&1 || rc=$$?; \
+tsan-run: $(TSAN_BINS)
+	$(Q)norand=; if setarch $$(uname -m) -R true 2>/dev/null; then norand="setarch $$(uname -m) -R"; fi; \
+	for bin in $(TSAN_BINS); do \
+	$(if $(Q),printf '  %-5s %s\n' RUN "$$bin [$(SAN)]";) log=$$bin.log; \
+	rc=0; TSAN_OPTIONS="halt_on_error=1 $$TSAN_OPTIONS" $$norand $$bin >$$log 2>&1 || rc=$$?; \
 	cat $$log; \
 	if [ $$rc -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $$log; then \
-		echo "  FAIL  $(TSAN_BIN): sanitizer report (see $$log)"; rc=1; \
+		echo "  FAIL  $$bin: sanitizer report (see $$log)"; rc=1; \
 	fi; \
-	exit $$rc
+	[ $$rc -eq 0 ] || exit $$rc; \
+	done
 
 # ---- fuzzing -----------------------------------------------------------------------------------
 # The libFuzzer target tests/fuzz/fuzz_inspect.c, built by clang against the library sources, runs
@@ -297,7 +300,7 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 	$(Q)$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) && \
 		ln -sf libshmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) && \
 		ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshmq.so
-	$(Q)$(INSTALL) -m 644 include/shmq.h include/shmq_inspect.h $(DESTDIR)$(INCLUDEDIR)/
+	$(Q)$(INSTALL) -m 644 include/shmq.h include/shmq_inspect.h include/shmq_worker.h $(DESTDIR)$(INCLUDEDIR)/
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
@@ -307,6 +310,7 @@ uninstall:
 	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
 		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
+		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
 		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
 
 clean:
@@ -415,8 +419,8 @@ $(UNIT_BIN): $(UNIT_OBJS) $(TESTLIB_A) $(STAMP)/unit $(STAMP)/flags | $(DEPS_OK)
 $(INTEG_BIN): $(INTEG_OBJS) $(TESTLIB_A) $(STAMP)/integration $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(INTEG_OBJS) $(TESTLIB_A) $(TEST_LIBS)
 
-$(TSAN_BIN): $(TSAN_OBJS) $(TESTLIB_A) $(STAMP)/tsan $(STAMP)/flags | $(DEPS_OK)
-	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(TESTLIB_A) $(TSAN_LIBS)
+$(BUILD)/tests/tsan-%: $(OBJ)/tsan/test_%.o $(TESTLIB_A) $(STAMP)/tsan $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TESTLIB_A) $(TSAN_LIBS)
 
 $(DEMO_WORKER): $(OBJ)/tools/demo/worker.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(TOOL_LIBS)

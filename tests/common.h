@@ -145,4 +145,45 @@ static inline void tq_sleep_ms(unsigned ms)
 		;
 }
 
+#ifndef TQ_PLAIN
+#include <signal.h>
+#include <stdlib.h>
+/* The shmq binary the CLI tests run: $SHMQ_TOOL (make sets it), else build/shmq, else the test is
+ * skipped. SIGPIPE is ignored: a tool that exits without reading all of its stdin must not kill
+ * the test. For a suite's .init. */
+static inline const char *tq_tool(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const char *tool = getenv("SHMQ_TOOL");
+	if (!tool) {
+		tool = "build/shmq";
+		if (access(tool, X_OK))
+			cr_skip_test("SHMQ_TOOL is not set and %s does not exist", tool);
+	}
+	return tool;
+}
+#else
+struct tq_plain_test {
+	const char *name;
+	void (*run)(void);
+};
+
+/* The main of a plain program: runs each test, unlinks its queues, prints a [PASS]/[FAIL] line per
+ * test and a summary; returns the exit status. */
+static inline int tq_plain_main(const char *suite, const struct tq_plain_test *t, unsigned n)
+{
+	int failed = 0;
+	for (unsigned i = 0; i < n; i++) {
+		int before = tq_failures;
+		tq_test = t[i].name;
+		t[i].run();
+		tq_cleanup();
+		failed += tq_failures > before;
+		fprintf(stderr, "[%s] %s::%s\n", tq_failures > before ? "FAIL" : "PASS", suite, t[i].name);
+	}
+	fprintf(stderr, "%s under TSan: %u tests, %d failed\n", suite, n, failed);
+	return failed ? 1 : 0;
+}
+#endif
+
 #endif

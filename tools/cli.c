@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* cli.c: helpers the subcommands share: errors, option parsing, numbers, names, opening. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,4 +239,14 @@ void cli_put_json_bytes(const void *data, size_t n)
 		else
 			putchar(p[i]);
 	}
+}
+
+void cli_on_stop_signals(void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = fn;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 }

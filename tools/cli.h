@@ -108,11 +108,15 @@ int cli_view_open(const char *cmd, const char *name, shmq_view_t **v);
  * CLI_FAIL. */
 int cli_flush_stdout(const char *cmd);
 
+/* Installs fn (or SIG_DFL) for SIGINT and SIGTERM, without SA_RESTART, so that the signal also
+ * cuts a sleep short. */
+void cli_on_stop_signals(void (*fn)(int));
+
 /* main.c: prints the help of one subcommand, or all of it when cmd is NULL. */
 void cli_help(FILE *f, const char *cmd);
 
-/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c, cmd_list.c):
- * argv[0] is the subcommand's name. */
+/* The subcommands (cmd_queue.c, cmd_io.c, cmd_stat.c, cmd_watchdog.c, cmd_dlq.c, cmd_list.c,
+ * cmd_peek.c, cmd_check.c, cmd_work.c): argv[0] is the subcommand's name. */
 int cmd_create(int argc, char **argv);
 int cmd_unlink(int argc, char **argv);
 int cmd_send(int argc, char **argv);
@@ -127,5 +131,6 @@ int cmd_check(int argc, char **argv);
  * `refreshes` frames (0: no limit). */
 int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t refreshes);
 int cmd_list(int argc, char **argv);
+int cmd_work(int argc, char **argv);
 
 #endif

@@ -46,17 +46,6 @@ static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) { stop_signal = sig; }
 
-/* Without SA_RESTART, so the signal also cuts the sleep short. */
-static void catch_stop_signals(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-}
-
 static double elapsed_s(const struct timespec *t0)
 {
 	struct timespec t;
@@ -110,7 +99,7 @@ int cmd_watchdog(int argc, char **argv)
 		if ((r = cli_open(cmd, names[i], &qs[i])))
 			goto out;
 
-	catch_stop_signals();
+	cli_on_stop_signals(on_signal); /* the signal also cuts the sleep short */
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (!o.once) {

@@ -110,6 +110,23 @@ static const struct cli_cmd cmds[] = {
 	 "    shmq segment, not initialised, corrupted and why, another layout, unreadable).\n"
 	 "    Read-only, like stat.\n"
 	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
+	{"work", cmd_work,
+	 "work NAME [--threads N] [--timeout-ms MS] [--grace-ms MS] -- CMD [ARGS...]\n"
+	 "    Run CMD (no shell) once per message, the payload on its standard input and\n"
+	 "    SHMQ_MSG_ID, SHMQ_DELIVERIES and SHMQ_QUEUE in its environment, until SIGINT or\n"
+	 "    SIGTERM. CMD's exit status settles the message: 0 acks it; 75 (EX_TEMPFAIL) retries\n"
+	 "    it after the queue's backoff; 65 (EX_DATAERR) rejects it to the dead-letter queue;\n"
+	 "    any other status, a signal, or a timeout is a failed delivery, retried after the\n"
+	 "    backoff until --max-deliveries (of create) dead-letters it. Each failure gets a line\n"
+	 "    on stderr. While CMD runs, its lease is extended, however long it takes. CMD runs in\n"
+	 "    its own process group and dies with this process (if it is SIGKILLed, the queue's\n"
+	 "    reclaim pass gives its messages to other consumers). SIGINT or SIGTERM stops taking\n"
+	 "    messages and waits for the CMDs running; a second one stops them at once.\n"
+	 "    --threads N          CMDs run at once, 1 to 1024 (default 1)\n"
+	 "    --timeout-ms MS      a CMD still running after MS gets SIGTERM, and SIGKILL 1 s\n"
+	 "                         later; the delivery counts as failed (default: no limit)\n"
+	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"
+	 "                         stop them and give their messages back (default: no limit)\n"},
 	{"unlink", cmd_unlink,
 	 "unlink NAME\n"
 	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},

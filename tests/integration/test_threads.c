@@ -250,35 +250,24 @@ static void run_threads(int share_handle, unsigned nack_every)
 	free(r);
 }
 
+static void own_handles(void) { run_threads(0, 0); }
+static void shared_handle(void) { run_threads(1, 0); }
+static void shared_handle_nacks(void) { run_threads(1, 7); }
+
 #ifndef TQ_PLAIN
-Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { run_threads(0, 0); }
+Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { own_handles(); }
 
-Test(threads, shared_handle_moves_200k_messages_each_acked_exactly_once) { run_threads(1, 0); }
+Test(threads, shared_handle_moves_200k_messages_each_acked_exactly_once) { shared_handle(); }
 
-Test(threads, shared_handle_with_nacks_extends_and_reclaims_loses_nothing) { run_threads(1, 7); }
+Test(threads, shared_handle_with_nacks_extends_and_reclaims_loses_nothing) { shared_handle_nacks(); }
 #else
 int main(void)
 {
-	static const struct {
-		const char *name;
-		int share;
-		unsigned nack_every;
-	} t[] = {
-		{"own_handles_move_200k_messages_each_acked_exactly_once", 0, 0},
-		{"shared_handle_moves_200k_messages_each_acked_exactly_once", 1, 0},
-		{"shared_handle_with_nacks_extends_and_reclaims_loses_nothing", 1, 7},
+	static const struct tq_plain_test t[] = {
+		{"own_handles_move_200k_messages_each_acked_exactly_once", own_handles},
+		{"shared_handle_moves_200k_messages_each_acked_exactly_once", shared_handle},
+		{"shared_handle_with_nacks_extends_and_reclaims_loses_nothing", shared_handle_nacks},
 	};
-	int failed = 0;
-	for (unsigned i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		int before = tq_failures;
-		tq_test = t[i].name;
-		run_threads(t[i].share, t[i].nack_every);
-		tq_cleanup();
-		failed += tq_failures > before;
-		fprintf(stderr, "[%s] threads::%s\n", tq_failures > before ? "FAIL" : "PASS", t[i].name);
-	}
-	fprintf(stderr, "threads under TSan: %u tests, %d failed\n", (unsigned)(sizeof(t) / sizeof(t[0])),
-		failed);
-	return failed ? 1 : 0;
+	return tq_plain_main("threads", t, sizeof(t) / sizeof(t[0]));
 }
 #endif

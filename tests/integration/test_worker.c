@@ -1,0 +1,873 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The worker runtime (include/shmq_worker.h) and `shmq work`. The API tests run the worker's
+ * threads in this process on one handle; `make tsan` builds this file with TQ_PLAIN into a program
+ * of its own that runs them under ThreadSanitizer (its main is at the bottom). The `shmq work`
+ * tests run the built tool ($SHMQ_TOOL) as a user would; they and the SIGKILL test need Criterion.
+ * Each `shmq work` writes its CMDs' files and its own output into a scratch directory of the test.
+ *
+ * Time is asserted only as generous bounds for liveness (LIVE_MS), and as the lower bound of a
+ * backoff, which the queue enforces.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "../common.h"
+#include "shmq_worker.h"
+
+#define LIVE_MS 20000 /* what has not happened by then is not going to */
+
+/* Polls the queue's stats into st until cond holds; fails the test past LIVE_MS. */
+#define WAIT_FOR(q, st, cond)                                                                                \
+	do {                                                                                                 \
+		double until_ = tq_now_ms() + LIVE_MS;                                                       \
+		while ((st = tq_stats(q), !(cond))) {                                                        \
+			TQ_REQUIRE(tq_now_ms() < until_, "still not %s after %d ms", #cond, LIVE_MS);        \
+			tq_sleep_ms(5);                                                                      \
+		}                                                                                            \
+	} while (0)
+
+/* Waits until *v reaches n (set by a handler thread); fails the test past LIVE_MS. */
+static void wait_count(_Atomic unsigned *v, unsigned n)
+{
+	double until = tq_now_ms() + LIVE_MS;
+	while (atomic_load(v) < n) {
+		TQ_REQUIRE(tq_now_ms() < until, "count still %u, want %u", atomic_load(v), n);
+		tq_sleep_ms(1);
+	}
+}
+
+static shmq_worker_t *start(shmq_t *q, unsigned threads, shmq_worker_fn fn, void *arg, int32_t grace_ms)
+{
+	struct shmq_worker_config c;
+	shmq_worker_config_init(&c);
+	c.threads = threads;
+	c.handler = fn;
+	c.arg = arg;
+	c.poll_ms = 10;
+	c.grace_ms = grace_ms;
+	shmq_worker_t *w = NULL;
+	int r = shmq_worker_start(q, &c, &w);
+	TQ_REQUIRE(r == 0, "shmq_worker_start: %s", shmq_strerror(r));
+	return w;
+}
+
+static struct shmq_worker_stats wstats(shmq_worker_t *w)
+{
+	struct shmq_worker_stats s;
+	TQ_REQUIRE(shmq_worker_stats(w, &s) == 0, "shmq_worker_stats failed");
+	return s;
+}
+
+static void send_str(shmq_t *q, const char *s)
+{
+	int r = shmq_send(q, s, strlen(s), 0);
+	TQ_REQUIRE(r == 0, "send %s: %s", s, shmq_strerror(r));
+}
+
+/* ---- verdicts -------------------------------------------------------------------------------- */
+
+#define MAX_DELIV 3
+#define BASE_MS 100
+
+static const char *const verdict_names[] = {"ack", "retry", "reject"}; /* index = verdict */
+
+struct verdicts {
+	_Atomic unsigned calls[3];
+	_Atomic uint64_t at_us[3][MAX_DELIV]; /* when each delivery reached the handler */
+	_Atomic unsigned bad;
+};
+
+/* Returns the verdict the payload names. */
+static int by_payload(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct verdicts *v = arg;
+	(void)w;
+	for (int i = 0; i < 3; i++)
+		if (m->len == strlen(verdict_names[i]) && !memcmp(m->data, verdict_names[i], m->len)) {
+			atomic_fetch_add(&v->calls[i], 1);
+			if (m->deliveries >= 1 && m->deliveries <= MAX_DELIV)
+				atomic_store(&v->at_us[i][m->deliveries - 1], (uint64_t)(tq_now_ms() * 1000));
+			return i;
+		}
+	atomic_fetch_add(&v->bad, 1);
+	return SHMQ_WORKER_ACK;
+}
+
+static const struct shmq_dead_letter *find_letter(const struct shmq_dead_letter *d, int n,
+						  const char *payload)
+{
+	for (int i = 0; i < n; i++)
+		if (d[i].len == strlen(payload) && !memcmp(d[i].data, payload, d[i].len))
+			return &d[i];
+	return NULL;
+}
+
+static void verdicts_land(void)
+{
+	struct shmq_config c = tq_config(64);
+	c.max_deliveries = MAX_DELIV;
+	c.retry_base_ms = BASE_MS;
+	c.retry_max_ms = 10 * BASE_MS;
+	shmq_t *q = tq_mkq(&c);
+	struct verdicts *v = calloc(1, sizeof(*v));
+	TQ_REQUIRE(v, "out of memory");
+	for (int i = 0; i < 3; i++)
+		send_str(q, verdict_names[i]);
+	shmq_worker_t *w = start(q, 3, by_payload, v, -1);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1 && st.dead == 2);
+	TQ_EXPECT(shmq_worker_stop(w) == 0, "stop failed");
+	TQ_EXPECT(shmq_worker_join(w) == 0, "join returned an error");
+
+	TQ_EXPECT(atomic_load(&v->bad) == 0, "the handler saw a payload nobody sent");
+	TQ_EXPECT(atomic_load(&v->calls[0]) == 1, "ack: %u handler calls, want 1", atomic_load(&v->calls[0]));
+	TQ_EXPECT(atomic_load(&v->calls[1]) == MAX_DELIV, "retry: %u handler calls, want %d",
+		  atomic_load(&v->calls[1]), MAX_DELIV);
+	TQ_EXPECT(atomic_load(&v->calls[2]) == 1, "reject: %u handler calls, want 1",
+		  atomic_load(&v->calls[2]));
+	/* backoff: base * 2^(n-1), -25 % jitter at most */
+	for (int d = 1; d < MAX_DELIV; d++) {
+		double gap = (double)(atomic_load(&v->at_us[1][d]) - atomic_load(&v->at_us[1][d - 1])) / 1000;
+		double min = BASE_MS * (1 << (d - 1)) * 0.75 - tq_slack_ms();
+		TQ_EXPECT(gap >= min, "retry: delivery %d came %.1f ms after the one before, want >= %.1f",
+			  d + 1, gap, min);
+	}
+
+	struct shmq_dead_letter dl[4];
+	int n = shmq_dlq_list(q, dl, 4);
+	TQ_EXPECT(n == 2, "%d dead letters, want 2", n);
+	const struct shmq_dead_letter *retry = find_letter(dl, n, "retry"),
+				      *reject = find_letter(dl, n, "reject");
+	TQ_EXPECT(retry && retry->reason == SHMQ_DEAD_MAX_DELIVERIES && retry->deliveries == MAX_DELIV,
+		  "the retried message is not dead-lettered at max deliveries");
+	TQ_EXPECT(reject && reject->reason == SHMQ_DEAD_REJECTED && reject->deliveries == 1,
+		  "the rejected message is not dead-lettered as rejected after one delivery");
+	TQ_EXPECT(!find_letter(dl, n, "ack"), "the acked message was dead-lettered");
+
+	struct shmq_worker_stats ws = wstats(w);
+	TQ_EXPECT(ws.received == 2 + MAX_DELIV && ws.acked == 1 && ws.retried == MAX_DELIV &&
+			  ws.rejected == 1 && ws.lost == 0 && ws.in_flight == 0,
+		  "worker stats: received %llu acked %llu retried %llu rejected %llu lost %llu in flight %u",
+		  (unsigned long long)ws.received, (unsigned long long)ws.acked,
+		  (unsigned long long)ws.retried, (unsigned long long)ws.rejected,
+		  (unsigned long long)ws.lost, ws.in_flight);
+	st = tq_stats(q);
+	TQ_EXPECT(st.ready + st.inflight + st.delayed == 0 && st.stale == 0, "queue not settled cleanly");
+	shmq_worker_close(w);
+	shmq_close(q);
+	free(v);
+}
+
+/* ---- the lease keeper ------------------------------------------------------------------------ */
+
+#define SHORT_LEASE_MS 150
+#define LONG_HANDLER_MS (6 * SHORT_LEASE_MS)
+
+struct slow {
+	_Atomic unsigned calls, stolen;
+	_Atomic int done;
+	const char *name;
+};
+
+static int sleep_long(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct slow *s = arg;
+	(void)w;
+	(void)m;
+	atomic_fetch_add(&s->calls, 1);
+	tq_sleep_ms(LONG_HANDLER_MS);
+	return SHMQ_WORKER_ACK;
+}
+
+/* Another consumer with its own handle: receives (and so runs reclaim passes) all the while. */
+static void *rival(void *arg)
+{
+	struct slow *s = arg;
+	shmq_t *q;
+	if (shmq_open(s->name, &q))
+		return NULL;
+	while (!atomic_load(&s->done)) {
+		struct shmq_msg m;
+		if (shmq_recv(q, &m, 20) == 0) {
+			atomic_fetch_add(&s->stolen, 1);
+			shmq_ack(q, &m);
+		}
+		shmq_reclaim(q, NULL);
+	}
+	shmq_close(q);
+	return NULL;
+}
+
+static void keeper_keeps_lease(void)
+{
+	struct slow s = {.name = tq_name(NULL)};
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = SHORT_LEASE_MS;
+	c.reclaim_interval_ms = 10;
+	shmq_t *q = tq_create(s.name, &c);
+	send_str(q, "long job");
+	shmq_worker_t *w = start(q, 1, sleep_long, &s, -1);
+	wait_count(&s.calls, 1);
+	pthread_t rt;
+	TQ_REQUIRE(pthread_create(&rt, NULL, rival, &s) == 0, "pthread_create failed");
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1);
+	atomic_store(&s.done, 1);
+	pthread_join(rt, NULL);
+	shmq_worker_stop(w);
+	TQ_EXPECT(shmq_worker_join(w) == 0, "join returned an error");
+
+	struct shmq_worker_stats ws = wstats(w);
+	TQ_EXPECT(atomic_load(&s.calls) == 1, "the handler ran %u times, want once", atomic_load(&s.calls));
+	TQ_EXPECT(atomic_load(&s.stolen) == 0, "another consumer received the message %u times",
+		  atomic_load(&s.stolen));
+	/* about one extension per two thirds of a lease; asking for half of that is generous */
+	TQ_EXPECT(ws.extended >= LONG_HANDLER_MS / SHORT_LEASE_MS / 2, "only %llu extensions",
+		  (unsigned long long)ws.extended);
+	TQ_EXPECT(ws.acked == 1 && ws.lost == 0, "acked %llu, lost %llu", (unsigned long long)ws.acked,
+		  (unsigned long long)ws.lost);
+	st = tq_stats(q);
+	TQ_EXPECT(st.reclaimed_expired == 0 && st.redelivered == 0 && st.stale == 0,
+		  "lease expired %llu times, redelivered %llu, stale operations %llu",
+		  (unsigned long long)st.reclaimed_expired, (unsigned long long)st.redelivered,
+		  (unsigned long long)st.stale);
+	shmq_worker_close(w);
+	shmq_close(q);
+}
+
+/* Many deliveries published and retired while the keeper walks them: the RCU records under load
+ * (the point of the TSan run, where freeing a record without call_rcu is reported). A lease may
+ * still be lost to a slow scheduler; then the verdict finds out and the message comes back, so
+ * nothing is asserted about that. Leases are not shorter, though: a lease that expires while its
+ * receiver is between two stores of deliver() (src/ring.c) makes TSan report the plain
+ * last_owner/last_pid writes of the next receiver of that slot. */
+#define BUSY_MSGS 400u
+#define BUSY_LEASE_MS 60
+#define CHURN_MSGS 20000u
+#define CHURN_LEASE_MS 60 /* a keeper pass every 10 ms */
+
+struct busy {
+	_Atomic unsigned calls;
+};
+
+static int short_sleep(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct busy *b = arg;
+	(void)w;
+	atomic_fetch_add(&b->calls, 1);
+	/* 0 to 45 ms: the longer ones pass the keeper's two-thirds mark and get extended */
+	tq_sleep_ms((unsigned)(m->id % 4) * 15);
+	return SHMQ_WORKER_ACK;
+}
+
+static int at_once(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct busy *b = arg;
+	(void)w, (void)m;
+	atomic_fetch_add(&b->calls, 1);
+	return SHMQ_WORKER_ACK;
+}
+
+static void keeper_under_load(unsigned msgs, uint32_t lease_ms, shmq_worker_fn fn)
+{
+	struct shmq_config c = tq_config(1024);
+	c.lease_ms = lease_ms;
+	c.retry_base_ms = c.retry_max_ms = 0;
+	c.max_deliveries = 255;
+	shmq_t *q = tq_mkq(&c);
+	struct busy b = {0};
+	shmq_worker_t *w = start(q, 8, fn, &b, -1);
+	for (uint32_t i = 0; i < msgs; i++) {
+		int r = shmq_send(q, &i, sizeof(i), LIVE_MS);
+		TQ_REQUIRE(r == 0, "send %u: %s", i, shmq_strerror(r));
+	}
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == msgs);
+	shmq_worker_stop(w);
+	TQ_EXPECT(shmq_worker_join(w) == 0, "join returned an error");
+	struct shmq_worker_stats ws = wstats(w);
+	TQ_EXPECT(ws.acked == msgs && ws.acked + ws.lost == ws.received && ws.in_flight == 0,
+		  "received %llu, acked %llu, lost %llu", (unsigned long long)ws.received,
+		  (unsigned long long)ws.acked, (unsigned long long)ws.lost);
+	TQ_EXPECT(fn == at_once || ws.extended > 0, "the keeper extended nothing");
+	fprintf(stderr,
+		"worker: %u messages on 8 threads, lease %u ms: %llu lease extensions, %llu leases lost\n",
+		msgs, lease_ms, (unsigned long long)ws.extended, (unsigned long long)ws.lost);
+	shmq_worker_close(w);
+	shmq_close(q);
+}
+
+static void keeper_busy(void) { keeper_under_load(BUSY_MSGS, BUSY_LEASE_MS, short_sleep); }
+static void keeper_churn(void) { keeper_under_load(CHURN_MSGS, CHURN_LEASE_MS, at_once); }
+
+/* ---- shutdown -------------------------------------------------------------------------------- */
+
+struct gate {
+	_Atomic unsigned started;
+	_Atomic int open;
+	_Atomic int saw_abandoned;
+};
+
+/* Holds its message until the test opens the gate (or the worker abandons it). */
+static int wait_gate(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct gate *g = arg;
+	(void)m;
+	atomic_fetch_add(&g->started, 1);
+	double until = tq_now_ms() + LIVE_MS;
+	while (!atomic_load(&g->open) && tq_now_ms() < until) {
+		if (shmq_worker_state(w) == SHMQ_WORKER_ABANDONED) {
+			atomic_store(&g->saw_abandoned, 1);
+			break;
+		}
+		tq_sleep_ms(1);
+	}
+	return SHMQ_WORKER_ACK;
+}
+
+static void stop_finishes_in_flight(void)
+{
+	struct shmq_config c = tq_config(16);
+	shmq_t *q = tq_mkq(&c);
+	struct gate g = {0};
+	send_str(q, "first");
+	send_str(q, "second");
+	/* three threads: two hold a message each, the third waits in shmq_recv */
+	shmq_worker_t *w = start(q, 3, wait_gate, &g, -1);
+	wait_count(&g.started, 2);
+	TQ_EXPECT(shmq_worker_stop(w) == 0, "stop failed");
+	TQ_EXPECT(shmq_worker_state(w) == SHMQ_WORKER_DRAINING, "state %d after stop, want draining",
+		  shmq_worker_state(w));
+	/* the idle thread's receive (10 ms) is over long before this: it must not take these */
+	tq_sleep_ms(500);
+	send_str(q, "third");
+	send_str(q, "fourth");
+	tq_sleep_ms(100);
+	atomic_store(&g.open, 1);
+	TQ_EXPECT(shmq_worker_join(w) == 0, "join returned an error");
+
+	struct shmq_worker_stats ws = wstats(w);
+	struct shmq_stats st = tq_stats(q);
+	TQ_EXPECT(atomic_load(&g.started) == 2, "%u handler calls, want 2", atomic_load(&g.started));
+	TQ_EXPECT(ws.received == 2 && ws.acked == 2 && ws.abandoned == 0,
+		  "received %llu, acked %llu, abandoned %llu", (unsigned long long)ws.received,
+		  (unsigned long long)ws.acked, (unsigned long long)ws.abandoned);
+	TQ_EXPECT(st.acked == 2 && st.ready == 2 && st.inflight == 0,
+		  "queue: acked %llu ready %llu in flight %llu, want 2 2 0", (unsigned long long)st.acked,
+		  (unsigned long long)st.ready, (unsigned long long)st.inflight);
+	shmq_worker_close(w);
+	shmq_close(q);
+}
+
+/* A message still in flight when the grace ends (grace_ms) or at a second stop is nacked for
+ * immediate redelivery, and another consumer gets it. */
+static void abandon_case(int32_t grace_ms, int stops)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 60000;
+	shmq_t *q = tq_mkq(&c);
+	struct gate g = {0};
+	send_str(q, "stuck");
+	shmq_worker_t *w = start(q, 1, wait_gate, &g, grace_ms);
+	wait_count(&g.started, 1);
+	for (int i = 0; i < stops; i++)
+		shmq_worker_stop(w);
+	TQ_EXPECT(shmq_worker_join(w) == 0, "join returned an error");
+	struct shmq_worker_stats ws = wstats(w);
+	TQ_EXPECT(atomic_load(&g.saw_abandoned), "the handler never saw SHMQ_WORKER_ABANDONED");
+	TQ_EXPECT(ws.abandoned == 1 && ws.acked == 0, "abandoned %llu, acked %llu, want 1 and 0",
+		  (unsigned long long)ws.abandoned, (unsigned long long)ws.acked);
+	shmq_worker_close(w);
+
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, LIVE_MS);
+	TQ_EXPECT(r == 0 && m.deliveries == 2, "the abandoned message was not redelivered (%s)",
+		  shmq_strerror(r));
+	if (r == 0)
+		shmq_ack(q, &m);
+	shmq_close(q);
+}
+
+static void grace_end_nacks(void) { abandon_case(50, 1); }
+static void second_stop_nacks(void) { abandon_case(-1, 2); }
+
+static int never_called(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	(void)w, (void)m, (void)arg;
+	return SHMQ_WORKER_ACK;
+}
+
+static void bad_config(void)
+{
+	struct shmq_config qc = tq_config(16);
+	shmq_t *q = tq_mkq(&qc);
+	struct shmq_worker_config c;
+	shmq_worker_t *w = NULL;
+	shmq_worker_config_init(&c);
+	TQ_EXPECT(c.threads == 1 && c.poll_ms == 100 && c.grace_ms == -1 && !c.handler, "defaults");
+	TQ_EXPECT(shmq_worker_start(q, &c, &w) == -EINVAL, "no handler was accepted");
+	c.handler = never_called;
+	c.threads = 0;
+	TQ_EXPECT(shmq_worker_start(q, &c, &w) == -EINVAL, "0 threads were accepted");
+	c.threads = SHMQ_WORKER_THREADS_MAX + 1;
+	TQ_EXPECT(shmq_worker_start(q, &c, &w) == -EINVAL, "too many threads were accepted");
+	c.threads = 1;
+	c.poll_ms = 0;
+	TQ_EXPECT(shmq_worker_start(q, &c, &w) == -EINVAL, "poll_ms 0 was accepted");
+	c.poll_ms = 10;
+	c.grace_ms = -2;
+	TQ_EXPECT(shmq_worker_start(q, &c, &w) == -EINVAL, "grace_ms -2 was accepted");
+	c.grace_ms = -1;
+	TQ_EXPECT(shmq_worker_start(NULL, &c, &w) == -EINVAL, "a NULL queue was accepted");
+	TQ_EXPECT(!w, "a worker came out of a failed start");
+	TQ_EXPECT(shmq_worker_stop(NULL) == -EINVAL && shmq_worker_join(NULL) == -EINVAL, "NULL worker");
+	shmq_worker_close(NULL);
+	shmq_close(q);
+}
+
+#ifndef TQ_PLAIN
+TestSuite(worker, .fini = tq_cleanup);
+
+Test(worker, handler_verdicts_land_as_acked_redelivered_with_backoff_and_dead_lettered) { verdicts_land(); }
+
+Test(worker, keeper_extends_a_long_handlers_lease_so_no_one_else_receives_the_message)
+{
+	keeper_keeps_lease();
+}
+
+Test(worker, keeper_extends_while_handlers_come_and_go_and_every_message_is_acked) { keeper_busy(); }
+
+Test(worker, in_flight_records_retired_as_fast_as_the_keeper_reads_them_lose_nothing) { keeper_churn(); }
+
+Test(worker, stop_lets_in_flight_handlers_finish_and_takes_no_new_messages) { stop_finishes_in_flight(); }
+
+Test(worker, grace_period_end_nacks_what_is_in_flight_for_another_consumer) { grace_end_nacks(); }
+
+Test(worker, second_stop_ends_the_grace_at_once) { second_stop_nacks(); }
+
+Test(worker, start_refuses_a_bad_config_with_einval) { bad_config(); }
+
+static int hold_forever(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	(void)w, (void)m, (void)arg;
+	pause(); /* until the SIGKILL */
+	return SHMQ_WORKER_ACK;
+}
+
+Test(worker, a_sigkilled_worker_process_gives_its_messages_back_through_reclaim)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000; /* expiry is not what brings them back */
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "one");
+	send_str(q, "two");
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		shmq_worker_t *w;
+		if (shmq_open(name, &cq))
+			_exit(1);
+		struct shmq_worker_config wc;
+		shmq_worker_config_init(&wc);
+		wc.threads = 2;
+		wc.handler = hold_forever;
+		if (shmq_worker_start(cq, &wc, &w))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 2);
+	cr_assert(kill(pid, SIGKILL) == 0);
+	int status;
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	for (int i = 0; i < 2; i++) {
+		struct shmq_msg m;
+		int r = shmq_recv(q, &m, LIVE_MS); /* runs the reclaim pass that requeues them */
+		cr_expect(r == 0 && m.deliveries == 2, "message %d did not come back (%s)", i,
+			  shmq_strerror(r));
+		if (r == 0)
+			shmq_ack(q, &m);
+	}
+	st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 2 && st.reclaimed_expired == 0,
+		  "reclaimed from a dead owner %llu, expired %llu",
+		  (unsigned long long)st.reclaimed_dead_owner, (unsigned long long)st.reclaimed_expired);
+	shmq_close(q);
+}
+
+/* ---- shmq work ------------------------------------------------------------------------------- */
+
+static const char *tool;
+static char scratch[64]; /* a directory for CMD's files and the tool's output */
+static pid_t spawned;	 /* the last `shmq` started, killed by the .fini if a test failed early */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+static void work_init(void)
+{
+	tool = tq_tool();
+	snprintf(scratch, sizeof(scratch), "/tmp/shmq-test-work-XXXXXX");
+	cr_assert(mkdtemp(scratch), "mkdtemp: %s", strerror(errno));
+}
+
+static void work_fini(void)
+{
+	tq_cleanup();
+	if (spawned > 0 && waitpid(spawned, NULL, WNOHANG) == 0) {
+		kill(spawned, SIGKILL);
+		waitpid(spawned, NULL, 0);
+	}
+	if (scratch[0])
+		nftw(scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(work, .init = work_init, .fini = work_fini);
+
+/* scratch/<name> */
+static const char *file_in(const char *name)
+{
+	static char path[4][128];
+	static int next;
+	char *p = path[next++ % 4];
+	snprintf(p, sizeof(path[0]), "%s/%s", scratch, name);
+	return p;
+}
+
+/* Starts `shmq ARGS...`, stdin from /dev/null, stdout and stderr into scratch/out. */
+#define SPAWN(...) spawn((const char *const[]){__VA_ARGS__, NULL})
+static pid_t spawn(const char *const args[])
+{
+	const char *argv[32] = {tool};
+	for (int i = 0; args[i]; i++) {
+		cr_assert(i < 30, "too many arguments");
+		argv[i + 1] = args[i];
+	}
+	int out = open(file_in("out"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	cr_assert(out >= 0 && in >= 0, "open: %s", strerror(errno));
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+			_exit(126);
+		execv(tool, (char *const *)argv);
+		_exit(127);
+	}
+	close(out);
+	close(in);
+	return spawned = pid;
+}
+
+/* Waits for pid (SIGKILLed and failed past LIVE_MS); returns its wait status. */
+static int reap(pid_t pid)
+{
+	int st;
+	double until = tq_now_ms() + LIVE_MS;
+	while (waitpid(pid, &st, WNOHANG) != pid) {
+		if (tq_now_ms() > until) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			cr_assert_fail("shmq still running after %d ms: killed", LIVE_MS);
+		}
+		tq_sleep_ms(5);
+	}
+	return st;
+}
+
+/* The whole of a file (empty when missing), NUL-terminated; free() it. */
+static char *slurp(const char *path, size_t *len)
+{
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+	FILE *f = fopen(path, "rb");
+	for (size_t got = 1; f && got > 0; n += got) {
+		if (n + 4096 + 1 > cap)
+			cr_assert((buf = realloc(buf, cap = 2 * cap + 4096 + 1)));
+		got = fread(buf + n, 1, 4096, f);
+	}
+	if (f)
+		fclose(f);
+	if (!buf)
+		cr_assert((buf = calloc(1, 1)));
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+/* SIGTERMs `shmq work`, which must stop gracefully: exit 0 and say so. */
+static void term_ok(pid_t pid)
+{
+	cr_assert(kill(pid, SIGTERM) == 0);
+	int st = reap(pid);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shmq work exited with status %#x on SIGTERM: %s",
+		  st, out);
+	cr_expect(strstr(out, "shmq: work: stopped by SIGTERM"), "no summary line: %s", out);
+	free(out);
+}
+
+/* The dispatch script: its first line of stdin says how to end. */
+#define DISPATCH                                                                                             \
+	"read how; case $how in ok) exit 0;; temp) exit 75;; data) exit 65;; other) exit 3;; "               \
+	"sig) kill -KILL $$;; slow) exec sleep 30;; stubborn) trap '' TERM; sleep 30;; esac"
+
+Test(work, cmd_exit_status_maps_to_ack_retry_reject_or_a_failed_delivery)
+{
+	struct shmq_config c = tq_config(16);
+	c.dlq_max = 16;
+	c.max_deliveries = 2;
+	c.retry_base_ms = 10;
+	c.retry_max_ms = 20;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	static const struct {
+		const char *how;
+		uint32_t reason, deliveries; /* 0: acked, not dead-lettered */
+	} cases[] = {
+		{"ok", 0, 0},
+		{"temp", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* exit 75: retried until max_deliveries */
+		{"data", SHMQ_DEAD_REJECTED, 1},	   /* exit 65: rejected at once */
+		{"other", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* exit 3: a failed delivery */
+		{"sig", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* killed by a signal: the same */
+		{"slow", SHMQ_DEAD_MAX_DELIVERIES, 2},	   /* past --timeout-ms: SIGTERM, the same */
+		{"stubborn", SHMQ_DEAD_MAX_DELIVERIES, 2}, /* ignores SIGTERM: SIGKILL a second later */
+	};
+	int n = (int)(sizeof(cases) / sizeof(cases[0]));
+	for (int i = 0; i < n; i++)
+		send_str(q, cases[i].how);
+	pid_t pid =
+		SPAWN("work", name, "--threads", "4", "--timeout-ms", "300", "--", "/bin/sh", "-c", DISPATCH);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1 && st.dead == (uint64_t)n - 1);
+	term_ok(pid);
+
+	struct shmq_dead_letter dl[16];
+	int nd = shmq_dlq_list(q, dl, 16);
+	for (int i = 1; i < n; i++) {
+		const struct shmq_dead_letter *d = find_letter(dl, nd, cases[i].how);
+		cr_expect(d && d->reason == cases[i].reason && d->deliveries == cases[i].deliveries,
+			  "%s: dead letter reason %u after %u deliveries, want %u after %u", cases[i].how,
+			  d ? d->reason : 0, d ? d->deliveries : 0, cases[i].reason, cases[i].deliveries);
+	}
+	cr_expect(!find_letter(dl, nd, "ok"), "exit 0 was dead-lettered");
+	st = tq_stats(q);
+	/* each failed delivery was a nack with backoff (temp, other, sig, slow, stubborn: 2 each) */
+	cr_expect(st.nacked == 10 && st.rejected == 1 && st.acked == 1,
+		  "nacked %llu rejected %llu acked %llu", (unsigned long long)st.nacked,
+		  (unsigned long long)st.rejected, (unsigned long long)st.acked);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "exit 75 (temporary failure)") && strstr(out, "exit 65 (data error)") &&
+			  strstr(out, "exit 3") && strstr(out, "killed by signal 9") &&
+			  strstr(out, "still running after 300 ms"),
+		  "failures not reported on stderr: %s", out);
+	free(out);
+	shmq_close(q);
+}
+
+Test(work, payload_reaches_cmd_stdin_and_id_deliveries_and_queue_its_environment)
+{
+	struct shmq_config c = tq_config(4);
+	c.slot_size = 128 * 1024 + SHMQ_SLOT_HEADER; /* a payload larger than a pipe's buffer */
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	size_t big_len = 100000;
+	char *big = malloc(big_len);
+	cr_assert(big);
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (char)('a' + i % 26);
+	send_str(q, "hello, world");
+	cr_assert(shmq_send(q, big, big_len, 0) == 0);
+	setenv("SHMQ_MSG_ID", "stale", 1); /* ours must replace what the tool inherits */
+	pid_t pid = SPAWN("work", name, "--", "/bin/sh", "-c",
+			  "cat >\"$0/$SHMQ_MSG_ID.in\" && env >\"$0/$SHMQ_MSG_ID.env\"", scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 2);
+	term_ok(pid);
+
+	size_t len;
+	char *in0 = slurp(file_in("0.in"), &len);
+	cr_expect(len == 12 && !memcmp(in0, "hello, world", 12), "message 0's stdin: '%s'", in0);
+	char *in1 = slurp(file_in("1.in"), &len);
+	cr_expect(len == big_len && !memcmp(in1, big, big_len), "message 1's stdin: %zu bytes, want %zu", len,
+		  big_len);
+	char *env = slurp(file_in("0.env"), NULL), want[TQ_NAME_LEN + 32];
+	snprintf(want, sizeof(want), "\nSHMQ_QUEUE=%s\n", name);
+	cr_expect(strstr(env, "SHMQ_MSG_ID=0\n") && strstr(env, "SHMQ_DELIVERIES=1\n") && strstr(env, want),
+		  "CMD's environment lacks SHMQ_MSG_ID=0, SHMQ_DELIVERIES=1 or SHMQ_QUEUE=%s:\n%s", name,
+		  env);
+	cr_expect(!strstr(env, "SHMQ_MSG_ID=stale"), "the inherited SHMQ_MSG_ID was passed on");
+	free(in0), free(in1), free(env), free(big);
+	shmq_close(q);
+}
+
+Test(work, sigterm_lets_the_running_cmd_finish_acks_it_and_takes_nothing_more)
+{
+	struct shmq_config c = tq_config(16);
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "first");
+	send_str(q, "second");
+	pid_t pid = SPAWN("work", name, "--", "/bin/sh", "-c", "touch \"$0/started\"; sleep 1", scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 1 && access(file_in("started"), F_OK) == 0);
+	term_ok(pid);
+	st = tq_stats(q);
+	cr_expect(st.acked == 1 && st.ready == 1 && st.inflight == 0 && st.nacked == 0,
+		  "acked %llu ready %llu in flight %llu nacked %llu, want 1 1 0 0",
+		  (unsigned long long)st.acked, (unsigned long long)st.ready, (unsigned long long)st.inflight,
+		  (unsigned long long)st.nacked);
+	shmq_close(q);
+}
+
+Test(work, threads_n_runs_n_cmds_at_once_and_a_stop_waits_for_all_of_them)
+{
+	struct shmq_config c = tq_config(16);
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	for (int i = 0; i < 3; i++)
+		send_str(q, "nap");
+	pid_t pid = SPAWN("work", name, "--threads", "3", "--", "/bin/sh", "-c", "sleep 1");
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 3);
+	term_ok(pid);
+	st = tq_stats(q);
+	cr_expect(st.acked == 3 && st.inflight == 0, "acked %llu, in flight %llu, want 3 and 0",
+		  (unsigned long long)st.acked, (unsigned long long)st.inflight);
+	shmq_close(q);
+}
+
+Test(work, past_grace_ms_a_stop_kills_the_cmd_and_gives_its_message_back)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "endless");
+	pid_t pid = SPAWN("work", name, "--grace-ms", "100", "--", "/bin/sh", "-c", "exec sleep 60");
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 1);
+	term_ok(pid);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "1 given back at shutdown"), "summary: %s", out);
+	free(out);
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, LIVE_MS);
+	cr_expect(r == 0 && m.deliveries == 2, "the message did not come back (%s)", shmq_strerror(r));
+	shmq_close(q);
+}
+
+/* A process that is gone or a zombie nobody reaped. */
+static int gone(pid_t pid)
+{
+	char path[64], stat[256] = "";
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 1;
+	size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+	fclose(f);
+	stat[n] = '\0';
+	const char *p = strrchr(stat, ')');
+	return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+Test(work, sigkill_of_shmq_work_kills_its_cmds_and_reclaim_gives_the_messages_back)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000; /* expiry is not what brings it back */
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "held");
+	pid_t pid = SPAWN("work", name, "--", "/bin/sh", "-c",
+			  "echo $$ >\"$0/pid.tmp\"; mv \"$0/pid.tmp\" \"$0/pid\"; exec sleep 60", scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.inflight == 1 && access(file_in("pid"), F_OK) == 0);
+	char *cmd_pid = slurp(file_in("pid"), NULL);
+	pid_t child = (pid_t)atoi(cmd_pid);
+	free(cmd_pid);
+	cr_assert(child > 0);
+	cr_assert(kill(pid, SIGKILL) == 0);
+	reap(pid);
+
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, LIVE_MS); /* its reclaim pass finds the owner gone */
+	cr_expect(r == 0 && m.deliveries == 2, "the message did not come back (%s)", shmq_strerror(r));
+	st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 1, "reclaimed from a dead owner: %llu",
+		  (unsigned long long)st.reclaimed_dead_owner);
+	double until = tq_now_ms() + LIVE_MS;
+	while (!gone(child) && tq_now_ms() < until)
+		tq_sleep_ms(5);
+	cr_expect(gone(child), "CMD (pid %d) outlived the SIGKILLed shmq work", (int)child);
+	shmq_close(q);
+}
+
+/* Runs `shmq ARGS...`, which must fail with `code` and one line "shmq: work: ...needle...". */
+#define EXPECT_FAILS(code, needle, ...) expect_fails(code, needle, (const char *const[]){__VA_ARGS__, NULL})
+static void expect_fails(int code, const char *needle, const char *const args[])
+{
+	int st = reap(spawn(args));
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == code, "`shmq %s %s ...` exited %#x, want %d: %s",
+		  args[0], args[1], st, code, out);
+	cr_expect(!strncmp(out, "shmq: work: ", 12) && strstr(out, needle) && strchr(out, '\n') &&
+			  (!strchr(out, '\n')[1] ||
+			   (code == 2 && !strcmp(strchr(out, '\n') + 1, "try 'shmq help'\n"))),
+		  "want one line 'shmq: work: ...%s...', got: %s", needle, out);
+	free(out);
+}
+
+Test(work, bad_command_lines_fail_with_one_line_naming_the_problem)
+{
+	struct shmq_config c = tq_config(16);
+	const char *name = tq_name(NULL), *missing = tq_name("missing");
+	shmq_t *q = tq_create(name, &c);
+	EXPECT_FAILS(2, "missing CMD", "work", name);
+	EXPECT_FAILS(2, "missing CMD", "work", name, "--threads", "2", "--");
+	EXPECT_FAILS(2, "--threads", "work", name, "--threads", "0", "--", "true");
+	EXPECT_FAILS(2, "--threads", "work", name, "--threads", "1025", "--", "true");
+	EXPECT_FAILS(2, "--timeout-ms", "work", name, "--timeout-ms", "0", "--", "true");
+	EXPECT_FAILS(2, "--grace-ms", "work", name, "--grace-ms", "soon", "--", "true");
+	EXPECT_FAILS(2, "--dedup", "work", name, "--dedup", "--", "true"); /* not built yet */
+	EXPECT_FAILS(1, "shmq-no-such-command", "work", name, "--", "shmq-no-such-command");
+	EXPECT_FAILS(1, "/nonexistent/cmd", "work", name, "--", "/nonexistent/cmd");
+	EXPECT_FAILS(1, missing, "work", missing, "--", "true");
+	struct shmq_stats st = tq_stats(q);
+	cr_expect(st.received == 0, "a failed start received messages");
+	shmq_close(q);
+}
+#else
+int main(void)
+{
+	static const struct tq_plain_test t[] = {
+		{"handler_verdicts_land_as_acked_redelivered_with_backoff_and_dead_lettered", verdicts_land},
+		{"keeper_extends_a_long_handlers_lease_so_no_one_else_receives_the_message",
+		 keeper_keeps_lease},
+		{"keeper_extends_while_handlers_come_and_go_and_every_message_is_acked", keeper_busy},
+		{"in_flight_records_retired_as_fast_as_the_keeper_reads_them_lose_nothing", keeper_churn},
+		{"stop_lets_in_flight_handlers_finish_and_takes_no_new_messages", stop_finishes_in_flight},
+		{"grace_period_end_nacks_what_is_in_flight_for_another_consumer", grace_end_nacks},
+		{"second_stop_ends_the_grace_at_once", second_stop_nacks},
+		{"start_refuses_a_bad_config_with_einval", bad_config},
+	};
+	return tq_plain_main("worker", t, sizeof(t) / sizeof(t[0]));
+}
+#endif
