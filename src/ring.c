@@ -23,6 +23,9 @@
 #define ACK_PEEKS 512	     /* polls of a just-received next slot before its ticket is taken */
 #define FRESH_LEASE_MS 2     /* a lease younger than this is worth waiting for (see await_ack) */
 
+/* for the small helpers of the per-message path, which gcc would otherwise call out of line */
+#define HOT static inline __attribute__((always_inline))
+
 enum head_result {
 	HEAD_TOOK,
 	HEAD_EMPTY,
@@ -73,7 +76,7 @@ static int any_free(shmq_t *q, uint32_t n)
  * working through a batch). Taking its ticket now would only abandon it, and consumers would then
  * step over it: wait for the ack a little, but only for a lease taken within the last couple of
  * ms, so a long-held lease still never stalls a producer. */
-static void await_ack(shmq_t *q, struct shmq_slot *s)
+HOT void await_ack(shmq_t *q, struct shmq_slot *s)
 {
 	uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
 	if (w_state(w) != SLOT_LEASED)
@@ -89,6 +92,58 @@ static void await_ack(shmq_t *q, struct shmq_slot *s)
 	}
 }
 
+/* Claims slot t % capacity for ticket t, which we hold: 0 with *out = the slot, now WRITING(t, us),
+ * or -EAGAIN: the ticket is lost (a consumer abandoned it, or an older message still holds the slot
+ * and we abandon it) and the caller takes another. */
+HOT int claim_ticket(shmq_t *q, uint64_t t, struct shmq_slot **out)
+{
+	uint64_t cap = (uint64_t)q->mask + 1;
+	struct shmq_slot *s = slot_at(q, t);
+	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+	for (;;) {
+		int64_t d = ticket_diff(t, w_ticket(w));
+		if (w_state(w) == SLOT_FREE && d >= 0) {
+			/* acquire: pairs with the release that freed the slot (ack, abort, retire), so
+			 * the previous holder's reads of the payload are done before we write */
+			if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0), memory_order_seq_cst))
+				continue;
+			/* seq_cst CAS above, seq_cst load here; the consumer side stores skip (seq_cst)
+			 * then reloads the word: one of us sees the other (Dekker) */
+			if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
+				w = w_make(t, SLOT_WRITING, q->owner, 0);
+				cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0), memory_order_release);
+				return -EAGAIN;
+			}
+			SHMQ_FAULT("send-after-claim");
+			*out = s;
+			return 0;
+		}
+		if (d > 0 && w_state(w) != SLOT_FREE) {
+			/* occupied by an older message: abandon ticket t at this slot */
+			skip_past(s, t);
+		}
+		/* else a consumer already abandoned ticket t (the slot moved past it) */
+		return -EAGAIN;
+	}
+}
+
+/* The window check shared by claim() and take_run(): loads prod_tail into *t0 and a cons_head no
+ * newer than the real one into *c0. The head is read from the handle's cached copy (it only grows:
+ * an old value only makes the window look fuller) and re-read from the segment when the window
+ * looks full: consumers write cons_head on every receive, and reading it on every send would cost
+ * a cache miss each time. cons_head never passes prod_tail, so *t0 >= *c0. */
+HOT void window(shmq_t *q, uint64_t *c0, uint64_t *t0)
+{
+	struct shmq_hdr *h = q->hdr;
+	*c0 = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+	*t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+	if (*t0 - *c0 > q->mask) {
+		*c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+		atomic_store_explicit(&q->head_cache, *c0, memory_order_relaxed);
+		*t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+	}
+}
+
 /* Claims a slot for a fresh ticket: on success the slot is WRITING(ticket, us). -EAGAIN if the
  * ring is full. While fewer than cap tickets are outstanding there is room by construction. Past
  * that, the slot next in line may still be held (leased, delayed, dead) while another one was
@@ -100,18 +155,9 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1;
 	int room = 0;
-	for (uint64_t burned = 0; burned <= 2 * cap;) {
-		/* head first: cons_head never passes prod_tail, so t0 >= c0. The head is read from the
-		 * handle's cached copy (it only grows: an old value only makes the window look fuller)
-		 * and re-read from the segment when the window looks full: consumers write cons_head
-		 * on every receive, and reading it on every send would cost a cache miss each time. */
-		uint64_t c0 = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		if (t0 - c0 >= cap) {
-			c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
-			atomic_store_explicit(&q->head_cache, c0, memory_order_relaxed);
-			t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		}
+	for (uint64_t burned = 0; burned <= 2 * cap; burned++) {
+		uint64_t c0, t0;
+		window(q, &c0, &t0);
 		if (room) {
 			/* a free slot was seen: walk tickets to it */
 		} else if (t0 - c0 < cap) {
@@ -127,59 +173,100 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
 		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
 		SHMQ_FAULT("send-after-ticket");
-		struct shmq_slot *s = slot_at(q, t);
-		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-		for (;;) {
-			int64_t d = ticket_diff(t, w_ticket(w));
-			if (w_state(w) == SLOT_FREE && d >= 0) {
-				/* acquire: pairs with the release that freed the slot (ack, abort, retire),
-				 * so the previous holder's reads of the payload are done before we write */
-				if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0),
-					      memory_order_seq_cst))
-					continue;
-				/* seq_cst CAS above, seq_cst load here; the consumer side stores skip
-				 * (seq_cst) then reloads the word: one of us sees the other (Dekker) */
-				if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
-					w = w_make(t, SLOT_WRITING, q->owner, 0);
-					cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0),
-						 memory_order_release);
-					break;
-				}
-				SHMQ_FAULT("send-after-claim");
-				*out = s;
-				*ticket = t;
-				return 0;
-			}
-			if (d > 0 && w_state(w) != SLOT_FREE) {
-				/* occupied by an older message: abandon ticket t at this slot */
-				skip_past(s, t);
-			}
-			/* else a consumer already abandoned ticket t (the slot moved past it) */
-			break;
+		if (claim_ticket(q, t, out) == 0) {
+			*ticket = t;
+			return 0;
 		}
-		burned++;
 	}
 	return -EAGAIN;
 }
 
-static void fill(struct shmq_slot *s, uint64_t t, uint32_t len)
+#define RUN_MAX 64 /* most tickets a batch send takes at once */
+
+/* For a batch send: takes up to `want` consecutive tickets with one RMW on prod_tail, as many as
+ * the window has room for and whose slots look FREE now (a slot still leased would only be
+ * abandoned). Returns how many, the first in *t; 0 when the window looks full or the next slot is
+ * not free, and claim() has to sort that out. A CAS rather than a fetch_add, so racing producers
+ * cannot push the run past the window it was sized for. */
+static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
+{
+	uint64_t c0, t0;
+	window(q, &c0, &t0);
+	for (;;) {
+		if (t0 - c0 > q->mask)
+			return 0;
+		uint64_t room = (uint64_t)q->mask + 1 - (t0 - c0);
+		await_ack(q, slot_at(q, t0));
+		unsigned k = 0;
+		/* relaxed: a hint only; claim_ticket()'s CAS decides */
+		while (k < want && k < room) {
+			uint64_t w = atomic_load_explicit(&slot_at(q, t0 + k)->word, memory_order_relaxed);
+			if (w_state(w) != SLOT_FREE || ticket_diff(t0 + k, w_ticket(w)) < 0)
+				break;
+			k++;
+		}
+		if (!k)
+			return 0;
+		/* relaxed: as in claim(), the tickets only name slots */
+		if (atomic_compare_exchange_weak_explicit(&q->hdr->prod_tail, &t0, t0 + k,
+							  memory_order_relaxed, memory_order_relaxed)) {
+			*t = t0;
+			return k;
+		}
+	}
+}
+
+/* A ticket of a run that will not be used: claimed and handed back like an abort, so consumers need
+ * not wait for it to be abandoned. */
+static void give_back(shmq_t *q, uint64_t t)
+{
+	struct shmq_slot *s;
+	if (claim_ticket(q, t, &s))
+		return;
+	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
+	/* release: as in shmq_send_abort */
+	cas_word(s, &w, w_make(t + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release);
+}
+
+/* Fills in the header of claimed slot s and publishes it (WRITING -> READY); no wake-up, see
+ * publish(). -ESTALE: retired by a reclaim pass that thought we were dead. */
+HOT int fill_publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len, uint64_t enq_ns)
 {
 	s->id = t;
 	s->len = len;
-	s->enqueued_ns = now_coarse_ns();
+	s->enqueued_ns = enq_ns;
 	/* a lease word left by the slot's previous message must not look valid for this one */
 	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
-}
-
-static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t)
-{
+	SHMQ_FAULT("send-before-publish");
 	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
 	/* release (in seq_cst): pairs with the consumer's acquire load of the word; the payload, id
 	 * and len written before are visible to whoever sees READY. seq_cst for shmq_notify_sc. */
 	if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
-		return -ESTALE; /* retired by a reclaim pass that thought we were dead */
-	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
+		return -ESTALE;
 	return 0;
+}
+
+static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len)
+{
+	int r = fill_publish(q, s, t, len, now_coarse_ns());
+	if (r)
+		return r;
+	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
+	count(q, C_SENT, 1);
+	return 0;
+}
+
+/* Copies a message's payload into a claimed slot. Test builds split the copy around a fault point
+ * (a producer killed mid-write); others make one call. */
+static void write_payload(struct shmq_slot *s, const void *data, size_t len)
+{
+#ifdef SHMQ_TEST
+	memcpy(slot_payload(s), data, len / 2);
+	SHMQ_FAULT("send-mid-write");
+	memcpy(slot_payload(s) + len / 2, (const unsigned char *)data + len / 2, len - len / 2);
+#else
+	memcpy(slot_payload(s), data, len);
+#endif
 }
 
 /* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
@@ -230,17 +317,9 @@ int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 	int r = claim_wait(q, &s, &t, timeout_ms);
 	if (r)
 		return r;
-	if (len) {
-		memcpy(slot_payload(s), data, len / 2);
-		SHMQ_FAULT("send-mid-write");
-		memcpy(slot_payload(s) + len / 2, (const unsigned char *)data + len / 2, len - len / 2);
-	}
-	fill(s, t, (uint32_t)len);
-	SHMQ_FAULT("send-before-publish");
-	if ((r = publish(q, s, t)))
-		return r;
-	count(q, C_SENT, 1);
-	return 0;
+	if (len)
+		write_payload(s, data, len);
+	return publish(q, s, t, (uint32_t)len);
 }
 
 int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
@@ -279,10 +358,7 @@ int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
 	if (atomic_load_explicit(&s->word, memory_order_acquire) !=
 	    w_make(r->token, SLOT_WRITING, q->owner, 0))
 		return -ESTALE;
-	fill(s, r->token, (uint32_t)len);
-	int err = publish(q, s, r->token);
-	if (!err)
-		count(q, C_SENT, 1);
+	int err = publish(q, s, r->token, (uint32_t)len);
 	r->data = NULL;
 	return err;
 }
@@ -301,39 +377,72 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
 	return 0;
 }
 
+static int iov_check(shmq_t *q, const struct shmq_iov *m)
+{
+	if (!m->data && m->len)
+		return -EINVAL;
+	return m->len > q->max_payload ? -EMSGSIZE : 0;
+}
+
+/* Writes message m into the claimed slot s for ticket t and publishes it. */
+static int put(shmq_t *q, struct shmq_slot *s, uint64_t t, const struct shmq_iov *m, uint64_t *enq_ns)
+{
+	if (m->len)
+		write_payload(s, m->data, m->len);
+	if (!*enq_ns)
+		*enq_ns = now_coarse_ns(); /* one clock read per batch, after any wait for room */
+	return fill_publish(q, s, t, (uint32_t)m->len, *enq_ns);
+}
+
+/* Tickets come in runs (one RMW on prod_tail for up to RUN_MAX messages, see take_run); each slot is
+ * still claimed, written and published on its own, so a producer killed mid-batch leaves at most one
+ * slot WRITING and its unused tickets are abandoned by consumers like any other. A ticket lost
+ * mid-run (abandoned by a consumer while we were slow) is stepped over: the message takes the next
+ * ticket of the run, which keeps the batch in order. */
 int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms)
 {
 	if (!q || (!msgs && n))
 		return -EINVAL;
+	unsigned ok = 0; /* a bad message stops the batch before it */
+	while (ok < n && iov_check(q, &msgs[ok]) == 0)
+		ok++;
+	if (n && !ok)
+		return iov_check(q, &msgs[0]);
 	unsigned i = 0;
-	for (; i < n; i++) {
-		if (!msgs[i].data && msgs[i].len) {
-			if (i == 0)
-				return -EINVAL;
-			break;
-		}
-		if (msgs[i].len > q->max_payload) {
-			if (i == 0)
-				return -EMSGSIZE;
-			break;
-		}
+	uint64_t enq_ns = 0;
+	int stop = 0;
+	while (i < ok && !stop) {
 		struct shmq_slot *s;
 		uint64_t t;
-		int r = claim_wait(q, &s, &t, i == 0 ? timeout_ms : 0);
-		if (r) {
-			if (i == 0)
-				return r;
-			break;
+		unsigned k = take_run(q, ok - i < RUN_MAX ? ok - i : RUN_MAX, &t);
+		if (!k) {
+			/* full, or the next slot is held: the single-message path knows what to do */
+			int r = claim_wait(q, &s, &t, i == 0 ? timeout_ms : 0);
+			if (r) {
+				if (i == 0)
+					return r;
+				break;
+			}
+			if (put(q, s, t, &msgs[i], &enq_ns))
+				break;
+			i++;
+			continue;
 		}
-		if (msgs[i].len)
-			memcpy(slot_payload(s), msgs[i].data, msgs[i].len);
-		fill(s, t, (uint32_t)msgs[i].len);
-		uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-		/* as in publish(); the notify is done once for the batch */
-		if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
-			break;
+		for (unsigned j = 0; j < k; j++) {
+			if (stop) {
+				give_back(q, t + j);
+				continue;
+			}
+			if (claim_ticket(q, t + j, &s))
+				continue; /* lost: the message takes the next ticket */
+			if (put(q, s, t + j, &msgs[i], &enq_ns))
+				stop = 1; /* retired under us: the batch ends before this message */
+			else
+				i++;
+		}
 	}
 	if (i) {
+		/* as in publish(), once for the batch */
 		shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
 		count(q, C_SENT, i);
 	}
@@ -364,13 +473,11 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	m->enqueued_ns = s->enqueued_ns;
 	m->slot = (uint32_t)(((unsigned char *)s - q->slots) / q->slot_size);
 	m->token = leased;
-	count(q, C_RECEIVED, 1);
-	if (m->deliveries > 1)
-		count(q, C_REDELIVERED, 1);
 }
 
-/* Takes the next first delivery at cons_head, stepping over abandoned tickets. *wait_since
- * remembers since when the consumer has waited on a ticket a producer holds but has not used. */
+/* Takes the next first delivery at cons_head, stepping over abandoned tickets (the caller counts
+ * it). *wait_since remembers since when the consumer has waited on a ticket a producer holds but
+ * has not used. */
 static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *waited_ticket,
 				  uint64_t *wait_since)
 {
@@ -442,6 +549,9 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, u
 			/* the reload after the seq_cst skip store is the other half of claim()'s check */
 			(void)atomic_load_explicit(&s->word, memory_order_seq_cst);
 		}
+		/* the grace runs on for the next ticket: a batch producer killed holding a run of
+		 * tickets costs one grace, not one per ticket (a live holder takes another ticket) */
+		*waited_ticket = hd + 1;
 	}
 }
 
@@ -478,6 +588,8 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 			continue;
 		SHMQ_FAULT("redeliver-after-lease");
 		deliver(q, s, leased, m, now);
+		count(q, C_RECEIVED, 1);
+		count(q, C_REDELIVERED, 1);
 		return 0;
 	}
 	/* nothing due: publish when the next one is, unless a nack changed the hint meanwhile */
@@ -511,7 +623,10 @@ static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *wt, u
 	if (take_due(q, m, now) == 0)
 		return 0;
 	*why = take_head(q, m, now, wt, ws);
-	return *why == HEAD_TOOK ? 0 : -EAGAIN;
+	if (*why != HEAD_TOOK)
+		return -EAGAIN;
+	count(q, C_RECEIVED, 1);
+	return 0;
 }
 
 /* Lowers *until (a precise-clock deadline in ns; t_ns is the precise now) to 1 ms after the
@@ -593,6 +708,33 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	}
 }
 
+/* For a batch receive: leases the run of READY first deliveries at cons_head, up to n, and moves
+ * cons_head past them with one CAS instead of one per message. Stops at the first slot that is not
+ * READY for its ticket (take_head() knows what to do about that one). Killed before the head CAS:
+ * the leases stand, and receivers step over LEASED slots at the head as they always do. */
+static unsigned take_run_head(shmq_t *q, struct shmq_msg *m, unsigned n, uint64_t now)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+	unsigned k = 0;
+	for (; k < n; k++) {
+		struct shmq_slot *s = slot_at(q, hd + k);
+		uint64_t w = w_make(hd + k, SLOT_READY, 0, 0);
+		uint64_t leased = w_make(hd + k, SLOT_LEASED, q->owner, 1);
+		/* acquire: pairs with publish()'s release, making the payload visible */
+		if (!cas_word(s, &w, leased, memory_order_acquire))
+			break;
+		deliver(q, s, leased, &m[k], now);
+	}
+	if (k) {
+		SHMQ_FAULT("recv-batch-before-head");
+		/* release, as in take_head; failure is fine: another receiver stepped over our leases */
+		atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + k, memory_order_release,
+							memory_order_relaxed);
+	}
+	return k;
+}
+
 int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 {
 	if (!q || !m || n == 0)
@@ -602,9 +744,16 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 		return r;
 	unsigned i = 1;
 	uint64_t wt = UINT64_MAX, ws = 0, now = now_ms();
-	for (; i < n; i++)
-		if (take_head(q, &m[i], now, &wt, &ws) != HEAD_TOOK)
-			break;
+	while (i < n) {
+		unsigned k = take_run_head(q, m + i, n - i, now);
+		if (!k) {
+			if (take_head(q, &m[i], now, &wt, &ws) != HEAD_TOOK)
+				break;
+			k = 1;
+		}
+		i += k;
+	}
+	count(q, C_RECEIVED, i - 1); /* shmq_recv counted the first */
 	return (int)i;
 }
 
