@@ -56,11 +56,12 @@ static inline void touch(shmq_t *q)
  * Producing
  */
 
-#define SCAN_STEP 16 /* slot words a spinning producer looks at per poll when the ring looks full */
+#define SCAN_STEP 16  /* slot words a spinning producer looks at per scan when the ring looks full */
+#define SCAN_EVERY 64 /* polls of a full ring per scan (the first poll scans) */
 
 /* Is any of the next n slots (from the handle's scan cursor, round robin) FREE? The full check of
- * last resort, read-only: a spinning producer looks at SCAN_STEP slots per poll, so a full ring
- * costs it a few loads per poll, and one about to sleep looks at them all. */
+ * last resort, read-only: a spinning producer looks at SCAN_STEP slots every SCAN_EVERY polls, so
+ * a full ring costs it a few loads now and then, and one about to sleep looks at them all. */
 static int any_free(shmq_t *q, uint32_t n)
 {
 	uint32_t at = atomic_fetch_add_explicit(&q->scan_cursor, n, memory_order_relaxed);
@@ -99,7 +100,10 @@ HOT int claim_ticket(shmq_t *q, uint64_t t, struct shmq_slot **out)
 {
 	uint64_t cap = (uint64_t)q->mask + 1;
 	struct shmq_slot *s = slot_at(q, t);
-	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+	/* No load first: the CAS from the usual word (freed for exactly this ticket) moves the line
+	 * here once, where a load then a CAS would move it twice while the consumer that acked it
+	 * still holds it. A failed CAS loads the real word (acquire) for the cases below. */
+	uint64_t w = w_make(t, SLOT_FREE, 0, 0);
 	for (;;) {
 		int64_t d = ticket_diff(t, w_ticket(w));
 		if (w_state(w) == SLOT_FREE && d >= 0) {
@@ -163,9 +167,15 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 		} else if (t0 - c0 < cap) {
 			await_ack(q, slot_at(q, t0));
 		} else {
+			/* full as far as the head says. Whether a slot freed out of order lets us on
+			 * anyway is looked into only when the caller asks: these words are the lines
+			 * consumers are working on, and reading them on every poll of a full ring slowed
+			 * down the very consumers we wait for */
+			if (!scan)
+				return -EAGAIN;
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
-				if (!scan || !any_free(q, scan))
+				if (!any_free(q, scan))
 					return -EAGAIN;
 				room = 1;
 			}
@@ -216,44 +226,43 @@ static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
 	}
 }
 
-/* A ticket of a run that will not be used: claimed and handed back like an abort, so consumers need
- * not wait for it to be abandoned. */
-static void give_back(shmq_t *q, uint64_t t)
-{
-	struct shmq_slot *s;
-	if (claim_ticket(q, t, &s))
-		return;
-	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-	/* release: as in shmq_send_abort */
-	cas_word(s, &w, w_make(t + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release);
-}
-
-/* Fills in the header of claimed slot s and publishes it (WRITING -> READY); no wake-up, see
- * publish(). -ESTALE: retired by a reclaim pass that thought we were dead. */
-HOT int fill_publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len, uint64_t enq_ns)
+/* Fills in the header of claimed slot s. */
+HOT void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint64_t enq_ns)
 {
 	s->id = t;
 	s->len = len;
 	s->enqueued_ns = enq_ns;
 	/* a lease word left by the slot's previous message must not look valid for this one */
 	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
+}
+
+/* WRITING -> READY, no wake-up (see publish()). -ESTALE: retired by a reclaim pass that thought we
+ * were dead. */
+HOT int publish_word(shmq_t *q, struct shmq_slot *s, uint64_t t)
+{
 	SHMQ_FAULT("send-before-publish");
 	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
 	/* release (in seq_cst): pairs with the consumer's acquire load of the word; the payload, id
 	 * and len written before are visible to whoever sees READY. seq_cst for shmq_notify_sc. */
-	if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
-		return -ESTALE;
-	return 0;
+	return cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst) ? 0 : -ESTALE;
 }
 
 static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len)
 {
-	int r = fill_publish(q, s, t, len, now_coarse_ns());
-	if (r)
-		return r;
+	fill(s, t, len, now_coarse_ns());
+	if (publish_word(q, s, t))
+		return -ESTALE;
 	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
 	count(q, C_SENT, 1);
 	return 0;
+}
+
+/* Gives a claimed slot back unpublished (WRITING -> FREE, the ticket moves on with the slot:
+ * consumers step over it). release: pairs with claim's acquire, as any freeing CAS. */
+static int unclaim(shmq_t *q, struct shmq_slot *s, uint64_t t)
+{
+	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
+	return cas_word(s, &w, w_make(t + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release) ? 0 : -ESTALE;
 }
 
 /* Copies a message's payload into a claimed slot. Test builds split the copy around a fault point
@@ -288,13 +297,14 @@ static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t de
 	return r;
 }
 
-/* claim with the timeout policy of a blocking call. Each poll looks at SCAN_STEP slot words for
- * one freed out of order; the last check before a sleep looks at all of them. */
+/* claim with the timeout policy of a blocking call. Every SCAN_EVERY-th poll of a full ring looks at
+ * SCAN_STEP slot words for one freed out of order; the last check before a sleep looks at all. */
 static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_ms)
 {
 	uint64_t deadline = 0;
 	for (unsigned spins = 0;; spins++) {
-		int r = spins < SPIN_LIMIT ? claim(q, s, t, SCAN_STEP) : sleep_claim(q, s, t, deadline);
+		int r = spins < SPIN_LIMIT ? claim(q, s, t, spins % SCAN_EVERY ? 0 : SCAN_STEP)
+					   : sleep_claim(q, s, t, deadline);
 		if (r != -EAGAIN || timeout_ms == 0)
 			return r;
 		if (spins == 0)
@@ -368,9 +378,7 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
 	struct shmq_slot *s;
 	if (!q || !r || !(s = resv_slot(q, r)))
 		return -EINVAL;
-	uint64_t w = w_make(r->token, SLOT_WRITING, q->owner, 0);
-	/* the ticket moves on with the slot: consumers step over it */
-	if (!cas_word(s, &w, w_make(r->token + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+	if (unclaim(q, s, r->token))
 		return -ESTALE;
 	r->data = NULL;
 	shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
@@ -384,21 +392,13 @@ static int iov_check(shmq_t *q, const struct shmq_iov *m)
 	return m->len > q->max_payload ? -EMSGSIZE : 0;
 }
 
-/* Writes message m into the claimed slot s for ticket t and publishes it. */
-static int put(shmq_t *q, struct shmq_slot *s, uint64_t t, const struct shmq_iov *m, uint64_t *enq_ns)
-{
-	if (m->len)
-		write_payload(s, m->data, m->len);
-	if (!*enq_ns)
-		*enq_ns = now_coarse_ns(); /* one clock read per batch, after any wait for room */
-	return fill_publish(q, s, t, (uint32_t)m->len, *enq_ns);
-}
-
-/* Tickets come in runs (one RMW on prod_tail for up to RUN_MAX messages, see take_run); each slot is
- * still claimed, written and published on its own, so a producer killed mid-batch leaves at most one
- * slot WRITING and its unused tickets are abandoned by consumers like any other. A ticket lost
- * mid-run (abandoned by a consumer while we were slow) is stepped over: the message takes the next
- * ticket of the run, which keeps the batch in order. */
+/* Tickets come in runs (one RMW on prod_tail for up to RUN_MAX messages, see take_run). A run's
+ * slots are all claimed, then all written, then all published: the publishes come in a quick burst,
+ * so a consumer that is waiting takes the run as a whole instead of chasing it one message at a
+ * time. A producer killed mid-run leaves its claimed slots WRITING, retired like any other (a
+ * consumer's grace carries over from one to the next). A ticket lost before its claim (abandoned
+ * while we were slow) is stepped over: its message takes the next ticket of the run, which keeps
+ * the batch in order. */
 int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms)
 {
 	if (!q || (!msgs && n))
@@ -412,31 +412,34 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 	uint64_t enq_ns = 0;
 	int stop = 0;
 	while (i < ok && !stop) {
-		struct shmq_slot *s;
-		uint64_t t;
-		unsigned k = take_run(q, ok - i < RUN_MAX ? ok - i : RUN_MAX, &t);
+		struct shmq_slot *s[RUN_MAX];
+		uint64_t t[RUN_MAX], t0;
+		unsigned k = take_run(q, ok - i < RUN_MAX ? ok - i : RUN_MAX, &t0), c = 0;
 		if (!k) {
 			/* full, or the next slot is held: the single-message path knows what to do */
-			int r = claim_wait(q, &s, &t, i == 0 ? timeout_ms : 0);
+			int r = claim_wait(q, &s[0], &t[0], i == 0 ? timeout_ms : 0);
 			if (r) {
 				if (i == 0)
 					return r;
 				break;
 			}
-			if (put(q, s, t, &msgs[i], &enq_ns))
-				break;
-			i++;
-			continue;
+			c = 1;
 		}
-		for (unsigned j = 0; j < k; j++) {
-			if (stop) {
-				give_back(q, t + j);
-				continue;
-			}
-			if (claim_ticket(q, t + j, &s))
-				continue; /* lost: the message takes the next ticket */
-			if (put(q, s, t + j, &msgs[i], &enq_ns))
-				stop = 1; /* retired under us: the batch ends before this message */
+		for (unsigned j = 0; j < k; j++)
+			if (claim_ticket(q, t0 + j, &s[c]) == 0)
+				t[c++] = t0 + j;
+		if (!enq_ns)
+			enq_ns = now_coarse_ns(); /* one clock read per batch, after any wait for room */
+		for (unsigned j = 0; j < c; j++) {
+			if (msgs[i + j].len)
+				write_payload(s[j], msgs[i + j].data, msgs[i + j].len);
+			fill(s[j], t[j], (uint32_t)msgs[i + j].len, enq_ns);
+		}
+		for (unsigned j = 0; j < c; j++) {
+			if (stop)
+				unclaim(q, s[j], t[j]); /* the batch ends before an unsent message */
+			else if (publish_word(q, s[j], t[j]))
+				stop = 1; /* retired under us */
 			else
 				i++;
 		}
@@ -471,7 +474,7 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	m->deliveries = w_deliv(leased);
 	m->id = s->id;
 	m->enqueued_ns = s->enqueued_ns;
-	m->slot = (uint32_t)(((unsigned char *)s - q->slots) / q->slot_size);
+	m->slot = (uint32_t)(w_ticket(leased) & q->mask); /* ticket t lives in slot t % capacity */
 	m->token = leased;
 }
 
@@ -526,6 +529,9 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, u
 				   !shmq_part_alive(q, w_owner(w) - 1)) {
 				if (cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_release))
 					count(q, C_RETIRED_WRITES, 1);
+				/* a batch producer leaves a run of slots WRITING: probe the next one at
+				 * once (the probe, not the wait, decides) */
+				*waited_ticket = hd + 1;
 				continue;
 			}
 			return HEAD_WAIT;
