@@ -25,7 +25,6 @@ struct shmq {
 	uint32_t max_payload;
 	_Atomic uint32_t recv_count;  /* rotates the start of redelivery scans */
 	_Atomic uint64_t head_cache;  /* a recent cons_head, so producers rarely read the shared one */
-	_Atomic uint64_t tail_cache;  /* a recent prod_tail, so receivers rarely read the shared one */
 	_Atomic uint32_t scan_cursor; /* where a producer's next look for a free slot starts */
 	struct shmq_participant *me;
 	unsigned char *slots; /* process-local copies of validated offsets: never re-read from the header */

@@ -180,12 +180,8 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 				room = 1;
 			}
 		}
-		/* seq_cst, not relaxed although the ticket only names a slot: take_head() answers
-		 * "empty" from prod_tail alone, and a sleeping receiver's re-check after its seq_cst
-		 * fence must see this ticket if our publish's notify missed the sleeper (a seq_cst
-		 * write before the fence in the total order is seen by a load after it). Free on x86,
-		 * where every locked RMW is a full barrier. */
-		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_seq_cst);
+		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
+		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
 		SHMQ_FAULT("send-after-ticket");
 		if (claim_ticket(q, t, out) == 0) {
 			*ticket = t;
@@ -221,9 +217,9 @@ static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
 		}
 		if (!k)
 			return 0;
-		/* seq_cst: as in claim() */
+		/* relaxed: as in claim(), the tickets only name slots */
 		if (atomic_compare_exchange_weak_explicit(&q->hdr->prod_tail, &t0, t0 + k,
-							  memory_order_seq_cst, memory_order_relaxed)) {
+							  memory_order_relaxed, memory_order_relaxed)) {
 			*t = t0;
 			return k;
 		}
@@ -492,16 +488,6 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, u
 	uint64_t cap = (uint64_t)q->mask + 1;
 	for (;;) {
 		uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
-		/* Nothing sent past the head: say so from prod_tail alone (via the handle's copy, which
-		 * only grows), without reading the slot word the next producer is about to claim: a
-		 * receiver polling an empty queue then costs producers one line, not two. seq_cst:
-		 * pairs with the seq_cst ticket RMWs, see claim() */
-		if (hd >= atomic_load_explicit(&q->tail_cache, memory_order_relaxed)) {
-			uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_seq_cst);
-			if (tl <= hd)
-				return HEAD_EMPTY;
-			atomic_store_explicit(&q->tail_cache, tl, memory_order_relaxed);
-		}
 		struct shmq_slot *s = slot_at(q, hd);
 		/* acquire: pairs with publish()'s release, making the payload visible */
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
