@@ -23,6 +23,9 @@
 #define ACK_PEEKS 512	     /* polls of a just-received next slot before its ticket is taken */
 #define FRESH_LEASE_MS 2     /* a lease younger than this is worth waiting for (see await_ack) */
 
+/* for the small helpers of the per-message path, which gcc would otherwise call out of line */
+#define HOT static inline __attribute__((always_inline))
+
 enum head_result {
 	HEAD_TOOK,
 	HEAD_EMPTY,
@@ -53,11 +56,12 @@ static inline void touch(shmq_t *q)
  * Producing
  */
 
-#define SCAN_STEP 16 /* slot words a spinning producer looks at per poll when the ring looks full */
+#define SCAN_STEP 16  /* slot words a spinning producer looks at per scan when the ring looks full */
+#define SCAN_EVERY 64 /* polls of a full ring per scan (the first poll scans) */
 
 /* Is any of the next n slots (from the handle's scan cursor, round robin) FREE? The full check of
- * last resort, read-only: a spinning producer looks at SCAN_STEP slots per poll, so a full ring
- * costs it a few loads per poll, and one about to sleep looks at them all. */
+ * last resort, read-only: a spinning producer looks at SCAN_STEP slots every SCAN_EVERY polls, so
+ * a full ring costs it a few loads now and then, and one about to sleep looks at them all. */
 static int any_free(shmq_t *q, uint32_t n)
 {
 	uint32_t at = atomic_fetch_add_explicit(&q->scan_cursor, n, memory_order_relaxed);
@@ -73,7 +77,7 @@ static int any_free(shmq_t *q, uint32_t n)
  * working through a batch). Taking its ticket now would only abandon it, and consumers would then
  * step over it: wait for the ack a little, but only for a lease taken within the last couple of
  * ms, so a long-held lease still never stalls a producer. */
-static void await_ack(shmq_t *q, struct shmq_slot *s)
+HOT void await_ack(shmq_t *q, struct shmq_slot *s)
 {
 	uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
 	if (w_state(w) != SLOT_LEASED)
@@ -89,6 +93,61 @@ static void await_ack(shmq_t *q, struct shmq_slot *s)
 	}
 }
 
+/* Claims slot t % capacity for ticket t, which we hold: 0 with *out = the slot, now WRITING(t, us),
+ * or -EAGAIN: the ticket is lost (a consumer abandoned it, or an older message still holds the slot
+ * and we abandon it) and the caller takes another. */
+HOT int claim_ticket(shmq_t *q, uint64_t t, struct shmq_slot **out)
+{
+	uint64_t cap = (uint64_t)q->mask + 1;
+	struct shmq_slot *s = slot_at(q, t);
+	/* No load first: the CAS from the usual word (freed for exactly this ticket) moves the line
+	 * here once, where a load then a CAS would move it twice while the consumer that acked it
+	 * still holds it. A failed CAS loads the real word (acquire) for the cases below. */
+	uint64_t w = w_make(t, SLOT_FREE, 0, 0);
+	for (;;) {
+		int64_t d = ticket_diff(t, w_ticket(w));
+		if (w_state(w) == SLOT_FREE && d >= 0) {
+			/* acquire: pairs with the release that freed the slot (ack, abort, retire), so
+			 * the previous holder's reads of the payload are done before we write */
+			if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0), memory_order_seq_cst))
+				continue;
+			/* seq_cst CAS above, seq_cst load here; the consumer side stores skip (seq_cst)
+			 * then reloads the word: one of us sees the other (Dekker) */
+			if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
+				w = w_make(t, SLOT_WRITING, q->owner, 0);
+				cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0), memory_order_release);
+				return -EAGAIN;
+			}
+			SHMQ_FAULT("send-after-claim");
+			*out = s;
+			return 0;
+		}
+		if (d > 0 && w_state(w) != SLOT_FREE) {
+			/* occupied by an older message: abandon ticket t at this slot */
+			skip_past(s, t);
+		}
+		/* else a consumer already abandoned ticket t (the slot moved past it) */
+		return -EAGAIN;
+	}
+}
+
+/* The window check shared by claim() and take_run(): loads prod_tail into *t0 and a cons_head no
+ * newer than the real one into *c0. The head is read from the handle's cached copy (it only grows:
+ * an old value only makes the window look fuller) and re-read from the segment when the window
+ * looks full: consumers write cons_head on every receive, and reading it on every send would cost
+ * a cache miss each time. cons_head never passes prod_tail, so *t0 >= *c0. */
+HOT void window(shmq_t *q, uint64_t *c0, uint64_t *t0)
+{
+	struct shmq_hdr *h = q->hdr;
+	*c0 = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
+	*t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+	if (*t0 - *c0 > q->mask) {
+		*c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+		atomic_store_explicit(&q->head_cache, *c0, memory_order_relaxed);
+		*t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+	}
+}
+
 /* Claims a slot for a fresh ticket: on success the slot is WRITING(ticket, us). -EAGAIN if the
  * ring is full. While fewer than cap tickets are outstanding there is room by construction. Past
  * that, the slot next in line may still be held (leased, delayed, dead) while another one was
@@ -100,26 +159,23 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = (uint64_t)q->mask + 1;
 	int room = 0;
-	for (uint64_t burned = 0; burned <= 2 * cap;) {
-		/* head first: cons_head never passes prod_tail, so t0 >= c0. The head is read from the
-		 * handle's cached copy (it only grows: an old value only makes the window look fuller)
-		 * and re-read from the segment when the window looks full: consumers write cons_head
-		 * on every receive, and reading it on every send would cost a cache miss each time. */
-		uint64_t c0 = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-		uint64_t t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		if (t0 - c0 >= cap) {
-			c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
-			atomic_store_explicit(&q->head_cache, c0, memory_order_relaxed);
-			t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		}
+	for (uint64_t burned = 0; burned <= 2 * cap; burned++) {
+		uint64_t c0, t0;
+		window(q, &c0, &t0);
 		if (room) {
 			/* a free slot was seen: walk tickets to it */
 		} else if (t0 - c0 < cap) {
 			await_ack(q, slot_at(q, t0));
 		} else {
+			/* full as far as the head says. Whether a slot freed out of order lets us on
+			 * anyway is looked into only when the caller asks: these words are the lines
+			 * consumers are working on, and reading them on every poll of a full ring slowed
+			 * down the very consumers we wait for */
+			if (!scan)
+				return -EAGAIN;
 			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
-				if (!scan || !any_free(q, scan))
+				if (!any_free(q, scan))
 					return -EAGAIN;
 				room = 1;
 			}
@@ -127,60 +183,101 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
 		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
 		SHMQ_FAULT("send-after-ticket");
-		struct shmq_slot *s = slot_at(q, t);
-		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-		for (;;) {
-			int64_t d = ticket_diff(t, w_ticket(w));
-			if (w_state(w) == SLOT_FREE && d >= 0) {
-				/* acquire: pairs with the release that freed the slot (ack, abort, retire),
-				 * so the previous holder's reads of the payload are done before we write */
-				if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0),
-					      memory_order_seq_cst))
-					continue;
-				/* seq_cst CAS above, seq_cst load here; the consumer side stores skip
-				 * (seq_cst) then reloads the word: one of us sees the other (Dekker) */
-				if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
-					w = w_make(t, SLOT_WRITING, q->owner, 0);
-					cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0),
-						 memory_order_release);
-					break;
-				}
-				SHMQ_FAULT("send-after-claim");
-				*out = s;
-				*ticket = t;
-				return 0;
-			}
-			if (d > 0 && w_state(w) != SLOT_FREE) {
-				/* occupied by an older message: abandon ticket t at this slot */
-				skip_past(s, t);
-			}
-			/* else a consumer already abandoned ticket t (the slot moved past it) */
-			break;
+		if (claim_ticket(q, t, out) == 0) {
+			*ticket = t;
+			return 0;
 		}
-		burned++;
 	}
 	return -EAGAIN;
 }
 
-static void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
+#define RUN_MAX 64 /* most tickets a batch send takes at once */
+
+/* For a batch send: takes up to `want` consecutive tickets with one RMW on prod_tail, as many as
+ * the window has room for and whose slots look FREE now (a slot still leased would only be
+ * abandoned). Returns how many, the first in *t; 0 when the window looks full or the next slot is
+ * not free, and claim() has to sort that out. A CAS rather than a fetch_add, so racing producers
+ * cannot push the run past the window it was sized for. */
+static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
+{
+	uint64_t c0, t0;
+	window(q, &c0, &t0);
+	for (;;) {
+		if (t0 - c0 > q->mask)
+			return 0;
+		uint64_t room = (uint64_t)q->mask + 1 - (t0 - c0);
+		await_ack(q, slot_at(q, t0));
+		unsigned k = 0;
+		/* relaxed: a hint only; claim_ticket()'s CAS decides */
+		while (k < want && k < room) {
+			uint64_t w = atomic_load_explicit(&slot_at(q, t0 + k)->word, memory_order_relaxed);
+			if (w_state(w) != SLOT_FREE || ticket_diff(t0 + k, w_ticket(w)) < 0)
+				break;
+			k++;
+		}
+		if (!k)
+			return 0;
+		/* relaxed: as in claim(), the tickets only name slots */
+		if (atomic_compare_exchange_weak_explicit(&q->hdr->prod_tail, &t0, t0 + k,
+							  memory_order_relaxed, memory_order_relaxed)) {
+			*t = t0;
+			return k;
+		}
+	}
+}
+
+/* Fills in the header of claimed slot s. */
+HOT void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint64_t enq_ns)
 {
 	s->id = t;
 	s->len = len;
-	s->key_len = key_len;
-	s->enqueued_ns = now_coarse_ns();
+	s->key_len = 0;
+	s->enqueued_ns = enq_ns;
 	/* a lease word left by the slot's previous message must not look valid for this one */
 	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
 }
 
-static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t)
+/* WRITING -> READY, no wake-up (see publish()). -ESTALE: retired by a reclaim pass that thought we
+ * were dead. */
+HOT int publish_word(shmq_t *q, struct shmq_slot *s, uint64_t t)
 {
+	SHMQ_FAULT("send-before-publish");
 	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
 	/* release (in seq_cst): pairs with the consumer's acquire load of the word; the payload, id
 	 * and len written before are visible to whoever sees READY. seq_cst for shmq_notify_sc. */
-	if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
-		return -ESTALE; /* retired by a reclaim pass that thought we were dead */
+	return cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst) ? 0 : -ESTALE;
+}
+
+static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
+{
+	fill(s, t, len, now_coarse_ns());
+	s->key_len = key_len;
+	if (publish_word(q, s, t))
+		return -ESTALE;
 	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
+	count(q, C_SENT, 1);
 	return 0;
+}
+
+/* Gives a claimed slot back unpublished (WRITING -> FREE, the ticket moves on with the slot:
+ * consumers step over it). release: pairs with claim's acquire, as any freeing CAS. */
+static int unclaim(shmq_t *q, struct shmq_slot *s, uint64_t t)
+{
+	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
+	return cas_word(s, &w, w_make(t + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release) ? 0 : -ESTALE;
+}
+
+/* Copies a message's payload into a claimed slot. Test builds split the copy around a fault point
+ * (a producer killed mid-write); others make one call. */
+static void write_payload(struct shmq_slot *s, const void *data, size_t len)
+{
+#ifdef SHMQ_TEST
+	memcpy(slot_payload(s), data, len / 2);
+	SHMQ_FAULT("send-mid-write");
+	memcpy(slot_payload(s) + len / 2, (const unsigned char *)data + len / 2, len - len / 2);
+#else
+	memcpy(slot_payload(s), data, len);
+#endif
 }
 
 /* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
@@ -202,13 +299,14 @@ static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t de
 	return r;
 }
 
-/* claim with the timeout policy of a blocking call. Each poll looks at SCAN_STEP slot words for
- * one freed out of order; the last check before a sleep looks at all of them. */
+/* claim with the timeout policy of a blocking call. Every SCAN_EVERY-th poll of a full ring looks at
+ * SCAN_STEP slot words for one freed out of order; the last check before a sleep looks at all. */
 static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_ms)
 {
 	uint64_t deadline = 0;
 	for (unsigned spins = 0;; spins++) {
-		int r = spins < SPIN_LIMIT ? claim(q, s, t, SCAN_STEP) : sleep_claim(q, s, t, deadline);
+		int r = spins < SPIN_LIMIT ? claim(q, s, t, spins % SCAN_EVERY ? 0 : SCAN_STEP)
+					   : sleep_claim(q, s, t, deadline);
 		if (r != -EAGAIN || timeout_ms == 0)
 			return r;
 		if (spins == 0)
@@ -231,17 +329,9 @@ int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 	int r = claim_wait(q, &s, &t, timeout_ms);
 	if (r)
 		return r;
-	if (len) {
-		memcpy(slot_payload(s), data, len / 2);
-		SHMQ_FAULT("send-mid-write");
-		memcpy(slot_payload(s) + len / 2, (const unsigned char *)data + len / 2, len - len / 2);
-	}
-	fill(s, t, (uint32_t)len, 0);
-	SHMQ_FAULT("send-before-publish");
-	if ((r = publish(q, s, t)))
-		return r;
-	count(q, C_SENT, 1);
-	return 0;
+	if (len)
+		write_payload(s, data, len);
+	return publish(q, s, t, (uint32_t)len, 0);
 }
 
 int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
@@ -280,10 +370,7 @@ int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_
 	if (atomic_load_explicit(&s->word, memory_order_acquire) !=
 	    w_make(r->token, SLOT_WRITING, q->owner, 0))
 		return -ESTALE;
-	fill(s, r->token, (uint32_t)len, key_len);
-	int err = publish(q, s, r->token);
-	if (!err)
-		count(q, C_SENT, 1);
+	int err = publish(q, s, r->token, (uint32_t)len, key_len);
 	r->data = NULL;
 	return err;
 }
@@ -298,48 +385,74 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
 	struct shmq_slot *s;
 	if (!q || !r || !(s = resv_slot(q, r)))
 		return -EINVAL;
-	uint64_t w = w_make(r->token, SLOT_WRITING, q->owner, 0);
-	/* the ticket moves on with the slot: consumers step over it */
-	if (!cas_word(s, &w, w_make(r->token + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release))
+	if (unclaim(q, s, r->token))
 		return -ESTALE;
 	r->data = NULL;
 	shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	return 0;
 }
 
+static int iov_check(shmq_t *q, const struct shmq_iov *m)
+{
+	if (!m->data && m->len)
+		return -EINVAL;
+	return m->len > q->max_payload ? -EMSGSIZE : 0;
+}
+
+/* Tickets come in runs (one RMW on prod_tail for up to RUN_MAX messages, see take_run). A run's
+ * slots are all claimed, then all written, then all published: the publishes come in a quick burst,
+ * so a consumer that is waiting takes the run as a whole instead of chasing it one message at a
+ * time. A producer killed mid-run leaves its claimed slots WRITING, retired like any other (a
+ * consumer's grace carries over from one to the next). A ticket lost before its claim (abandoned
+ * while we were slow) is stepped over: its message takes the next ticket of the run, which keeps
+ * the batch in order. */
 int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms)
 {
 	if (!q || (!msgs && n))
 		return -EINVAL;
+	unsigned ok = 0; /* a bad message stops the batch before it */
+	while (ok < n && iov_check(q, &msgs[ok]) == 0)
+		ok++;
+	if (n && !ok)
+		return iov_check(q, &msgs[0]);
 	unsigned i = 0;
-	for (; i < n; i++) {
-		if (!msgs[i].data && msgs[i].len) {
-			if (i == 0)
-				return -EINVAL;
-			break;
+	uint64_t enq_ns = 0;
+	int stop = 0;
+	while (i < ok && !stop) {
+		struct shmq_slot *s[RUN_MAX];
+		uint64_t t[RUN_MAX], t0;
+		unsigned k = take_run(q, ok - i < RUN_MAX ? ok - i : RUN_MAX, &t0), c = 0;
+		if (!k) {
+			/* full, or the next slot is held: the single-message path knows what to do */
+			int r = claim_wait(q, &s[0], &t[0], i == 0 ? timeout_ms : 0);
+			if (r) {
+				if (i == 0)
+					return r;
+				break;
+			}
+			c = 1;
 		}
-		if (msgs[i].len > q->max_payload) {
-			if (i == 0)
-				return -EMSGSIZE;
-			break;
+		for (unsigned j = 0; j < k; j++)
+			if (claim_ticket(q, t0 + j, &s[c]) == 0)
+				t[c++] = t0 + j;
+		if (!enq_ns)
+			enq_ns = now_coarse_ns(); /* one clock read per batch, after any wait for room */
+		for (unsigned j = 0; j < c; j++) {
+			if (msgs[i + j].len)
+				write_payload(s[j], msgs[i + j].data, msgs[i + j].len);
+			fill(s[j], t[j], (uint32_t)msgs[i + j].len, enq_ns);
 		}
-		struct shmq_slot *s;
-		uint64_t t;
-		int r = claim_wait(q, &s, &t, i == 0 ? timeout_ms : 0);
-		if (r) {
-			if (i == 0)
-				return r;
-			break;
+		for (unsigned j = 0; j < c; j++) {
+			if (stop)
+				unclaim(q, s[j], t[j]); /* the batch ends before an unsent message */
+			else if (publish_word(q, s[j], t[j]))
+				stop = 1; /* retired under us */
+			else
+				i++;
 		}
-		if (msgs[i].len)
-			memcpy(slot_payload(s), msgs[i].data, msgs[i].len);
-		fill(s, t, (uint32_t)msgs[i].len, 0);
-		uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-		/* as in publish(); the notify is done once for the batch */
-		if (!cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst))
-			break;
 	}
 	if (i) {
+		/* as in publish(), once for the batch */
 		shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
 		count(q, C_SENT, i);
 	}
@@ -371,15 +484,13 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	m->deliveries = w_deliv(leased);
 	m->id = s->id;
 	m->enqueued_ns = s->enqueued_ns;
-	m->slot = (uint32_t)(((unsigned char *)s - q->slots) / q->slot_size);
+	m->slot = (uint32_t)(w_ticket(leased) & q->mask); /* ticket t lives in slot t % capacity */
 	m->token = leased;
-	count(q, C_RECEIVED, 1);
-	if (m->deliveries > 1)
-		count(q, C_REDELIVERED, 1);
 }
 
-/* Takes the next first delivery at cons_head, stepping over abandoned tickets. *wait_since
- * remembers since when the consumer has waited on a ticket a producer holds but has not used. */
+/* Takes the next first delivery at cons_head, stepping over abandoned tickets (the caller counts
+ * it). *wait_since remembers since when the consumer has waited on a ticket a producer holds but
+ * has not used. */
 static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *waited_ticket,
 				  uint64_t *wait_since)
 {
@@ -428,6 +539,9 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, u
 				   !shmq_part_alive(q, w_owner(w) - 1)) {
 				if (cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_release))
 					count(q, C_RETIRED_WRITES, 1);
+				/* a batch producer leaves a run of slots WRITING: probe the next one at
+				 * once (the probe, not the wait, decides) */
+				*waited_ticket = hd + 1;
 				continue;
 			}
 			return HEAD_WAIT;
@@ -451,6 +565,9 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, u
 			/* the reload after the seq_cst skip store is the other half of claim()'s check */
 			(void)atomic_load_explicit(&s->word, memory_order_seq_cst);
 		}
+		/* the grace runs on for the next ticket: a batch producer killed holding a run of
+		 * tickets costs one grace, not one per ticket (a live holder takes another ticket) */
+		*waited_ticket = hd + 1;
 	}
 }
 
@@ -487,6 +604,8 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 			continue;
 		SHMQ_FAULT("redeliver-after-lease");
 		deliver(q, s, leased, m, now);
+		count(q, C_RECEIVED, 1);
+		count(q, C_REDELIVERED, 1);
 		return 0;
 	}
 	/* nothing due: publish when the next one is, unless a nack changed the hint meanwhile */
@@ -520,7 +639,10 @@ static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *wt, u
 	if (take_due(q, m, now) == 0)
 		return 0;
 	*why = take_head(q, m, now, wt, ws);
-	return *why == HEAD_TOOK ? 0 : -EAGAIN;
+	if (*why != HEAD_TOOK)
+		return -EAGAIN;
+	count(q, C_RECEIVED, 1);
+	return 0;
 }
 
 /* Lowers *until (a precise-clock deadline in ns; t_ns is the precise now) to 1 ms after the
@@ -602,6 +724,33 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	}
 }
 
+/* For a batch receive: leases the run of READY first deliveries at cons_head, up to n, and moves
+ * cons_head past them with one CAS instead of one per message. Stops at the first slot that is not
+ * READY for its ticket (take_head() knows what to do about that one). Killed before the head CAS:
+ * the leases stand, and receivers step over LEASED slots at the head as they always do. */
+static unsigned take_run_head(shmq_t *q, struct shmq_msg *m, unsigned n, uint64_t now)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
+	unsigned k = 0;
+	for (; k < n; k++) {
+		struct shmq_slot *s = slot_at(q, hd + k);
+		uint64_t w = w_make(hd + k, SLOT_READY, 0, 0);
+		uint64_t leased = w_make(hd + k, SLOT_LEASED, q->owner, 1);
+		/* acquire: pairs with publish()'s release, making the payload visible */
+		if (!cas_word(s, &w, leased, memory_order_acquire))
+			break;
+		deliver(q, s, leased, &m[k], now);
+	}
+	if (k) {
+		SHMQ_FAULT("recv-batch-before-head");
+		/* release, as in take_head; failure is fine: another receiver stepped over our leases */
+		atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + k, memory_order_release,
+							memory_order_relaxed);
+	}
+	return k;
+}
+
 int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 {
 	if (!q || !m || n == 0)
@@ -611,9 +760,16 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 		return r;
 	unsigned i = 1;
 	uint64_t wt = UINT64_MAX, ws = 0, now = now_ms();
-	for (; i < n; i++)
-		if (take_head(q, &m[i], now, &wt, &ws) != HEAD_TOOK)
-			break;
+	while (i < n) {
+		unsigned k = take_run_head(q, m + i, n - i, now);
+		if (!k) {
+			if (take_head(q, &m[i], now, &wt, &ws) != HEAD_TOOK)
+				break;
+			k = 1;
+		}
+		i += k;
+	}
+	count(q, C_RECEIVED, i - 1); /* shmq_recv counted the first */
 	return (int)i;
 }
 

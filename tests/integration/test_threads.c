@@ -29,6 +29,7 @@ TestSuite(threads, .fini = tq_cleanup);
 #define PER_PROD (TOTAL / N_PROD)
 #define PILL 0xffffffffu
 #define IO_TIMEOUT_MS 10000
+#define BATCH_MAX 37 /* largest batch the batch runs send or receive */
 
 struct payload {
 	uint32_t prod;
@@ -46,6 +47,7 @@ struct run {
 	const char *name;
 	shmq_t *shared;	     /* NULL: every thread opens its own handle */
 	unsigned nack_every; /* 0: never; else nack the first delivery of every n-th message */
+	int batch;	     /* send_batch, recv_batch and ack_batch instead of one message per call */
 	_Atomic uint32_t errors, torn, out_of_order, unexpected_redelivery;
 	_Atomic uint32_t err_nack, err_extend, err_ack, err_reclaim;
 	_Atomic int last_err;
@@ -82,15 +84,65 @@ static void *producer(void *arg)
 		atomic_fetch_add(&r->errors, 1);
 		return NULL;
 	}
-	for (uint32_t seq = 0; seq < PER_PROD; seq++) {
-		struct payload p = {w->id, seq, check_of(w->id, seq)};
-		if (shmq_send(q, &p, sizeof(p), IO_TIMEOUT_MS)) {
+	for (uint32_t seq = 0; seq < PER_PROD;) {
+		/* batches of 1..BATCH_MAX messages, sizes varying so runs start anywhere in the ring */
+		struct payload p[BATCH_MAX];
+		struct shmq_iov iov[BATCH_MAX];
+		unsigned n = r->batch ? 1 + (seq * 7 + w->id) % BATCH_MAX : 1;
+		if (n > PER_PROD - seq)
+			n = PER_PROD - seq;
+		for (unsigned k = 0; k < n; k++) {
+			p[k] = (struct payload){w->id, seq + k, check_of(w->id, seq + k)};
+			iov[k] = (struct shmq_iov){&p[k], sizeof(p[k])};
+		}
+		int sent = r->batch ? shmq_send_batch(q, iov, n, IO_TIMEOUT_MS)
+				    : (shmq_send(q, &p[0], sizeof(p[0]), IO_TIMEOUT_MS) == 0 ? 1 : -1);
+		if (sent <= 0 || (unsigned)sent > n) {
 			atomic_fetch_add(&r->errors, 1);
 			break;
 		}
+		seq += (uint32_t)sent;
 	}
 	release(r, q);
 	return NULL;
+}
+
+/* Checks one delivery; returns 1 for a pill, -1 if it was nacked (not to be acked), else 0. */
+static int check_msg(struct run *r, shmq_t *q, struct shmq_msg *m, int64_t *last)
+{
+	struct payload p;
+	if (m->len != sizeof(p)) {
+		atomic_fetch_add(&r->torn, 1);
+		return 0;
+	}
+	memcpy(&p, m->data, sizeof(p));
+	if (p.prod == PILL)
+		return 1;
+	if (p.prod >= N_PROD || p.seq >= PER_PROD || p.check != check_of(p.prod, p.seq)) {
+		atomic_fetch_add(&r->torn, 1);
+		return 0;
+	}
+	if (m->deliveries == 1) {
+		if ((int64_t)p.seq <= last[p.prod])
+			atomic_fetch_add(&r->out_of_order, 1);
+		last[p.prod] = p.seq;
+		if (r->nack_every && p.seq % r->nack_every == 0) {
+			int e = shmq_nack(q, m, 0);
+			if (e)
+				atomic_fetch_add(&r->err_nack, 1), atomic_store(&r->last_err, e);
+			atomic_fetch_add(&r->nacks, 1);
+			return -1;
+		}
+	} else if (!r->nack_every || p.seq % r->nack_every) {
+		atomic_fetch_add(&r->unexpected_redelivery, 1);
+	}
+	if (r->nack_every && p.seq % 5 == 0) {
+		int e = shmq_extend(q, m, 60000);
+		if (e)
+			atomic_fetch_add(&r->err_extend, 1), atomic_store(&r->last_err, e);
+	}
+	atomic_fetch_add(&r->count[p.prod][p.seq], 1);
+	return 0;
 }
 
 static void *consumer(void *arg)
@@ -105,53 +157,46 @@ static void *consumer(void *arg)
 	int64_t last[N_PROD];
 	for (int i = 0; i < N_PROD; i++)
 		last[i] = -1;
-	for (;;) {
-		struct shmq_msg m;
-		struct payload p;
-		if (shmq_recv(q, &m, IO_TIMEOUT_MS)) {
+	for (int pill = 0; !pill;) {
+		struct shmq_msg m[BATCH_MAX], settle[BATCH_MAX];
+		int got = r->batch ? shmq_recv_batch(q, m, 1 + w->id * 5 % BATCH_MAX, IO_TIMEOUT_MS)
+				   : (shmq_recv(q, m, IO_TIMEOUT_MS) == 0 ? 1 : -1);
+		if (got <= 0) {
 			atomic_fetch_add(&r->errors, 1);
 			break;
 		}
-		if (m.len != sizeof(p)) {
-			atomic_fetch_add(&r->torn, 1);
-			shmq_ack(q, &m);
-			continue;
+		unsigned ns = 0, real = 0, npills = 0;
+		struct shmq_msg pills[BATCH_MAX];
+		for (int k = 0; k < got; k++) {
+			int c = check_msg(r, q, &m[k], last);
+			if (c == 1)
+				pills[npills++] = m[k];
+			else if (c == 0)
+				real++, settle[ns++] = m[k];
 		}
-		memcpy(&p, m.data, sizeof(p));
-		if (p.prod == PILL) {
-			shmq_ack(q, &m);
-			break;
+		int e = 0;
+		if (r->batch && ns) {
+			int a = shmq_ack_batch(q, settle, ns);
+			if (a != (int)ns)
+				e = a < 0 ? a : -ESTALE;
 		}
-		if (p.prod >= N_PROD || p.seq >= PER_PROD || p.check != check_of(p.prod, p.seq)) {
-			atomic_fetch_add(&r->torn, 1);
-			shmq_ack(q, &m);
-			continue;
-		}
-		if (m.deliveries == 1) {
-			if ((int64_t)p.seq <= last[p.prod])
-				atomic_fetch_add(&r->out_of_order, 1);
-			last[p.prod] = p.seq;
-			if (r->nack_every && p.seq % r->nack_every == 0) {
-				int e = shmq_nack(q, &m, 0);
-				if (e)
-					atomic_fetch_add(&r->err_nack, 1), atomic_store(&r->last_err, e);
-				atomic_fetch_add(&r->nacks, 1);
-				continue;
-			}
-		} else if (!r->nack_every || p.seq % r->nack_every) {
-			atomic_fetch_add(&r->unexpected_redelivery, 1);
-		}
-		if (r->nack_every && p.seq % 5 == 0) {
-			int e = shmq_extend(q, &m, 60000);
-			if (e)
-				atomic_fetch_add(&r->err_extend, 1), atomic_store(&r->last_err, e);
-		}
-		atomic_fetch_add(&r->count[p.prod][p.seq], 1);
-		int e = shmq_ack(q, &m);
+		for (unsigned k = 0; !r->batch && k < ns; k++)
+			e = shmq_ack(q, &settle[k]);
 		if (e)
 			atomic_fetch_add(&r->err_ack, 1), atomic_store(&r->last_err, e);
 		else
-			atomic_fetch_add(&r->acked, 1);
+			atomic_fetch_add(&r->acked, real);
+		/* One pill per consumer, taken once every message is acked: a nacked message may come
+		 * back after the pills, and somebody must be left to take it. Early pills go back. */
+		for (unsigned k = 0; k < npills; k++) {
+			if (!pill && atomic_load(&r->acked) >= TOTAL) {
+				pill = 1;
+				if (shmq_ack(q, &pills[k]))
+					atomic_fetch_add(&r->err_ack, 1);
+			} else if (shmq_nack(q, &pills[k], 1) == 0) {
+				atomic_fetch_add(&r->nacks, 1);
+			}
+		}
 	}
 	release(r, q);
 	return NULL;
@@ -178,12 +223,13 @@ static void *reclaimer(void *arg)
 	return NULL;
 }
 
-static void run_threads(int share_handle, unsigned nack_every)
+static void run_threads(int share_handle, unsigned nack_every, int batch)
 {
 	struct run *r = calloc(1, sizeof(*r));
 	TQ_REQUIRE(r != NULL, "out of memory");
 	r->name = tq_name(NULL);
 	r->nack_every = nack_every;
+	r->batch = batch;
 	struct shmq_config c = tq_config(1024);
 	c.lease_ms = 60000;
 	shmq_t *q = tq_create(r->name, &c);
@@ -227,8 +273,9 @@ static void run_threads(int share_handle, unsigned nack_every)
 		}
 	struct shmq_stats st;
 	TQ_REQUIRE(shmq_stats(q, &st) == 0, "shmq_stats failed");
-	fprintf(stderr, "threads(%s handle%s): %u messages, %d x %d, %.0f ms\n", share_handle ? "one" : "own",
-		nack_every ? ", nacks + reclaim" : "", TOTAL, N_PROD, N_CONS, took);
+	fprintf(stderr, "threads(%s handle%s%s): %u messages, %d x %d, %.0f ms\n",
+		share_handle ? "one" : "own", nack_every ? ", nacks + reclaim" : "", batch ? ", batches" : "",
+		TOTAL, N_PROD, N_CONS, took);
 	TQ_EXPECT(atomic_load(&r->errors) == 0, "send/recv errors or timeouts");
 	TQ_EXPECT(atomic_load(&r->err_nack) == 0, "nack failed (last error %d)", atomic_load(&r->last_err));
 	TQ_EXPECT(atomic_load(&r->err_extend) == 0, "extend failed (last error %d)",
@@ -245,14 +292,27 @@ static void run_threads(int share_handle, unsigned nack_every)
 		  (unsigned long long)atomic_load(&r->acked), TOTAL);
 	TQ_EXPECT(st.nacked == atomic_load(&r->nacks), "stats count %llu nacks, the consumers made %llu",
 		  (unsigned long long)st.nacked, (unsigned long long)atomic_load(&r->nacks));
-	TQ_EXPECT(st.ready + st.inflight + st.delayed + st.writing + st.dead == 0, "the queue is drained");
+	TQ_EXPECT(st.sent == TOTAL + N_CONS, "stats count %llu sent of %u", (unsigned long long)st.sent,
+		  TOTAL + N_CONS);
+	TQ_EXPECT(st.received == st.acked + st.nacked && st.acked == TOTAL + N_CONS,
+		  "stats count %llu received, %llu acked, %llu nacked", (unsigned long long)st.received,
+		  (unsigned long long)st.acked, (unsigned long long)st.nacked);
+	TQ_EXPECT(st.ready + st.inflight + st.delayed + st.writing + st.dead == 0,
+		  "the queue is drained: %llu ready, %llu in flight, %llu delayed, %llu being written, %llu "
+		  "dead",
+		  (unsigned long long)st.ready, (unsigned long long)st.inflight,
+		  (unsigned long long)st.delayed, (unsigned long long)st.writing,
+		  (unsigned long long)st.dead);
 	shmq_close(q);
 	free(r);
 }
 
-static void own_handles(void) { run_threads(0, 0); }
-static void shared_handle(void) { run_threads(1, 0); }
-static void shared_handle_nacks(void) { run_threads(1, 7); }
+static void own_handles(void) { run_threads(0, 0, 0); }
+static void shared_handle(void) { run_threads(1, 0, 0); }
+static void shared_handle_nacks(void) { run_threads(1, 7, 0); }
+static void own_handles_batch(void) { run_threads(0, 0, 1); }
+static void shared_handle_batch(void) { run_threads(1, 0, 1); }
+static void shared_handle_batch_nacks(void) { run_threads(1, 7, 1); }
 
 #ifndef TQ_PLAIN
 Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { own_handles(); }
@@ -260,6 +320,12 @@ Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { own_hand
 Test(threads, shared_handle_moves_200k_messages_each_acked_exactly_once) { shared_handle(); }
 
 Test(threads, shared_handle_with_nacks_extends_and_reclaims_loses_nothing) { shared_handle_nacks(); }
+
+Test(threads, own_handles_move_200k_messages_in_batches_each_acked_exactly_once) { own_handles_batch(); }
+
+Test(threads, shared_handle_moves_200k_messages_in_batches_each_acked_exactly_once) { shared_handle_batch(); }
+
+Test(threads, shared_handle_with_batches_and_nacks_loses_nothing) { shared_handle_batch_nacks(); }
 #else
 int main(void)
 {
@@ -267,6 +333,9 @@ int main(void)
 		{"own_handles_move_200k_messages_each_acked_exactly_once", own_handles},
 		{"shared_handle_moves_200k_messages_each_acked_exactly_once", shared_handle},
 		{"shared_handle_with_nacks_extends_and_reclaims_loses_nothing", shared_handle_nacks},
+		{"own_handles_move_200k_messages_in_batches_each_acked_exactly_once", own_handles_batch},
+		{"shared_handle_moves_200k_messages_in_batches_each_acked_exactly_once", shared_handle_batch},
+		{"shared_handle_with_batches_and_nacks_loses_nothing", shared_handle_batch_nacks},
 	};
 	return tq_plain_main("threads", t, sizeof(t) / sizeof(t[0]));
 }
