@@ -218,7 +218,7 @@ fuzz: $(FUZZ_BIN)
 	exit $$rc
 
 $(FUZZ_BIN): tests/fuzz/fuzz_inspect.c $(LIB_SRCS) $(wildcard src/*.h include/*.h) $(STAMP)/fuzz | $(FUZZ_DEPS_OK)
-	$(Q)$(call msg,CC,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_inspect.c $(LIB_SRCS) -lpthread
+	$(Q)$(call msg,CC,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_inspect.c $(LIB_SRCS) $(LIB_LIBS)
 
 $(FUZZ_DEPS_OK):
 	$(Q)mkdir -p $(@D); probe() { printf '%s\n' '#include <stddef.h>' \

@@ -16,16 +16,21 @@ enum {
 	O_TIMEOUT_MS = CLI_OPT_BASE,
 	O_COUNT,
 	O_NO_ACK,
+	O_KEY,
+	O_DEDUP,
 };
 
 struct io_opts {
 	int timeout_ms; /* -1: forever */
 	uint64_t count; /* recv: 0: no limit */
 	int no_ack;
+	const char *key; /* send: idempotency key */
+	int dedup;	 /* recv: skip (ack) messages recorded done, record each one done */
 };
 
 static const struct option send_opts[] = {
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
+	{"key", required_argument, NULL, O_KEY},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -34,6 +39,7 @@ static const struct option recv_opts[] = {
 	{"count", required_argument, NULL, O_COUNT},
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"no-ack", no_argument, NULL, O_NO_ACK},
+	{"dedup", no_argument, NULL, O_DEDUP},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -54,6 +60,15 @@ static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
 		break;
 	case O_NO_ACK:
 		o->no_ack = 1;
+		break;
+	case O_KEY:
+		if (!*arg || strlen(arg) > SHMQ_KEY_MAX)
+			return cli_error(CLI_USAGE, cmd, "--key must be 1 to %d bytes, got %zu", SHMQ_KEY_MAX,
+					 strlen(arg));
+		o->key = arg;
+		break;
+	case O_DEDUP:
+		o->dedup = 1;
 		break;
 	}
 	return r;
@@ -122,8 +137,28 @@ int cmd_send(int argc, char **argv)
 				"option '%s' after a PAYLOAD: put options before the first PAYLOAD, or -- "
 				"before the payloads to send it as one",
 				a.rest[i]);
+	if (o.key && a.nrest != 1)
+		return cli_error(CLI_USAGE, cmd, "--key takes exactly one PAYLOAD (one key per message)");
 	if ((r = cli_open(cmd, a.name, &q)))
 		return r;
+
+	if (o.key) {
+		uint64_t id;
+		r = shmq_send_keyed(q, o.key, strlen(o.key), a.rest[0], strlen(a.rest[0]), o.timeout_ms, &id);
+		if (r == SHMQ_DUPLICATE) {
+			printf("duplicate: key '%s' was sent within the dedup window as message %llu; not "
+			       "sent again\n",
+			       o.key, (unsigned long long)id);
+			r = cli_flush_stdout(cmd);
+		} else if (r == -ENOTSUP) {
+			r = cli_error(CLI_FAIL, cmd,
+				      "queue '%s' has no dedup table (created with --dedup-window-ms 0)",
+				      a.name);
+		} else if (r) {
+			r = cli_error(CLI_FAIL, cmd, "cannot send: %s", cli_strerror(r));
+		}
+		goto out;
+	}
 
 	if (a.nrest > 0) {
 		for (int i = 0; i < a.nrest; i++, sent++) {
@@ -175,6 +210,9 @@ int cmd_recv(int argc, char **argv)
 
 	if ((r = cli_parse(cmd, argc, argv, recv_opts, io_opt, &o, &a)) || (r = cli_no_rest(cmd, &a)))
 		return r;
+	if (o.dedup && o.no_ack)
+		return cli_error(CLI_USAGE, cmd,
+				 "--dedup records work done at the ack: it does not go with --no-ack");
 	if ((r = cli_open(cmd, a.name, &q)))
 		return r;
 	/* shmq_recv also runs the queue's rate-limited reclaim pass (config.reclaim_interval_ms),
@@ -189,6 +227,22 @@ int cmd_recv(int argc, char **argv)
 			r = cli_error(CLI_FAIL, cmd, "cannot receive: %s", cli_strerror(r));
 			break;
 		}
+		if (o.dedup && (r = shmq_is_done(q, &m)) == 1) {
+			/* its work was done by a consumer that died before acking: just ack it */
+			fprintf(stderr,
+				"shmq: recv: message id %llu was already processed: acked, not printed\n",
+				(unsigned long long)m.id);
+			r = shmq_ack(q, &m);
+			got--; /* not one of the --count printed */
+			continue;
+		}
+		if (o.dedup && r == -ENOTSUP) {
+			r = cli_error(CLI_FAIL, cmd,
+				      "queue '%s' has no dedup table (created with --dedup-window-ms 0)",
+				      a.name);
+			shmq_nack(q, &m, 0);
+			break;
+		}
 		if ((r = write_line(&m))) {
 			/* not acked: give it back now rather than when the lease runs out */
 			shmq_nack(q, &m, 0);
@@ -200,7 +254,7 @@ int cmd_recv(int argc, char **argv)
 		}
 		if (o.no_ack)
 			continue;
-		r = shmq_ack(q, &m);
+		r = o.dedup ? shmq_ack_done(q, &m) : shmq_ack(q, &m);
 		if (r == -ESTALE) {
 			/* its lease ran out before we got here: someone may receive it again */
 			fprintf(stderr,

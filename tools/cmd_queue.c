@@ -19,6 +19,8 @@ enum {
 	O_MODE,
 	O_DLQ_MAX,
 	O_RECLAIM_INTERVAL_MS,
+	O_DEDUP_WINDOW_MS,
+	O_DEDUP_ENTRIES,
 };
 
 static const struct option create_opts[] = {
@@ -31,6 +33,8 @@ static const struct option create_opts[] = {
 	{"mode", required_argument, NULL, O_MODE},
 	{"dlq-max", required_argument, NULL, O_DLQ_MAX},
 	{"reclaim-interval-ms", required_argument, NULL, O_RECLAIM_INTERVAL_MS},
+	{"dedup-window-ms", required_argument, NULL, O_DEDUP_WINDOW_MS},
+	{"dedup-entries", required_argument, NULL, O_DEDUP_ENTRIES},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -90,6 +94,18 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	case O_RECLAIM_INTERVAL_MS:
 		if (!(r = cli_opt_range(cmd, "--reclaim-interval-ms", arg, 0, SHMQ_RECLAIM_INTERVAL_MAX, &v)))
 			cfg->reclaim_interval_ms = (uint32_t)v;
+		break;
+	case O_DEDUP_WINDOW_MS:
+		if (!(r = cli_opt_range(cmd, "--dedup-window-ms", arg, 0, 7u * 24 * 3600 * 1000, &v)))
+			cfg->dedup_window_ms = (uint32_t)v;
+		break;
+	case O_DEDUP_ENTRIES:
+		if (!(r = cli_opt_range(cmd, "--dedup-entries", arg, 16, SHMQ_DEDUP_ENTRIES_MAX, &v))) {
+			if (v & (v - 1))
+				return cli_error(CLI_USAGE, cmd,
+						 "--dedup-entries must be a power of two, got '%s'", arg);
+			cfg->dedup_entries = (uint32_t)v;
+		}
 		break;
 	}
 	return r;

@@ -18,7 +18,8 @@ static const struct cli_cmd cmds[] = {
 	{"create", cmd_create,
 	 "create NAME [--capacity N] [--slot-size BYTES] [--lease-ms MS] [--max-deliveries N]\n"
 	 "            [--retry-base-ms MS] [--retry-max-ms MS] [--mode OCTAL]\n"
-	 "            [--dlq-max N] [--reclaim-interval-ms MS]\n"
+	 "            [--dlq-max N] [--reclaim-interval-ms MS] [--dedup-window-ms MS]\n"
+	 "            [--dedup-entries N]\n"
 	 "    Create a queue (fails if NAME exists).\n"
 	 "    --capacity N         slots: a power of two from 2 to 4194304 (default 1024)\n"
 	 "    --slot-size BYTES    bytes per slot, 64 of them shmq's header: a multiple of 64\n"
@@ -34,17 +35,24 @@ static const struct cli_cmd cmds[] = {
 	 "                         beyond it the oldest is dropped and counted\n"
 	 "    --reclaim-interval-ms MS  receivers requeue expired leases and a dead consumer's\n"
 	 "                         messages at most this often (default 100; 0: only a watchdog\n"
-	 "                         or shmq_reclaim does, up to 3600000)\n"},
+	 "                         or shmq_reclaim does, up to 3600000)\n"
+	 "    --dedup-window-ms MS how long idempotency keys and done records are remembered\n"
+	 "                         (default 120000; 0: no dedup table)\n"
+	 "    --dedup-entries N    dedup table entries, a power of two >= 16 (default: 2 x\n"
+	 "                         capacity, at least 64); a full table evicts the oldest key\n"},
 	{"send", cmd_send,
-	 "send NAME [--timeout-ms MS] [PAYLOAD...]\n"
+	 "send NAME [--timeout-ms MS] [--key KEY PAYLOAD | PAYLOAD...]\n"
 	 "    Send one message per PAYLOAD, in order; with no PAYLOAD, one message per line of\n"
 	 "    standard input (newline stripped). Stops at the first message that fails and says\n"
 	 "    how many were sent before it. Options go before the first PAYLOAD; put -- before\n"
 	 "    the payloads if the first one starts with '-'.\n"
 	 "    --timeout-ms MS      wait at most MS for room in a full queue, per message\n"
-	 "                         (0: never wait; default: wait forever)\n"},
+	 "                         (0: never wait; default: wait forever)\n"
+	 "    --key KEY            idempotency key (1-64 bytes) for one PAYLOAD: if KEY was sent\n"
+	 "                         within the queue's dedup window, print 'duplicate: ...' and\n"
+	 "                         send nothing (exit 0)\n"},
 	{"recv", cmd_recv,
-	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack]\n"
+	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup]\n"
 	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"
 	 "    flushed before the ack, so a message whose line may be lost (the process died, or\n"
 	 "    standard output failed) is delivered again: at least once, never lost. Receiving\n"
@@ -55,7 +63,10 @@ static const struct cli_cmd cmds[] = {
 	 "    --no-ack             print but do not ack: each message stays leased until its\n"
 	 "                         lease (--lease-ms of create) runs out or this process exits;\n"
 	 "                         then the next recv delivers it again (a delivery that counts\n"
-	 "                         toward --max-deliveries)\n"},
+	 "                         toward --max-deliveries)\n"
+	 "    --dedup              record each message done (by its key, else its id) when acking\n"
+	 "                         it, and ack without printing one already recorded done (its\n"
+	 "                         consumer died between the work and the ack)\n"},
 	{"stat", cmd_stat,
 	 "stat NAME [--json | --prometheus | --watch [--interval-ms MS] [--refreshes N]]\n"
 	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"

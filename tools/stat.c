@@ -58,6 +58,14 @@ const struct stat_field stat_totals[] = {
 	 F(consumer_waits)},
 	{"reclaim_passes", "reclaim passes", "shmq_reclaim_passes_total", NULL,
 	 "Reclaim passes run by receivers, watchdogs and callers", F(reclaim_passes)},
+	{"duplicates", "duplicate sends", "shmq_duplicates_total", NULL,
+	 "Keyed sends not enqueued: the key was sent within the dedup window", F(duplicates)},
+	{"dedup_evicted", "dedup keys evicted", "shmq_dedup_evicted_total", NULL,
+	 "Live idempotency keys evicted before their window ended (dedup table full)", F(dedup_evicted)},
+	{"done_marked", "done records", "shmq_done_marked_total", NULL,
+	 "Work-done records written by consumers", F(done_marked)},
+	{"done_hits", "done checks hit", "shmq_done_hits_total", NULL,
+	 "Done checks that found a redelivered message's work already done", F(done_hits)},
 };
 
 const size_t stat_ndepths = sizeof(stat_depths) / sizeof(stat_depths[0]);

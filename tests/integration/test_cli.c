@@ -360,3 +360,34 @@ Test(cli, help_and_command_help_exit_0_and_print_usage_on_stdout)
 			  "`%s`: stdout does not begin with '%s': %s", r.cmd, cases[i].starts, r.out);
 	}
 }
+
+/* ---- idempotency ----------------------------------------------------------------------------- */
+
+Test(cli, send_key_sends_a_key_once_per_window_and_recv_dedup_skips_work_already_done)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "8"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "--key", "order-1", "pay"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "--key", "order-1", "pay again"), NULL);
+	cr_expect(!strncmp(r.out, "duplicate: key 'order-1'", 24), "%s", r.out);
+	expect_error(RUN(&r, NULL, "send", q, "--key", "k", "a", "b"), 2, "one PAYLOAD");
+	expect_error(RUN(&r, NULL, "recv", q, "--dedup", "--no-ack"), 2, "--no-ack");
+
+	/* a consumer recorded the work done but died before its ack: simulate with the library */
+	shmq_t *h;
+	struct shmq_msg m;
+	cr_assert_eq(shmq_open(q, &h), 0);
+	cr_assert_eq(shmq_recv(h, &m, 0), 0);
+	cr_assert_eq(shmq_done_mark(h, m.key, m.key_len), 0);
+	cr_assert_eq(shmq_nack(h, &m, 0), 0); /* the delivery comes back, as after a crash */
+	shmq_close(h);
+	expect_exit(RUN(&r, NULL, "recv", q, "--dedup", "--timeout-ms", "0"), 0);
+	cr_expect_str_empty(r.out, "already done: not printed again");
+	cr_expect(strstr(r.err, "already processed"), "%s", r.err);
+	expect_ok(RUN(&r, NULL, "send", q, "--key", "order-2", "ship"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--dedup", "--timeout-ms", "0"), "ship\n");
+	cr_assert_eq(shmq_open(q, &h), 0);
+	cr_expect_eq(shmq_done_check(h, "order-2", 7), 1, "recv --dedup recorded it done");
+	shmq_close(h);
+}

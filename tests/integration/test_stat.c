@@ -190,6 +190,10 @@ Test(stat, json_reports_config_depths_participants_and_totals_of_a_known_state)
 		{"producer_waits", st.producer_waits},
 		{"consumer_waits", st.consumer_waits},
 		{"reclaim_passes", st.reclaim_passes},
+		{"duplicates", st.duplicates},
+		{"dedup_evicted", st.dedup_evicted},
+		{"done_marked", st.done_marked},
+		{"done_hits", st.done_hits},
 	};
 	for (size_t i = 0; i < N_ELEMS(tot); i++) {
 		char path[64];
