@@ -105,7 +105,7 @@ Test(dedup, a_full_table_evicts_the_oldest_key_of_the_run_and_counts_it)
 {
 	/* 16 entries, 16 probes: every key competes for the whole table */
 	shmq_t *q = mkq_window(256, 600000, 16);
-	char key[16];
+	char key[24];
 	for (int i = 0; i < 40; i++) {
 		snprintf(key, sizeof(key), "key-%d", i);
 		cr_assert_eq(send_key(q, key, "x", NULL), 0, "key %d", i);
@@ -143,7 +143,7 @@ static void *race_sender(void *arg)
 	shmq_t *q;
 	cr_assert_eq(shmq_open(r->name, &q), 0);
 	pthread_barrier_wait(r->start); /* all at once, the same keys in the same order: they collide */
-	char key[16];
+	char key[24];
 	for (int i = 0; i < RACE_KEYS; i++) {
 		snprintf(key, sizeof(key), "race-%d", i);
 		int rc = shmq_send_keyed(q, key, strlen(key), "x", 1, -1, NULL);

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * keyed_send: the price of idempotency keys. One thread, one queue: N rounds of send + recv + ack
+ * with plain shmq_send, then with shmq_send_keyed (a fresh 16-byte key per message), then with
+ * keyed sends and shmq_ack_done on the consumer side. Reports ns per message (median of
+ * --repeats runs) and the ratio against plain.
+ *
+ *   keyed_send [--messages N] [--repeats R]
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmq.h"
+
+enum mode {
+	PLAIN,
+	KEYED,
+	KEYED_DONE
+};
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* ns per message for one run of `n` messages in `mode`, or a negative value on error */
+static double run(enum mode mode, unsigned n)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "/shmq-bench-keyed-%d", (int)getpid());
+	shmq_unlink(name);
+	struct shmq_config c;
+	shmq_config_init(&c);
+	c.capacity = 1024;
+	c.dedup_entries = 1u << 18; /* no eviction over a run: the window outlives it */
+	shmq_t *q;
+	if (shmq_create(name, &c, &q))
+		return -1;
+	char payload[64] = {0}, key[16];
+	struct shmq_msg m;
+	double t0 = now_ns();
+	for (unsigned i = 0; i < n; i++) {
+		int r;
+		if (mode == PLAIN) {
+			r = shmq_send(q, payload, sizeof(payload), 0);
+		} else {
+			snprintf(key, sizeof(key), "k%014u", i);
+			r = shmq_send_keyed(q, key, sizeof(key), payload, sizeof(payload) - sizeof(key), 0,
+					    NULL);
+		}
+		if (r || shmq_recv(q, &m, 0))
+			return -1;
+		if ((mode == KEYED_DONE ? shmq_ack_done(q, &m) : shmq_ack(q, &m)))
+			return -1;
+	}
+	double ns = (now_ns() - t0) / n;
+	shmq_close(q);
+	shmq_unlink(name);
+	return ns;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned n = 200000, repeats = 5;
+	static const struct option opts[] = {
+		{"messages", required_argument, NULL, 'n'},
+		{"repeats", required_argument, NULL, 'r'},
+		{NULL, 0, NULL, 0},
+	};
+	int o;
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (o == 'n' && atoi(optarg) > 0)
+			n = (unsigned)atoi(optarg);
+		else if (o == 'r' && atoi(optarg) > 0 && atoi(optarg) <= 64)
+			repeats = (unsigned)atoi(optarg);
+		else {
+			fprintf(stderr, "usage: keyed_send [--messages N] [--repeats R (1-64)]\n");
+			return 2;
+		}
+	}
+	static const char *const names[] = {"plain send + recv + ack", "keyed send + recv + ack",
+					    "keyed send + recv + ack_done"};
+	double med[3];
+	for (int mode = PLAIN; mode <= KEYED_DONE; mode++) {
+		double v[64];
+		for (unsigned i = 0; i < repeats; i++)
+			if ((v[i] = run((enum mode)mode, n)) < 0) {
+				fprintf(stderr, "keyed_send: %s failed\n", names[mode]);
+				return 1;
+			}
+		qsort(v, repeats, sizeof(v[0]), cmp);
+		med[mode] = v[repeats / 2];
+		printf("%-30s %8.1f ns/msg (median of %u x %u; min %.1f, max %.1f)  %.2fx plain\n",
+		       names[mode], med[mode], repeats, n, v[0], v[repeats - 1], med[mode] / med[PLAIN]);
+	}
+	return 0;
+}
