@@ -5,7 +5,12 @@
  * keyed sends and shmq_ack_done on the consumer side. Reports ns per message (median of
  * --repeats runs) and the ratio against plain.
  *
- *   keyed_send [--messages N] [--repeats R]
+ *   keyed_send [--messages N] [--repeats R]      (ENTRIES=N in the environment: table size,
+ *                                                default 65536 = 8 MiB; 4096 fits in L2)
+ *
+ * The keys are all fresh, as in a real stream, and the window is 20 ms, so the table reaches a
+ * steady state: a keyed send costs the cache misses of its probe run (the table is random
+ * access), measured here on the 2-vCPU VM at ~600 ns with 8 MiB and ~260 ns with 512 KiB.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -44,7 +49,9 @@ static double run(enum mode mode, unsigned n)
 	struct shmq_config c;
 	shmq_config_init(&c);
 	c.capacity = 1024;
-	c.dedup_entries = 1u << 18; /* no eviction over a run: the window outlives it */
+	/* a steady state: a 20 ms window at this rate keeps ~20k keys live in 64k entries (8 MiB) */
+	c.dedup_entries = getenv("ENTRIES") ? (uint32_t)atoi(getenv("ENTRIES")) : 1u << 16;
+	c.dedup_window_ms = 20;
 	shmq_t *q;
 	if (shmq_create(name, &c, &q))
 		return -1;
