@@ -93,7 +93,7 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 			.enqueued_ns = s->enqueued_ns,
 			.dead_ms = v[i].dead_ms,
 			.reason = w_dead_reason(w_state(v[i].word)),
-			.last_pid = s->last_pid,
+			.last_pid = atomic_load_explicit(&s->last_pid, memory_order_relaxed),
 			.slot = v[i].slot,
 		};
 	}

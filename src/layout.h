@@ -119,10 +119,11 @@ struct shmq_slot {
 	uint64_t id;		/* message id (the full 64-bit ticket of its first send) */
 	uint64_t enqueued_ns;
 	uint32_t len;
-	uint32_t last_owner; /* participant that last held a lease (for the dead-letter record) */
-	uint64_t dead_ms;    /* when it was dead-lettered */
-	int32_t last_pid;    /* pid of that participant, informational */
-	uint32_t key_len;    /* idempotency key bytes at the start of the payload area (0: none) */
+	_Atomic uint32_t last_owner; /* participant that last held a lease (dead-letter record); atomic:
+				      * a lease lost meanwhile lets the next holder write it too */
+	uint64_t dead_ms;	     /* when it was dead-lettered */
+	_Atomic int32_t last_pid;    /* pid of that participant, informational */
+	uint32_t key_len;	     /* idempotency key bytes at the start of the payload area (0: none) */
 };
 static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
 

@@ -469,8 +469,9 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
 	atomic_store_explicit(&s->lease, lw_make(now + q->hdr->lease_ms, LW_DEADLINE, w_deliv(leased)),
 			      memory_order_release);
-	s->last_owner = q->owner;
-	s->last_pid = q->pid;
+	/* relaxed: informational, and a later holder may write them concurrently (lease lost) */
+	atomic_store_explicit(&s->last_owner, q->owner, memory_order_relaxed);
+	atomic_store_explicit(&s->last_pid, q->pid, memory_order_relaxed);
 	/* tell sleeping receivers there is a lease to watch again (a read of a line that is
 	 * written once per reclaim pass, and a write only after a pass found nothing held) */
 	if (!atomic_load_explicit(&q->hdr->reclaim_held, memory_order_relaxed))
