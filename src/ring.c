@@ -227,11 +227,11 @@ static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
 }
 
 /* Fills in the header of claimed slot s. */
-HOT void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint64_t enq_ns)
+HOT void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len, uint64_t enq_ns)
 {
 	s->id = t;
 	s->len = len;
-	s->key_len = 0;
+	s->key_len = key_len;
 	s->enqueued_ns = enq_ns;
 	/* a lease word left by the slot's previous message must not look valid for this one */
 	atomic_store_explicit(&s->lease, 0, memory_order_relaxed);
@@ -250,8 +250,7 @@ HOT int publish_word(shmq_t *q, struct shmq_slot *s, uint64_t t)
 
 static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
 {
-	fill(s, t, len, now_coarse_ns());
-	s->key_len = key_len;
+	fill(s, t, len, key_len, now_coarse_ns());
 	if (publish_word(q, s, t))
 		return -ESTALE;
 	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
@@ -440,7 +439,7 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 		for (unsigned j = 0; j < c; j++) {
 			if (msgs[i + j].len)
 				write_payload(s[j], msgs[i + j].data, msgs[i + j].len);
-			fill(s[j], t[j], (uint32_t)msgs[i + j].len, enq_ns);
+			fill(s[j], t[j], (uint32_t)msgs[i + j].len, 0, enq_ns);
 		}
 		for (unsigned j = 0; j < c; j++) {
 			if (stop)

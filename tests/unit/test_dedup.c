@@ -154,15 +154,11 @@ static void *race_sender(void *arg)
 	return NULL;
 }
 
-Test(dedup, concurrent_senders_of_the_same_keys_enqueue_each_key_once)
+#define THREADS 4
+
+/* THREADS senders of the same RACE_KEYS keys, released at once; returns the duplicates reported. */
+static int race(const char *name)
 {
-	const char *name = tq_name(NULL);
-	struct shmq_config c = tq_config(8192); /* room for every send, should none be a duplicate */
-	c.dedup_entries = 64; /* small: keys share probe runs, so claims race for the same entries */
-	shmq_t *q = tq_create(name, &c);
-	enum {
-		THREADS = 4
-	};
 	pthread_t t[THREADS];
 	struct racer r[THREADS];
 	pthread_barrier_t start;
@@ -176,6 +172,17 @@ Test(dedup, concurrent_senders_of_the_same_keys_enqueue_each_key_once)
 		pthread_join(t[i], NULL);
 		dups += r[i].duplicates;
 	}
+	pthread_barrier_destroy(&start);
+	return dups;
+}
+
+Test(dedup, concurrent_senders_of_the_same_keys_enqueue_each_key_once)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8192); /* room for every send, should none be a duplicate */
+	c.dedup_entries = 64; /* small: keys share probe runs, so claims race for the same entries */
+	shmq_t *q = tq_create(name, &c);
+	int dups = race(name);
 	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.ready, (uint64_t)(THREADS * RACE_KEYS - dups),
 		     "every send enqueued or reported duplicate");
@@ -192,19 +199,7 @@ Test(dedup, without_eviction_racing_senders_enqueue_each_key_exactly_once)
 	struct shmq_config c = tq_config(4096);
 	c.dedup_entries = 8192;
 	shmq_t *q = tq_create(name, &c);
-	enum {
-		THREADS = 4
-	};
-	pthread_t t[THREADS];
-	struct racer r[THREADS];
-	pthread_barrier_t start;
-	pthread_barrier_init(&start, NULL, THREADS);
-	for (int i = 0; i < THREADS; i++) {
-		r[i] = (struct racer){.name = name, .start = &start};
-		cr_assert_eq(pthread_create(&t[i], NULL, race_sender, &r[i]), 0);
-	}
-	for (int i = 0; i < THREADS; i++)
-		pthread_join(t[i], NULL);
+	race(name);
 	struct shmq_stats st = tq_stats(q);
 	cr_expect_eq(st.dedup_evicted, 0);
 	cr_expect_eq(st.ready, RACE_KEYS, "each key enqueued exactly once");
