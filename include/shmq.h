@@ -42,7 +42,22 @@ extern "C" {
 #define SHMQ_MAX_PARTICIPANTS 1024 /* processes (handles) attached at once */
 #define SHMQ_KEY_MAX 64		   /* longest idempotency key, bytes */
 #define SHMQ_DEDUP_ENTRIES_MAX (1u << 22)
-#define SHMQ_DUPLICATE 1 /* shmq_send_keyed: not enqueued, the key was sent within the window */
+#define SHMQ_DUPLICATE 1     /* shmq_send_keyed: not enqueued, the key was sent within the window */
+#define SHMQ_LANES_MAX 16    /* sub-rings of one queue */
+#define SHMQ_WEIGHT_MAX 1000 /* largest per-lane weight */
+
+/* How a producer chooses the lane of a message (a queue property, set at create). */
+enum shmq_dispatch {
+	SHMQ_DISPATCH_ROUND_ROBIN = 0, /* each producer handle cycles through the lanes */
+	SHMQ_DISPATCH_RANDOM = 1,      /* uniformly at random */
+	SHMQ_DISPATCH_WEIGHTED = 2,    /* in proportion to config.weights (smooth weighted round robin) */
+	SHMQ_DISPATCH_KEY_HASH = 3,    /* by a hash of the routing key (shmq_send_routed) or, for
+					* shmq_send_keyed, of the idempotency key: one key, one lane,
+					* so first deliveries of a key keep their send order. Sends
+					* with no key go round robin. */
+	SHMQ_DISPATCH_LEAST_LOADED = 4 /* the lane with the fewest undelivered messages (of all lanes
+					* up to 4, of two picked at random beyond) */
+};
 
 typedef struct shmq shmq_t; /* opaque: one process's handle on one mapped queue */
 
@@ -50,24 +65,30 @@ struct shmq_config {
 	uint32_t capacity;  /* slots, power of two in [2, SHMQ_CAPACITY_MAX] (default 1024) */
 	uint32_t slot_size; /* bytes per slot incl. SHMQ_SLOT_HEADER; multiple of 64, >= 128 (default 256) */
 	uint32_t lease_ms;  /* lease length given by shmq_recv, >= 1 (default 30000) */
-	uint32_t max_deliveries;      /* deliveries before dead-lettering, 1..255 (default 16) */
-	uint32_t retry_base_ms;	      /* nack backoff: base * 2^(n-1) ... (default 100) */
-	uint32_t retry_max_ms;	      /* ... capped at this (default 30000); must be >= retry_base_ms */
-	mode_t mode;		      /* segment permissions (default 0600; umask is not applied) */
-	uint32_t dlq_max;	      /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
-				       * full the oldest dead letter is dropped and counted (dlq_dropped). */
-	uint32_t reclaim_interval_ms; /* receivers run a shmq_reclaim pass (one receiver per interval,
-				       * elected by CAS) at most this often, so expired leases and a
-				       * dead consumer's messages come back with no watchdog running
-				       * (default 100, at most 3600000); 0: only shmq_reclaim / `shmq
-				       * watchdog` do it */
-	uint32_t dedup_window_ms;     /* how long a key is remembered: a keyed send repeating it within
-				       * this is not enqueued, and a "done" record answers for this
-				       * long (default 120000; 0: no dedup table, keyed calls get
-				       * -ENOTSUP) */
-	uint32_t dedup_entries;	      /* dedup table entries, a power of two (0: 2 x capacity, at least
-				       * 64). When every entry a key may use (16 from its hash) holds
-				       * a live key, the oldest of them is evicted (counted). */
+	uint32_t max_deliveries;	  /* deliveries before dead-lettering, 1..255 (default 16) */
+	uint32_t retry_base_ms;		  /* nack backoff: base * 2^(n-1) ... (default 100) */
+	uint32_t retry_max_ms;		  /* ... capped at this (default 30000); must be >= retry_base_ms */
+	mode_t mode;			  /* segment permissions (default 0600; umask is not applied) */
+	uint32_t dlq_max;		  /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
+					   * full the oldest dead letter is dropped and counted (dlq_dropped). */
+	uint32_t reclaim_interval_ms;	  /* receivers run a shmq_reclaim pass (one receiver per interval,
+					   * elected by CAS) at most this often, so expired leases and a
+					   * dead consumer's messages come back with no watchdog running
+					   * (default 100, at most 3600000); 0: only shmq_reclaim / `shmq
+					   * watchdog` do it */
+	uint32_t dedup_window_ms;	  /* how long a key is remembered: a keyed send repeating it within
+					   * this is not enqueued, and a "done" record answers for this
+					   * long (default 120000; 0: no dedup table, keyed calls get
+					   * -ENOTSUP) */
+	uint32_t dedup_entries;		  /* dedup table entries, a power of two (0: 2 x capacity, at least
+					   * 64). When every entry a key may use (16 from its hash) holds
+					   * a live key, the oldest of them is evicted (counted). */
+	uint32_t lanes;			  /* sub-rings, 1..SHMQ_LANES_MAX (default 1); capacity / lanes must
+					   * be a power of two >= 2. Consumers are shared out over the
+					   * lanes and steal from other lanes when theirs are empty. */
+	uint32_t dispatch;		  /* enum shmq_dispatch (default round robin) */
+	uint32_t weights[SHMQ_LANES_MAX]; /* per-lane weights for SHMQ_DISPATCH_WEIGHTED, 1..SHMQ_WEIGHT_MAX
+					   * (0: 1) */
 };
 
 /* Why a message was dead-lettered. */
@@ -156,6 +177,8 @@ struct shmq_stats {
 	uint64_t done_marked;	 /* "work done" records written */
 	uint64_t done_hits;	 /* done checks that found the work done already */
 	uint64_t dedup_live;	 /* dedup entries holding a key within its window */
+	uint64_t prefetch_waits; /* receives that found their handle at its prefetch limit */
+	uint64_t stolen;	 /* first deliveries a consumer took from a lane not assigned to it */
 };
 
 void shmq_config_init(struct shmq_config *cfg);
@@ -207,6 +230,21 @@ int shmq_ack_done(shmq_t *q, struct shmq_msg *m);
 int shmq_is_done(shmq_t *q, const struct shmq_msg *m);
 int shmq_done_mark(shmq_t *q, const void *key, size_t key_len);
 int shmq_done_check(shmq_t *q, const void *key, size_t key_len);
+
+/* Sends with a routing key (1..SHMQ_KEY_MAX bytes): on a SHMQ_DISPATCH_KEY_HASH queue every
+ * message of one routing key goes to the same lane, so their first deliveries keep send order
+ * (like a Kafka partition key or an SQS message group). Other policies ignore the key. The key
+ * does not travel with the message. Errors as shmq_send. */
+int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *data, size_t len,
+		     int timeout_ms);
+
+/* Limits the messages this handle may hold leased at once (prefetch, like RabbitMQ's basic.qos or
+ * JetStream's MaxAckPending), so one slow consumer cannot hoard work. 0: no limit (the default).
+ * At the limit shmq_recv waits (per its timeout) for this handle to ack, nack or reject one, and
+ * shmq_recv_batch takes at most what is left. Leases this handle lost (expired and requeued)
+ * stop counting once it settles them (-ESTALE) or, at the latest, when it is at the limit and
+ * recounts from the segment. 0 or -EINVAL. */
+int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight);
 
 /* Zero-copy send: reserve a slot for up to `len` bytes (-EMSGSIZE, -EAGAIN as shmq_send), write
  * into r->data, then commit `len` (<= reserved) bytes, or abort. A reservation not committed by a

@@ -104,17 +104,29 @@ struct shmq_participant_info {
 			   * "watchdog", "idle" */
 };
 
+/* One lane of a snapshot. */
+struct shmq_lane_info {
+	uint64_t prod_tail, cons_head; /* its ticket counters */
+	uint64_t ready, inflight;      /* its slots READY / LEASED */
+	uint32_t weight;	       /* for SHMQ_DISPATCH_WEIGHTED */
+	uint32_t consumer;	       /* record index + 1 of the consumer it is assigned to, 0: none */
+	int32_t consumer_pid;
+};
+
 /* A snapshot of the whole queue. */
 struct shmq_snapshot {
 	struct shmq_stats stats;      /* as shmq_stats() fills it; participants = alive records */
 	uint64_t now_ms;	      /* CLOCK_MONOTONIC_COARSE when the pass ran */
 	uint64_t oldest_ready_age_ms; /* age of the oldest READY message (0 when none is ready) */
 	uint64_t oldest_ready_id;
-	uint64_t prod_tail, cons_head; /* the ticket counters */
-	uint32_t records;	       /* participant records in use (alive or not yet reclaimed) */
-	uint32_t dead_participants;    /* records whose process is gone */
-	uint32_t tries;		       /* passes taken (1..SHMQ_SNAPSHOT_TRIES) */
-	uint32_t consistent;	       /* 1: nothing moved during the last pass */
+	uint64_t prod_tail, cons_head; /* the ticket counters, summed over the lanes */
+	uint32_t lanes;
+	uint32_t consumers; /* active consumers the lanes are shared out among */
+	struct shmq_lane_info lane[SHMQ_LANES_MAX];
+	uint32_t records;	    /* participant records in use (alive or not yet reclaimed) */
+	uint32_t dead_participants; /* records whose process is gone */
+	uint32_t tries;		    /* passes taken (1..SHMQ_SNAPSHOT_TRIES) */
+	uint32_t consistent;	    /* 1: nothing moved during the last pass */
 	int32_t creator_pid;
 	uint64_t created_ns;
 };

@@ -28,8 +28,8 @@ struct checker {
 	const unsigned char *base;
 	uint64_t size;
 	struct shmq_hdr h; /* private copy */
-	uint32_t mask, max_payload;
-	uint64_t prod_tail, now;
+	uint32_t capacity, lanes, lane_mask, lane_shift, max_payload;
+	uint64_t prod_tail[SHMQ_LANES_MAX], now;
 	const uint8_t *part_state; /* per record: its state byte, read once */
 };
 
@@ -75,26 +75,28 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 {
 	const struct shmq_slot *s = cslot(c, i);
 	unsigned st = w_state(w), own = w_owner(w), d = w_deliv(w);
-	uint64_t t = w_ticket(w), cap = (uint64_t)c->mask + 1;
+	uint32_t l = i >> c->lane_shift;
+	uint64_t t = w_ticket(w), cap = (uint64_t)c->lane_mask + 1, tail = c->prod_tail[l];
 	int msg_state = st == SLOT_READY || st == SLOT_LEASED || st == SLOT_DELAYED || w_dead_reason(st);
 
 	if (st > SLOT_DELAYED && !w_dead_reason(st)) {
 		report(c, SHMQ_CHECK_ERROR, "slot %u: state %u is not one shmq writes", i, st);
 		return;
 	}
-	if ((t & c->mask) != i)
+	if ((t & c->lane_mask) != (i & c->lane_mask))
 		report(c, SHMQ_CHECK_ERROR, "slot %u: ticket %llu belongs to slot %llu", i,
-		       (unsigned long long)t, (unsigned long long)(t & c->mask));
-	int64_t ahead = ticket_diff(t, c->prod_tail & W_TICKET_MASK);
+		       (unsigned long long)t,
+		       (unsigned long long)((l << c->lane_shift) | (t & c->lane_mask)));
+	int64_t ahead = ticket_diff(t, tail & W_TICKET_MASK);
 	if (st == SLOT_FREE && ahead >= (int64_t)cap)
 		report(c, SHMQ_CHECK_ERROR,
 		       "slot %u: free for ticket %llu, more than a lap past the next ticket %llu", i,
-		       (unsigned long long)t, (unsigned long long)c->prod_tail);
+		       (unsigned long long)t, (unsigned long long)tail);
 	if (st != SLOT_FREE && ahead >= 0)
 		report(c, SHMQ_CHECK_ERROR,
 		       "slot %u: %s ticket %llu, which was never issued (next ticket %llu)", i,
 		       shmq_slot_kind_str(st <= SLOT_DELAYED ? st : SHMQ_SLOT_DEAD), (unsigned long long)t,
-		       (unsigned long long)c->prod_tail);
+		       (unsigned long long)tail);
 	if (own > c->h.max_participants) {
 		report(c, SHMQ_CHECK_ERROR, "slot %u: owner %u is past the %u participant records", i, own,
 		       c->h.max_participants);
@@ -137,7 +139,7 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 
 static void check_slots(struct checker *c, uint64_t counts[16])
 {
-	for (uint32_t i = 0; i <= c->mask; i++) {
+	for (uint32_t i = 0; i < c->capacity; i++) {
 		const struct shmq_slot *s = cslot(c, i);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		/* on a live queue, a finding in a slot that is changing (or about a ticket issued
@@ -149,7 +151,7 @@ static void check_slots(struct checker *c, uint64_t counts[16])
 			c->muted = 0;
 			if (!c->found)
 				break;
-			c->prod_tail = HDR_LOAD(c->base, prod_tail);
+			c->prod_tail[i >> c->lane_shift] = LANE_LOAD(c->base, i >> c->lane_shift, prod_tail);
 			uint64_t w2 = atomic_load_explicit(&s->word, memory_order_acquire);
 			if (w2 == w && tries > 0)
 				break;
@@ -267,15 +269,25 @@ static int check(struct checker *c)
 	memcpy(&c->h, c->base, sizeof(c->h));
 	if (shmq_header_check(&c->h, c->size, header_finding, c))
 		return c->errors; /* nothing past the header can be located */
-	c->mask = c->h.capacity - 1;
+	c->capacity = c->h.capacity;
+	c->lanes = c->h.lanes;
+	c->lane_mask = c->h.capacity / c->h.lanes - 1;
+	c->lane_shift = (uint32_t)__builtin_ctz(c->h.capacity / c->h.lanes);
 	c->max_payload = c->h.slot_size - SHMQ_SLOT_HEADER;
 	c->now = now_ms();
-	uint64_t head = HDR_LOAD(c->base, cons_head);
-	c->prod_tail = HDR_LOAD(c->base, prod_tail);
-	/* cons_head is read first: on a live queue prod_tail only grows after it */
-	if (head > c->prod_tail)
-		report(c, SHMQ_CHECK_ERROR, "tickets: consumer head %llu is past the producer tail %llu",
-		       (unsigned long long)head, (unsigned long long)c->prod_tail);
+	for (uint32_t l = 0; l < c->lanes; l++) {
+		uint64_t head = LANE_LOAD(c->base, l, cons_head);
+		c->prod_tail[l] = LANE_LOAD(c->base, l, prod_tail);
+		/* cons_head is read first: on a live queue prod_tail only grows after it */
+		if (head > c->prod_tail[l] && c->lanes == 1)
+			report(c, SHMQ_CHECK_ERROR,
+			       "tickets: consumer head %llu is past the producer tail %llu",
+			       (unsigned long long)head, (unsigned long long)c->prod_tail[l]);
+		else if (head > c->prod_tail[l])
+			report(c, SHMQ_CHECK_ERROR,
+			       "tickets: lane %u: consumer head %llu is past the producer tail %llu", l,
+			       (unsigned long long)head, (unsigned long long)c->prod_tail[l]);
+	}
 
 	uint8_t part_state[SHMQ_MAX_PARTICIPANTS];
 	c->part_state = part_state;

@@ -42,16 +42,8 @@ static int make_key(unsigned kind, const void *key, size_t len, struct dkey *k)
 {
 	if (!key || len == 0 || len > SHMQ_KEY_MAX)
 		return -EINVAL;
-	/* FNV-1a, then murmur3's finaliser: the low bits index the table, the top bits are the tag */
-	uint64_t h = 0xcbf29ce484222325ULL ^ kind;
-	const unsigned char *p = key;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 0x100000001b3ULL;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
+	/* kinds are told apart in the entry word too; the offset only spreads them over the table */
+	uint64_t h = shmq_hash(key, len) + kind * 0x9e3779b97f4a7c15ULL;
 	*k = (struct dkey){
 		.kind = kind, .key = key, .len = (uint32_t)len, .hash = h, .tag = (unsigned)(h >> 55)};
 	return 0;
@@ -226,11 +218,14 @@ static int still_queued(shmq_t *q, uint32_t i)
 	uint64_t id1 = entry_at(q, i)->msg_id;
 	if (!id1)
 		return 0; /* it died before it had a slot */
-	struct shmq_slot *s = slot_at(q, id1 - 1);
+	uint64_t id = id1 - 1;
+	if (id_slot(q, id) >= q->capacity)
+		return 0; /* a corrupted id: the message cannot be there */
+	struct shmq_slot *s = slot_at(q, id_slot(q, id));
 	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 	unsigned st = w_state(w);
 	return (st == SLOT_READY || st == SLOT_LEASED || st == SLOT_DELAYED || w_is_dead(w)) &&
-	       ticket_diff(id1 - 1, w_ticket(w)) == 0 && s->id == id1 - 1;
+	       ticket_diff(id_ticket(q, id), w_ticket(w)) == 0 && s->id == id;
 }
 
 /* Waits for a key another participant is recording; 0, or -EAGAIN past the deadline. */
@@ -301,18 +296,20 @@ int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data
 			*id = first;
 		return SHMQ_DUPLICATE;
 	}
-	if ((err = shmq_send_reserve(q, len + key_len, &r, timeout_ms))) {
+	/* on a key-hash queue the idempotency key routes too: retries of one message meet in one lane */
+	if ((err = shmq_reserve_lane(q, shmq_dispatch_lane(q, key, key_len), len + key_len, &r,
+				     timeout_ms))) {
 		settle(q, &c, &k, 0);
 		return err;
 	}
 	/* from here a crash leaves the claim with the message id: the next sender of this key
 	 * finds the message (still_queued) instead of sending it again */
-	entry_at(q, c.idx)->msg_id = r.token + 1;
+	uint64_t mid = msg_id(q, idx_lane(q, r.slot), r.token);
+	entry_at(q, c.idx)->msg_id = mid + 1;
 	memcpy(r.data, key, key_len);
 	if (len)
 		memcpy((unsigned char *)r.data + key_len, data, len);
 	SHMQ_FAULT("keyed-before-commit");
-	uint64_t token = r.token;
 	if ((err = shmq_commit_keyed(q, &r, len, (uint32_t)key_len))) {
 		settle(q, &c, &k, 0);
 		return err;
@@ -320,7 +317,7 @@ int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data
 	SHMQ_FAULT("keyed-before-record");
 	settle(q, &c, &k, 1);
 	if (id)
-		*id = token;
+		*id = mid;
 	return 0;
 }
 

@@ -46,7 +46,7 @@ static int older(const void *a, const void *b)
 /* Collects the dead slots, oldest first. Returns the count, or -ENOMEM. */
 static int collect(shmq_t *q, struct dead_ref **out)
 {
-	uint64_t cap = (uint64_t)q->mask + 1;
+	uint64_t cap = q->capacity;
 	size_t n = 0, room = 16;
 	struct dead_ref *v = malloc(room * sizeof(*v));
 	if (!v)
@@ -108,7 +108,7 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep)
 	int n = collect(q, &v);
 	if (n < 0)
 		return n;
-	unsigned done = 0, cap = q->mask + 1;
+	unsigned done = 0, cap = q->lane_mask + 1; /* a freed slot's next ticket is one lap on */
 	for (unsigned i = 0; i < (unsigned)n && done < max && (unsigned)n - done > keep; i++) {
 		struct shmq_slot *s = slot_at(q, v[i].slot);
 		uint64_t w = v[i].word, nw;

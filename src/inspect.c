@@ -22,7 +22,7 @@ struct shmq_view {
 	struct shmq_hdr copy; /* validated: the config and every bound come from here */
 	const unsigned char *slots;
 	const unsigned char *parts;
-	uint32_t mask, slot_size, max_payload, max_parts;
+	uint32_t capacity, lanes, lane_shift, slot_size, max_payload, max_parts;
 	int fd;	       /* for liveness probes; -1: an image (liveness unknown) */
 	uint32_t self; /* record index + 1 of the caller's own handle: alive without a probe */
 	int mapped;    /* 1: unmap and close on shmq_view_close */
@@ -37,7 +37,9 @@ static void view_init(struct shmq_view *v, const void *base, uint64_t size, cons
 	v->copy = *copy;
 	v->slots = v->base + copy->slots_off;
 	v->parts = v->base + copy->parts_off;
-	v->mask = copy->capacity - 1;
+	v->capacity = copy->capacity;
+	v->lanes = copy->lanes;
+	v->lane_shift = (uint32_t)__builtin_ctz(copy->capacity / copy->lanes);
 	v->slot_size = copy->slot_size;
 	v->max_payload = copy->slot_size - SHMQ_SLOT_HEADER;
 	v->max_parts = copy->max_participants;
@@ -99,7 +101,7 @@ void shmq_view_close(shmq_view_t *v)
 
 static const struct shmq_slot *vslot(const struct shmq_view *v, uint64_t i)
 {
-	return (const struct shmq_slot *)(v->slots + (i & v->mask) * (uint64_t)v->slot_size);
+	return (const struct shmq_slot *)(v->slots + i * (uint64_t)v->slot_size); /* i < capacity */
 }
 
 static const struct shmq_participant *vpart(const struct shmq_view *v, uint32_t i)
@@ -152,7 +154,7 @@ __attribute__((no_sanitize("thread"))) static uint64_t racy_u64(const uint64_t *
 
 int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void *buf, size_t bufsz)
 {
-	if (!v || !out || i > v->mask || (!buf && bufsz))
+	if (!v || !out || i >= v->capacity || (!buf && bufsz))
 		return -EINVAL;
 	const struct shmq_slot *s = vslot(v, i);
 	uint64_t now = now_ms();
@@ -202,7 +204,9 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
  * raced with traffic. */
 static uint64_t activity(const struct shmq_view *v)
 {
-	uint64_t sum = HDR_LOAD(v->base, prod_tail) * 31 + HDR_LOAD(v->base, cons_head);
+	uint64_t sum = 0;
+	for (uint32_t l = 0; l < v->lanes; l++)
+		sum += LANE_LOAD(v->base, l, prod_tail) * 31 + LANE_LOAD(v->base, l, cons_head);
 	for (uint32_t i = 0; i < v->max_parts; i++) {
 		const struct shmq_participant *p = vpart(v, i);
 		sum += atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
@@ -250,6 +254,8 @@ static void fill_totals(struct shmq_stats *st, const uint64_t *c)
 	st->dedup_evicted = c[C_DEDUP_EVICTED];
 	st->done_marked = c[C_DONE_MARKED];
 	st->done_hits = c[C_DONE_HITS];
+	st->prefetch_waits = c[C_PREFETCH_WAITS];
+	st->stolen = c[C_STOLEN];
 }
 
 /* Dedup entries holding a key within its window. */
@@ -282,15 +288,26 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	st->max_payload = v->max_payload;
 	st->segment_bytes = v->size;
 	st->dlq_max = h->dlq_max;
-	s->prod_tail = HDR_LOAD(v->base, prod_tail);
-	s->cons_head = HDR_LOAD(v->base, cons_head);
-	st->next_id = s->prod_tail;
+	s->lanes = v->lanes;
+	for (uint32_t l = 0; l < v->lanes; l++) {
+		struct shmq_lane_info *li = &s->lane[l];
+		li->cons_head = LANE_LOAD(v->base, l, cons_head); /* first: the tail never trails it */
+		li->prod_tail = LANE_LOAD(v->base, l, prod_tail);
+		li->weight = h->weights[l];
+		s->prod_tail += li->prod_tail;
+		s->cons_head += li->cons_head;
+		/* the id the lane's next message gets (ids are ticket * lanes + lane) */
+		uint64_t next = li->prod_tail * v->lanes + l;
+		if (next > st->next_id || l == 0)
+			st->next_id = next;
+	}
 
 	uint64_t oldest_ns = UINT64_MAX;
-	for (uint64_t i = 0; i <= v->mask; i++) {
+	for (uint64_t i = 0; i < v->capacity; i++) {
 		const struct shmq_slot *sl = vslot(v, i);
 		uint64_t w = atomic_load_explicit(&sl->word, memory_order_acquire);
 		unsigned own = w_owner(w);
+		struct shmq_lane_info *li = &s->lane[i >> v->lane_shift];
 		switch (w_state(w)) {
 		case SLOT_FREE:
 			st->free_slots++;
@@ -302,6 +319,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 			break;
 		case SLOT_READY: {
 			st->ready++;
+			li->ready++;
 			uint64_t e = racy_u64(&sl->enqueued_ns);
 			if (e < oldest_ns) {
 				oldest_ns = e;
@@ -311,6 +329,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 		}
 		case SLOT_LEASED:
 			st->inflight++;
+			li->inflight++;
 			if (own && own <= v->max_parts)
 				leases[own - 1]++;
 			break;
@@ -366,6 +385,22 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	}
 	fill_totals(st, tot);
 	st->dedup_live = dedup_live(v, s->now_ms);
+	struct shmq_assign_ctx ac = {
+		.parts = v->parts,
+		.max_parts = v->max_parts,
+		.lanes = v->lanes,
+		.fd = v->fd,
+		.self = v->self ? v->self - 1 : UINT32_MAX,
+		.now_ms = s->now_ms,
+		.lease_ms = h->lease_ms,
+		.exclusive = h->dispatch == SHMQ_DISPATCH_KEY_HASH,
+	};
+	uint32_t owner[SHMQ_LANES_MAX];
+	s->consumers = shmq_lane_consumers(&ac, owner);
+	for (uint32_t l = 0; l < v->lanes; l++) {
+		s->lane[l].consumer = owner[l];
+		s->lane[l].consumer_pid = owner[l] ? vpart(v, owner[l] - 1)->pid : 0;
+	}
 	s->records = n;
 	return (int)n;
 }
@@ -407,8 +442,10 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	/* the config fields of the header are immutable; the bounds come from the handle, which
 	 * validated them at open. Only those lines are copied: the ticket counters and futex words
 	 * after them are written concurrently (the view reads them atomically from the segment). */
-	memcpy(&h, q->hdr, offsetof(struct shmq_hdr, prod_tail));
-	h.capacity = q->mask + 1;
+	memcpy(&h, q->hdr, offsetof(struct shmq_hdr, data_seq));
+	h.capacity = q->capacity;
+	h.lanes = q->lanes;
+	memcpy(h.weights, q->weights, sizeof(h.weights));
 	h.slot_size = q->slot_size;
 	h.max_participants = q->max_parts;
 	h.parts_off = (uint64_t)(q->parts - q->base);

@@ -19,14 +19,35 @@ struct shmq {
 	unsigned char *base;
 	uint64_t size;
 	int fd;
-	uint32_t part;	/* our participant index */
-	uint32_t owner; /* part + 1, as stored in slot words */
-	uint32_t mask;	/* capacity - 1 */
+	uint32_t part;	   /* our participant index */
+	uint32_t owner;	   /* part + 1, as stored in slot words */
+	uint32_t capacity; /* slots in all lanes */
+	uint32_t lanes;
+	uint32_t lane_mask;  /* slots per lane - 1 */
+	uint32_t lane_shift; /* log2(slots per lane) */
+	uint32_t dispatch;
+	uint32_t weights[SHMQ_LANES_MAX];
 	uint32_t slot_size;
 	uint32_t max_payload;
-	_Atomic uint32_t recv_count;  /* rotates the start of redelivery scans */
-	_Atomic uint64_t head_cache;  /* a recent cons_head, so producers rarely read the shared one */
-	_Atomic uint32_t scan_cursor; /* where a producer's next look for a free slot starts */
+	_Atomic uint32_t recv_count; /* rotates the start of redelivery scans */
+	struct {
+		/* a recent cons_head, so producers rarely read the shared one */
+		_Alignas(SHMQ_CACHELINE) _Atomic uint64_t head_cache;
+		_Atomic uint32_t scan_cursor; /* where a producer's next look for a free slot starts */
+	} lc[SHMQ_LANES_MAX];
+	_Atomic uint32_t rr_next;	 /* round-robin dispatch */
+	int32_t wrr_cur[SHMQ_LANES_MAX]; /* smooth weighted round robin state, under wrr_lock */
+	_Atomic int wrr_lock;
+	/* consumer side: the lanes this handle was assigned (bit l: lane l), refreshed from the
+	 * participant registry every ASSIGN_REFRESH_MS */
+	_Atomic uint32_t home;
+	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never (not yet a consumer) */
+	_Atomic uint32_t lane_cursor; /* rotates the home lane a receive looks at first */
+	/* prefetch: leases held (counted only while a limit is set); waiters sleep on it */
+	uint32_t prefetch;
+	_Atomic uint32_t inflight;
+	_Atomic uint32_t inflight_waiters;
+	_Atomic uint64_t recount_ms;
 	struct shmq_participant *me;
 	unsigned char *slots; /* process-local copies of validated offsets: never re-read from the header */
 	unsigned char *parts;
@@ -39,10 +60,28 @@ struct shmq {
 	char name[SHMQ_NAME_MAX + 2];
 };
 
+/* Slot idx (0 <= idx < capacity) of the whole queue. */
 static inline struct shmq_slot *slot_at(const shmq_t *q, uint64_t idx)
 {
-	return (struct shmq_slot *)(q->slots + (idx & q->mask) * (uint64_t)q->slot_size);
+	return (struct shmq_slot *)(q->slots + idx * (uint64_t)q->slot_size);
 }
+
+/* The index of the slot that ticket t of lane l lives in. */
+static inline uint32_t lane_idx(const shmq_t *q, uint32_t l, uint64_t t)
+{
+	return (l << q->lane_shift) | (uint32_t)(t & q->lane_mask);
+}
+
+/* Message ids: ticket t of lane l is id t * lanes + l (unique in the queue, increasing in send
+ * order within a lane; with one lane, id = ticket). */
+static inline uint64_t msg_id(const shmq_t *q, uint32_t l, uint64_t t) { return t * q->lanes + l; }
+static inline uint32_t id_slot(const shmq_t *q, uint64_t id)
+{
+	return lane_idx(q, (uint32_t)(id % q->lanes), id / q->lanes);
+}
+static inline uint64_t id_ticket(const shmq_t *q, uint64_t id) { return id / q->lanes; }
+/* the lane slot idx belongs to */
+static inline uint32_t idx_lane(const shmq_t *q, uint32_t idx) { return idx >> q->lane_shift; }
 
 static inline unsigned char *slot_payload(struct shmq_slot *s) { return (unsigned char *)(s + 1); }
 
@@ -99,11 +138,13 @@ static inline uint64_t now_coarse_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* An atomic field of the header of the segment at base (prod_tail, cons_head), read through its
+/* Lane l's ticket counter `field` (prod_tail, cons_head) of the segment at base, read through its
  * own 8-byte alignment: an image handed to a view need not be aligned like struct shmq_hdr (64). */
-#define HDR_LOAD(base, field)                                                                                \
+#define LANE_LOAD(base, l, field)                                                                            \
 	atomic_load_explicit((const _Atomic uint64_t *)((const unsigned char *)(base) +                      \
-							offsetof(struct shmq_hdr, field)),                   \
+							offsetof(struct shmq_hdr, lane) +                    \
+							(size_t)(l) * sizeof(struct shmq_lane) +             \
+							offsetof(struct shmq_lane, field)),                  \
 			     memory_order_acquire)
 /* the alignment an image needs: that of the slot and participant records */
 #define SHMQ_IMAGE_ALIGN 8u
@@ -163,8 +204,34 @@ SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms);
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }
 static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16) | (epoch & 0xffff); }
 
+/* prefetch accounting: n leases of this handle ended (settled, or found lost) */
+SHMQ_HIDDEN void shmq_settled(shmq_t *q, unsigned n);
+/* shmq_send_reserve into lane l */
+SHMQ_HIDDEN int shmq_reserve_lane(shmq_t *q, uint32_t l, size_t len, struct shmq_reservation *r,
+				  int timeout_ms);
 /* shmq_send_commit for a payload area that starts with a key_len-byte idempotency key */
 SHMQ_HIDDEN int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_t key_len);
+
+/* lanes.c: lane assignment is a function of the participant records (see lanes.c) */
+struct shmq_assign_ctx {
+	const unsigned char *parts;
+	uint32_t max_parts;
+	uint32_t lanes;
+	int fd;		   /* for liveness probes; -1: an image, liveness unknown (counted alive) */
+	uint32_t self;	   /* the asking consumer's record index (UINT32_MAX: a view) */
+	uint64_t now_ms;   /* CLOCK_MONOTONIC_COARSE */
+	uint32_t lease_ms; /* a consumer idle for longer holds no lease and counts no more */
+	int exclusive;	   /* key-hash: one consumer per lane, extra consumers stand by */
+};
+/* The lanes (bit l: lane l) assigned to consumer c->self. */
+SHMQ_HIDDEN uint32_t shmq_lanes_assigned(const struct shmq_assign_ctx *c);
+/* owner[l] = record index + 1 of lane l's (first) consumer, 0: none. Returns the consumers counted. */
+SHMQ_HIDDEN uint32_t shmq_lane_consumers(const struct shmq_assign_ctx *c, uint32_t *owner);
+/* The lane a send goes to (rkey may be NULL). */
+SHMQ_HIDDEN uint32_t shmq_dispatch_lane(shmq_t *q, const void *rkey, size_t rkey_len);
+SHMQ_HIDDEN uint64_t shmq_hash(const void *key, size_t len);
+/* This consumer's home lanes, recomputed when due (the first call registers it as a consumer). */
+SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
 
 /* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */
 SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);

@@ -11,8 +11,10 @@
  *   63                      24 23   20 19        8 7          0
  *   [ ticket (low 40 bits)    | state | owner     | deliveries ]
  *
- * ticket: the position in the FIFO ticket sequence this slot's message (or its next message)
- * belongs to; slot i only ever holds tickets t with t % capacity == i. owner: participant index + 1
+ * ticket: the position in its lane's FIFO ticket sequence this slot's message (or its next
+ * message) belongs to. A queue is `lanes` sub-rings of lane_cap = capacity / lanes slots each, lane
+ * l owning slots [l * lane_cap, (l + 1) * lane_cap); ticket t of lane l only ever lives in slot
+ * l * lane_cap + t % lane_cap. owner: participant index + 1
  * (0 = none). Every transition is a single CAS on this word, so a process killed at any
  * instruction leaves each slot in one well-defined state. See docs/design.md for the diagram.
  */
@@ -26,7 +28,7 @@
 #include "shmq.h"
 
 #define SHMQ_MAGIC 0x31514d4853ULL /* "SHMQ1" */
-#define SHMQ_LAYOUT_VERSION 3u
+#define SHMQ_LAYOUT_VERSION 4u
 #define SHMQ_HDR_SIZE 4096u
 #define SHMQ_CACHELINE 64u
 #define SHMQ_PART_SIZE 256u
@@ -149,10 +151,12 @@ enum shmq_counter {
 	C_DLQ_DROPPED,
 	C_RETRIED,
 	C_RECLAIM_PASSES,
-	C_DUPLICATES,	 /* keyed sends not enqueued: the key was sent within the window */
-	C_DEDUP_EVICTED, /* live dedup entries overwritten before their window ended (table full) */
-	C_DONE_MARKED,	 /* "processed" records written (shmq_done_mark, shmq_ack_done) */
-	C_DONE_HITS,	 /* done checks that found the work already done */
+	C_DUPLICATES,	  /* keyed sends not enqueued: the key was sent within the window */
+	C_DEDUP_EVICTED,  /* live dedup entries overwritten before their window ended (table full) */
+	C_DONE_MARKED,	  /* "processed" records written (shmq_done_mark, shmq_ack_done) */
+	C_DONE_HITS,	  /* done checks that found the work already done */
+	C_PREFETCH_WAITS, /* receives that found the handle at its prefetch limit */
+	C_STOLEN,	  /* first deliveries taken from a lane other than the receiver's own */
 	C_COUNT
 };
 
@@ -160,12 +164,19 @@ enum shmq_part_state {
 	PART_FREE = 0,
 	PART_ALIVE = 1
 };
+#define PART_CONSUMER 1u
+
+/* One lane's ticket counters, each on its own line (producers write one, consumers the other). */
+struct shmq_lane {
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t prod_tail; /* next ticket for a producer */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t cons_head; /* next ticket for first delivery */
+};
 
 struct shmq_participant {
 	/* [ epoch:32 | state:8 ]: claimed by CAS FREE -> ALIVE; epoch changes on every claim */
 	_Atomic uint64_t state;
-	int32_t pid; /* informational only: liveness comes from the OFD lock */
-	uint32_t pad_;
+	int32_t pid;	       /* informational only: liveness comes from the OFD lock */
+	_Atomic uint32_t role; /* PART_CONSUMER once it has received: lanes are shared out among those */
 	uint64_t attached_ms;
 	_Atomic uint64_t last_active_ms;
 	_Atomic uint64_t counters[C_COUNT];
@@ -195,10 +206,10 @@ struct shmq_hdr {
 	uint64_t created_ns;
 	uint64_t dedup_off;
 	uint32_t dedup_window_ms;
-	uint32_t pad2_;
+	uint32_t lanes;	   /* sub-rings, 1..SHMQ_LANES_MAX; capacity / lanes is a power of two */
+	uint32_t dispatch; /* enum shmq_dispatch: how producers choose a lane */
+	uint32_t weights[SHMQ_LANES_MAX]; /* per lane, for SHMQ_DISPATCH_WEIGHTED; 1..SHMQ_WEIGHT_MAX */
 
-	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t prod_tail; /* next ticket for a producer */
-	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t cons_head; /* next ticket for first delivery */
 	/* futex words are 32-bit; each counts publishes (resp. frees) that a sleeper could miss */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t data_seq;
 	_Atomic uint32_t data_sleepers;
@@ -213,6 +224,7 @@ struct shmq_hdr {
 	/* leased + being-written slots the last reclaim pass saw: 0 lets sleeping receivers wake for
 	 * passes less often (nothing can expire or be orphaned until somebody leases again) */
 	_Atomic uint32_t reclaim_held;
+	struct shmq_lane lane[SHMQ_LANES_MAX];
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

@@ -56,7 +56,8 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 	}
 
 	struct shmq_hdr *h = q->hdr;
-	uint64_t cap = (uint64_t)q->mask + 1, now = now_ms(), next_due = REDELIVER_NONE;
+	uint64_t cap = q->capacity, lap = (uint64_t)q->lane_mask + 1, now = now_ms(),
+		 next_due = REDELIVER_NONE;
 	uint32_t held = 0;
 	for (uint64_t i = 0; i < cap; i++) {
 		struct shmq_slot *s = slot_at(q, i);
@@ -68,7 +69,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 				continue;
 			/* release: pairs with claim()'s acquire, like an abort */
 			if (atomic_compare_exchange_strong_explicit(
-				    &s->word, &w, w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0),
+				    &s->word, &w, w_make(w_ticket(w) + lap, SLOT_FREE, 0, 0),
 				    memory_order_release, memory_order_relaxed))
 				r.retired_writes++;
 			continue;

@@ -62,12 +62,12 @@ static inline void touch(shmq_t *q)
 /* Is any of the next n slots (from the handle's scan cursor, round robin) FREE? The full check of
  * last resort, read-only: a spinning producer looks at SCAN_STEP slots every SCAN_EVERY polls, so
  * a full ring costs it a few loads now and then, and one about to sleep looks at them all. */
-static int any_free(shmq_t *q, uint32_t n)
+static int any_free(shmq_t *q, uint32_t l, uint32_t n)
 {
-	uint32_t at = atomic_fetch_add_explicit(&q->scan_cursor, n, memory_order_relaxed);
-	for (uint32_t k = 0; k < n && k <= q->mask; k++)
-		if (w_state(atomic_load_explicit(&slot_at(q, at + k)->word, memory_order_relaxed)) ==
-		    SLOT_FREE)
+	uint32_t at = atomic_fetch_add_explicit(&q->lc[l].scan_cursor, n, memory_order_relaxed);
+	for (uint32_t k = 0; k < n && k <= q->lane_mask; k++)
+		if (w_state(atomic_load_explicit(&slot_at(q, lane_idx(q, l, at + k))->word,
+						 memory_order_relaxed)) == SLOT_FREE)
 			return 1;
 	return 0;
 }
@@ -93,13 +93,13 @@ HOT void await_ack(shmq_t *q, struct shmq_slot *s)
 	}
 }
 
-/* Claims slot t % capacity for ticket t, which we hold: 0 with *out = the slot, now WRITING(t, us),
+/* Claims the slot of ticket t of lane l, which we hold: 0 with *out = the slot, now WRITING(t, us),
  * or -EAGAIN: the ticket is lost (a consumer abandoned it, or an older message still holds the slot
  * and we abandon it) and the caller takes another. */
-HOT int claim_ticket(shmq_t *q, uint64_t t, struct shmq_slot **out)
+HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 {
-	uint64_t cap = (uint64_t)q->mask + 1;
-	struct shmq_slot *s = slot_at(q, t);
+	uint64_t cap = (uint64_t)q->lane_mask + 1;
+	struct shmq_slot *s = slot_at(q, lane_idx(q, l, t));
 	/* No load first: the CAS from the usual word (freed for exactly this ticket) moves the line
 	 * here once, where a load then a CAS would move it twice while the consumer that acked it
 	 * still holds it. A failed CAS loads the real word (acquire) for the cases below. */
@@ -136,15 +136,15 @@ HOT int claim_ticket(shmq_t *q, uint64_t t, struct shmq_slot **out)
  * an old value only makes the window look fuller) and re-read from the segment when the window
  * looks full: consumers write cons_head on every receive, and reading it on every send would cost
  * a cache miss each time. cons_head never passes prod_tail, so *t0 >= *c0. */
-HOT void window(shmq_t *q, uint64_t *c0, uint64_t *t0)
+HOT void window(shmq_t *q, uint32_t l, uint64_t *c0, uint64_t *t0)
 {
-	struct shmq_hdr *h = q->hdr;
-	*c0 = atomic_load_explicit(&q->head_cache, memory_order_relaxed);
-	*t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-	if (*t0 - *c0 > q->mask) {
-		*c0 = atomic_load_explicit(&h->cons_head, memory_order_acquire);
-		atomic_store_explicit(&q->head_cache, *c0, memory_order_relaxed);
-		*t0 = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+	struct shmq_lane *ln = &q->hdr->lane[l];
+	*c0 = atomic_load_explicit(&q->lc[l].head_cache, memory_order_relaxed);
+	*t0 = atomic_load_explicit(&ln->prod_tail, memory_order_acquire);
+	if (*t0 - *c0 > q->lane_mask) {
+		*c0 = atomic_load_explicit(&ln->cons_head, memory_order_acquire);
+		atomic_store_explicit(&q->lc[l].head_cache, *c0, memory_order_relaxed);
+		*t0 = atomic_load_explicit(&ln->prod_tail, memory_order_acquire);
 	}
 }
 
@@ -154,18 +154,18 @@ HOT void window(shmq_t *q, uint64_t *c0, uint64_t *t0)
  * freed out of order: looking at the slot words finds out, and if some slot is free we walk
  * tickets to it (abandoning those in between) instead of reporting full. `scan` is
  * how many slot words to look at for that (0: none). */
-static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t scan)
+static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket, uint32_t scan)
 {
-	struct shmq_hdr *h = q->hdr;
-	uint64_t cap = (uint64_t)q->mask + 1;
+	struct shmq_lane *ln = &q->hdr->lane[l];
+	uint64_t cap = (uint64_t)q->lane_mask + 1;
 	int room = 0;
 	for (uint64_t burned = 0; burned <= 2 * cap; burned++) {
 		uint64_t c0, t0;
-		window(q, &c0, &t0);
+		window(q, l, &c0, &t0);
 		if (room) {
 			/* a free slot was seen: walk tickets to it */
 		} else if (t0 - c0 < cap) {
-			await_ack(q, slot_at(q, t0));
+			await_ack(q, slot_at(q, lane_idx(q, l, t0)));
 		} else {
 			/* full as far as the head says. Whether a slot freed out of order lets us on
 			 * anyway is looked into only when the caller asks: these words are the lines
@@ -173,17 +173,18 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
 			 * down the very consumers we wait for */
 			if (!scan)
 				return -EAGAIN;
-			uint64_t w = atomic_load_explicit(&slot_at(q, t0)->word, memory_order_relaxed);
+			uint64_t w = atomic_load_explicit(&slot_at(q, lane_idx(q, l, t0))->word,
+							  memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0, w_ticket(w)) < 0) {
-				if (!any_free(q, scan))
+				if (!any_free(q, l, scan))
 					return -EAGAIN;
 				room = 1;
 			}
 		}
 		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
-		uint64_t t = atomic_fetch_add_explicit(&h->prod_tail, 1, memory_order_relaxed);
+		uint64_t t = atomic_fetch_add_explicit(&ln->prod_tail, 1, memory_order_relaxed);
 		SHMQ_FAULT("send-after-ticket");
-		if (claim_ticket(q, t, out) == 0) {
+		if (claim_ticket(q, l, t, out) == 0) {
 			*ticket = t;
 			return 0;
 		}
@@ -198,19 +199,20 @@ static int claim(shmq_t *q, struct shmq_slot **out, uint64_t *ticket, uint32_t s
  * abandoned). Returns how many, the first in *t; 0 when the window looks full or the next slot is
  * not free, and claim() has to sort that out. A CAS rather than a fetch_add, so racing producers
  * cannot push the run past the window it was sized for. */
-static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
+static unsigned take_run(shmq_t *q, uint32_t l, unsigned want, uint64_t *t)
 {
 	uint64_t c0, t0;
-	window(q, &c0, &t0);
+	window(q, l, &c0, &t0);
 	for (;;) {
-		if (t0 - c0 > q->mask)
+		if (t0 - c0 > q->lane_mask)
 			return 0;
-		uint64_t room = (uint64_t)q->mask + 1 - (t0 - c0);
-		await_ack(q, slot_at(q, t0));
+		uint64_t room = (uint64_t)q->lane_mask + 1 - (t0 - c0);
+		await_ack(q, slot_at(q, lane_idx(q, l, t0)));
 		unsigned k = 0;
 		/* relaxed: a hint only; claim_ticket()'s CAS decides */
 		while (k < want && k < room) {
-			uint64_t w = atomic_load_explicit(&slot_at(q, t0 + k)->word, memory_order_relaxed);
+			uint64_t w = atomic_load_explicit(&slot_at(q, lane_idx(q, l, t0 + k))->word,
+							  memory_order_relaxed);
 			if (w_state(w) != SLOT_FREE || ticket_diff(t0 + k, w_ticket(w)) < 0)
 				break;
 			k++;
@@ -218,7 +220,7 @@ static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
 		if (!k)
 			return 0;
 		/* relaxed: as in claim(), the tickets only name slots */
-		if (atomic_compare_exchange_weak_explicit(&q->hdr->prod_tail, &t0, t0 + k,
+		if (atomic_compare_exchange_weak_explicit(&q->hdr->lane[l].prod_tail, &t0, t0 + k,
 							  memory_order_relaxed, memory_order_relaxed)) {
 			*t = t0;
 			return k;
@@ -227,9 +229,9 @@ static unsigned take_run(shmq_t *q, unsigned want, uint64_t *t)
 }
 
 /* Fills in the header of claimed slot s. */
-HOT void fill(struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len, uint64_t enq_ns)
+HOT void fill(struct shmq_slot *s, uint64_t id, uint32_t len, uint32_t key_len, uint64_t enq_ns)
 {
-	s->id = t;
+	s->id = id;
 	s->len = len;
 	s->key_len = key_len;
 	s->enqueued_ns = enq_ns;
@@ -248,9 +250,9 @@ HOT int publish_word(shmq_t *q, struct shmq_slot *s, uint64_t t)
 	return cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst) ? 0 : -ESTALE;
 }
 
-static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
+static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
 {
-	fill(s, t, len, key_len, now_coarse_ns());
+	fill(s, msg_id(q, l, t), len, key_len, now_coarse_ns());
 	if (publish_word(q, s, t))
 		return -ESTALE;
 	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
@@ -263,7 +265,8 @@ static int publish(shmq_t *q, struct shmq_slot *s, uint64_t t, uint32_t len, uin
 static int unclaim(shmq_t *q, struct shmq_slot *s, uint64_t t)
 {
 	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-	return cas_word(s, &w, w_make(t + q->mask + 1, SLOT_FREE, 0, 0), memory_order_release) ? 0 : -ESTALE;
+	return cas_word(s, &w, w_make(t + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_release) ? 0
+												    : -ESTALE;
 }
 
 /* Copies a message's payload into a claimed slot. Test builds split the copy around a fault point
@@ -279,11 +282,25 @@ static void write_payload(struct shmq_slot *s, const void *data, size_t len)
 #endif
 }
 
+/* claim() in lane *l, then (unless `strict`: the lane was chosen by key) in the other lanes, so a
+ * full lane sends its messages elsewhere instead of waiting. *l is the lane that had room. */
+static int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint32_t scan, int strict)
+{
+	int r = claim(q, *l, s, t, scan);
+	for (uint32_t k = 1; r == -EAGAIN && !strict && k < q->lanes; k++) {
+		uint32_t o = (*l + k) % q->lanes;
+		if ((r = claim(q, o, s, t, scan)) == 0)
+			*l = o;
+	}
+	return r;
+}
+
 /* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
  * or FULL_RECHECK_MS: a slot freed by a process that died before its notify). seq_cst increment:
  * then a seq_cst fence: pairs with shmq_notify(_sc), so either the freer sees us or our re-check
  * sees the slot. */
-static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t deadline)
+static int sleep_claim(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint64_t deadline,
+		       int strict)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = now_ns() + FULL_RECHECK_MS * 1000000ULL;
@@ -291,7 +308,7 @@ static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t de
 	atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
 	uint32_t seen = atomic_load_explicit(&h->space_seq, memory_order_acquire);
-	int r = claim(q, s, t, q->mask + 1);
+	int r = claim_some(q, l, s, t, q->lane_mask + 1, strict);
 	if (r == -EAGAIN)
 		shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
 	atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_relaxed);
@@ -300,12 +317,13 @@ static int sleep_claim(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t de
 
 /* claim with the timeout policy of a blocking call. Every SCAN_EVERY-th poll of a full ring looks at
  * SCAN_STEP slot words for one freed out of order; the last check before a sleep looks at all. */
-static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_ms)
+static int claim_wait(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, int timeout_ms, int strict)
 {
 	uint64_t deadline = 0;
 	for (unsigned spins = 0;; spins++) {
-		int r = spins < SPIN_LIMIT ? claim(q, s, t, spins % SCAN_EVERY ? 0 : SCAN_STEP)
-					   : sleep_claim(q, s, t, deadline);
+		int r = spins < SPIN_LIMIT
+				? claim_some(q, l, s, t, spins % SCAN_EVERY ? 0 : SCAN_STEP, strict)
+				: sleep_claim(q, l, s, t, deadline, strict);
 		if (r != -EAGAIN || timeout_ms == 0)
 			return r;
 		if (spins == 0)
@@ -317,7 +335,9 @@ static int claim_wait(shmq_t *q, struct shmq_slot **s, uint64_t *t, int timeout_
 	}
 }
 
-int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
+/* A send into lane l: routed (strict: stays in l, for per-key order) or dispatched (may move on to
+ * another lane when l is full). */
+static int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len, int timeout_ms)
 {
 	struct shmq_slot *s;
 	uint64_t t;
@@ -325,15 +345,29 @@ int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 		return -EINVAL;
 	if (len > q->max_payload)
 		return -EMSGSIZE;
-	int r = claim_wait(q, &s, &t, timeout_ms);
+	int r = claim_wait(q, &l, &s, &t, timeout_ms, strict);
 	if (r)
 		return r;
 	if (len)
 		write_payload(s, data, len);
-	return publish(q, s, t, (uint32_t)len, 0);
+	return publish(q, l, s, t, (uint32_t)len, 0);
 }
 
-int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
+int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
+{
+	return send_to(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
+}
+
+int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *data, size_t len,
+		     int timeout_ms)
+{
+	if (!q || !rkey || rkey_len == 0 || rkey_len > SHMQ_KEY_MAX)
+		return -EINVAL;
+	int keyed = q->dispatch == SHMQ_DISPATCH_KEY_HASH;
+	return send_to(q, shmq_dispatch_lane(q, rkey, rkey_len), keyed, data, len, timeout_ms);
+}
+
+int shmq_reserve_lane(shmq_t *q, uint32_t l, size_t len, struct shmq_reservation *r, int timeout_ms)
 {
 	struct shmq_slot *s;
 	uint64_t t;
@@ -341,19 +375,24 @@ int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int tim
 		return -EINVAL;
 	if (len > q->max_payload)
 		return -EMSGSIZE;
-	int err = claim_wait(q, &s, &t, timeout_ms);
+	int err = claim_wait(q, &l, &s, &t, timeout_ms, q->dispatch == SHMQ_DISPATCH_KEY_HASH);
 	if (err)
 		return err;
 	r->data = slot_payload(s);
 	r->cap = q->max_payload;
-	r->slot = (uint32_t)(t & q->mask);
+	r->slot = lane_idx(q, l, t);
 	r->token = t;
 	return 0;
 }
 
+int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
+{
+	return shmq_reserve_lane(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, len, r, timeout_ms);
+}
+
 static struct shmq_slot *resv_slot(shmq_t *q, const struct shmq_reservation *r)
 {
-	if (r->slot > q->mask || (r->token & q->mask) != r->slot)
+	if (r->slot >= q->capacity || (r->token & q->lane_mask) != (r->slot & q->lane_mask))
 		return NULL;
 	return slot_at(q, r->slot);
 }
@@ -369,7 +408,7 @@ int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_
 	if (atomic_load_explicit(&s->word, memory_order_acquire) !=
 	    w_make(r->token, SLOT_WRITING, q->owner, 0))
 		return -ESTALE;
-	int err = publish(q, s, r->token, (uint32_t)len, key_len);
+	int err = publish(q, idx_lane(q, r->slot), s, r->token, (uint32_t)len, key_len);
 	r->data = NULL;
 	return err;
 }
@@ -420,10 +459,13 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 	while (i < ok && !stop) {
 		struct shmq_slot *s[RUN_MAX];
 		uint64_t t[RUN_MAX], t0;
-		unsigned k = take_run(q, ok - i < RUN_MAX ? ok - i : RUN_MAX, &t0), c = 0;
+		/* one lane per run: a run is what makes a batch cheap, and the policy still sees
+		 * every run (round robin moves on run by run) */
+		uint32_t l = shmq_dispatch_lane(q, NULL, 0);
+		unsigned k = take_run(q, l, ok - i < RUN_MAX ? ok - i : RUN_MAX, &t0), c = 0;
 		if (!k) {
 			/* full, or the next slot is held: the single-message path knows what to do */
-			int r = claim_wait(q, &s[0], &t[0], i == 0 ? timeout_ms : 0);
+			int r = claim_wait(q, &l, &s[0], &t[0], i == 0 ? timeout_ms : 0, 0);
 			if (r) {
 				if (i == 0)
 					return r;
@@ -432,14 +474,14 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 			c = 1;
 		}
 		for (unsigned j = 0; j < k; j++)
-			if (claim_ticket(q, t0 + j, &s[c]) == 0)
+			if (claim_ticket(q, l, t0 + j, &s[c]) == 0)
 				t[c++] = t0 + j;
 		if (!enq_ns)
 			enq_ns = now_coarse_ns(); /* one clock read per batch, after any wait for room */
 		for (unsigned j = 0; j < c; j++) {
 			if (msgs[i + j].len)
 				write_payload(s[j], msgs[i + j].data, msgs[i + j].len);
-			fill(s[j], t[j], (uint32_t)msgs[i + j].len, 0, enq_ns);
+			fill(s[j], msg_id(q, l, t[j]), (uint32_t)msgs[i + j].len, 0, enq_ns);
 		}
 		for (unsigned j = 0; j < c; j++) {
 			if (stop)
@@ -462,8 +504,9 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
  * Consuming
  */
 
-static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq_msg *m, uint64_t now)
+static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m, uint64_t now)
 {
+	struct shmq_slot *s = slot_at(q, idx);
 	/* the lease deadline is written after the CAS that made us the owner; until then a reclaim
 	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
 	atomic_store_explicit(&s->lease, lw_make(now + q->hdr->lease_ms, LW_DEADLINE, w_deliv(leased)),
@@ -484,21 +527,22 @@ static void deliver(shmq_t *q, struct shmq_slot *s, uint64_t leased, struct shmq
 	m->deliveries = w_deliv(leased);
 	m->id = s->id;
 	m->enqueued_ns = s->enqueued_ns;
-	m->slot = (uint32_t)(w_ticket(leased) & q->mask); /* ticket t lives in slot t % capacity */
+	m->slot = idx;
 	m->token = leased;
 }
 
 /* Takes the next first delivery at cons_head, stepping over abandoned tickets (the caller counts
  * it). *wait_since remembers since when the consumer has waited on a ticket a producer holds but
  * has not used. */
-static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *waited_ticket,
-				  uint64_t *wait_since)
+static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uint64_t now,
+				  uint64_t *waited_ticket, uint64_t *wait_since)
 {
-	struct shmq_hdr *h = q->hdr;
-	uint64_t cap = (uint64_t)q->mask + 1;
+	struct shmq_lane *h = &q->hdr->lane[l];
+	uint64_t cap = (uint64_t)q->lane_mask + 1;
 	for (;;) {
 		uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
-		struct shmq_slot *s = slot_at(q, hd);
+		uint32_t idx = lane_idx(q, l, hd);
+		struct shmq_slot *s = slot_at(q, idx);
 		/* acquire: pairs with publish()'s release, making the payload visible */
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		int64_t d = ticket_diff(hd, w_ticket(w));
@@ -512,7 +556,7 @@ static enum head_result take_head(shmq_t *q, struct shmq_msg *m, uint64_t now, u
 			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
 								memory_order_release, memory_order_relaxed);
 			SHMQ_FAULT("recv-after-lease");
-			deliver(q, s, leased, m, now);
+			deliver(q, idx, leased, m, now);
 			return HEAD_TOOK;
 		}
 		int passed = d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING);
@@ -580,11 +624,12 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 	if (rd_due(rd) > now)
 		return -EAGAIN;
 	uint64_t next = REDELIVER_NONE;
-	uint32_t cap = q->mask + 1;
+	uint32_t cap = q->capacity;
 	/* rotate the start so no slot is always last */
-	uint32_t start = atomic_fetch_add_explicit(&q->recv_count, 1, memory_order_relaxed) & q->mask;
+	uint32_t start = atomic_fetch_add_explicit(&q->recv_count, 1, memory_order_relaxed) % cap;
 	for (uint32_t k = 0; k < cap; k++) {
-		struct shmq_slot *s = slot_at(q, start + k);
+		uint32_t idx = start + k < cap ? start + k : start + k - cap;
+		struct shmq_slot *s = slot_at(q, idx);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		if (w_state(w) != SLOT_DELAYED)
 			continue;
@@ -603,7 +648,7 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		if (!cas_word(s, &w, leased, memory_order_acquire))
 			continue;
 		SHMQ_FAULT("redeliver-after-lease");
-		deliver(q, s, leased, m, now);
+		deliver(q, idx, leased, m, now);
 		count(q, C_RECEIVED, 1);
 		count(q, C_REDELIVERED, 1);
 		return 0;
@@ -633,12 +678,67 @@ static uint64_t maybe_reclaim(shmq_t *q, uint64_t now)
 	return now + iv;
 }
 
-static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, uint64_t *wt, uint64_t *ws,
-		    enum head_result *why)
+/* Per-call receive state: take_head()'s wait bookkeeping, per lane (tickets of two lanes are
+ * unrelated numbers). */
+struct recv_state {
+	uint64_t wt[SHMQ_LANES_MAX], ws[SHMQ_LANES_MAX];
+};
+
+static void recv_state_init(shmq_t *q, struct recv_state *rs)
+{
+	for (uint32_t l = 0; l < q->lanes; l++) {
+		rs->wt[l] = UINT64_MAX;
+		rs->ws[l] = 0;
+	}
+}
+
+/* Undelivered first deliveries of lane l, roughly (relaxed: a hint for where to look). */
+static int has_backlog(shmq_t *q, uint32_t l)
+{
+	uint64_t hd = atomic_load_explicit(&q->hdr->lane[l].cons_head, memory_order_relaxed);
+	return atomic_load_explicit(&q->hdr->lane[l].prod_tail, memory_order_relaxed) > hd;
+}
+
+/* First deliveries from several lanes: the home lanes first (from a rotating one, so none is
+ * always last), then, unless the queue is key-hash, any other lane with a backlog (stealing: a
+ * lane whose consumer died, lags or never came is drained by the idle ones). On a key-hash queue a
+ * lane is served by its assigned consumer only, which keeps each key's first deliveries in one
+ * consumer's hands, in order; a dead consumer's lanes are reassigned whole (lanes.c). */
+static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs,
+		      enum head_result *why)
+{
+	uint32_t home = shmq_home_lanes(q, now);
+	/* relaxed: our own record; assigners elsewhere read it as "still polling" */
+	atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
+	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed);
+	int steal = q->dispatch != SHMQ_DISPATCH_KEY_HASH;
+	*why = HEAD_EMPTY;
+	for (int pass = 0; pass < 1 + steal; pass++) {
+		for (uint32_t k = 0; k < q->lanes; k++) {
+			uint32_t l = (start + k) % q->lanes;
+			if ((int)!(home >> l & 1) != pass || (pass && !has_backlog(q, l)))
+				continue;
+			enum head_result r = take_head(q, l, m, now, &rs->wt[l], &rs->ws[l]);
+			if (r == HEAD_TOOK) {
+				count(q, C_RECEIVED, 1);
+				if (pass)
+					count(q, C_STOLEN, 1);
+				return 0;
+			}
+			if (r == HEAD_WAIT)
+				*why = HEAD_WAIT;
+		}
+	}
+	return -EAGAIN;
+}
+
+static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs, enum head_result *why)
 {
 	if (take_due(q, m, now) == 0)
 		return 0;
-	*why = take_head(q, m, now, wt, ws);
+	if (q->lanes > 1)
+		return take_lanes(q, m, now, rs, why);
+	*why = take_head(q, 0, m, now, &rs->wt[0], &rs->ws[0]);
 	if (*why != HEAD_TOOK)
 		return -EAGAIN;
 	count(q, C_RECEIVED, 1);
@@ -658,12 +758,12 @@ static void wake_by(uint64_t *until, uint64_t t_ns, uint64_t t_ms, uint64_t at_m
 		*until = at_ns;
 }
 
-int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
+static int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
-	if (!q || !m)
-		return -EINVAL;
 	struct shmq_hdr *h = q->hdr;
-	uint64_t deadline = 0, wt = UINT64_MAX, ws = 0;
+	uint64_t deadline = 0;
+	struct recv_state rs;
+	recv_state_init(q, &rs);
 	enum head_result why;
 	/* one coarse clock read per call for lease deadlines and the reclaim check; re-read only
 	 * once the call has to wait */
@@ -673,7 +773,7 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
 		if (spins >= SPIN_LIMIT / 4)
 			now_c = now_ms();
-		if (try_recv(q, m, now_c, &wt, &ws, &why) == 0)
+		if (try_recv(q, m, now_c, &rs, &why) == 0)
 			return 0;
 		if (timeout_ms == 0 && why == HEAD_EMPTY)
 			return -EAGAIN;
@@ -694,7 +794,7 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			reclaim_at = maybe_reclaim(q, now_c);
 		atomic_fetch_add_explicit(&h->data_sleepers, 1, memory_order_seq_cst);
 		atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
-		int r = try_recv(q, m, now_c, &wt, &ws, &why);
+		int r = try_recv(q, m, now_c, &rs, &why);
 		if (r != 0) {
 			uint64_t until = deadline;
 			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
@@ -728,19 +828,19 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
  * cons_head past them with one CAS instead of one per message. Stops at the first slot that is not
  * READY for its ticket (take_head() knows what to do about that one). Killed before the head CAS:
  * the leases stand, and receivers step over LEASED slots at the head as they always do. */
-static unsigned take_run_head(shmq_t *q, struct shmq_msg *m, unsigned n, uint64_t now)
+static unsigned take_run_head(shmq_t *q, uint32_t l, struct shmq_msg *m, unsigned n, uint64_t now)
 {
-	struct shmq_hdr *h = q->hdr;
+	struct shmq_lane *h = &q->hdr->lane[l];
 	uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
 	unsigned k = 0;
 	for (; k < n; k++) {
-		struct shmq_slot *s = slot_at(q, hd + k);
+		uint32_t idx = lane_idx(q, l, hd + k);
 		uint64_t w = w_make(hd + k, SLOT_READY, 0, 0);
 		uint64_t leased = w_make(hd + k, SLOT_LEASED, q->owner, 1);
 		/* acquire: pairs with publish()'s release, making the payload visible */
-		if (!cas_word(s, &w, leased, memory_order_acquire))
+		if (!cas_word(slot_at(q, idx), &w, leased, memory_order_acquire))
 			break;
-		deliver(q, s, leased, &m[k], now);
+		deliver(q, idx, leased, &m[k], now);
 	}
 	if (k) {
 		SHMQ_FAULT("recv-batch-before-head");
@@ -751,25 +851,156 @@ static unsigned take_run_head(shmq_t *q, struct shmq_msg *m, unsigned n, uint64_
 	return k;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Prefetch: leases this handle holds, counted only while a limit is set
+ */
+
+#define PREFETCH_RECOUNT_MS 10 /* a receiver waiting at the limit recounts from the segment this often */
+
+/* Leases this handle holds, counted from the slot words: the truth that the counter may drift
+ * from when leases are lost (expired, requeued) and never settled. */
+static uint32_t leases_held(shmq_t *q)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < q->capacity; i++) {
+		uint64_t w = atomic_load_explicit(&slot_at(q, i)->word, memory_order_relaxed);
+		n += w_state(w) == SLOT_LEASED && w_owner(w) == q->owner;
+	}
+	return n;
+}
+
+/* Takes up to `want` units of the prefetch allowance into *got, waiting (per timeout_ms) for the
+ * first. 0, or -EAGAIN if the handle stayed at its limit. */
+static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got)
+{
+	uint64_t deadline = 0;
+	for (int round = 0;; round++) {
+		uint32_t cur = atomic_load_explicit(&q->inflight, memory_order_relaxed);
+		while (cur < q->prefetch) {
+			unsigned take = q->prefetch - cur < want ? q->prefetch - cur : want;
+			/* relaxed: a count, not a publication */
+			if (atomic_compare_exchange_weak_explicit(&q->inflight, &cur, cur + take,
+								  memory_order_relaxed,
+								  memory_order_relaxed)) {
+				*got = take;
+				return 0;
+			}
+		}
+		if (round == 0) {
+			count(q, C_PREFETCH_WAITS, 1);
+			deadline = shmq_deadline(timeout_ms);
+		}
+		/* at the limit: maybe some of our leases were lost; the slots say how many we hold */
+		uint64_t ms = now_ms(), last = atomic_load_explicit(&q->recount_ms, memory_order_relaxed);
+		if (ms - last >= PREFETCH_RECOUNT_MS || round == 0) {
+			atomic_store_explicit(&q->recount_ms, ms, memory_order_relaxed);
+			uint32_t held = leases_held(q);
+			if (held < cur && atomic_compare_exchange_strong_explicit(&q->inflight, &cur, held,
+										  memory_order_relaxed,
+										  memory_order_relaxed))
+				continue;
+		}
+		uint64_t now = now_ns();
+		if (timeout_ms == 0 || now >= deadline)
+			return -EAGAIN;
+		uint64_t until = now + PREFETCH_RECOUNT_MS * 1000000ULL;
+		/* seq_cst: pairs with shmq_settled(), which lowers the count, then reads the waiters */
+		atomic_fetch_add_explicit(&q->inflight_waiters, 1, memory_order_seq_cst);
+		shmq_futex_wait(&q->inflight, cur, deadline < until ? deadline : until);
+		atomic_fetch_sub_explicit(&q->inflight_waiters, 1, memory_order_relaxed);
+	}
+}
+
+/* Gives back n units (settled leases, or units a receive did not use). */
+void shmq_settled(shmq_t *q, unsigned n)
+{
+	if (!q->prefetch || !n)
+		return;
+	uint32_t cur = atomic_load_explicit(&q->inflight, memory_order_relaxed);
+	/* never below 0: a recount may already have dropped what we give back */
+	while (!atomic_compare_exchange_weak_explicit(&q->inflight, &cur, cur > n ? cur - n : 0,
+						      memory_order_seq_cst, memory_order_relaxed))
+		;
+	if (atomic_load_explicit(&q->inflight_waiters, memory_order_seq_cst))
+		shmq_futex_wake_all(&q->inflight);
+}
+
+int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight)
+{
+	if (!q)
+		return -EINVAL;
+	/* start from the truth: leases taken while no limit was set were not counted */
+	atomic_store_explicit(&q->inflight, max_inflight ? leases_held(q) : 0, memory_order_relaxed);
+	q->prefetch = max_inflight;
+	if (atomic_load_explicit(&q->inflight_waiters, memory_order_seq_cst))
+		shmq_futex_wake_all(&q->inflight);
+	return 0;
+}
+
+/* The remaining part of timeout_ms after a wait that began at start_ns. */
+static int timeout_left(int timeout_ms, uint64_t start_ns)
+{
+	if (timeout_ms <= 0)
+		return timeout_ms;
+	uint64_t spent = (now_ns() - start_ns) / 1000000ULL;
+	return spent >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)spent;
+}
+
+int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
+{
+	if (!q || !m)
+		return -EINVAL;
+	if (!q->prefetch)
+		return recv_one(q, m, timeout_ms);
+	unsigned got;
+	uint64_t start = now_ns();
+	int r = prefetch_take(q, 1, timeout_ms, &got);
+	if (r)
+		return r;
+	if ((r = recv_one(q, m, timeout_left(timeout_ms, start))))
+		shmq_settled(q, got);
+	return r;
+}
+
 int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 {
 	if (!q || !m || n == 0)
 		return -EINVAL;
-	int r = shmq_recv(q, &m[0], timeout_ms);
-	if (r)
+	unsigned got = n;
+	uint64_t start = now_ns();
+	if (q->prefetch && prefetch_take(q, n, timeout_ms, &got))
+		return -EAGAIN;
+	int r = recv_one(q, &m[0], timeout_left(timeout_ms, start));
+	if (r) {
+		shmq_settled(q, got);
 		return r;
-	unsigned i = 1;
-	uint64_t wt = UINT64_MAX, ws = 0, now = now_ms();
-	while (i < n) {
-		unsigned k = take_run_head(q, m + i, n - i, now);
-		if (!k) {
-			if (take_head(q, &m[i], now, &wt, &ws) != HEAD_TOOK)
-				break;
-			k = 1;
-		}
-		i += k;
 	}
-	count(q, C_RECEIVED, i - 1); /* shmq_recv counted the first */
+	unsigned i = 1;
+	struct recv_state rs;
+	recv_state_init(q, &rs);
+	uint64_t now = now_ms();
+	/* the rest from the first message's lane, then the other home lanes (never another
+	 * consumer's lane here: a batch takes only what is at hand) */
+	uint32_t home = q->lanes > 1 ? atomic_load_explicit(&q->home, memory_order_relaxed) : 1;
+	uint32_t first = idx_lane(q, m[0].slot);
+	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
+		home |= 1u << first;
+	for (uint32_t k = 0; k < q->lanes && i < got; k++) {
+		uint32_t l = (first + k) % q->lanes;
+		if (!(home >> l & 1))
+			continue;
+		while (i < got) {
+			unsigned t = take_run_head(q, l, m + i, got - i, now);
+			if (!t) {
+				if (take_head(q, l, &m[i], now, &rs.wt[l], &rs.ws[l]) != HEAD_TOOK)
+					break;
+				t = 1;
+			}
+			i += t;
+		}
+	}
+	count(q, C_RECEIVED, i - 1); /* recv_one counted the first */
+	shmq_settled(q, got - i);
 	return (int)i;
 }
 
@@ -779,7 +1010,8 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 
 static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
 {
-	if (m->slot > q->mask || w_state(m->token) != SLOT_LEASED)
+	if (m->slot >= q->capacity || w_state(m->token) != SLOT_LEASED ||
+	    (w_ticket(m->token) & q->lane_mask) != (m->slot & q->lane_mask))
 		return NULL;
 	return slot_at(q, m->slot);
 }
@@ -812,9 +1044,10 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 	uint64_t w = m->token;
 	/* release (in seq_cst): pairs with claim()'s acquire CAS; our reads of the payload are done
 	 * before a producer may overwrite it. seq_cst for shmq_notify_sc. */
-	if (!cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
+	if (!cas_word(s, &w, w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
 		return stale(q);
 	count(q, C_ACKED, 1);
+	shmq_settled(q, 1);
 	shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	return 0;
 }
@@ -830,13 +1063,15 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 		if (!s)
 			continue;
 		/* as in shmq_ack */
-		if (cas_word(s, &w, w_make(w_ticket(w) + q->mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
+		if (cas_word(s, &w, w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0),
+			     memory_order_seq_cst))
 			acked++;
 		else
 			count(q, C_STALE, 1);
 	}
 	if (acked) {
 		count(q, C_ACKED, acked);
+		shmq_settled(q, acked);
 		shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	}
 	return (int)acked;
@@ -886,6 +1121,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 			return stale(q);
 		count(q, C_NACKED, 1);
 		count(q, C_DEAD_LETTERED, 1);
+		shmq_settled(q, 1);
 		shmq_dlq_enforce(q);
 		return 0;
 	}
@@ -901,6 +1137,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 		return stale(q);
 	count(q, C_NACKED, 1);
 	count(q, C_RETRIED, 1);
+	shmq_settled(q, 1);
 	shmq_note_delayed(q, due);
 	return 0;
 }
@@ -920,6 +1157,7 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 		return stale(q);
 	count(q, C_REJECTED, 1);
 	count(q, C_DEAD_LETTERED, 1);
+	shmq_settled(q, 1);
 	shmq_dlq_enforce(q);
 	return 0;
 }

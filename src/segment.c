@@ -28,11 +28,22 @@ void shmq_config_init(struct shmq_config *cfg)
 	cfg->mode = 0600;
 	cfg->reclaim_interval_ms = 100;
 	cfg->dedup_window_ms = 120000;
+	cfg->lanes = 1;
+	cfg->dispatch = SHMQ_DISPATCH_ROUND_ROBIN;
 }
 
 static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
 
-static int capacity_ok(uint32_t v) { return is_pow2(v) && v >= 2 && v <= SHMQ_CAPACITY_MAX; }
+/* lanes 0 reads as 1 (a config from before lanes existed) */
+static uint32_t lanes_of(uint32_t lanes) { return lanes ? lanes : 1; }
+static int lanes_ok(uint32_t lanes) { return lanes_of(lanes) <= SHMQ_LANES_MAX; }
+/* each lane is a power-of-two ring of at least 2 slots */
+static int capacity_ok(uint32_t v, uint32_t lanes)
+{
+	lanes = lanes_of(lanes);
+	return lanes_ok(lanes) && v % lanes == 0 && is_pow2(v / lanes) && v / lanes >= 2 &&
+	       v <= SHMQ_CAPACITY_MAX;
+}
 static int slot_size_ok(uint32_t v)
 {
 	return v >= 2 * SHMQ_SLOT_HEADER && v % SHMQ_CACHELINE == 0 && v <= SHMQ_SLOT_SIZE_MAX;
@@ -48,8 +59,20 @@ static int config_rules(const struct shmq_config *c, shmq_hdr_report_fn fn, void
 			fn(ctx, __VA_ARGS__);                                                                \
 		err = -EINVAL;                                                                               \
 	} while (0)
-	if (!capacity_ok(c->capacity))
+	if (!lanes_ok(c->lanes))
+		BAD("lanes %u is outside [1, %u]", c->lanes, SHMQ_LANES_MAX);
+	else if (!capacity_ok(c->capacity, c->lanes) && lanes_of(c->lanes) == 1)
 		BAD("capacity %u is not a power of two in [2, %u]", c->capacity, SHMQ_CAPACITY_MAX);
+	else if (!capacity_ok(c->capacity, c->lanes))
+		BAD("capacity %u is not %u lanes of a power of two >= 2 slots each (at most %u in all)",
+		    c->capacity, c->lanes, SHMQ_CAPACITY_MAX);
+	if (c->dispatch > SHMQ_DISPATCH_LEAST_LOADED)
+		BAD("dispatch policy %u is not one of 0..%u", c->dispatch, SHMQ_DISPATCH_LEAST_LOADED);
+	for (uint32_t i = 0; i < SHMQ_LANES_MAX; i++)
+		if (c->weights[i] > SHMQ_WEIGHT_MAX || (c->weights[i] && i >= lanes_of(c->lanes)))
+			BAD("weight %u of lane %u is %s", c->weights[i], i,
+			    i >= lanes_of(c->lanes) ? "for a lane the queue does not have"
+						    : "above the maximum");
 	if (!slot_size_ok(c->slot_size))
 		BAD("slot size %u is not a multiple of %u in [%u, %u]", c->slot_size, SHMQ_CACHELINE,
 		    2 * SHMQ_SLOT_HEADER, SHMQ_SLOT_SIZE_MAX);
@@ -133,7 +156,10 @@ void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)
 		.reclaim_interval_ms = h->reclaim_interval_ms,
 		.dedup_window_ms = h->dedup_window_ms,
 		.dedup_entries = h->dedup_entries,
+		.lanes = h->lanes,
+		.dispatch = h->dispatch,
 	};
+	memcpy(c->weights, h->weights, sizeof(c->weights));
 }
 
 uint64_t shmq_segment_size(const struct shmq_config *cfg)
@@ -169,11 +195,16 @@ void shmq_format(void *base, const struct shmq_config *cfg)
 	h->reclaim_interval_ms = cfg->reclaim_interval_ms;
 	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
 	h->created_ns = now_ns();
+	h->lanes = lanes_of(cfg->lanes);
+	h->dispatch = cfg->dispatch;
+	for (uint32_t i = 0; i < h->lanes; i++)
+		h->weights[i] = cfg->weights[i] ? cfg->weights[i] : 1;
 	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));
 	unsigned char *slots = (unsigned char *)base + h->slots_off;
+	uint32_t lane_cap = cfg->capacity / h->lanes;
 	for (uint32_t i = 0; i < cfg->capacity; i++) {
 		struct shmq_slot *s = (struct shmq_slot *)(slots + (uint64_t)i * cfg->slot_size);
-		atomic_init(&s->word, w_make(i, SLOT_FREE, 0, 0));
+		atomic_init(&s->word, w_make(i % lane_cap, SLOT_FREE, 0, 0)); /* its lane's first ticket */
 	}
 	/* pairs with the acquire load in shmq_validate_header: whoever sees the magic sees the rest */
 	atomic_store_explicit(&h->magic, SHMQ_MAGIC, memory_order_release);
@@ -220,7 +251,12 @@ int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_rep
 	if ((h->dedup_window_ms == 0) != (h->dedup_entries == 0))
 		BAD("dedup window %u ms with %u table entries (both or neither must be 0)",
 		    h->dedup_window_ms, h->dedup_entries);
-	if (!capacity_ok(h->capacity) || !slot_size_ok(h->slot_size) ||
+	if (h->lanes == 0)
+		BAD("lanes is 0 (creation sets at least 1)");
+	for (uint32_t i = 0; i < h->lanes && i < SHMQ_LANES_MAX; i++)
+		if (h->weights[i] == 0)
+			BAD("weight of lane %u is 0 (creation sets at least 1)", i);
+	if (!capacity_ok(h->capacity, h->lanes) || !slot_size_ok(h->slot_size) ||
 	    (h->dedup_entries && !is_pow2(h->dedup_entries)) || h->dedup_entries > SHMQ_DEDUP_ENTRIES_MAX)
 		return err; /* the offsets below are computed from them */
 	struct layout l;
@@ -258,7 +294,12 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->hdr = (struct shmq_hdr *)base;
 	q->size = size;
 	q->fd = fd;
-	q->mask = h->capacity - 1;
+	q->capacity = h->capacity;
+	q->lanes = h->lanes;
+	q->lane_mask = h->capacity / h->lanes - 1;
+	q->lane_shift = (uint32_t)__builtin_ctz(h->capacity / h->lanes);
+	q->dispatch = h->dispatch;
+	memcpy(q->weights, h->weights, sizeof(q->weights));
 	q->slot_size = h->slot_size;
 	q->max_payload = h->slot_size - SHMQ_SLOT_HEADER;
 	q->slots = base + h->slots_off;

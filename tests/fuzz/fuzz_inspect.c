@@ -97,8 +97,8 @@ static void apply(struct built *b, uint8_t op, struct input *in)
 		break;
 	}
 	case 5: /* ticket counters */
-		atomic_store(&h->prod_tail, take(in, 2));
-		atomic_store(&h->cons_head, take(in, 2));
+		atomic_store(&h->lane[0].prod_tail, take(in, 2));
+		atomic_store(&h->lane[0].cons_head, take(in, 2));
 		break;
 	case 6: /* truncate or grow (zero-filled) */
 		b->len = take(in, 4) % (b->size + 8192);

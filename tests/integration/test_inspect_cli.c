@@ -210,7 +210,7 @@ Test(inspect_cli, check_lists_each_hand_made_corruption_and_exits_3)
 	atomic_store(&slot_in(base, 1)->word, w_make(1, SLOT_LEASED, 2000, 1)); /* owner past records */
 	atomic_store(&slot_in(base, 3)->word, w_make(2, SLOT_FREE, 0, 0));	/* ticket of slot 2 */
 	slot_in(base, 1)->len = 100000;						/* above max payload */
-	atomic_store(&h->cons_head, 9);						/* past prod_tail (2) */
+	atomic_store(&h->lane[0].cons_head, 9);					/* past prod_tail (2) */
 	munmap(base, len);
 
 	struct run r;
