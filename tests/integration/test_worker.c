@@ -1064,12 +1064,111 @@ Test(work, bad_command_lines_fail_with_one_line_naming_the_problem)
 	EXPECT_FAILS(2, "--threads", "work", name, "--threads", "1025", "--", "true");
 	EXPECT_FAILS(2, "--timeout-ms", "work", name, "--timeout-ms", "0", "--", "true");
 	EXPECT_FAILS(2, "--grace-ms", "work", name, "--grace-ms", "soon", "--", "true");
-	EXPECT_FAILS(2, "--dedup", "work", name, "--dedup", "--", "true"); /* not built yet */
 	EXPECT_FAILS(1, "shmq-no-such-command", "work", name, "--", "shmq-no-such-command");
 	EXPECT_FAILS(1, "/nonexistent/cmd", "work", name, "--", "/nonexistent/cmd");
 	EXPECT_FAILS(1, missing, "work", missing, "--", "true");
 	struct shmq_stats st = tq_stats(q);
 	cr_expect(st.received == 0, "a failed start received messages");
+	shmq_close(q);
+}
+/* ---- shmq work --dedup ----------------------------------------------------------------------- */
+
+/* Runs `shmq ARGS...` to completion: it must exit 0. */
+#define RUN_OK(...) run_ok((const char *const[]){__VA_ARGS__, NULL})
+static void run_ok(const char *const args[])
+{
+	int st = reap(spawn(args));
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "`shmq %s %s ...` exited %#x: %s", args[0], args[1],
+		  st, out);
+	free(out);
+}
+
+/* CMD for the --dedup tests: appends its payload and a newline to scratch/ran */
+#define APPEND_RAN "cat >>\"$0/ran\" && echo >>\"$0/ran\""
+
+Test(work, dedup_acks_a_message_recorded_done_without_running_cmd_and_records_what_cmd_did)
+{
+	struct shmq_config c = tq_config(16);
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	RUN_OK("send", name, "--key", "order-1", "pay");
+	/* a consumer did order-1's work and recorded it done, but its delivery came back unacked,
+	 * as when it dies between the record and the ack */
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(shmq_done_mark(q, m.key, m.key_len), 0);
+	cr_assert_eq(shmq_nack(q, &m, 0), 0);
+	RUN_OK("send", name, "--key", "order-2", "ship");
+	RUN_OK("send", name, "note"); /* no key: recorded done by its id */
+
+	pid_t pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", APPEND_RAN, scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 3);
+	term_ok(pid);
+	char *ran = slurp(file_in("ran"), NULL);
+	cr_expect(!strstr(ran, "pay"), "CMD ran for work recorded done: %s", ran);
+	cr_expect_str_eq(ran, "ship\nnote\n", "CMD did not run once for each new message");
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "2 messages: 2 acked") &&
+			  strstr(out, "; 1 already done, acked without running CMD\n"),
+		  "summary: %s", out);
+	cr_expect_eq(shmq_done_check(q, "order-2", 7), 1, "CMD's exit 0 did not record order-2 done");
+	st = tq_stats(q);
+	cr_expect(st.ready + st.inflight + st.delayed == 0, "messages left in the queue");
+	free(ran), free(out);
+	shmq_close(q);
+}
+
+/* What --dedup does not cover, as documented: a worker that dies before CMD exits has recorded
+ * nothing, so CMD runs again for that message (at least once). Here CMD does its side effect
+ * and then SIGKILLs its `shmq work`, the first time only. */
+Test(work, dedup_worker_killed_before_cmd_exits_records_nothing_and_the_next_worker_runs_cmd_again)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000; /* the dead owner, not expiry, brings the message back */
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	RUN_OK("send", name, "--key", "charge-9", "charge");
+	const char *cmd = APPEND_RAN "; [ -e \"$0/killed\" ] && exit 0; touch \"$0/killed\"; "
+				     "kill -KILL $PPID; exec sleep 30";
+	pid_t pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", cmd, scratch);
+	int ws = reap(pid);
+	cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "shmq work was not killed by its CMD (%#x)",
+		  ws);
+	cr_expect_eq(shmq_done_check(q, "charge-9", 8), 0, "done recorded although CMD never exited");
+
+	pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", cmd, scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1);
+	term_ok(pid);
+	char *ran = slurp(file_in("ran"), NULL);
+	cr_expect_str_eq(ran, "charge\ncharge\n", "CMD did not run again after its worker died");
+	cr_expect_eq(shmq_done_check(q, "charge-9", 8), 1, "the second CMD's exit 0 did not record done");
+	st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 1 && st.ready + st.inflight + st.delayed == 0,
+		  "reclaimed from a dead owner %llu, left in the queue %llu",
+		  (unsigned long long)st.reclaimed_dead_owner,
+		  (unsigned long long)(st.ready + st.inflight + st.delayed));
+	free(ran);
+	shmq_close(q);
+}
+
+Test(work, dedup_on_a_queue_without_a_dedup_table_fails_with_one_line_and_takes_nothing)
+{
+	struct shmq_config c = tq_config(16);
+	c.dedup_window_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "untouched");
+	EXPECT_FAILS(1, "--dedup: queue", "work", name, "--dedup", "--", "true");
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "has no dedup table (created with --dedup-window-ms 0)"), "%s", out);
+	free(out);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect(st.received == 0 && st.ready == 1, "a failed start received messages");
 	shmq_close(q);
 }
 #else
