@@ -51,7 +51,7 @@ typedef struct shmq_worker shmq_worker_t; /* opaque */
 
 /* What a handler returns. Any other value counts as SHMQ_WORKER_RETRY. */
 enum shmq_worker_verdict {
-	SHMQ_WORKER_ACK = 0,	/* done: shmq_ack */
+	SHMQ_WORKER_ACK = 0,	/* done: shmq_ack (shmq_ack_done with config.dedup) */
 	SHMQ_WORKER_RETRY = 1,	/* failed this time: shmq_nack(-1), redelivered after the backoff;
 				 * at max_deliveries it is dead-lettered instead */
 	SHMQ_WORKER_REJECT = 2, /* will never work: shmq_reject, to the dead-letter queue at once */
@@ -79,17 +79,28 @@ struct shmq_worker_config {
 				 * (default 100): it receives with this timeout */
 	int32_t grace_ms;	/* after a stop, how long handlers in flight may run before their
 				 * messages are nacked: 0 at once, -1 wait for them (default) */
+	int dedup;		/* nonzero: consumer-side duplicate suppression (default 0). A message
+				 * shmq_is_done() says was done already is acked without calling the
+				 * handler (counted in skipped_done); an ACK verdict is applied with
+				 * shmq_ack_done(), which records the message done (by its key, else
+				 * its id) before the ack. So a redelivery whose handler finished but
+				 * whose ack was lost to a crash is not handled twice. It does not
+				 * cover a crash while the handler runs: that message is handled
+				 * again (at least once). The queue needs a dedup table
+				 * (dedup_window_ms > 0), and records last that long. */
 };
 
 /* What the worker has done since it started. Counters only grow. */
 struct shmq_worker_stats {
 	uint64_t received;		   /* messages handed to the handler */
 	uint64_t acked, retried, rejected; /* verdicts applied (retried: nacks, dead-lettering ones too) */
-	uint64_t lost;	    /* verdicts that found the lease already lost (-ESTALE): the message was
-			     * requeued meanwhile and may be delivered again */
-	uint64_t extended;  /* leases extended by the keeper */
-	uint64_t abandoned; /* messages nacked because the grace period ended */
-	uint32_t in_flight; /* handlers running now */
+	uint64_t lost;	       /* verdicts that found the lease already lost (-ESTALE): the message was
+				* requeued meanwhile and may be delivered again */
+	uint64_t extended;     /* leases extended by the keeper */
+	uint64_t abandoned;    /* messages nacked because the grace period ended */
+	uint64_t skipped_done; /* config.dedup: deliveries acked without calling the handler because
+				* their work was recorded done already (not in received or acked) */
+	uint32_t in_flight;    /* handlers running now */
 };
 
 /* Defaults as documented in struct shmq_worker_config; handler is NULL. */
@@ -98,8 +109,9 @@ void shmq_worker_config_init(struct shmq_worker_config *cfg);
 /* Starts cfg->threads handler threads and the keeper on q (which must stay open until
  * shmq_worker_close). Reads the queue's lease length once (via shmq_stats). The threads block
  * every signal, so process signals go to the application's threads. Returns 0, -EINVAL (NULL
- * argument, no handler, a field out of range), -ENOMEM, or -EAGAIN or another -errno when a
- * thread could not be created (then no thread is left running). Does not block. */
+ * argument, no handler, a field out of range), -ENOTSUP (cfg->dedup on a queue without a dedup
+ * table: created with dedup_window_ms 0), -ENOMEM, or -EAGAIN or another -errno when a thread
+ * could not be created (then no thread is left running). Does not block. */
 int shmq_worker_start(shmq_t *q, const struct shmq_worker_config *cfg, shmq_worker_t **w);
 
 /* Stops taking messages (first call) or ends the grace period now (any later call).

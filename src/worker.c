@@ -77,6 +77,7 @@ enum {
 	C_LOST,
 	C_EXTENDED,
 	C_ABANDONED,
+	C_SKIPPED_DONE,
 	C_N
 };
 
@@ -158,6 +159,7 @@ int shmq_worker_stats(const shmq_worker_t *w, struct shmq_worker_stats *st)
 		.lost = c[C_LOST],
 		.extended = c[C_EXTENDED],
 		.abandoned = c[C_ABANDONED],
+		.skipped_done = c[C_SKIPPED_DONE],
 		.in_flight = atomic_load_explicit(&ww->in_flight, memory_order_relaxed),
 	};
 	return 0;
@@ -206,10 +208,15 @@ static void abandon(shmq_worker_t *w, struct shmq_msg *m)
 		add(w, C_ABANDONED);
 }
 
-static void apply(shmq_worker_t *w, struct shmq_msg *m, int verdict)
+/* skip: config.dedup found the work done already, and the handler was not called */
+static void apply(shmq_worker_t *w, struct shmq_msg *m, int verdict, int skip)
 {
 	int r, c;
-	if (verdict == SHMQ_WORKER_ACK)
+	if (skip)
+		r = shmq_ack(w->q, m), c = C_SKIPPED_DONE;
+	else if (verdict == SHMQ_WORKER_ACK && w->cfg.dedup)
+		r = shmq_ack_done(w->q, m), c = C_ACKED; /* records done even when the lease is lost */
+	else if (verdict == SHMQ_WORKER_ACK)
 		r = shmq_ack(w->q, m), c = C_ACKED;
 	else if (verdict == SHMQ_WORKER_REJECT)
 		r = shmq_reject(w->q, m), c = C_REJECTED;
@@ -239,19 +246,25 @@ static void handle(struct wk_thread *t, struct shmq_msg *m)
 	 * the lease) covers that moment */
 	atomic_init(&r->deadline_ms, now + w->lease_ms);
 	atomic_init(&r->state, REC_LIVE);
-	add(w, C_RECEIVED);
 	atomic_fetch_add(&w->in_flight, 1);
 	/* release: the keeper's rcu_dereference sees the record filled in */
 	PUBLISH(t->cur, r);
 
-	int verdict = w->cfg.handler(w, &r->msg, w->cfg.arg);
+	/* checked once published, so the keeper extends the lease if the check waits (up to a
+	 * second) for another consumer's done record in progress. An error (none is expected: start
+	 * made sure there is a table) counts as not done: the handler runs, at least once */
+	int skip = w->cfg.dedup && shmq_is_done(w->q, &r->msg) == 1, verdict = SHMQ_WORKER_ACK;
+	if (!skip) {
+		add(w, C_RECEIVED);
+		verdict = w->cfg.handler(w, &r->msg, w->cfg.arg);
+	}
 
 	int s = take_back(r);
 	PUBLISH(t->cur, NULL);
 	if (s == REC_OWNER && atomic_load(&w->state) == SHMQ_WORKER_ABANDONED) {
 		abandon(w, &r->msg); /* the grace ended as the handler returned: the keeper's outcome */
 	} else if (s == REC_OWNER) {
-		apply(w, &r->msg, verdict);
+		apply(w, &r->msg, verdict, skip);
 	}
 	atomic_fetch_sub(&w->in_flight, 1);
 	GRACE_RELEASE(); /* our own accesses to r, before the callback frees it */
@@ -359,6 +372,10 @@ int shmq_worker_start(shmq_t *q, const struct shmq_worker_config *cfg, shmq_work
 	int r = shmq_stats(q, &st);
 	if (r)
 		return r;
+	/* no table: shmq_is_done would answer -ENOTSUP for every message, and dedup would silently
+	 * be off */
+	if (cfg->dedup && !st.config.dedup_window_ms)
+		return -ENOTSUP;
 	shmq_worker_t *w = calloc(1, sizeof(*w) + cfg->threads * sizeof(w->t[0]));
 	if (!w)
 		return -ENOMEM;

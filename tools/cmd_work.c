@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd_work.c: `shmq work NAME [--threads N] [--timeout-ms MS] [--grace-ms MS] -- CMD [ARGS...]`:
- * the worker runtime (include/shmq_worker.h) with a handler that runs CMD once per message,
- * payload on its stdin, and maps its exit status to a verdict: 0 ack, 75 (EX_TEMPFAIL) retry,
- * 65 (EX_DATAERR) reject; anything else (another status, a signal, a timeout) is a failed
- * delivery, retried with backoff until max_deliveries dead-letters it.
+ * cmd_work.c: `shmq work NAME [--threads N] [--dedup] [--timeout-ms MS] [--grace-ms MS] -- CMD
+ * [ARGS...]`: the worker runtime (include/shmq_worker.h) with a handler that runs CMD once per
+ * message, payload on its stdin, and maps its exit status to a verdict: 0 ack, 75 (EX_TEMPFAIL)
+ * retry, 65 (EX_DATAERR) reject; anything else (another status, a signal, a timeout) is a failed
+ * delivery, retried with backoff until max_deliveries dead-letters it. With --dedup (the worker's
+ * config.dedup) an exit 0 records the message done before the ack, and a message recorded done
+ * already is acked without running CMD.
  *
  * CMD runs in its own process group, so a terminal's ^C stops `shmq work` gracefully without
  * killing the CMDs it is waiting for, and a timeout kills everything CMD started. Each CMD gets
@@ -38,12 +40,14 @@ enum {
 	O_THREADS = CLI_OPT_BASE,
 	O_TIMEOUT_MS,
 	O_GRACE_MS,
+	O_DEDUP,
 };
 
 static const struct option work_opts[] = {
 	{"threads", required_argument, NULL, O_THREADS},
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"grace-ms", required_argument, NULL, O_GRACE_MS},
+	{"dedup", no_argument, NULL, O_DEDUP},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -52,6 +56,7 @@ struct work {
 	uint64_t threads;
 	int timeout_ms; /* 0: none */
 	int grace_ms;	/* -1: wait for the CMDs in flight */
+	int dedup;	/* skip (ack) messages recorded done, record each exit 0 done */
 	const char *queue;
 	char *path;  /* CMD, found in PATH */
 	char **argv; /* CMD and its arguments, NULL-terminated */
@@ -66,6 +71,10 @@ static int work_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	struct work *o = ctx;
 	uint64_t v;
 	int r;
+	if (opt == O_DEDUP) {
+		o->dedup = 1;
+		return 0;
+	}
 	if (opt == O_THREADS)
 		return cli_opt_range(cmd, "--threads", arg, 1, SHMQ_WORKER_THREADS_MAX, &o->threads);
 	if ((r = cli_opt_range(cmd, opt == O_TIMEOUT_MS ? "--timeout-ms" : "--grace-ms", arg,
@@ -324,6 +333,7 @@ int cmd_work(int argc, char **argv)
 	cfg.handler = run_cmd;
 	cfg.arg = &o;
 	cfg.grace_ms = o.grace_ms;
+	cfg.dedup = o.dedup;
 	/* a signal before `running` is set finds no worker: hold them until it is */
 	sigset_t stops, old;
 	sigemptyset(&stops);
@@ -334,7 +344,13 @@ int cmd_work(int argc, char **argv)
 	if ((r = shmq_worker_start(q, &cfg, &w))) {
 		cli_on_stop_signals(SIG_DFL);
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		r = cli_error(CLI_FAIL, cmd, "cannot start the workers: %s", cli_strerror(r));
+		if (r == -ENOTSUP && o.dedup)
+			r = cli_error(
+				CLI_FAIL, cmd,
+				"--dedup: queue '%s' has no dedup table (created with --dedup-window-ms 0)",
+				a.name);
+		else
+			r = cli_error(CLI_FAIL, cmd, "cannot start the workers: %s", cli_strerror(r));
 		goto out;
 	}
 	running = w;
@@ -344,18 +360,22 @@ int cmd_work(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &stops, NULL);
 	running = NULL;
 	struct shmq_worker_stats ws;
+	char done[64] = "";
 	shmq_worker_stats(w, &ws);
+	if (o.dedup)
+		snprintf(done, sizeof(done), "; %llu already done, acked without running CMD",
+			 (unsigned long long)ws.skipped_done);
 	shmq_worker_close(w);
 	if (err)
 		r = cli_error(CLI_FAIL, cmd, "cannot receive from '%s': %s", a.name, cli_strerror(err));
 	else
 		fprintf(stderr,
 			"shmq: work: stopped by %s: %llu message%s: %llu acked, %llu retried, %llu rejected, "
-			"%llu lost leases, %llu given back at shutdown\n",
+			"%llu lost leases, %llu given back at shutdown%s\n",
 			stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)ws.received,
 			ws.received == 1 ? "" : "s", (unsigned long long)ws.acked,
 			(unsigned long long)ws.retried, (unsigned long long)ws.rejected,
-			(unsigned long long)ws.lost, (unsigned long long)ws.abandoned);
+			(unsigned long long)ws.lost, (unsigned long long)ws.abandoned, done);
 out:
 	shmq_close(q);
 	free(o.env);

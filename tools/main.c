@@ -122,7 +122,7 @@ static const struct cli_cmd cmds[] = {
 	 "    Read-only, like stat.\n"
 	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
 	{"work", cmd_work,
-	 "work NAME [--threads N] [--timeout-ms MS] [--grace-ms MS] -- CMD [ARGS...]\n"
+	 "work NAME [--threads N] [--dedup] [--timeout-ms MS] [--grace-ms MS] -- CMD [ARGS...]\n"
 	 "    Run CMD (no shell) once per message, the payload on its standard input and\n"
 	 "    SHMQ_MSG_ID, SHMQ_DELIVERIES and SHMQ_QUEUE in its environment, until SIGINT or\n"
 	 "    SIGTERM. CMD's exit status settles the message: 0 acks it; 75 (EX_TEMPFAIL) retries\n"
@@ -134,6 +134,13 @@ static const struct cli_cmd cmds[] = {
 	 "    reclaim pass gives its messages to other consumers). SIGINT or SIGTERM stops taking\n"
 	 "    messages and waits for the CMDs running; a second one stops them at once.\n"
 	 "    --threads N          CMDs run at once, 1 to 1024 (default 1)\n"
+	 "    --dedup              when CMD exits 0, record the message done (by its key, else\n"
+	 "                         its id) before the ack; ack without running CMD a message\n"
+	 "                         recorded done already (its worker died between CMD's exit\n"
+	 "                         and the ack, or another consumer did the key's work). A\n"
+	 "                         worker that dies while CMD runs records nothing: that\n"
+	 "                         message runs again. The queue needs a dedup table\n"
+	 "                         (--dedup-window-ms of create, not 0)\n"
 	 "    --timeout-ms MS      a CMD still running after MS gets SIGTERM, and SIGKILL 1 s\n"
 	 "                         later; the delivery counts as failed (default: no limit)\n"
 	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"

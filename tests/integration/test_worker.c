@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 
 #include "../common.h"
+#include "internal.h" /* shmq_fault_arm */
 #include "shmq_worker.h"
 
 #define LIVE_MS 20000 /* what has not happened by then is not going to */
@@ -434,6 +435,118 @@ static void bad_config(void)
 	shmq_close(q);
 }
 
+/* ---- duplicate suppression (config.dedup) ---------------------------------------------------- */
+
+static shmq_worker_t *start_dedup(shmq_t *q, shmq_worker_fn fn, void *arg)
+{
+	struct shmq_worker_config c;
+	shmq_worker_config_init(&c);
+	c.handler = fn;
+	c.arg = arg;
+	c.poll_ms = 10;
+	c.dedup = 1;
+	shmq_worker_t *w = NULL;
+	int r = shmq_worker_start(q, &c, &w);
+	TQ_REQUIRE(r == 0, "shmq_worker_start with dedup: %s", shmq_strerror(r));
+	return w;
+}
+
+static void send_keyed_str(shmq_t *q, const char *key, const char *s)
+{
+	int r = shmq_send_keyed(q, key, strlen(key), s, strlen(s), 0, NULL);
+	TQ_REQUIRE(r == 0, "send %s with key %s: %s", s, key, shmq_strerror(r));
+}
+
+static const char *const dedup_payloads[] = {"done-before", "fresh", "plain"};
+
+struct dedup_seen {
+	_Atomic unsigned calls[3]; /* index as dedup_payloads */
+	_Atomic unsigned bad;
+	_Atomic uint64_t plain_id;
+};
+
+static int count_calls(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct dedup_seen *v = arg;
+	(void)w;
+	for (int i = 0; i < 3; i++)
+		if (m->len == strlen(dedup_payloads[i]) && !memcmp(m->data, dedup_payloads[i], m->len)) {
+			if (i == 2)
+				atomic_store(&v->plain_id, m->id);
+			atomic_fetch_add(&v->calls[i], 1);
+			return SHMQ_WORKER_ACK;
+		}
+	atomic_fetch_add(&v->bad, 1);
+	return SHMQ_WORKER_ACK;
+}
+
+static void dedup_skips_done_work(void)
+{
+	struct shmq_config c = tq_config(16);
+	shmq_t *q = tq_mkq(&c);
+	struct dedup_seen *v = calloc(1, sizeof(*v));
+	TQ_REQUIRE(v, "out of memory");
+	/* a consumer did this message's work and recorded it done, then lost the delivery before
+	 * its ack (as if it died): it comes back */
+	send_keyed_str(q, "k-done", "done-before");
+	struct shmq_msg m;
+	TQ_REQUIRE(shmq_recv(q, &m, 0) == 0, "recv of the first message");
+	TQ_REQUIRE(shmq_done_mark(q, m.key, m.key_len) == 0, "done mark");
+	TQ_REQUIRE(shmq_nack(q, &m, 0) == 0, "nack");
+	send_keyed_str(q, "k-fresh", "fresh");
+	send_str(q, "plain"); /* no key: recorded done by its id */
+
+	shmq_worker_t *w = start_dedup(q, count_calls, v);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 3);
+	TQ_EXPECT(shmq_worker_stop(w) == 0, "stop failed");
+	TQ_EXPECT(shmq_worker_join(w) == 0, "join returned an error");
+
+	TQ_EXPECT(atomic_load(&v->bad) == 0, "the handler saw a payload nobody sent");
+	TQ_EXPECT(atomic_load(&v->calls[0]) == 0, "work recorded done: %u handler calls, want 0",
+		  atomic_load(&v->calls[0]));
+	TQ_EXPECT(atomic_load(&v->calls[1]) == 1 && atomic_load(&v->calls[2]) == 1,
+		  "new work: %u and %u handler calls, want 1 each", atomic_load(&v->calls[1]),
+		  atomic_load(&v->calls[2]));
+	TQ_EXPECT(shmq_done_check(q, "k-fresh", 7) == 1,
+		  "a keyed message acked by the handler is not recorded done");
+	struct shmq_msg by_id = {.id = atomic_load(&v->plain_id)};
+	TQ_EXPECT(shmq_is_done(q, &by_id) == 1, "a message without a key is not recorded done by its id");
+	struct shmq_worker_stats ws = wstats(w);
+	TQ_EXPECT(ws.skipped_done == 1 && ws.received == 2 && ws.acked == 2 && ws.lost == 0 &&
+			  ws.in_flight == 0,
+		  "worker stats: skipped_done %llu received %llu acked %llu lost %llu in flight %u",
+		  (unsigned long long)ws.skipped_done, (unsigned long long)ws.received,
+		  (unsigned long long)ws.acked, (unsigned long long)ws.lost, ws.in_flight);
+	st = tq_stats(q);
+	TQ_EXPECT(st.ready + st.inflight + st.delayed == 0 && st.stale == 0, "queue not settled cleanly");
+	shmq_worker_close(w);
+	shmq_close(q);
+	free(v);
+}
+
+static void dedup_needs_a_table(void)
+{
+	struct shmq_config qc = tq_config(16);
+	qc.dedup_window_ms = 0;
+	shmq_t *q = tq_mkq(&qc);
+	struct shmq_worker_config c;
+	shmq_worker_t *w = NULL;
+	shmq_worker_config_init(&c);
+	TQ_EXPECT(c.dedup == 0, "dedup is on by default");
+	c.handler = never_called;
+	c.dedup = 1;
+	int r = shmq_worker_start(q, &c, &w);
+	TQ_EXPECT(r == -ENOTSUP, "dedup on a queue without a dedup table: %s, want -ENOTSUP",
+		  shmq_strerror(r));
+	TQ_EXPECT(!w, "a worker came out of a failed start");
+	c.dedup = 0;
+	r = shmq_worker_start(q, &c, &w);
+	TQ_EXPECT(r == 0, "the same queue without dedup: %s", shmq_strerror(r));
+	shmq_worker_close(w);
+	shmq_close(q);
+}
+
 #ifndef TQ_PLAIN
 TestSuite(worker, .fini = tq_cleanup);
 
@@ -455,6 +568,13 @@ Test(worker, grace_period_end_nacks_what_is_in_flight_for_another_consumer) { gr
 Test(worker, second_stop_ends_the_grace_at_once) { second_stop_nacks(); }
 
 Test(worker, start_refuses_a_bad_config_with_einval) { bad_config(); }
+
+Test(worker, dedup_acks_work_recorded_done_without_the_handler_and_records_new_work_done)
+{
+	dedup_skips_done_work();
+}
+
+Test(worker, dedup_on_a_queue_without_a_dedup_table_fails_to_start_with_enotsup) { dedup_needs_a_table(); }
 
 static int hold_forever(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
 {
@@ -506,6 +626,104 @@ Test(worker, a_sigkilled_worker_process_gives_its_messages_back_through_reclaim)
 		  "reclaimed from a dead owner %llu, expired %llu",
 		  (unsigned long long)st.reclaimed_dead_owner, (unsigned long long)st.reclaimed_expired);
 	shmq_close(q);
+}
+
+/* Counts its calls in memory shared across fork; with die set, the process SIGKILLs itself in the
+ * middle of the handler, after the work (the count). */
+struct crash_count {
+	_Atomic unsigned calls;
+	int die;
+};
+
+static int count_then_maybe_die(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
+{
+	struct crash_count *cc = arg;
+	(void)w, (void)m;
+	atomic_fetch_add(&cc->calls, 1);
+	if (cc->die)
+		raise(SIGKILL);
+	return SHMQ_WORKER_ACK;
+}
+
+/* A dedup worker process dies at `point` (a fault point, or NULL: in its handler, after the
+ * work); a dedup worker started afterwards gets the message back. Returns its handler calls. */
+static unsigned dedup_after_a_crash(const char *point, struct shmq_worker_stats *ws)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000; /* the dead owner, not expiry, brings the message back */
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	struct crash_count *cc =
+		mmap(NULL, sizeof(*cc), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(cc != MAP_FAILED);
+	cc->die = !point;
+	send_keyed_str(q, "charge-7", "charge");
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		shmq_worker_t *w;
+		if (shmq_open(name, &cq))
+			_exit(1);
+		if (point)
+			shmq_fault_arm(point, 1);
+		struct shmq_worker_config wc;
+		shmq_worker_config_init(&wc);
+		wc.handler = count_then_maybe_die;
+		wc.arg = cc;
+		wc.dedup = 1;
+		if (shmq_worker_start(cq, &wc, &w))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	int status;
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the worker process was not killed (%#x)", status);
+	cr_assert_eq(atomic_load(&cc->calls), 1, "the dead worker's handler ran %u times",
+		     atomic_load(&cc->calls));
+
+	cc->die = 0;
+	shmq_worker_t *w = start_dedup(q, count_then_maybe_die, cc);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1);
+	shmq_worker_stop(w);
+	cr_expect(shmq_worker_join(w) == 0, "join returned an error");
+	*ws = wstats(w);
+	unsigned calls = atomic_load(&cc->calls);
+	st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 1 && st.ready + st.inflight + st.delayed == 0,
+		  "reclaimed from a dead owner %llu, left in the queue %llu",
+		  (unsigned long long)st.reclaimed_dead_owner,
+		  (unsigned long long)(st.ready + st.inflight + st.delayed));
+	cr_expect_eq(shmq_done_check(q, "charge-7", 8), 1, "the work is recorded done");
+	shmq_worker_close(w);
+	munmap(cc, sizeof(*cc));
+	shmq_close(q);
+	return calls;
+}
+
+Test(worker, dedup_worker_killed_between_recording_done_and_the_ack_is_not_handled_again)
+{
+	struct shmq_worker_stats ws;
+	unsigned calls = dedup_after_a_crash("done-before-ack", &ws);
+	cr_expect_eq(calls, 1, "the handler ran %u times in all, want 1 (before the crash)", calls);
+	cr_expect(ws.skipped_done == 1 && ws.received == 0, "second worker: skipped_done %llu received %llu",
+		  (unsigned long long)ws.skipped_done, (unsigned long long)ws.received);
+}
+
+/* the limit of what dedup promises: nothing is recorded before the handler returns */
+Test(worker, dedup_worker_killed_while_its_handler_runs_records_nothing_and_the_work_runs_again)
+{
+	struct shmq_worker_stats ws;
+	unsigned calls = dedup_after_a_crash(NULL, &ws);
+	cr_expect_eq(calls, 2, "the handler ran %u times in all, want 2 (at least once)", calls);
+	cr_expect(ws.skipped_done == 0 && ws.received == 1 && ws.acked == 1,
+		  "second worker: skipped_done %llu received %llu acked %llu",
+		  (unsigned long long)ws.skipped_done, (unsigned long long)ws.received,
+		  (unsigned long long)ws.acked);
 }
 
 /* ---- shmq work ------------------------------------------------------------------------------- */
@@ -846,12 +1064,111 @@ Test(work, bad_command_lines_fail_with_one_line_naming_the_problem)
 	EXPECT_FAILS(2, "--threads", "work", name, "--threads", "1025", "--", "true");
 	EXPECT_FAILS(2, "--timeout-ms", "work", name, "--timeout-ms", "0", "--", "true");
 	EXPECT_FAILS(2, "--grace-ms", "work", name, "--grace-ms", "soon", "--", "true");
-	EXPECT_FAILS(2, "--dedup", "work", name, "--dedup", "--", "true"); /* not built yet */
 	EXPECT_FAILS(1, "shmq-no-such-command", "work", name, "--", "shmq-no-such-command");
 	EXPECT_FAILS(1, "/nonexistent/cmd", "work", name, "--", "/nonexistent/cmd");
 	EXPECT_FAILS(1, missing, "work", missing, "--", "true");
 	struct shmq_stats st = tq_stats(q);
 	cr_expect(st.received == 0, "a failed start received messages");
+	shmq_close(q);
+}
+/* ---- shmq work --dedup ----------------------------------------------------------------------- */
+
+/* Runs `shmq ARGS...` to completion: it must exit 0. */
+#define RUN_OK(...) run_ok((const char *const[]){__VA_ARGS__, NULL})
+static void run_ok(const char *const args[])
+{
+	int st = reap(spawn(args));
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "`shmq %s %s ...` exited %#x: %s", args[0], args[1],
+		  st, out);
+	free(out);
+}
+
+/* CMD for the --dedup tests: appends its payload and a newline to scratch/ran */
+#define APPEND_RAN "cat >>\"$0/ran\" && echo >>\"$0/ran\""
+
+Test(work, dedup_acks_a_message_recorded_done_without_running_cmd_and_records_what_cmd_did)
+{
+	struct shmq_config c = tq_config(16);
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	RUN_OK("send", name, "--key", "order-1", "pay");
+	/* a consumer did order-1's work and recorded it done, but its delivery came back unacked,
+	 * as when it dies between the record and the ack */
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(shmq_done_mark(q, m.key, m.key_len), 0);
+	cr_assert_eq(shmq_nack(q, &m, 0), 0);
+	RUN_OK("send", name, "--key", "order-2", "ship");
+	RUN_OK("send", name, "note"); /* no key: recorded done by its id */
+
+	pid_t pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", APPEND_RAN, scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 3);
+	term_ok(pid);
+	char *ran = slurp(file_in("ran"), NULL);
+	cr_expect(!strstr(ran, "pay"), "CMD ran for work recorded done: %s", ran);
+	cr_expect_str_eq(ran, "ship\nnote\n", "CMD did not run once for each new message");
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "2 messages: 2 acked") &&
+			  strstr(out, "; 1 already done, acked without running CMD\n"),
+		  "summary: %s", out);
+	cr_expect_eq(shmq_done_check(q, "order-2", 7), 1, "CMD's exit 0 did not record order-2 done");
+	st = tq_stats(q);
+	cr_expect(st.ready + st.inflight + st.delayed == 0, "messages left in the queue");
+	free(ran), free(out);
+	shmq_close(q);
+}
+
+/* What --dedup does not cover, as documented: a worker that dies before CMD exits has recorded
+ * nothing, so CMD runs again for that message (at least once). Here CMD does its side effect
+ * and then SIGKILLs its `shmq work`, the first time only. */
+Test(work, dedup_worker_killed_before_cmd_exits_records_nothing_and_the_next_worker_runs_cmd_again)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000; /* the dead owner, not expiry, brings the message back */
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	RUN_OK("send", name, "--key", "charge-9", "charge");
+	const char *cmd = APPEND_RAN "; [ -e \"$0/killed\" ] && exit 0; touch \"$0/killed\"; "
+				     "kill -KILL $PPID; exec sleep 30";
+	pid_t pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", cmd, scratch);
+	int ws = reap(pid);
+	cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "shmq work was not killed by its CMD (%#x)",
+		  ws);
+	cr_expect_eq(shmq_done_check(q, "charge-9", 8), 0, "done recorded although CMD never exited");
+
+	pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", cmd, scratch);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1);
+	term_ok(pid);
+	char *ran = slurp(file_in("ran"), NULL);
+	cr_expect_str_eq(ran, "charge\ncharge\n", "CMD did not run again after its worker died");
+	cr_expect_eq(shmq_done_check(q, "charge-9", 8), 1, "the second CMD's exit 0 did not record done");
+	st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 1 && st.ready + st.inflight + st.delayed == 0,
+		  "reclaimed from a dead owner %llu, left in the queue %llu",
+		  (unsigned long long)st.reclaimed_dead_owner,
+		  (unsigned long long)(st.ready + st.inflight + st.delayed));
+	free(ran);
+	shmq_close(q);
+}
+
+Test(work, dedup_on_a_queue_without_a_dedup_table_fails_with_one_line_and_takes_nothing)
+{
+	struct shmq_config c = tq_config(16);
+	c.dedup_window_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	send_str(q, "untouched");
+	EXPECT_FAILS(1, "--dedup: queue", "work", name, "--dedup", "--", "true");
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "has no dedup table (created with --dedup-window-ms 0)"), "%s", out);
+	free(out);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect(st.received == 0 && st.ready == 1, "a failed start received messages");
 	shmq_close(q);
 }
 #else
@@ -867,6 +1184,9 @@ int main(void)
 		{"grace_period_end_nacks_what_is_in_flight_for_another_consumer", grace_end_nacks},
 		{"second_stop_ends_the_grace_at_once", second_stop_nacks},
 		{"start_refuses_a_bad_config_with_einval", bad_config},
+		{"dedup_acks_work_recorded_done_without_the_handler_and_records_new_work_done",
+		 dedup_skips_done_work},
+		{"dedup_on_a_queue_without_a_dedup_table_fails_to_start_with_enotsup", dedup_needs_a_table},
 	};
 	return tq_plain_main("worker", t, sizeof(t) / sizeof(t[0]));
 }
