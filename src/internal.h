@@ -60,6 +60,8 @@ struct shmq {
 	char name[SHMQ_NAME_MAX + 2];
 };
 
+#define RR_RUN 16 /* sends per lane before round-robin dispatch moves on */
+
 /* Slot idx (0 <= idx < capacity) of the whole queue. */
 static inline struct shmq_slot *slot_at(const shmq_t *q, uint64_t idx)
 {

@@ -22,6 +22,7 @@
 #define RECLAIM_IDLE_MS 1000 /* a sleeping receiver wakes for a reclaim pass at most this often */
 #define ACK_PEEKS 512	     /* polls of a just-received next slot before its ticket is taken */
 #define FRESH_LEASE_MS 2     /* a lease younger than this is worth waiting for (see await_ack) */
+#define LANE_RUN 16	     /* receives that start at the same lane (see take_lanes) */
 
 /* for the small helpers of the per-message path, which gcc would otherwise call out of line */
 #define HOT static inline __attribute__((always_inline))
@@ -710,7 +711,9 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 	uint32_t home = shmq_home_lanes(q, now);
 	/* relaxed: our own record; assigners elsewhere read it as "still polling" */
 	atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
-	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed);
+	/* the first lane looked at moves on every LANE_RUN receives: taking a run from one lane
+	 * keeps the consumer on the lines the producer of that run just wrote */
+	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed) / LANE_RUN;
 	int steal = q->dispatch != SHMQ_DISPATCH_KEY_HASH;
 	*why = HEAD_EMPTY;
 	for (int pass = 0; pass < 1 + steal; pass++) {

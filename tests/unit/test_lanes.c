@@ -81,16 +81,16 @@ Test(lanes, lane_counts_and_capacities_that_do_not_split_into_power_of_two_rings
 
 Test(lanes, ids_are_unique_across_lanes_and_each_lane_delivers_in_send_order)
 {
-	struct shmq_config c = lanes_config(12, 3, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = lanes_config(192, 3, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_mkq(&c);
-	send_n(q, 12);
-	uint64_t seen[12];
+	send_n(q, 96);
+	uint64_t seen[96];
 	uint32_t last[3] = {0, 0, 0};
 	int any[3] = {0, 0, 0};
-	for (int i = 0; i < 12; i++) {
+	for (int i = 0; i < 96; i++) {
 		struct shmq_msg m;
 		cr_assert_eq(shmq_recv(q, &m, 0), 0, "message %d", i);
-		uint32_t v, l = lane_of(&m, 12, 3);
+		uint32_t v, l = lane_of(&m, 192, 3);
 		memcpy(&v, m.data, sizeof(v));
 		cr_expect_eq(m.id % 3, l, "id %llu names lane %u", (unsigned long long)m.id, l);
 		for (int j = 0; j < i; j++)
@@ -104,16 +104,40 @@ Test(lanes, ids_are_unique_across_lanes_and_each_lane_delivers_in_send_order)
 	shmq_close(q);
 }
 
-Test(lanes, round_robin_gives_every_lane_the_same_share)
+Test(lanes, round_robin_gives_every_lane_the_same_share_in_runs)
 {
 	const char *name = tq_name(NULL);
 	struct shmq_config c = lanes_config(1024, 4, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c);
-	send_n(q, 400);
+	send_n(q, 16); /* one run: one lane */
 	struct shmq_snapshot s = snap(name);
+	int full = -1;
+	for (int l = 0; l < 4; l++)
+		if (s.lane[l].ready)
+			full = full < 0 ? l : 99;
+	cr_expect(full >= 0 && full < 4 && s.lane[full].ready == 16, "the first 16 sends went to one lane");
+	send_n(q, 624); /* 40 runs in all */
+	s = snap(name);
 	cr_assert_eq(s.lanes, 4);
 	for (int l = 0; l < 4; l++)
-		cr_expect_eq(s.lane[l].ready, 100, "lane %d holds %llu", l,
+		cr_expect_eq(s.lane[l].ready, 160, "lane %d holds %llu", l,
+			     (unsigned long long)s.lane[l].ready);
+	shmq_close(q);
+}
+
+Test(lanes, one_shot_senders_do_not_all_start_at_the_same_lane)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = lanes_config(1024, 4, SHMQ_DISPATCH_ROUND_ROBIN);
+	shmq_t *q = tq_create(name, &c);
+	for (int i = 0; i < 64; i++) { /* a fresh handle per message, as `shmq send` has */
+		shmq_t *h = open_q(name);
+		tq_send_u32(h, (uint32_t)i);
+		shmq_close(h);
+	}
+	struct shmq_snapshot s = snap(name);
+	for (int l = 0; l < 4; l++) /* 16 expected; fewer than 3 in a lane is vanishingly rare */
+		cr_expect_gt(s.lane[l].ready, 2, "lane %d got %llu of 64", l,
 			     (unsigned long long)s.lane[l].ready);
 	shmq_close(q);
 }
@@ -235,7 +259,7 @@ Test(lanes, consumers_are_assigned_disjoint_lanes_through_the_registry)
 	cr_assert_eq(shmq_recv(a, &m, 0), -EAGAIN);
 	cr_assert_eq(shmq_recv(b, &m, 0), -EAGAIN);
 	usleep(60 * 1000); /* a registered alone: past its next assignment refresh, it knows of b */
-	send_n(p, 8);
+	send_n(p, 64);	   /* 4 runs of 16: one per lane */
 	struct shmq_snapshot s = snap(name);
 	cr_expect_eq(s.consumers, 2);
 	for (uint32_t l = 0; l < 4; l++)
@@ -244,7 +268,7 @@ Test(lanes, consumers_are_assigned_disjoint_lanes_through_the_registry)
 	cr_expect_eq(s.lane[0].consumer, s.lane[2].consumer, "consumer r of 2 has lanes r and r + 2");
 	/* each takes its own lanes' messages; nobody steals while their own lanes have work */
 	uint32_t got_a = 0, got_b = 0;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 32; i++) {
 		cr_assert_eq(shmq_recv(a, &m, 0), 0);
 		got_a |= 1u << lane_of(&m, 64, 4);
 		cr_assert_eq(shmq_recv(b, &m, 0), 0);
@@ -288,7 +312,7 @@ static void kill_child(pid_t pid)
 	waitpid(pid, NULL, 0);
 }
 
-/* Registers q as a consumer, starts a consumer child, sends 10 and receives them all with q. */
+/* Registers q as a consumer, starts a consumer child, sends 32 and receives them all with q. */
 static void drain_beside(const char *name, shmq_t *q, int kill_it)
 {
 	struct shmq_msg m;
@@ -297,8 +321,8 @@ static void drain_beside(const char *name, shmq_t *q, int kill_it)
 	usleep(60 * 1000);			    /* past our assignment refresh: we know of it */
 	if (kill_it)
 		kill_child(child);
-	send_n(q, 10);
-	for (int i = 0; i < 10; i++) {
+	send_n(q, 32); /* a run of 16 per lane */
+	for (int i = 0; i < 32; i++) {
 		cr_assert_eq(shmq_recv(q, &m, 1000), 0, "message %d", i);
 		shmq_ack(q, &m);
 	}
@@ -313,7 +337,7 @@ Test(lanes, an_idle_consumer_steals_from_the_lane_of_a_consumer_that_stopped_pol
 	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c);
 	drain_beside(name, q, 0);
-	cr_expect_eq(tq_stats(q).stolen, 5, "lane 1's five came from a lane that was not ours");
+	cr_expect_eq(tq_stats(q).stolen, 16, "lane 1's 16 came from a lane that was not ours");
 	shmq_close(q);
 }
 
