@@ -297,8 +297,8 @@ int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data
 		return SHMQ_DUPLICATE;
 	}
 	/* on a key-hash queue the idempotency key routes too: retries of one message meet in one lane */
-	if ((err = shmq_reserve_lane(q, shmq_dispatch_lane(q, key, key_len), len + key_len, &r,
-				     timeout_ms))) {
+	if ((err = shmq_reserve_lane(q, shmq_dispatch_lane(q, key, key_len),
+				     q->dispatch == SHMQ_DISPATCH_KEY_HASH, len + key_len, &r, timeout_ms))) {
 		settle(q, &c, &k, 0);
 		return err;
 	}

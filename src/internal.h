@@ -208,8 +208,8 @@ static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16
 
 /* prefetch accounting: n leases of this handle ended (settled, or found lost) */
 SHMQ_HIDDEN void shmq_settled(shmq_t *q, unsigned n);
-/* shmq_send_reserve into lane l */
-SHMQ_HIDDEN int shmq_reserve_lane(shmq_t *q, uint32_t l, size_t len, struct shmq_reservation *r,
+/* shmq_send_reserve into lane l; strict: wait for room there (per-key order), else move on */
+SHMQ_HIDDEN int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq_reservation *r,
 				  int timeout_ms);
 /* shmq_send_commit for a payload area that starts with a key_len-byte idempotency key */
 SHMQ_HIDDEN int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_t key_len);

@@ -85,6 +85,8 @@ int shmq_part_attach(shmq_t *q)
 				lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, i, NULL);
 				continue;
 			}
+			/* a record reused from a dead consumer must not count as one until we receive */
+			atomic_store_explicit(&p->role, 0, memory_order_relaxed);
 			p->pid = getpid();
 			p->attached_ms = now;
 			atomic_store_explicit(&p->last_active_ms, now, memory_order_relaxed);
@@ -110,6 +112,8 @@ void shmq_part_detach(shmq_t *q)
 	 * the totals. The record is freed by a reclaim pass once our lock is gone, after our leases
 	 * have been requeued, never here (we may still hold leases). */
 	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
+	/* no longer a consumer: the others take over our lanes at their next refresh */
+	atomic_store_explicit(&q->me->role, 0, memory_order_relaxed);
 	lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
 	q->me = NULL;
 }

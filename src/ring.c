@@ -368,7 +368,8 @@ int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *d
 	return send_to(q, shmq_dispatch_lane(q, rkey, rkey_len), keyed, data, len, timeout_ms);
 }
 
-int shmq_reserve_lane(shmq_t *q, uint32_t l, size_t len, struct shmq_reservation *r, int timeout_ms)
+int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq_reservation *r,
+		      int timeout_ms)
 {
 	struct shmq_slot *s;
 	uint64_t t;
@@ -376,7 +377,7 @@ int shmq_reserve_lane(shmq_t *q, uint32_t l, size_t len, struct shmq_reservation
 		return -EINVAL;
 	if (len > q->max_payload)
 		return -EMSGSIZE;
-	int err = claim_wait(q, &l, &s, &t, timeout_ms, q->dispatch == SHMQ_DISPATCH_KEY_HASH);
+	int err = claim_wait(q, &l, &s, &t, timeout_ms, strict);
 	if (err)
 		return err;
 	r->data = slot_payload(s);
@@ -388,7 +389,7 @@ int shmq_reserve_lane(shmq_t *q, uint32_t l, size_t len, struct shmq_reservation
 
 int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
 {
-	return shmq_reserve_lane(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, len, r, timeout_ms);
+	return shmq_reserve_lane(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, len, r, timeout_ms);
 }
 
 static struct shmq_slot *resv_slot(shmq_t *q, const struct shmq_reservation *r)

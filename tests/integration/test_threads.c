@@ -30,6 +30,7 @@ TestSuite(threads, .fini = tq_cleanup);
 #define PILL 0xffffffffu
 #define IO_TIMEOUT_MS 10000
 #define BATCH_MAX 37 /* largest batch the batch runs send or receive */
+#define CAPACITY 1024
 
 struct payload {
 	uint32_t prod;
@@ -48,6 +49,7 @@ struct run {
 	shmq_t *shared;	     /* NULL: every thread opens its own handle */
 	unsigned nack_every; /* 0: never; else nack the first delivery of every n-th message */
 	int batch;	     /* send_batch, recv_batch and ack_batch instead of one message per call */
+	uint32_t lanes;	     /* order holds per lane: a producer's messages are checked per lane */
 	_Atomic uint32_t errors, torn, out_of_order, unexpected_redelivery;
 	_Atomic uint32_t err_nack, err_extend, err_ack, err_reclaim;
 	_Atomic int last_err;
@@ -108,7 +110,7 @@ static void *producer(void *arg)
 }
 
 /* Checks one delivery; returns 1 for a pill, -1 if it was nacked (not to be acked), else 0. */
-static int check_msg(struct run *r, shmq_t *q, struct shmq_msg *m, int64_t *last)
+static int check_msg(struct run *r, shmq_t *q, struct shmq_msg *m, int64_t (*lastl)[N_PROD])
 {
 	struct payload p;
 	if (m->len != sizeof(p)) {
@@ -122,6 +124,7 @@ static int check_msg(struct run *r, shmq_t *q, struct shmq_msg *m, int64_t *last
 		atomic_fetch_add(&r->torn, 1);
 		return 0;
 	}
+	int64_t *last = lastl[m->slot / (CAPACITY / r->lanes)];
 	if (m->deliveries == 1) {
 		if ((int64_t)p.seq <= last[p.prod])
 			atomic_fetch_add(&r->out_of_order, 1);
@@ -154,9 +157,10 @@ static void *consumer(void *arg)
 		atomic_fetch_add(&r->errors, 1);
 		return NULL;
 	}
-	int64_t last[N_PROD];
-	for (int i = 0; i < N_PROD; i++)
-		last[i] = -1;
+	int64_t last[SHMQ_LANES_MAX][N_PROD];
+	for (int l = 0; l < SHMQ_LANES_MAX; l++)
+		for (int i = 0; i < N_PROD; i++)
+			last[l][i] = -1;
 	for (int pill = 0; !pill;) {
 		struct shmq_msg m[BATCH_MAX], settle[BATCH_MAX];
 		int got = r->batch ? shmq_recv_batch(q, m, 1 + w->id * 5 % BATCH_MAX, IO_TIMEOUT_MS)
@@ -223,18 +227,26 @@ static void *reclaimer(void *arg)
 	return NULL;
 }
 
-static void run_threads(int share_handle, unsigned nack_every, int batch)
+static void run_lanes(int share_handle, unsigned nack_every, int batch, uint32_t lanes, uint32_t dispatch,
+		      uint32_t prefetch)
 {
 	struct run *r = calloc(1, sizeof(*r));
 	TQ_REQUIRE(r != NULL, "out of memory");
 	r->name = tq_name(NULL);
 	r->nack_every = nack_every;
 	r->batch = batch;
-	struct shmq_config c = tq_config(1024);
+	r->lanes = lanes;
+	struct shmq_config c = tq_config(CAPACITY);
 	c.lease_ms = 60000;
+	c.lanes = lanes;
+	c.dispatch = dispatch;
+	for (uint32_t l = 0; dispatch == SHMQ_DISPATCH_WEIGHTED && l < lanes; l++)
+		c.weights[l] = 1 + l;
 	shmq_t *q = tq_create(r->name, &c);
 	if (share_handle)
 		r->shared = q;
+	/* threads sharing one handle share its limit: they wait for each other's acks */
+	TQ_REQUIRE(shmq_set_prefetch(q, prefetch) == 0, "set_prefetch failed");
 
 	struct worker pw[N_PROD], cw[N_CONS];
 	pthread_t pt[N_PROD], ct[N_CONS], rt;
@@ -273,9 +285,9 @@ static void run_threads(int share_handle, unsigned nack_every, int batch)
 		}
 	struct shmq_stats st;
 	TQ_REQUIRE(shmq_stats(q, &st) == 0, "shmq_stats failed");
-	fprintf(stderr, "threads(%s handle%s%s): %u messages, %d x %d, %.0f ms\n",
+	fprintf(stderr, "threads(%s handle%s%s, %u lane%s%s): %u messages, %d x %d, %.0f ms\n",
 		share_handle ? "one" : "own", nack_every ? ", nacks + reclaim" : "", batch ? ", batches" : "",
-		TOTAL, N_PROD, N_CONS, took);
+		lanes, lanes > 1 ? "s" : "", prefetch ? ", prefetch" : "", TOTAL, N_PROD, N_CONS, took);
 	TQ_EXPECT(atomic_load(&r->errors) == 0, "send/recv errors or timeouts");
 	TQ_EXPECT(atomic_load(&r->err_nack) == 0, "nack failed (last error %d)", atomic_load(&r->last_err));
 	TQ_EXPECT(atomic_load(&r->err_extend) == 0, "extend failed (last error %d)",
@@ -307,12 +319,20 @@ static void run_threads(int share_handle, unsigned nack_every, int batch)
 	free(r);
 }
 
+static void run_threads(int share_handle, unsigned nack_every, int batch)
+{
+	run_lanes(share_handle, nack_every, batch, 1, SHMQ_DISPATCH_ROUND_ROBIN, 0);
+}
+
 static void own_handles(void) { run_threads(0, 0, 0); }
 static void shared_handle(void) { run_threads(1, 0, 0); }
 static void shared_handle_nacks(void) { run_threads(1, 7, 0); }
 static void own_handles_batch(void) { run_threads(0, 0, 1); }
 static void shared_handle_batch(void) { run_threads(1, 0, 1); }
 static void shared_handle_batch_nacks(void) { run_threads(1, 7, 1); }
+static void own_handles_four_lanes(void) { run_lanes(0, 0, 0, 4, SHMQ_DISPATCH_LEAST_LOADED, 0); }
+static void shared_handle_lanes_nacks_prefetch(void) { run_lanes(1, 7, 1, 4, SHMQ_DISPATCH_WEIGHTED, 8); }
+static void shared_handle_round_robin_prefetch(void) { run_lanes(1, 0, 0, 2, SHMQ_DISPATCH_ROUND_ROBIN, 3); }
 
 #ifndef TQ_PLAIN
 Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { own_handles(); }
@@ -326,6 +346,18 @@ Test(threads, own_handles_move_200k_messages_in_batches_each_acked_exactly_once)
 Test(threads, shared_handle_moves_200k_messages_in_batches_each_acked_exactly_once) { shared_handle_batch(); }
 
 Test(threads, shared_handle_with_batches_and_nacks_loses_nothing) { shared_handle_batch_nacks(); }
+
+Test(threads, own_handles_on_four_lanes_lose_and_repeat_nothing) { own_handles_four_lanes(); }
+
+Test(threads, a_shared_handle_with_lanes_nacks_and_a_prefetch_limit_loses_nothing)
+{
+	shared_handle_lanes_nacks_prefetch();
+}
+
+Test(threads, threads_sharing_a_prefetch_limit_wait_for_each_others_acks)
+{
+	shared_handle_round_robin_prefetch();
+}
 #else
 int main(void)
 {
@@ -336,6 +368,11 @@ int main(void)
 		{"own_handles_move_200k_messages_in_batches_each_acked_exactly_once", own_handles_batch},
 		{"shared_handle_moves_200k_messages_in_batches_each_acked_exactly_once", shared_handle_batch},
 		{"shared_handle_with_batches_and_nacks_loses_nothing", shared_handle_batch_nacks},
+		{"own_handles_on_four_lanes_lose_and_repeat_nothing", own_handles_four_lanes},
+		{"a_shared_handle_with_lanes_nacks_and_a_prefetch_limit_loses_nothing",
+		 shared_handle_lanes_nacks_prefetch},
+		{"threads_sharing_a_prefetch_limit_wait_for_each_others_acks",
+		 shared_handle_round_robin_prefetch},
 	};
 	return tq_plain_main("threads", t, sizeof(t) / sizeof(t[0]));
 }
