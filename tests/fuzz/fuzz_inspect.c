@@ -9,7 +9,7 @@
  *
  *   byte 0, bit 0 clear: raw mode, the rest of the input is the image (foreign, truncated, tiny);
  *   byte 0, bit 0 set:   built mode, byte 1 picks a small config (capacity 2..16, slot size
- *                        128..320), a fresh segment is formatted for it (shmq_format, as
+ *                        128..320, 1 or 2 lanes), a fresh segment is formatted for it (shmq_format, as
  *                        shmq_create does), then the remaining bytes are edit ops (see apply()).
  *
  * Bits 1-6 of byte 0 shift the image by that many bytes from malloc's alignment: a multiple of 8
@@ -226,7 +226,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t cb = (uint8_t)take(&in, 1);
 	c.capacity = 2u << (cb & 3);
 	c.slot_size = 128 + 64 * ((cb >> 2) & 3);
-	c.max_deliveries = 1 + (cb >> 4);
+	c.max_deliveries = 1 + ((cb >> 4) & 3);
+	c.lanes = c.capacity >= 4 ? 1 + ((cb >> 6) & 1) : 1; /* each lane needs 2 slots */
 	struct built b = {.size = shmq_segment_size(&c), .c = &c};
 	b.len = b.size;
 	b.img = calloc(1, b.size);

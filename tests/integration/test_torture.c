@@ -189,7 +189,7 @@ static uint64_t ms_now(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
+static void torture(uint32_t lanes, uint32_t dispatch)
 {
 	B = mmap(NULL, sizeof(*B), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert_neq(B, MAP_FAILED);
@@ -202,6 +202,8 @@ Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
 	c.max_deliveries = 40; /* a message may be held by several consumers that die */
 	c.retry_base_ms = 1;
 	c.retry_max_ms = 8;
+	c.lanes = lanes;
+	c.dispatch = dispatch;
 	shmq_t *q;
 	shmq_unlink(qn);
 	cr_assert_eq(shmq_create(qn, &c, &q), 0);
@@ -307,8 +309,9 @@ Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
 		    kills, kp, kc, kw, (unsigned long long)kill_ms, expected, dups, ndl,
 		    (unsigned long long)drain_ms, (unsigned long long)st.reclaimed_dead_owner,
 		    (unsigned long long)st.retired_writes);
+	fprintf(stderr, "torture (%u lane%s): ", lanes, lanes > 1 ? "s" : "");
 	fprintf(stderr,
-		"torture: %u kills (%u producers, %u consumers, %u watchdogs) in %llu ms; %lu messages, %lu "
+		"%u kills (%u producers, %u consumers, %u watchdogs) in %llu ms; %lu messages, %lu "
 		"duplicates, %d dead letters, drained in %llu ms; requeued from dead owners %llu, retired "
 		"writes %llu, "
 		"redelivered %llu\n",
@@ -329,4 +332,16 @@ Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
 	shmq_close(q);
 	shmq_unlink(qn);
 	munmap(B, sizeof(*B));
+}
+
+Test(torture, random_sigkills_lose_nothing_and_never_wedge, .timeout = 180)
+{
+	torture(1, SHMQ_DISPATCH_ROUND_ROBIN);
+}
+
+/* the same on 4 lanes: consumers that die are taken off the lane assignment, their lanes stolen
+ * from or reassigned while producers die mid-send into any lane */
+Test(torture, random_sigkills_on_four_lanes_lose_nothing_and_never_wedge, .timeout = 180)
+{
+	torture(4, SHMQ_DISPATCH_LEAST_LOADED);
 }
