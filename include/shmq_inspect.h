@@ -97,8 +97,8 @@ struct shmq_participant_info {
 	uint32_t leases;	 /* slots it holds leased */
 	uint32_t writing;	 /* slots it has claimed and not yet published */
 	uint64_t attached_ms;	 /* CLOCK_MONOTONIC_COARSE ms */
-	uint64_t last_active_ms; /* its last attach, detach or lease extension (send, recv and
-				  * blocking waits record no time) */
+	uint64_t last_active_ms; /* its last attach, detach, receive call or lease extension (sends
+				  * record no time) */
 	uint64_t sent, received, acked, nacked, rejected, reclaim_passes;
 	const char *role; /* static text from its counters: "producer", "consumer", "producer+consumer",
 			   * "watchdog", "idle" */

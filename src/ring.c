@@ -536,9 +536,12 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 /* Takes the next first delivery at cons_head, stepping over abandoned tickets (the caller counts
  * it). *wait_since remembers since when the consumer has waited on a ticket a producer holds but
  * has not used. */
+#define TAIL_EVERY 16 /* an idle poller reads prod_tail on one poll in this many (see take_head) */
+
 static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uint64_t now,
-				  uint64_t *waited_ticket, uint64_t *wait_since)
+				  uint64_t *waited_ticket, uint64_t *wait_since, int force_tail)
 {
+	static _Thread_local unsigned idle_polls;
 	struct shmq_lane *h = &q->hdr->lane[l];
 	uint64_t cap = (uint64_t)q->lane_mask + 1;
 	for (;;) {
@@ -550,6 +553,9 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		int64_t d = ticket_diff(hd, w_ticket(w));
 		unsigned st = w_state(w);
 		if (d == 0 && st == SLOT_READY) {
+			/* the payload line is the other miss of a delivery: start it now, alongside
+			 * the CAS's, instead of after it (the caller reads the payload next) */
+			__builtin_prefetch(slot_payload(s), 0, 3);
 			uint64_t leased = w_make(hd, SLOT_LEASED, q->owner, 1);
 			if (!cas_word(s, &w, leased, memory_order_acquire))
 				continue;
@@ -592,7 +598,14 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 			}
 			return HEAD_WAIT;
 		}
-		/* the slot has no message for ticket hd yet */
+		/* The slot has no message for ticket hd yet. Unclaimed (FREE for hd): as good as empty,
+		 * unless a producer took ticket hd and has not claimed the slot yet, which only
+		 * prod_tail tells. That is the producers' hottest line: an idle poller that read it
+		 * on every poll would pull it away from the very producer it waits for (one more
+		 * miss on each send's critical path). So only every TAIL_EVERY-th such poll, and
+		 * the last check before a sleep (force_tail), reads it. */
+		if (d == 0 && st == SLOT_FREE && !force_tail && ++idle_polls % TAIL_EVERY)
+			return HEAD_EMPTY;
 		if (atomic_load_explicit(&h->prod_tail, memory_order_acquire) <= hd)
 			return HEAD_EMPTY;
 		/* a producer holds ticket hd but has not claimed the slot yet: give it a moment, then
@@ -684,6 +697,7 @@ static uint64_t maybe_reclaim(shmq_t *q, uint64_t now)
  * unrelated numbers). */
 struct recv_state {
 	uint64_t wt[SHMQ_LANES_MAX], ws[SHMQ_LANES_MAX];
+	int force_tail; /* the check before a sleep: read prod_tail whatever the slot says */
 };
 
 static void recv_state_init(shmq_t *q, struct recv_state *rs)
@@ -692,6 +706,7 @@ static void recv_state_init(shmq_t *q, struct recv_state *rs)
 		rs->wt[l] = UINT64_MAX;
 		rs->ws[l] = 0;
 	}
+	rs->force_tail = 0;
 }
 
 /* Undelivered first deliveries of lane l, roughly (relaxed: a hint for where to look). */
@@ -722,7 +737,7 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 			uint32_t l = (start + k) % q->lanes;
 			if ((int)!(home >> l & 1) != pass || (pass && !has_backlog(q, l)))
 				continue;
-			enum head_result r = take_head(q, l, m, now, &rs->wt[l], &rs->ws[l]);
+			enum head_result r = take_head(q, l, m, now, &rs->wt[l], &rs->ws[l], rs->force_tail);
 			if (r == HEAD_TOOK) {
 				count(q, C_RECEIVED, 1);
 				if (pass)
@@ -742,7 +757,7 @@ static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_sta
 		return 0;
 	if (q->lanes > 1)
 		return take_lanes(q, m, now, rs, why);
-	*why = take_head(q, 0, m, now, &rs->wt[0], &rs->ws[0]);
+	*why = take_head(q, 0, m, now, &rs->wt[0], &rs->ws[0], rs->force_tail);
 	if (*why != HEAD_TOOK)
 		return -EAGAIN;
 	count(q, C_RECEIVED, 1);
@@ -773,6 +788,15 @@ static int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	 * once the call has to wait */
 	uint64_t now_c = now_ms();
 	uint64_t reclaim_at = maybe_reclaim(q, now_c);
+	if (q->lanes == 1) {
+		/* what take_lanes() does for a queue of lanes: consumers are counted (stat) even
+		 * with nothing to share out. Our own record's line: C_RECEIVED is written there. */
+		if (!atomic_load_explicit(&q->home_at_ms, memory_order_relaxed)) {
+			atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
+			atomic_store_explicit(&q->home_at_ms, 1, memory_order_relaxed);
+		}
+		atomic_store_explicit(&q->me->last_active_ms, now_c, memory_order_relaxed);
+	}
 	for (unsigned spins = 0;; spins++) {
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
 		if (spins >= SPIN_LIMIT / 4)
@@ -798,7 +822,9 @@ static int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			reclaim_at = maybe_reclaim(q, now_c);
 		atomic_fetch_add_explicit(&h->data_sleepers, 1, memory_order_seq_cst);
 		atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
+		rs.force_tail = 1;
 		int r = try_recv(q, m, now_c, &rs, &why);
+		rs.force_tail = 0;
 		if (r != 0) {
 			uint64_t until = deadline;
 			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
@@ -996,7 +1022,7 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 		while (i < got) {
 			unsigned t = take_run_head(q, l, m + i, got - i, now);
 			if (!t) {
-				if (take_head(q, l, &m[i], now, &rs.wt[l], &rs.ws[l]) != HEAD_TOOK)
+				if (take_head(q, l, &m[i], now, &rs.wt[l], &rs.ws[l], 0) != HEAD_TOOK)
 					break;
 				t = 1;
 			}

@@ -119,15 +119,19 @@ int shmq_normalize_name(const char *name, char *out, size_t outsz)
 	return 0;
 }
 
-/* The table a config gets: none without a window; else as asked, or 2 x capacity (at least 64). */
+/* The table a config gets: none without a window; else as asked, or 2 x capacity (at least 64,
+ * a power of two). */
 static uint32_t dedup_entries_for(const struct shmq_config *c)
 {
 	if (!c->dedup_window_ms)
 		return 0;
 	if (c->dedup_entries)
 		return c->dedup_entries;
-	uint64_t n = 2ULL * c->capacity;
-	return n < 64 ? 64 : n > SHMQ_DEDUP_ENTRIES_MAX ? SHMQ_DEDUP_ENTRIES_MAX : (uint32_t)n;
+	/* 2 x capacity rounded up to a power of two (a capacity of 3 lanes is not one) */
+	uint64_t n = 64;
+	while (n < 2ULL * c->capacity && n < SHMQ_DEDUP_ENTRIES_MAX)
+		n *= 2;
+	return (uint32_t)n;
 }
 
 struct layout {
