@@ -293,6 +293,59 @@ Test(cli, create_rejects_options_that_contradict_each_other_with_a_usage_error)
 	EXPECT_USAGE_ERROR(q, "--dlq-max", "create", q, "--capacity", "4", "--dlq-max", "8");
 }
 
+Test(cli, create_rejects_bad_lanes_dispatch_and_weights_with_one_line_and_creates_nothing)
+{
+	const char *q = tq_name(NULL);
+	EXPECT_USAGE_ERROR(q, "--lanes must be a whole number between 1 and 16, got '0'", "create", q,
+			   "--lanes", "0");
+	EXPECT_USAGE_ERROR(q, "--lanes must be a whole number between 1 and 16, got '17'", "create", q,
+			   "--lanes", "17");
+	EXPECT_USAGE_ERROR(q,
+			   "--dispatch must be one of round-robin, random, weighted, key-hash, least-loaded, "
+			   "got 'fastest'",
+			   "create", q, "--lanes", "2", "--dispatch", "fastest");
+	EXPECT_USAGE_ERROR(q, "--weights '3,1' has 2 values, --lanes is 4", "create", q, "--lanes", "4",
+			   "--dispatch", "weighted", "--weights", "3,1");
+	EXPECT_USAGE_ERROR(q, "--weights '1,1' has 2 values, --lanes is 1", "create", q, "--dispatch",
+			   "weighted", "--weights", "1,1");
+	/* the check waits for every option: --lanes may come after --weights */
+	EXPECT_USAGE_ERROR(q, "--weights goes only with --dispatch weighted (dispatch is key-hash)", "create",
+			   q, "--weights", "1,2", "--lanes", "2", "--dispatch", "key-hash");
+	EXPECT_USAGE_ERROR(q, "--weights goes only with --dispatch weighted", "create", q, "--lanes", "2",
+			   "--weights", "1,2");
+	EXPECT_USAGE_ERROR(q, "--weights must be comma-separated whole numbers between 1 and 1000, got '1,0'",
+			   "create", q, "--lanes", "2", "--dispatch", "weighted", "--weights", "1,0");
+	EXPECT_USAGE_ERROR(q,
+			   "--weights must be comma-separated whole numbers between 1 and 1000, got "
+			   "'1001,1'",
+			   "create", q, "--lanes", "2", "--dispatch", "weighted", "--weights", "1001,1");
+	EXPECT_USAGE_ERROR(q, "got '1,,1'", "create", q, "--lanes", "2", "--dispatch", "weighted",
+			   "--weights", "1,,1");
+	EXPECT_USAGE_ERROR(q, "got '1,1,'", "create", q, "--lanes", "2", "--dispatch", "weighted",
+			   "--weights", "1,1,");
+	EXPECT_USAGE_ERROR(q, "--weights has more than 16 values", "create", q, "--lanes", "16", "--dispatch",
+			   "weighted", "--weights", "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1");
+}
+
+Test(cli, create_checks_the_capacity_is_lanes_times_a_power_of_two_after_all_options)
+{
+	const char *q = tq_name(NULL), *ok = tq_name("ok");
+	struct run r;
+	EXPECT_USAGE_ERROR(q, "got --capacity 64 with --lanes 3 (48 or 96 would do)", "create", q,
+			   "--capacity", "64", "--lanes", "3");
+	EXPECT_USAGE_ERROR(q, "got --capacity 4 with --lanes 4 (8 or 16 would do)", "create", q, "--lanes",
+			   "4", "--capacity", "4");
+	EXPECT_USAGE_ERROR(q, "got --capacity 1024 (the default) with --lanes 3", "create", q, "--lanes",
+			   "3");
+	EXPECT_USAGE_ERROR(q, "--capacity must be a power of two", "create", q, "--capacity", "96");
+	/* the option order does not matter */
+	expect_ok(RUN(&r, NULL, "create", ok, "--capacity", "96", "--lanes", "3"), "");
+	EXPECT_STAT(ok, "capacity: 96 slots");
+	/* its dedup table (2 x 96 rounded up to a power of two) works */
+	expect_ok(RUN(&r, NULL, "send", ok, "--key", "k", "x"), "");
+	expect_ok(RUN(&r, NULL, "check", ok), NULL);
+}
+
 Test(cli, malformed_command_lines_get_a_usage_error_naming_the_problem)
 {
 	const char *q = tq_name(NULL);
