@@ -340,7 +340,7 @@ Test(cli, create_checks_the_capacity_is_lanes_times_a_power_of_two_after_all_opt
 	EXPECT_USAGE_ERROR(q, "--capacity must be a power of two", "create", q, "--capacity", "96");
 	/* the option order does not matter */
 	expect_ok(RUN(&r, NULL, "create", ok, "--capacity", "96", "--lanes", "3"), "");
-	EXPECT_STAT(ok, "capacity: 96 slots");
+	EXPECT_STAT(ok, "capacity: 96 slots", "lanes: 3 (round-robin), 0 consumers");
 	/* its dedup table (2 x 96 rounded up to a power of two) works */
 	expect_ok(RUN(&r, NULL, "send", ok, "--key", "k", "x"), "");
 	expect_ok(RUN(&r, NULL, "check", ok), NULL);
