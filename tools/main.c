@@ -52,7 +52,7 @@ static const struct cli_cmd cmds[] = {
 	 "    --weights W,...      with --dispatch weighted: one weight per lane, 1 to 1000\n"
 	 "                         (default all 1); lane i gets W_i / sum(W) of the sends\n"},
 	{"send", cmd_send,
-	 "send NAME [--timeout-ms MS] [--key KEY PAYLOAD | PAYLOAD...]\n"
+	 "send NAME [--timeout-ms MS] [--key KEY PAYLOAD | [--route KEY] PAYLOAD...]\n"
 	 "    Send one message per PAYLOAD, in order; with no PAYLOAD, one message per line of\n"
 	 "    standard input (newline stripped). Stops at the first message that fails and says\n"
 	 "    how many were sent before it. Options go before the first PAYLOAD; put -- before\n"
@@ -61,7 +61,11 @@ static const struct cli_cmd cmds[] = {
 	 "                         (0: never wait; default: wait forever)\n"
 	 "    --key KEY            idempotency key (1-64 bytes) for one PAYLOAD: if KEY was sent\n"
 	 "                         within the queue's dedup window, print 'duplicate: ...' and\n"
-	 "                         send nothing (exit 0)\n"},
+	 "                         send nothing (exit 0)\n"
+	 "    --route KEY          routing key (1-64 bytes) for every message of this command:\n"
+	 "                         on a --dispatch key-hash queue they all go to one lane, so\n"
+	 "                         they are first delivered in send order; other policies\n"
+	 "                         ignore it. Not with --key, which routes by itself\n"},
 	{"recv", cmd_recv,
 	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup]\n"
 	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"

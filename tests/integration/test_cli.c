@@ -346,6 +346,30 @@ Test(cli, create_checks_the_capacity_is_lanes_times_a_power_of_two_after_all_opt
 	expect_ok(RUN(&r, NULL, "check", ok), NULL);
 }
 
+Test(cli, send_route_refuses_an_idempotency_key_and_a_bad_route_with_one_line_and_sends_nothing)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	char long_key[SHMQ_KEY_MAX + 2];
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = '\0';
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "2", "--capacity", "8", "--dispatch", "key-hash"),
+		  "");
+	expect_error(RUN(&r, NULL, "send", q, "--route", "user-1", "--key", "order-1", "pay"), 2,
+		     "--route does not go with --key");
+	expect_error(RUN(&r, NULL, "send", q, "--key", "order-1", "--route", "user-1", "pay"), 2,
+		     "--route does not go with --key");
+	expect_error(RUN(&r, NULL, "send", q, "--route", "", "pay"), 2,
+		     "--route must be 1 to 64 bytes, got 0");
+	expect_error(RUN(&r, NULL, "send", q, "--route", long_key, "pay"), 2,
+		     "--route must be 1 to 64 bytes, got 65");
+	EXPECT_STAT(q, "ready: 0", "sent: 0");
+	/* and it sends every payload of the command, stdin lines too */
+	expect_ok(RUN(&r, "c\nd\n", "send", q, "--route", "user-1"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-1", "e"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "c\nd\ne\n");
+}
+
 Test(cli, malformed_command_lines_get_a_usage_error_naming_the_problem)
 {
 	const char *q = tq_name(NULL);

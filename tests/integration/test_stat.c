@@ -515,6 +515,30 @@ Test(stat, json_shows_the_lanes_dispatch_and_weights_of_create_and_weighted_send
 	shmq_close(h);
 }
 
+Test(stat, send_route_puts_every_payload_of_one_key_in_one_lane_of_a_key_hash_queue_in_order)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "4", "--capacity", "64", "--dispatch", "key-hash"),
+		  "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-7", "a", "b", "c", "d", "e"), "");
+	expect_ok(RUN(&r, NULL, "stat", q, "--json"), NULL);
+	json_t *root = parse_json(&r), *e;
+	cr_expect_str_eq(json_string_value(jpath(root, "config.dispatch")), "key-hash");
+	cr_assert(json_array_size(jpath(root, "lanes")) == 4);
+	size_t i, holding = 0, with_five = 0;
+	json_array_foreach(jpath(root, "lanes"), i, e)
+	{
+		json_int_t n = json_integer_value(json_object_get(e, "ready"));
+		holding += n > 0;
+		with_five += n == 5;
+	}
+	cr_expect(holding == 1 && with_five == 1, "the 5 messages of one key are not all in one lane:\n%s",
+		  r.out);
+	json_decref(root);
+	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "a\nb\nc\nd\ne\n");
+}
+
 Test(stat, prometheus_output_has_a_ready_and_an_inflight_gauge_per_lane)
 {
 	const char *q = weighted_queue();
