@@ -139,7 +139,8 @@ static const struct cli_cmd cmds[] = {
 	 "    Read-only, like stat.\n"
 	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
 	{"work", cmd_work,
-	 "work NAME [--threads N] [--dedup] [--timeout-ms MS] [--grace-ms MS] -- CMD [ARGS...]\n"
+	 "work NAME [--threads N] [--prefetch N] [--dedup] [--timeout-ms MS] [--grace-ms MS]\n"
+	 "          -- CMD [ARGS...]\n"
 	 "    Run CMD (no shell) once per message, the payload on its standard input and\n"
 	 "    SHMQ_MSG_ID, SHMQ_DELIVERIES and SHMQ_QUEUE in its environment, until SIGINT or\n"
 	 "    SIGTERM. CMD's exit status settles the message: 0 acks it; 75 (EX_TEMPFAIL) retries\n"
@@ -153,6 +154,9 @@ static const struct cli_cmd cmds[] = {
 	 "    --threads N          CMDs run at once, 1 to 1024 (default 1)\n"
 	 "    --dedup              when CMD exits 0, record the message done (by its key, else\n"
 	 "                         its id) before the ack; ack without running CMD a message\n"
+	 "    --prefetch N         hold at most N messages leased at once in this process\n"
+	 "                         (default: no limit), so a slow worker does not hoard work\n"
+	 "                         other consumers could do; threads beyond N wait\n"
 	 "                         recorded done already (its worker died between CMD's exit\n"
 	 "                         and the ack, or another consumer did the key's work). A\n"
 	 "                         worker that dies while CMD runs records nothing: that\n"

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../common.h"
+#include "shmq_inspect.h"
 
 #include "run_tool.h"
 
@@ -368,6 +369,54 @@ Test(cli, send_route_refuses_an_idempotency_key_and_a_bad_route_with_one_line_an
 	expect_ok(RUN(&r, "c\nd\n", "send", q, "--route", "user-1"), "");
 	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-1", "e"), "");
 	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "c\nd\ne\n");
+}
+
+/* The ready and leased messages of a queue, from a read-only view (which claims no record). */
+static struct shmq_snapshot snapshot_of(const char *name)
+{
+	shmq_view_t *v;
+	struct shmq_snapshot s;
+	cr_assert(shmq_view_open(name, &v) == 0, "cannot view %s", name);
+	cr_assert(shmq_view_snapshot(v, &s, NULL, 0) >= 0);
+	shmq_view_close(v);
+	return s;
+}
+
+Test(cli, work_prefetch_holds_at_most_n_messages_at_once_however_many_threads_wait)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "8", "--lease-ms", "600000"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "a", "b", "c", "d"), "");
+	expect_error(RUN(&r, NULL, "work", q, "--prefetch", "0", "--", "true"), 2,
+		     "--prefetch must be a whole number between 1 and");
+	pid_t pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		/* CMD outlives the test: only the limit decides how many run */
+		execl(tool, tool, "work", q, "--threads", "4", "--prefetch", "2", "--grace-ms", "0", "--",
+		      "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	struct shmq_snapshot s;
+	double until = tq_now_ms() + 5000;
+	do {
+		tq_sleep_ms(10);
+		s = snapshot_of(q);
+	} while ((s.stats.inflight < 2 || !s.stats.prefetch_waits) && tq_now_ms() < until);
+	tq_sleep_ms(200); /* time for a thread past the limit to take a third, if it could */
+	s = snapshot_of(q);
+	cr_expect(s.stats.inflight == 2 && s.stats.ready == 2, "%llu in flight, %llu ready; want 2 and 2",
+		  (unsigned long long)s.stats.inflight, (unsigned long long)s.stats.ready);
+	cr_expect(s.stats.prefetch_waits > 0, "no receive waited at the prefetch limit");
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "work did not exit 0 on SIGTERM (status %#x)", st);
 }
 
 Test(cli, malformed_command_lines_get_a_usage_error_naming_the_problem)
