@@ -419,6 +419,33 @@ Test(cli, work_prefetch_holds_at_most_n_messages_at_once_however_many_threads_wa
 	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "work did not exit 0 on SIGTERM (status %#x)", st);
 }
 
+Test(cli, peek_shows_each_messages_lane_only_on_a_queue_of_more_than_one_lane)
+{
+	const char *q = tq_name(NULL), *one = tq_name("one");
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "4", "--capacity", "16", "--dispatch", "key-hash"),
+		  "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-7", "a", "b"), "");
+	expect_ok(RUN(&r, NULL, "peek", q), NULL);
+	cr_expect(!strncmp(r.out, "id           lane state", 23), "no lane column:\n%s", r.out);
+	/* a message's lane is its id modulo the lanes */
+	unsigned long long id;
+	unsigned lane, rows = 0;
+	for (const char *l = strchr(r.out, '\n'); l && sscanf(l + 1, "%llu %u ready", &id, &lane) == 2;
+	     l = strchr(l + 1, '\n'), rows++)
+		cr_expect(lane == id % 4, "message %llu shown in lane %u", id, lane);
+	cr_expect(rows == 2, "%u rows, want 2:\n%s", rows, r.out);
+	expect_ok(RUN(&r, NULL, "peek", q, "--json"), NULL);
+	cr_expect(strstr(r.out, "\"lane\": "), "no lane in the JSON:\n%s", r.out);
+
+	expect_ok(RUN(&r, NULL, "create", one, "--capacity", "4"), "");
+	expect_ok(RUN(&r, NULL, "send", one, "a"), "");
+	expect_ok(RUN(&r, NULL, "peek", one), NULL);
+	cr_expect(!strncmp(r.out, "id           state", 18), "a lane column on one lane:\n%s", r.out);
+	expect_ok(RUN(&r, NULL, "peek", one, "--json"), NULL);
+	cr_expect(!strstr(r.out, "\"lane\""), "a lane in the JSON of one lane:\n%s", r.out);
+}
+
 Test(cli, malformed_command_lines_get_a_usage_error_naming_the_problem)
 {
 	const char *q = tq_name(NULL);
