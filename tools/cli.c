@@ -180,6 +180,25 @@ int cli_check_name(const char *cmd, const char *name)
 	return 0;
 }
 
+/* indexed by enum shmq_dispatch */
+static const char *const dispatch_names[] = {"round-robin", "random", "weighted", "key-hash", "least-loaded"};
+
+const char *cli_dispatch_name(uint32_t dispatch)
+{
+	return dispatch < sizeof(dispatch_names) / sizeof(dispatch_names[0]) ? dispatch_names[dispatch]
+									     : "unknown";
+}
+
+int cli_dispatch_parse(const char *s, uint32_t *out)
+{
+	for (uint32_t i = 0; i < sizeof(dispatch_names) / sizeof(dispatch_names[0]); i++)
+		if (!strcmp(s, dispatch_names[i])) {
+			*out = i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 const char *cli_strerror(int err)
 {
 	static char buf[256];

@@ -63,6 +63,16 @@ int cli_opt_range(const char *cmd, const char *opt, const char *arg, uint64_t mi
 /* Checks NAME against the rules of include/shmq.h, with a message saying which one it breaks. */
 int cli_check_name(const char *cmd, const char *name);
 
+/* The name of an enum shmq_dispatch as the tool spells it ("round-robin", "key-hash", ...), or
+ * "unknown". */
+const char *cli_dispatch_name(uint32_t dispatch);
+
+/* The enum shmq_dispatch named s; 0 or -EINVAL. */
+int cli_dispatch_parse(const char *s, uint32_t *out);
+
+/* The policy names, comma-separated, for messages and help. */
+#define CLI_DISPATCH_NAMES "round-robin, random, weighted, key-hash, least-loaded"
+
 /* shmq_strerror(err), with the system's text added for errors the library has no text for. */
 const char *cli_strerror(int err);
 

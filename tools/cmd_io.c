@@ -18,19 +18,22 @@ enum {
 	O_NO_ACK,
 	O_KEY,
 	O_DEDUP,
+	O_ROUTE,
 };
 
 struct io_opts {
 	int timeout_ms; /* -1: forever */
 	uint64_t count; /* recv: 0: no limit */
 	int no_ack;
-	const char *key; /* send: idempotency key */
-	int dedup;	 /* recv: skip (ack) messages recorded done, record each one done */
+	const char *key;   /* send: idempotency key */
+	const char *route; /* send: routing key of every message */
+	int dedup;	   /* recv: skip (ack) messages recorded done, record each one done */
 };
 
 static const struct option send_opts[] = {
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"key", required_argument, NULL, O_KEY},
+	{"route", required_argument, NULL, O_ROUTE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -67,6 +70,12 @@ static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
 					 strlen(arg));
 		o->key = arg;
 		break;
+	case O_ROUTE:
+		if (!*arg || strlen(arg) > SHMQ_KEY_MAX)
+			return cli_error(CLI_USAGE, cmd, "--route must be 1 to %d bytes, got %zu",
+					 SHMQ_KEY_MAX, strlen(arg));
+		o->route = arg;
+		break;
 	case O_DEDUP:
 		o->dedup = 1;
 		break;
@@ -80,10 +89,11 @@ static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
 
 /* Sends one message; on failure prints the error, with where the message came from (e.g.
  * "line 7") and how many were sent before it, and returns CLI_FAIL. */
-static int send_one(const char *cmd, shmq_t *q, const char *name, const void *data, size_t len,
-		    int timeout_ms, const char *from, unsigned long long sent)
+static int send_one(const char *cmd, shmq_t *q, const char *name, const char *route, const void *data,
+		    size_t len, int timeout_ms, const char *from, unsigned long long sent)
 {
-	int r = shmq_send(q, data, len, timeout_ms);
+	int r = route ? shmq_send_routed(q, route, strlen(route), data, len, timeout_ms)
+		      : shmq_send(q, data, len, timeout_ms);
 	if (!r)
 		return 0;
 	char before[64];
@@ -137,6 +147,10 @@ int cmd_send(int argc, char **argv)
 				"option '%s' after a PAYLOAD: put options before the first PAYLOAD, or -- "
 				"before the payloads to send it as one",
 				a.rest[i]);
+	/* shmq_send_keyed routes by its idempotency key already: a second key would be ignored */
+	if (o.key && o.route)
+		return cli_error(CLI_USAGE, cmd,
+				 "--route does not go with --key: a keyed send is routed by its --key");
 	if (o.key && a.nrest != 1)
 		return cli_error(CLI_USAGE, cmd, "--key takes exactly one PAYLOAD (one key per message)");
 	if ((r = cli_open(cmd, a.name, &q)))
@@ -163,8 +177,8 @@ int cmd_send(int argc, char **argv)
 	if (a.nrest > 0) {
 		for (int i = 0; i < a.nrest; i++, sent++) {
 			snprintf(from, sizeof(from), "argument %d", i + 1);
-			if ((r = send_one(cmd, q, a.name, a.rest[i], strlen(a.rest[i]), o.timeout_ms, from,
-					  sent)))
+			if ((r = send_one(cmd, q, a.name, o.route, a.rest[i], strlen(a.rest[i]), o.timeout_ms,
+					  from, sent)))
 				goto out;
 		}
 		goto out;
@@ -173,7 +187,7 @@ int cmd_send(int argc, char **argv)
 		if (n > 0 && line[n - 1] == '\n')
 			n--;
 		snprintf(from, sizeof(from), "line %llu", sent + 1);
-		if ((r = send_one(cmd, q, a.name, line, (size_t)n, o.timeout_ms, from, sent)))
+		if ((r = send_one(cmd, q, a.name, o.route, line, (size_t)n, o.timeout_ms, from, sent)))
 			goto out;
 		sent++;
 	}

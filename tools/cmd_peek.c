@@ -96,13 +96,18 @@ static void fmt_ms(char *buf, size_t sz, int64_t ms, int have)
 		snprintf(buf, sz, "%.1f s", (double)ms / 1000.0);
 }
 
+/* lane: the slot's lane, or NO_LANE on a queue of one lane (which shows no lane column) */
+#define NO_LANE UINT32_MAX
+
 static void put_row(const struct shmq_slot_info *s, const unsigned char *payload, const struct peek_opts *o,
-		    int first)
+		    int first, uint32_t lane)
 {
 	if (o->json) {
-		printf("%s\n  {\"id\": %llu, \"state\": \"%s\", \"deliveries\": %u, \"age_ms\": %llu, ",
-		       first ? "" : ",", (unsigned long long)s->id, shmq_slot_kind_str(s->kind),
-		       s->deliveries, (unsigned long long)s->age_ms);
+		printf("%s\n  {\"id\": %llu, ", first ? "" : ",", (unsigned long long)s->id);
+		if (lane != NO_LANE)
+			printf("\"lane\": %u, ", lane);
+		printf("\"state\": \"%s\", \"deliveries\": %u, \"age_ms\": %llu, ",
+		       shmq_slot_kind_str(s->kind), s->deliveries, (unsigned long long)s->age_ms);
 		if (s->kind == SHMQ_SLOT_LEASED)
 			printf("\"owner_pid\": %d, \"lease_left_ms\": %lld, ", s->owner_pid,
 			       (long long)s->due_in_ms);
@@ -123,8 +128,11 @@ static void put_row(const struct shmq_slot_info *s, const unsigned char *payload
 		snprintf(owner, sizeof(owner), "%d", s->owner_pid);
 	else
 		snprintf(owner, sizeof(owner), "-");
-	printf("%-12llu %-8s %5u %9s %8s %10s %7u  ", (unsigned long long)s->id, shmq_slot_kind_str(s->kind),
-	       s->deliveries, age, owner, left, s->len);
+	printf("%-12llu ", (unsigned long long)s->id);
+	if (lane != NO_LANE)
+		printf("%4u ", lane);
+	printf("%-8s %5u %9s %8s %10s %7u  ", shmq_slot_kind_str(s->kind), s->deliveries, age, owner, left,
+	       s->len);
 	if (o->hex) {
 		putchar('\n');
 		put_hex(payload, s->copied);
@@ -161,16 +169,22 @@ static int peek(const char *cmd, shmq_view_t *v, const char *name, const struct 
 	if (o->json)
 		printf("{\"queue\": \"%s\", \"waiting\": %u, \"messages\": [",
 		       name[0] == '/' ? name + 1 : name, total);
-	else if (n)
-		printf("%-12s %-8s %5s %9s %8s %10s %7s  %s\n", "id", "state", "deliv", "age", "owner",
-		       "left", "bytes", "payload");
+	else if (n) {
+		printf("%-12s ", "id");
+		if (snap.lanes > 1)
+			printf("%4s ", "lane");
+		printf("%-8s %5s %9s %8s %10s %7s  %s\n", "state", "deliv", "age", "owner", "left", "bytes",
+		       "payload");
+	}
+	/* a lane's slots are contiguous: capacity / lanes of them each */
+	uint32_t per_lane = cap / (snap.lanes ? snap.lanes : 1);
 	/* pass 2: each chosen slot again, with its payload, if it still holds that message */
 	for (uint32_t k = 0; k < n; k++) {
 		struct shmq_slot_info s;
 		if (shmq_view_slot(v, rows[k].slot, &s, buf, max_payload) || s.id != rows[k].id ||
 		    !wanted(&s, o->inflight))
 			continue;
-		put_row(&s, buf, o, shown == 0);
+		put_row(&s, buf, o, shown == 0, snap.lanes > 1 ? s.slot / per_lane : NO_LANE);
 		shown++;
 	}
 	if (o->json)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* cmd_queue.c: `shmq create` and `shmq unlink`: a queue's life cycle. */
 #include <errno.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -21,6 +22,9 @@ enum {
 	O_RECLAIM_INTERVAL_MS,
 	O_DEDUP_WINDOW_MS,
 	O_DEDUP_ENTRIES,
+	O_LANES,
+	O_DISPATCH,
+	O_WEIGHTS,
 };
 
 static const struct option create_opts[] = {
@@ -35,6 +39,9 @@ static const struct option create_opts[] = {
 	{"reclaim-interval-ms", required_argument, NULL, O_RECLAIM_INTERVAL_MS},
 	{"dedup-window-ms", required_argument, NULL, O_DEDUP_WINDOW_MS},
 	{"dedup-entries", required_argument, NULL, O_DEDUP_ENTRIES},
+	{"lanes", required_argument, NULL, O_LANES},
+	{"dispatch", required_argument, NULL, O_DISPATCH},
+	{"weights", required_argument, NULL, O_WEIGHTS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -44,18 +51,71 @@ static const struct option plain_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
+/* What create's options set. Some rules tie options together (--capacity and --weights depend on
+ * --lanes, which may come after them): those are checked once all are parsed. */
+struct create_args {
+	struct shmq_config cfg;
+	int capacity_given;
+	const char *weights; /* --weights as given, NULL: none */
+	unsigned nweights;
+};
+
+/* "3,1,1,1" into a->cfg.weights; the count is checked against --lanes later. */
+static int parse_weights(const char *cmd, const char *arg, struct create_args *a)
+{
+	char buf[16];
+	unsigned n = 0;
+	for (const char *p = arg;; p++) {
+		size_t len = strcspn(p, ",");
+		uint64_t v;
+		snprintf(buf, sizeof(buf), "%.*s", (int)(len < sizeof(buf) ? len : sizeof(buf) - 1), p);
+		if (len >= sizeof(buf) || cli_parse_u64(buf, 10, SHMQ_WEIGHT_MAX, &v) || v < 1)
+			return cli_error(
+				CLI_USAGE, cmd,
+				"--weights must be comma-separated whole numbers between 1 and %d, got "
+				"'%s'",
+				SHMQ_WEIGHT_MAX, arg);
+		if (n == SHMQ_LANES_MAX)
+			return cli_error(CLI_USAGE, cmd,
+					 "--weights has more than %d values (the most lanes), got '%s'",
+					 SHMQ_LANES_MAX, arg);
+		a->cfg.weights[n++] = (uint32_t)v;
+		p += len;
+		if (!*p)
+			break;
+	}
+	a->weights = arg;
+	a->nweights = n;
+	return 0;
+}
+
 static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 {
-	struct shmq_config *cfg = ctx;
+	struct create_args *a = ctx;
+	struct shmq_config *cfg = &a->cfg;
 	uint64_t v;
 	int r = 0;
 	switch (opt) {
 	case O_CAPACITY:
-		if (cli_parse_u64(arg, 10, SHMQ_CAPACITY_MAX, &v) || v < 2 || (v & (v - 1)))
-			return cli_error(CLI_USAGE, cmd,
-					 "--capacity must be a power of two between 2 and %u, got '%s'",
-					 SHMQ_CAPACITY_MAX, arg);
-		cfg->capacity = (uint32_t)v;
+		/* whether it fits --lanes is checked once every option is in */
+		if (!(r = cli_opt_range(cmd, "--capacity", arg, 2, SHMQ_CAPACITY_MAX, &v))) {
+			cfg->capacity = (uint32_t)v;
+			a->capacity_given = 1;
+		}
+		break;
+	case O_LANES:
+		if (!(r = cli_opt_range(cmd, "--lanes", arg, 1, SHMQ_LANES_MAX, &v)))
+			cfg->lanes = (uint32_t)v;
+		break;
+	case O_DISPATCH:
+		if (cli_dispatch_parse(arg, &cfg->dispatch))
+			return cli_error(CLI_USAGE, cmd, "--dispatch must be one of %s, got '%s'",
+					 CLI_DISPATCH_NAMES, arg);
+		break;
+	case O_WEIGHTS:
+		/* a repeated --weights replaces the earlier one */
+		memset(cfg->weights, 0, sizeof(cfg->weights));
+		r = parse_weights(cmd, arg, a);
 		break;
 	case O_SLOT_SIZE:
 		if (cli_parse_u64(arg, 10, SHMQ_SLOT_SIZE_MAX, &v) || v < 2 * SHMQ_SLOT_HEADER || v % 64)
@@ -114,15 +174,45 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 int cmd_create(int argc, char **argv)
 {
 	const char *cmd = "create";
+	struct create_args ca = {0};
 	struct shmq_config cfg;
 	struct cli_args a;
 	shmq_t *q;
 	int r;
 
-	shmq_config_init(&cfg);
-	if ((r = cli_parse(cmd, argc, argv, create_opts, create_opt, &cfg, &a)) || (r = cli_no_rest(cmd, &a)))
+	shmq_config_init(&ca.cfg);
+	if ((r = cli_parse(cmd, argc, argv, create_opts, create_opt, &ca, &a)) || (r = cli_no_rest(cmd, &a)))
 		return r;
+	cfg = ca.cfg;
 	/* the rules that tie two options together */
+	uint32_t per_lane = cfg.capacity / cfg.lanes;
+	if (cfg.capacity % cfg.lanes || per_lane < 2 || (per_lane & (per_lane - 1))) {
+		if (cfg.lanes == 1)
+			return cli_error(CLI_USAGE, cmd,
+					 "--capacity must be a power of two between 2 and %u, got '%u'",
+					 SHMQ_CAPACITY_MAX, cfg.capacity);
+		/* the nearest capacities that would do, to say what to give instead */
+		uint64_t lo = 2;
+		char also[32] = "";
+		while (lo * 2 * cfg.lanes <= cfg.capacity)
+			lo *= 2;
+		lo *= cfg.lanes;
+		if (lo * 2 <= SHMQ_CAPACITY_MAX)
+			snprintf(also, sizeof(also), " or %llu", (unsigned long long)lo * 2);
+		return cli_error(CLI_USAGE, cmd,
+				 "--capacity must be --lanes times a power of two >= 2, got --capacity %u%s "
+				 "with --lanes %u (%llu%s would do)",
+				 cfg.capacity, ca.capacity_given ? "" : " (the default)", cfg.lanes,
+				 (unsigned long long)lo, also);
+	}
+	if (ca.weights && cfg.dispatch != SHMQ_DISPATCH_WEIGHTED)
+		return cli_error(CLI_USAGE, cmd,
+				 "--weights goes only with --dispatch weighted (dispatch is %s)",
+				 cli_dispatch_name(cfg.dispatch));
+	if (ca.weights && ca.nweights != cfg.lanes)
+		return cli_error(CLI_USAGE, cmd,
+				 "--weights '%s' has %u value%s, --lanes is %u: give one per lane",
+				 ca.weights, ca.nweights, ca.nweights == 1 ? "" : "s", cfg.lanes);
 	if (cfg.retry_base_ms > cfg.retry_max_ms)
 		return cli_error(CLI_USAGE, cmd, "--retry-base-ms (%u) exceeds --retry-max-ms (%u)",
 				 cfg.retry_base_ms, cfg.retry_max_ms);
@@ -134,6 +224,14 @@ int cmd_create(int argc, char **argv)
 				 "%u slots of %u bytes are %llu bytes, more than the limit of %llu (1 TiB)",
 				 cfg.capacity, cfg.slot_size,
 				 (unsigned long long)cfg.capacity * cfg.slot_size, SEGMENT_SLOTS_MAX);
+	/* the library's default table is 2 x capacity entries, which is no power of two (and makes a
+	 * segment no one can open) when the capacity is not: round it up here */
+	if (cfg.dedup_window_ms && !cfg.dedup_entries && (cfg.capacity & (cfg.capacity - 1))) {
+		uint32_t n = 64;
+		while (n < 2 * cfg.capacity && n < SHMQ_DEDUP_ENTRIES_MAX)
+			n *= 2;
+		cfg.dedup_entries = n;
+	}
 	/* the library has the last word */
 	if ((r = shmq_config_validate(&cfg)))
 		return cli_error(CLI_USAGE, cmd, "invalid configuration: %s", cli_strerror(r));

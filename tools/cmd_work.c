@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd_work.c: `shmq work NAME [--threads N] [--dedup] [--timeout-ms MS] [--grace-ms MS] -- CMD
- * [ARGS...]`: the worker runtime (include/shmq_worker.h) with a handler that runs CMD once per
+ * cmd_work.c: `shmq work NAME [--threads N] [--prefetch N] [--dedup] [--timeout-ms MS] [--grace-ms
+ * MS] -- CMD [ARGS...]`: the worker runtime (include/shmq_worker.h) with a handler that runs CMD once per
  * message, payload on its stdin, and maps its exit status to a verdict: 0 ack, 75 (EX_TEMPFAIL)
  * retry, 65 (EX_DATAERR) reject; anything else (another status, a signal, a timeout) is a failed
  * delivery, retried with backoff until max_deliveries dead-letters it. With --dedup (the worker's
@@ -41,6 +41,7 @@ enum {
 	O_TIMEOUT_MS,
 	O_GRACE_MS,
 	O_DEDUP,
+	O_PREFETCH,
 };
 
 static const struct option work_opts[] = {
@@ -48,15 +49,17 @@ static const struct option work_opts[] = {
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"grace-ms", required_argument, NULL, O_GRACE_MS},
 	{"dedup", no_argument, NULL, O_DEDUP},
+	{"prefetch", required_argument, NULL, O_PREFETCH},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
 
 struct work {
 	uint64_t threads;
-	int timeout_ms; /* 0: none */
-	int grace_ms;	/* -1: wait for the CMDs in flight */
-	int dedup;	/* skip (ack) messages recorded done, record each exit 0 done */
+	uint64_t prefetch; /* leases held at once by this process (all threads), 0: no limit */
+	int timeout_ms;	   /* 0: none */
+	int grace_ms;	   /* -1: wait for the CMDs in flight */
+	int dedup;	   /* skip (ack) messages recorded done, record each exit 0 done */
 	const char *queue;
 	char *path;  /* CMD, found in PATH */
 	char **argv; /* CMD and its arguments, NULL-terminated */
@@ -77,6 +80,8 @@ static int work_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	}
 	if (opt == O_THREADS)
 		return cli_opt_range(cmd, "--threads", arg, 1, SHMQ_WORKER_THREADS_MAX, &o->threads);
+	if (opt == O_PREFETCH)
+		return cli_opt_range(cmd, "--prefetch", arg, 1, SHMQ_CAPACITY_MAX, &o->prefetch);
 	if ((r = cli_opt_range(cmd, opt == O_TIMEOUT_MS ? "--timeout-ms" : "--grace-ms", arg,
 			       opt == O_TIMEOUT_MS, INT_MAX, &v)))
 		return r;
@@ -326,6 +331,11 @@ int cmd_work(int argc, char **argv)
 		goto out;
 	}
 	o.max_deliveries = st.config.max_deliveries;
+	/* the worker's threads share this handle, so the limit is the whole process's */
+	if (o.prefetch && (r = shmq_set_prefetch(q, (uint32_t)o.prefetch))) {
+		r = cli_error(CLI_FAIL, cmd, "cannot set --prefetch: %s", cli_strerror(r));
+		goto out;
+	}
 
 	struct shmq_worker_config cfg;
 	shmq_worker_config_init(&cfg);

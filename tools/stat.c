@@ -66,6 +66,10 @@ const struct stat_field stat_totals[] = {
 	 "Work-done records written by consumers", F(done_marked)},
 	{"done_hits", "done checks hit", "shmq_done_hits_total", NULL,
 	 "Done checks that found a redelivered message's work already done", F(done_hits)},
+	{"stolen", "stolen", "shmq_stolen_total", NULL,
+	 "First deliveries a consumer took from a lane not assigned to it", F(stolen)},
+	{"prefetch_waits", "prefetch waits", "shmq_prefetch_waits_total", NULL,
+	 "Receives that found their consumer at its prefetch limit", F(prefetch_waits)},
 };
 
 const size_t stat_ndepths = sizeof(stat_depths) / sizeof(stat_depths[0]);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
+#include "cli.h"
 #include "stat.h"
 
 /* uint64_t figures fit json_int_t (long long): counters would need centuries to pass 2^63 */
@@ -34,15 +35,53 @@ static json_t *fields(const struct shmq_stats *st, const struct stat_field *f, s
 
 void *stat_json_depths(const struct shmq_stats *st) { return fields(st, stat_depths, stat_ndepths); }
 
-static json_t *config(const struct shmq_stats *st)
+static json_t *config(const struct stat_report *r)
 {
+	const struct shmq_stats *st = &r->s.stats;
 	const struct shmq_config *c = &st->config;
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "capacity",
-			 (json_int_t)c->capacity, "slot_size", (json_int_t)c->slot_size, "max_payload",
-			 (json_int_t)st->max_payload, "lease_ms", (json_int_t)c->lease_ms, "max_deliveries",
-			 (json_int_t)c->max_deliveries, "retry_base_ms", (json_int_t)c->retry_base_ms,
-			 "retry_max_ms", (json_int_t)c->retry_max_ms, "mode", (json_int_t)c->mode, "dlq_max",
-			 (json_int_t)st->dlq_max, "reclaim_interval_ms", (json_int_t)c->reclaim_interval_ms);
+	json_t *o =
+		json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "capacity",
+			  (json_int_t)c->capacity, "slot_size", (json_int_t)c->slot_size, "max_payload",
+			  (json_int_t)st->max_payload, "lease_ms", (json_int_t)c->lease_ms, "max_deliveries",
+			  (json_int_t)c->max_deliveries, "retry_base_ms", (json_int_t)c->retry_base_ms,
+			  "retry_max_ms", (json_int_t)c->retry_max_ms, "mode", (json_int_t)c->mode, "dlq_max",
+			  (json_int_t)st->dlq_max, "reclaim_interval_ms", (json_int_t)c->reclaim_interval_ms);
+	json_t *weights = json_array();
+	int ok = o && weights;
+	/* the weights the lanes have (the snapshot's, which the segment keeps), one per lane */
+	for (uint32_t l = 0; ok && l < r->s.lanes && l < SHMQ_LANES_MAX; l++)
+		if (json_array_append_new(weights, jint(r->s.lane[l].weight)))
+			ok = 0;
+	if (ok) {
+		set(o, "lanes", jint(r->s.lanes), &ok);
+		set(o, "dispatch", json_string(cli_dispatch_name(c->dispatch)), &ok);
+		set(o, "weights", weights, &ok);
+		weights = NULL;
+	}
+	json_decref(weights);
+	if (!ok)
+		json_decref(o);
+	return ok ? o : NULL;
+}
+
+static json_t *lanes(const struct shmq_snapshot *s)
+{
+	json_t *list = json_array();
+	int ok = list != NULL;
+	for (uint32_t l = 0; ok && l < s->lanes && l < SHMQ_LANES_MAX; l++) {
+		const struct shmq_lane_info *li = &s->lane[l];
+		/* consumer_pid: null while no consumer is assigned the lane */
+		json_t *pid = li->consumer ? json_integer(li->consumer_pid) : json_null();
+		json_t *e = json_pack("{s:I, s:o, s:o, s:o, s:o, s:I, s:o}", "lane", (json_int_t)l, "ready",
+				      jint(li->ready), "inflight", jint(li->inflight), "prod_tail",
+				      jint(li->prod_tail), "cons_head", jint(li->cons_head), "weight",
+				      (json_int_t)li->weight, "consumer_pid", pid);
+		if (json_array_append_new(list, e))
+			ok = 0;
+	}
+	if (!ok)
+		json_decref(list);
+	return ok ? list : NULL;
 }
 
 static json_t *participant(const struct shmq_participant_info *p, uint64_t now)
@@ -70,8 +109,9 @@ static json_t *participants(const struct stat_report *r)
 		json_decref(list);
 		return NULL;
 	}
-	return json_pack("{s:I, s:I, s:o}", "alive", (json_int_t)r->s.stats.participants, "dead",
-			 (json_int_t)r->s.dead_participants, "records", list);
+	return json_pack("{s:I, s:I, s:I, s:o}", "alive", (json_int_t)r->s.stats.participants, "dead",
+			 (json_int_t)r->s.dead_participants, "consumers", (json_int_t)r->s.consumers,
+			 "records", list);
 }
 
 static json_t *report(const struct stat_report *r)
@@ -88,10 +128,11 @@ static json_t *report(const struct stat_report *r)
 		set(o, "queue", json_string(r->name), &ok);
 		set(o, "segment_bytes", jint(st->segment_bytes), &ok);
 		set(o, "creator_pid", json_integer(s->creator_pid), &ok);
-		set(o, "config", config(st), &ok);
+		set(o, "config", config(r), &ok);
 		set(o, "depths", fields(st, stat_depths, stat_ndepths), &ok);
 		set(o, "oldest_ready", oldest, &ok);
 		oldest = NULL;
+		set(o, "lanes", lanes(s), &ok);
 		set(o, "participants", participants(r), &ok);
 		set(o, "totals", fields(st, stat_totals, stat_ntotals), &ok);
 		set(o, "next_id", jint(st->next_id), &ok);

@@ -120,6 +120,25 @@ static void per_participant(const struct stat_report *r)
 	}
 }
 
+/* Per-lane gauges, labelled lane="N" (one lane on a queue without lanes). */
+static void per_lane(const struct stat_report *r)
+{
+	const struct shmq_snapshot *s = &r->s;
+	gauge(r, "shmq_lanes", "Lanes (sub-rings) of the queue", s->lanes);
+	gauge(r, "shmq_lane_consumers", "Active consumers the lanes are shared out among", s->consumers);
+	for (int k = 0; k < 2; k++) {
+		family(k ? "shmq_lane_inflight" : "shmq_lane_ready", "gauge",
+		       k ? "Messages of the lane leased to a receiver"
+			 : "Messages of the lane sent, never delivered");
+		for (uint32_t l = 0; l < s->lanes && l < SHMQ_LANES_MAX; l++) {
+			char labels[32];
+			snprintf(labels, sizeof(labels), "lane=\"%u\"", l);
+			sample(r, k ? "shmq_lane_inflight" : "shmq_lane_ready", labels,
+			       k ? s->lane[l].inflight : s->lane[l].ready);
+		}
+	}
+}
+
 void stat_print_prom(const struct stat_report *r)
 {
 	const struct shmq_snapshot *s = &r->s;
@@ -127,6 +146,7 @@ void stat_print_prom(const struct stat_report *r)
 	table(r, stat_depths, stat_ndepths, "gauge");
 	gauge_ms(r, "shmq_oldest_ready_age_seconds", "Age of the oldest message not yet delivered (0: none)",
 		 s->oldest_ready_age_ms);
+	per_lane(r);
 	family("shmq_participants", "gauge", "Participant records in use, by whether their process is alive");
 	sample(r, "shmq_participants", "state=\"alive\"", s->stats.participants);
 	sample(r, "shmq_participants", "state=\"dead\"", s->dead_participants);

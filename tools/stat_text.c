@@ -2,6 +2,7 @@
 /* stat_text.c: `shmq stat NAME`: a snapshot as text, one "  label  value" line per figure. */
 #include <stdio.h>
 
+#include "cli.h"
 #include "stat.h"
 
 static void num(const char *label, uint64_t v) { printf("  %-24s %llu\n", label, (unsigned long long)v); }
@@ -23,6 +24,32 @@ static void print_config(const struct stat_report *r)
 		printf("  %-24s every %u ms, by receivers\n", "reclaim pass", c->reclaim_interval_ms);
 	else
 		printf("  %-24s only by a watchdog or shmq_reclaim\n", "reclaim pass");
+}
+
+/* Only for a queue of more than one lane: a one-lane queue's lane is the depths above. */
+static void print_lanes(const struct stat_report *r)
+{
+	const struct shmq_snapshot *s = &r->s;
+	int weighted = s->stats.config.dispatch == SHMQ_DISPATCH_WEIGHTED;
+	printf("lanes\n");
+	printf("  %-24s %u (%s), %u consumer%s\n", "lanes", s->lanes,
+	       cli_dispatch_name(s->stats.config.dispatch), s->consumers, s->consumers == 1 ? "" : "s");
+	printf("  %5s", "LANE");
+	if (weighted)
+		printf(" %6s", "WEIGHT");
+	printf(" %10s %10s %12s %12s %8s\n", "READY", "IN FLIGHT", "TAIL", "HEAD", "CONSUMER");
+	for (uint32_t l = 0; l < s->lanes && l < SHMQ_LANES_MAX; l++) {
+		const struct shmq_lane_info *li = &s->lane[l];
+		char pid[16] = "-";
+		if (li->consumer)
+			snprintf(pid, sizeof(pid), "%d", (int)li->consumer_pid);
+		printf("  %5u", l);
+		if (weighted)
+			printf(" %6u", li->weight);
+		printf(" %10llu %10llu %12llu %12llu %8s\n", (unsigned long long)li->ready,
+		       (unsigned long long)li->inflight, (unsigned long long)li->prod_tail,
+		       (unsigned long long)li->cons_head, pid);
+	}
 }
 
 static const char *alive_str(int alive) { return alive > 0 ? "yes" : alive == 0 ? "no" : "unknown"; }
@@ -72,6 +99,8 @@ void stat_print_text(const struct stat_report *r)
 		       (unsigned long long)s->oldest_ready_age_ms, (unsigned long long)s->oldest_ready_id);
 	else
 		printf("  %-24s none ready\n", "oldest ready age");
+	if (s->lanes > 1)
+		print_lanes(r);
 	print_participants(r);
 	printf("totals\n");
 	for (size_t i = 0; i < stat_ntotals; i++)

@@ -121,6 +121,18 @@ static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned npart
 	else
 		printf("oldest    nothing ready");
 	eol(w);
+	if (s->lanes > 1) {
+		/* one line for all lanes: their ready, then in-flight counts, lane 0 first */
+		printf("lanes     %u (%s), %u consumer%s   ready", s->lanes,
+		       cli_dispatch_name(st->config.dispatch), s->consumers, s->consumers == 1 ? "" : "s");
+		for (uint32_t l = 0; l < s->lanes && l < SHMQ_LANES_MAX; l++)
+			printf(" %llu", (unsigned long long)s->lane[l].ready);
+		printf("   in flight");
+		for (uint32_t l = 0; l < s->lanes && l < SHMQ_LANES_MAX; l++)
+			printf(" %llu", (unsigned long long)s->lane[l].inflight);
+		eol(w);
+		used++;
+	}
 	if (w->have_prev) {
 		const struct shmq_stats *p = &w->prev;
 		printf("rate/s    sent %.0f   received %.0f   acked %.0f   nacked %.0f   retried %.0f   "
@@ -147,7 +159,7 @@ static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned npart
 	       s->consistent ? "" : "   (busy: figures taken while they moved)");
 	eol(w);
 	eol(w);
-	used = 10;
+	used += 10;
 	printf("%5s %8s %-5s %-17s %6s %8s %10s %10s %10s", "idx", "pid", "alive", "role", "leases", "active",
 	       "sent", "received", "acked");
 	eol(w);

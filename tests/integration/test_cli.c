@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../common.h"
+#include "shmq_inspect.h"
 
 #include "run_tool.h"
 
@@ -291,6 +292,158 @@ Test(cli, create_rejects_options_that_contradict_each_other_with_a_usage_error)
 	EXPECT_USAGE_ERROR(q, "--retry-base-ms (10) exceeds --retry-max-ms (5)", "create", q,
 			   "--retry-base-ms", "10", "--retry-max-ms", "5");
 	EXPECT_USAGE_ERROR(q, "--dlq-max", "create", q, "--capacity", "4", "--dlq-max", "8");
+}
+
+Test(cli, create_rejects_bad_lanes_dispatch_and_weights_with_one_line_and_creates_nothing)
+{
+	const char *q = tq_name(NULL);
+	EXPECT_USAGE_ERROR(q, "--lanes must be a whole number between 1 and 16, got '0'", "create", q,
+			   "--lanes", "0");
+	EXPECT_USAGE_ERROR(q, "--lanes must be a whole number between 1 and 16, got '17'", "create", q,
+			   "--lanes", "17");
+	EXPECT_USAGE_ERROR(q,
+			   "--dispatch must be one of round-robin, random, weighted, key-hash, least-loaded, "
+			   "got 'fastest'",
+			   "create", q, "--lanes", "2", "--dispatch", "fastest");
+	EXPECT_USAGE_ERROR(q, "--weights '3,1' has 2 values, --lanes is 4", "create", q, "--lanes", "4",
+			   "--dispatch", "weighted", "--weights", "3,1");
+	EXPECT_USAGE_ERROR(q, "--weights '1,1' has 2 values, --lanes is 1", "create", q, "--dispatch",
+			   "weighted", "--weights", "1,1");
+	/* the check waits for every option: --lanes may come after --weights */
+	EXPECT_USAGE_ERROR(q, "--weights goes only with --dispatch weighted (dispatch is key-hash)", "create",
+			   q, "--weights", "1,2", "--lanes", "2", "--dispatch", "key-hash");
+	EXPECT_USAGE_ERROR(q, "--weights goes only with --dispatch weighted", "create", q, "--lanes", "2",
+			   "--weights", "1,2");
+	EXPECT_USAGE_ERROR(q, "--weights must be comma-separated whole numbers between 1 and 1000, got '1,0'",
+			   "create", q, "--lanes", "2", "--dispatch", "weighted", "--weights", "1,0");
+	EXPECT_USAGE_ERROR(q,
+			   "--weights must be comma-separated whole numbers between 1 and 1000, got "
+			   "'1001,1'",
+			   "create", q, "--lanes", "2", "--dispatch", "weighted", "--weights", "1001,1");
+	EXPECT_USAGE_ERROR(q, "got '1,,1'", "create", q, "--lanes", "2", "--dispatch", "weighted",
+			   "--weights", "1,,1");
+	EXPECT_USAGE_ERROR(q, "got '1,1,'", "create", q, "--lanes", "2", "--dispatch", "weighted",
+			   "--weights", "1,1,");
+	EXPECT_USAGE_ERROR(q, "--weights has more than 16 values", "create", q, "--lanes", "16", "--dispatch",
+			   "weighted", "--weights", "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1");
+}
+
+Test(cli, create_checks_the_capacity_is_lanes_times_a_power_of_two_after_all_options)
+{
+	const char *q = tq_name(NULL), *ok = tq_name("ok");
+	struct run r;
+	EXPECT_USAGE_ERROR(q, "got --capacity 64 with --lanes 3 (48 or 96 would do)", "create", q,
+			   "--capacity", "64", "--lanes", "3");
+	EXPECT_USAGE_ERROR(q, "got --capacity 4 with --lanes 4 (8 or 16 would do)", "create", q, "--lanes",
+			   "4", "--capacity", "4");
+	EXPECT_USAGE_ERROR(q, "got --capacity 1024 (the default) with --lanes 3", "create", q, "--lanes",
+			   "3");
+	EXPECT_USAGE_ERROR(q, "--capacity must be a power of two", "create", q, "--capacity", "96");
+	/* the option order does not matter */
+	expect_ok(RUN(&r, NULL, "create", ok, "--capacity", "96", "--lanes", "3"), "");
+	EXPECT_STAT(ok, "capacity: 96 slots", "lanes: 3 (round-robin), 0 consumers");
+	/* its dedup table (2 x 96 rounded up to a power of two) works */
+	expect_ok(RUN(&r, NULL, "send", ok, "--key", "k", "x"), "");
+	expect_ok(RUN(&r, NULL, "check", ok), NULL);
+}
+
+Test(cli, send_route_refuses_an_idempotency_key_and_a_bad_route_with_one_line_and_sends_nothing)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	char long_key[SHMQ_KEY_MAX + 2];
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = '\0';
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "2", "--capacity", "8", "--dispatch", "key-hash"),
+		  "");
+	expect_error(RUN(&r, NULL, "send", q, "--route", "user-1", "--key", "order-1", "pay"), 2,
+		     "--route does not go with --key");
+	expect_error(RUN(&r, NULL, "send", q, "--key", "order-1", "--route", "user-1", "pay"), 2,
+		     "--route does not go with --key");
+	expect_error(RUN(&r, NULL, "send", q, "--route", "", "pay"), 2,
+		     "--route must be 1 to 64 bytes, got 0");
+	expect_error(RUN(&r, NULL, "send", q, "--route", long_key, "pay"), 2,
+		     "--route must be 1 to 64 bytes, got 65");
+	EXPECT_STAT(q, "ready: 0", "sent: 0");
+	/* and it sends every payload of the command, stdin lines too */
+	expect_ok(RUN(&r, "c\nd\n", "send", q, "--route", "user-1"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-1", "e"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "c\nd\ne\n");
+}
+
+/* The ready and leased messages of a queue, from a read-only view (which claims no record). */
+static struct shmq_snapshot snapshot_of(const char *name)
+{
+	shmq_view_t *v;
+	struct shmq_snapshot s;
+	cr_assert(shmq_view_open(name, &v) == 0, "cannot view %s", name);
+	cr_assert(shmq_view_snapshot(v, &s, NULL, 0) >= 0);
+	shmq_view_close(v);
+	return s;
+}
+
+Test(cli, work_prefetch_holds_at_most_n_messages_at_once_however_many_threads_wait)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "8", "--lease-ms", "600000"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "a", "b", "c", "d"), "");
+	expect_error(RUN(&r, NULL, "work", q, "--prefetch", "0", "--", "true"), 2,
+		     "--prefetch must be a whole number between 1 and");
+	pid_t pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		/* CMD outlives the test: only the limit decides how many run */
+		execl(tool, tool, "work", q, "--threads", "4", "--prefetch", "2", "--grace-ms", "0", "--",
+		      "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	struct shmq_snapshot s;
+	double until = tq_now_ms() + 5000;
+	do {
+		tq_sleep_ms(10);
+		s = snapshot_of(q);
+	} while ((s.stats.inflight < 2 || !s.stats.prefetch_waits) && tq_now_ms() < until);
+	tq_sleep_ms(200); /* time for a thread past the limit to take a third, if it could */
+	s = snapshot_of(q);
+	cr_expect(s.stats.inflight == 2 && s.stats.ready == 2, "%llu in flight, %llu ready; want 2 and 2",
+		  (unsigned long long)s.stats.inflight, (unsigned long long)s.stats.ready);
+	cr_expect(s.stats.prefetch_waits > 0, "no receive waited at the prefetch limit");
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "work did not exit 0 on SIGTERM (status %#x)", st);
+}
+
+Test(cli, peek_shows_each_messages_lane_only_on_a_queue_of_more_than_one_lane)
+{
+	const char *q = tq_name(NULL), *one = tq_name("one");
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "4", "--capacity", "16", "--dispatch", "key-hash"),
+		  "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-7", "a", "b"), "");
+	expect_ok(RUN(&r, NULL, "peek", q), NULL);
+	cr_expect(!strncmp(r.out, "id           lane state", 23), "no lane column:\n%s", r.out);
+	/* a message's lane is its id modulo the lanes */
+	unsigned long long id;
+	unsigned lane, rows = 0;
+	for (const char *l = strchr(r.out, '\n'); l && sscanf(l + 1, "%llu %u ready", &id, &lane) == 2;
+	     l = strchr(l + 1, '\n'), rows++)
+		cr_expect(lane == id % 4, "message %llu shown in lane %u", id, lane);
+	cr_expect(rows == 2, "%u rows, want 2:\n%s", rows, r.out);
+	expect_ok(RUN(&r, NULL, "peek", q, "--json"), NULL);
+	cr_expect(strstr(r.out, "\"lane\": "), "no lane in the JSON:\n%s", r.out);
+
+	expect_ok(RUN(&r, NULL, "create", one, "--capacity", "4"), "");
+	expect_ok(RUN(&r, NULL, "send", one, "a"), "");
+	expect_ok(RUN(&r, NULL, "peek", one), NULL);
+	cr_expect(!strncmp(r.out, "id           state", 18), "a lane column on one lane:\n%s", r.out);
+	expect_ok(RUN(&r, NULL, "peek", one, "--json"), NULL);
+	cr_expect(!strstr(r.out, "\"lane\""), "a lane in the JSON of one lane:\n%s", r.out);
 }
 
 Test(cli, malformed_command_lines_get_a_usage_error_naming_the_problem)

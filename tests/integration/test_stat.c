@@ -140,6 +140,27 @@ Test(stat, json_reports_config_depths_participants_and_totals_of_a_known_state)
 	cr_expect(json_is_integer(jpath(root, "oldest_ready.age_ms")), "oldest_ready.age_ms");
 	expect_jint(root, "next_id", NSENT);
 
+	/* a queue of one lane: that lane holds everything */
+	expect_jint(root, "config.lanes", 1);
+	cr_expect_str_eq(json_string_value(jpath(root, "config.dispatch")), "round-robin");
+	json_t *weights = jpath(root, "config.weights");
+	cr_expect(json_array_size(weights) == 1 && json_integer_value(json_array_get(weights, 0)) == 1,
+		  "config.weights is not [1]");
+	json_t *lanes = jpath(root, "lanes");
+	cr_assert(json_array_size(lanes) == 1, "lanes has not one entry");
+	json_t *lane0 = json_array_get(lanes, 0);
+	expect_jint(lane0, "lane", 0);
+	expect_jint(lane0, "ready", 2);
+	expect_jint(lane0, "inflight", 2);
+	expect_jint(lane0, "prod_tail", NSENT);
+	expect_jint(lane0, "cons_head", 4);
+	expect_jint(lane0, "weight", 1);
+	/* consumers are assigned lanes only on a queue of several (then, see below) */
+	json_t *pid = json_object_get(lane0, "consumer_pid");
+	cr_expect(json_is_null(pid) || json_is_integer(pid),
+		  "lanes[0].consumer_pid is not an integer or null");
+	cr_expect(json_is_integer(jpath(root, "participants.consumers")), "participants.consumers");
+
 	expect_jint(root, "participants.alive", 1);
 	expect_jint(root, "participants.dead", 1);
 	cr_expect(json_array_size(jpath(root, "participants.records")) == 2,
@@ -194,6 +215,8 @@ Test(stat, json_reports_config_depths_participants_and_totals_of_a_known_state)
 		{"dedup_evicted", st.dedup_evicted},
 		{"done_marked", st.done_marked},
 		{"done_hits", st.done_hits},
+		{"stolen", st.stolen},
+		{"prefetch_waits", st.prefetch_waits},
 	};
 	for (size_t i = 0; i < N_ELEMS(tot); i++) {
 		char path[64];
@@ -404,6 +427,173 @@ Test(stat, prometheus_output_parses_and_carries_the_known_figures)
 	cr_expect(prom_value(&p, "shmq_participant_leases", dead) == 1, "the dead child's lease");
 	cr_expect(prom_value(&p, "shmq_oldest_ready_age_seconds", NULL) >= 0, "age");
 	shmq_close(k.q);
+}
+
+/* ---- lanes ----------------------------------------------------------------------------------- */
+
+/* "0\n1\n...": n payloads as lines for `send` */
+static char *numbered_lines(unsigned n)
+{
+	char *buf = malloc((size_t)n * 12 + 1);
+	cr_assert(buf);
+	size_t len = 0;
+	for (unsigned i = 0; i < n; i++)
+		len += (size_t)sprintf(buf + len, "%u\n", i);
+	return buf;
+}
+
+/* The lanes[] of `stat --json`, checked against ready[] (one per lane). */
+static void expect_lane_ready(json_t *root, const long long *ready, size_t n)
+{
+	json_t *lanes = jpath(root, "lanes");
+	cr_assert(json_array_size(lanes) == n, "lanes has %zu entries, want %zu", json_array_size(lanes), n);
+	for (size_t l = 0; l < n; l++) {
+		json_t *e = json_array_get(lanes, l);
+		expect_jint(e, "lane", (long long)l);
+		expect_jint(e, "ready", ready[l]);
+		expect_jint(e, "prod_tail", ready[l]);
+		expect_jint(e, "cons_head", 0);
+		expect_jint(e, "inflight", 0);
+	}
+}
+
+/* 4 lanes weighted 3,1,1,1 after 60 sends from one `shmq send`. */
+static const char *weighted_queue(void)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "4", "--capacity", "256", "--dispatch", "weighted",
+		      "--weights", "3,1,1,1", "--lease-ms", "600000"),
+		  "");
+	char *lines = numbered_lines(60);
+	expect_ok(RUN(&r, lines, "send", q), "");
+	free(lines);
+	return q;
+}
+
+Test(stat, json_shows_the_lanes_dispatch_and_weights_of_create_and_weighted_sends_split_by_weight)
+{
+	const char *q = weighted_queue();
+	struct run r;
+	expect_ok(RUN(&r, NULL, "stat", q, "--json"), NULL);
+	json_t *root = parse_json(&r);
+	expect_jint(root, "config.capacity", 256);
+	expect_jint(root, "config.lanes", 4);
+	cr_expect_str_eq(json_string_value(jpath(root, "config.dispatch")), "weighted");
+	json_t *w = jpath(root, "config.weights");
+	const long long want_w[] = {3, 1, 1, 1};
+	cr_assert(json_array_size(w) == 4, "config.weights has %zu entries, want 4", json_array_size(w));
+	for (size_t l = 0; l < 4; l++) {
+		cr_expect(json_integer_value(json_array_get(w, l)) == want_w[l], "config.weights[%zu]", l);
+		expect_jint(json_array_get(jpath(root, "lanes"), l), "weight", want_w[l]);
+	}
+	/* smooth weighted round robin: exact shares over every cycle of 6 */
+	const long long ready[] = {30, 10, 10, 10};
+	expect_lane_ready(root, ready, 4);
+	expect_jint(root, "depths.ready", 60);
+	expect_jint(root, "participants.consumers", 0);
+	json_t *e;
+	size_t i;
+	json_array_foreach(jpath(root, "lanes"), i, e)
+	{
+		cr_expect(json_is_null(json_object_get(e, "consumer_pid")), "lane %zu has a consumer", i);
+	}
+	expect_jint(root, "totals.stolen", 0);
+	expect_jint(root, "totals.prefetch_waits", 0);
+	json_decref(root);
+
+	/* a consumer (this process, alive, receiving) is assigned every lane */
+	shmq_t *h;
+	struct shmq_msg m;
+	cr_assert(shmq_open(q, &h) == 0);
+	cr_assert(shmq_recv(h, &m, 0) == 0);
+	expect_ok(RUN(&r, NULL, "stat", q, "--json"), NULL);
+	root = parse_json(&r);
+	expect_jint(root, "participants.consumers", 1);
+	json_array_foreach(jpath(root, "lanes"), i, e) { expect_jint(e, "consumer_pid", getpid()); }
+	json_decref(root);
+	shmq_close(h);
+}
+
+Test(stat, send_route_puts_every_payload_of_one_key_in_one_lane_of_a_key_hash_queue_in_order)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "4", "--capacity", "64", "--dispatch", "key-hash"),
+		  "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-7", "a", "b", "c", "d", "e"), "");
+	expect_ok(RUN(&r, NULL, "stat", q, "--json"), NULL);
+	json_t *root = parse_json(&r), *e;
+	cr_expect_str_eq(json_string_value(jpath(root, "config.dispatch")), "key-hash");
+	cr_assert(json_array_size(jpath(root, "lanes")) == 4);
+	size_t i, holding = 0, with_five = 0;
+	json_array_foreach(jpath(root, "lanes"), i, e)
+	{
+		json_int_t n = json_integer_value(json_object_get(e, "ready"));
+		holding += n > 0;
+		with_five += n == 5;
+	}
+	cr_expect(holding == 1 && with_five == 1, "the 5 messages of one key are not all in one lane:\n%s",
+		  r.out);
+	json_decref(root);
+	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "a\nb\nc\nd\ne\n");
+}
+
+Test(stat, prometheus_output_has_a_ready_and_an_inflight_gauge_per_lane)
+{
+	const char *q = weighted_queue();
+	struct run r;
+	static struct prom p;
+	expect_ok(RUN(&r, NULL, "stat", q, "--prometheus"), NULL);
+	parse_prom(r.out, q + 1, &p);
+	const double ready[] = {30, 10, 10, 10};
+	for (unsigned l = 0; l < 4; l++) {
+		char lane[32];
+		snprintf(lane, sizeof(lane), "lane=\"%u\"", l);
+		cr_expect(prom_value(&p, "shmq_lane_ready", lane) == ready[l], "shmq_lane_ready{%s}", lane);
+		cr_expect(prom_value(&p, "shmq_lane_inflight", lane) == 0, "shmq_lane_inflight{%s}", lane);
+	}
+	cr_expect(prom_value(&p, "shmq_lanes", NULL) == 4, "shmq_lanes");
+	cr_expect(prom_value(&p, "shmq_stolen_total", NULL) == 0, "shmq_stolen_total");
+	cr_expect(prom_value(&p, "shmq_prefetch_waits_total", NULL) == 0, "shmq_prefetch_waits_total");
+	int lanes = 0;
+	for (int i = 0; i < p.n; i++)
+		lanes += !strcmp(p.s[i].name, "shmq_lane_ready");
+	cr_expect(lanes == 4, "%d shmq_lane_ready samples, want 4", lanes);
+}
+
+Test(stat, text_has_a_lanes_section_with_a_row_per_lane_only_when_the_queue_has_more_than_one)
+{
+	const char *q = weighted_queue(), *one = tq_name("one");
+	struct run r;
+	EXPECT_STAT(q, "lanes: 4 (weighted), 0 consumers", "stolen: 0", "prefetch waits: 0");
+	expect_ok(RUN(&r, NULL, "stat", q), NULL);
+	cr_expect(strstr(r.out, "\nlanes\n"), "no lanes section:\n%s", r.out);
+	/* LANE WEIGHT READY IN-FLIGHT TAIL HEAD CONSUMER */
+	static const char *const rows[] = {"0 3 30 0 30 0 -", "1 1 10 0 10 0 -", "2 1 10 0 10 0 -",
+					   "3 1 10 0 10 0 -"};
+	const char *at = strstr(r.out, "\nlanes\n");
+	for (size_t l = 0; at && l < N_ELEMS(rows); l++) {
+		char want[64], got[128];
+		/* the l-th line after the section's two heading lines, blanks squeezed */
+		const char *line = at + 1;
+		for (size_t k = 0; k < l + 3 && line; k++)
+			line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL;
+		cr_assert(line, "no row for lane %zu:\n%s", l, r.out);
+		size_t n = 0;
+		for (const char *c = line; *c && *c != '\n' && n + 1 < sizeof(got); c++)
+			if (*c != ' ' || (n && got[n - 1] != ' '))
+				got[n++] = *c;
+		while (n && got[n - 1] == ' ')
+			n--;
+		got[n] = '\0';
+		snprintf(want, sizeof(want), "%s", rows[l]);
+		cr_expect_str_eq(got, want, "lane %zu's row", l);
+	}
+	/* one lane: no section (the depths say it all) */
+	expect_ok(RUN(&r, NULL, "create", one, "--capacity", "8"), "");
+	expect_ok(RUN(&r, NULL, "stat", one), NULL);
+	cr_expect(!strstr(r.out, "\nlanes\n") && !strstr(r.out, "\n  lanes "), "a lanes section:\n%s", r.out);
 }
 
 /* ---- list ------------------------------------------------------------------------------------ */
