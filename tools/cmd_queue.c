@@ -224,14 +224,6 @@ int cmd_create(int argc, char **argv)
 				 "%u slots of %u bytes are %llu bytes, more than the limit of %llu (1 TiB)",
 				 cfg.capacity, cfg.slot_size,
 				 (unsigned long long)cfg.capacity * cfg.slot_size, SEGMENT_SLOTS_MAX);
-	/* the library's default table is 2 x capacity entries, which is no power of two (and makes a
-	 * segment no one can open) when the capacity is not: round it up here */
-	if (cfg.dedup_window_ms && !cfg.dedup_entries && (cfg.capacity & (cfg.capacity - 1))) {
-		uint32_t n = 64;
-		while (n < 2 * cfg.capacity && n < SHMQ_DEDUP_ENTRIES_MAX)
-			n *= 2;
-		cfg.dedup_entries = n;
-	}
 	/* the library has the last word */
 	if ((r = shmq_config_validate(&cfg)))
 		return cli_error(CLI_USAGE, cmd, "invalid configuration: %s", cli_strerror(r));

@@ -79,6 +79,18 @@ Test(lanes, lane_counts_and_capacities_that_do_not_split_into_power_of_two_rings
 	cr_expect_eq(shmq_config_validate(&c), 0, "0 lanes reads as one");
 }
 
+Test(lanes, a_queue_of_three_lanes_with_the_default_dedup_table_opens)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = lanes_config(96, 3, SHMQ_DISPATCH_ROUND_ROBIN);
+	shmq_t *q = tq_create(name, &c), *o = open_q(name);
+	struct shmq_stats st = tq_stats(o);
+	cr_expect_eq(st.config.dedup_entries, 256, "2 x 96 rounded up to a power of two");
+	cr_expect_eq(shmq_send_keyed(o, "k", 1, "x", 1, 0, NULL), 0);
+	shmq_close(o);
+	shmq_close(q);
+}
+
 Test(lanes, ids_are_unique_across_lanes_and_each_lane_delivers_in_send_order)
 {
 	struct shmq_config c = lanes_config(192, 3, SHMQ_DISPATCH_ROUND_ROBIN);
