@@ -81,8 +81,9 @@ struct shmq_config {
 					   * long (default 120000; 0: no dedup table, keyed calls get
 					   * -ENOTSUP) */
 	uint32_t dedup_entries;		  /* dedup table entries, a power of two (0: 2 x capacity rounded
-					   * up to a power of two, at least 64). When every entry a key may use (16 from
-					   * its hash) holds	   a live key, the oldest of them is evicted (counted). */
+					   * up to a power of two, at least 64). When every entry a key
+					   * may use (16 from its hash) holds a live key, the oldest of
+					   * them is evicted (counted). */
 	uint32_t lanes;			  /* sub-rings, 1..SHMQ_LANES_MAX (default 1); capacity / lanes must
 					   * be a power of two >= 2. Consumers are shared out over the
 					   * lanes and steal from other lanes when theirs are empty. */
