@@ -285,9 +285,11 @@ static void write_payload(struct shmq_slot *s, const void *data, size_t len)
 
 /* claim() in lane *l, then (unless `strict`: the lane was chosen by key) in the other lanes, so a
  * full lane sends its messages elsewhere instead of waiting. *l is the lane that had room. */
-static int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint32_t scan, int strict)
+HOT int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint32_t scan, int strict)
 {
 	int r = claim(q, *l, s, t, scan);
+	if (r != -EAGAIN || strict || q->lanes == 1)
+		return r;
 	for (uint32_t k = 1; r == -EAGAIN && !strict && k < q->lanes; k++) {
 		uint32_t o = (*l + k) % q->lanes;
 		if ((r = claim(q, o, s, t, scan)) == 0)
@@ -338,7 +340,7 @@ static int claim_wait(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t,
 
 /* A send into lane l: routed (strict: stays in l, for per-key order) or dispatched (may move on to
  * another lane when l is full). */
-static int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len, int timeout_ms)
+HOT int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len, int timeout_ms)
 {
 	struct shmq_slot *s;
 	uint64_t t;
@@ -356,7 +358,7 @@ static int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t l
 
 int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 {
-	return send_to(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
+	return send_to(q, q && q->lanes > 1 ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
 }
 
 int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *data, size_t len,
@@ -700,9 +702,11 @@ struct recv_state {
 	int force_tail; /* the check before a sleep: read prod_tail whatever the slot says */
 };
 
-static void recv_state_init(shmq_t *q, struct recv_state *rs)
+HOT void recv_state_init(shmq_t *q, struct recv_state *rs)
 {
-	for (uint32_t l = 0; l < q->lanes; l++) {
+	rs->wt[0] = UINT64_MAX; /* the usual case, without the loop (which gcc makes two memsets) */
+	rs->ws[0] = 0;
+	for (uint32_t l = 1; l < q->lanes; l++) {
 		rs->wt[l] = UINT64_MAX;
 		rs->ws[l] = 0;
 	}
@@ -751,7 +755,7 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 	return -EAGAIN;
 }
 
-static int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs, enum head_result *why)
+HOT int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs, enum head_result *why)
 {
 	if (take_due(q, m, now) == 0)
 		return 0;
@@ -777,7 +781,7 @@ static void wake_by(uint64_t *until, uint64_t t_ns, uint64_t t_ms, uint64_t at_m
 		*until = at_ns;
 }
 
-static int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
+HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t deadline = 0;
@@ -1038,6 +1042,13 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
  * Settling a delivery
  */
 
+/* shmq_settled for the settle paths: a call only when a prefetch limit is set */
+HOT void settled(shmq_t *q, unsigned n)
+{
+	if (q->prefetch)
+		shmq_settled(q, n);
+}
+
 static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
 {
 	if (m->slot >= q->capacity || w_state(m->token) != SLOT_LEASED ||
@@ -1077,7 +1088,7 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 	if (!cas_word(s, &w, w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
 		return stale(q);
 	count(q, C_ACKED, 1);
-	shmq_settled(q, 1);
+	settled(q, 1);
 	shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	return 0;
 }
@@ -1101,7 +1112,7 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 	}
 	if (acked) {
 		count(q, C_ACKED, acked);
-		shmq_settled(q, acked);
+		settled(q, acked);
 		shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
 	}
 	return (int)acked;
@@ -1151,7 +1162,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 			return stale(q);
 		count(q, C_NACKED, 1);
 		count(q, C_DEAD_LETTERED, 1);
-		shmq_settled(q, 1);
+		settled(q, 1);
 		shmq_dlq_enforce(q);
 		return 0;
 	}
@@ -1167,7 +1178,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 		return stale(q);
 	count(q, C_NACKED, 1);
 	count(q, C_RETRIED, 1);
-	shmq_settled(q, 1);
+	settled(q, 1);
 	shmq_note_delayed(q, due);
 	return 0;
 }
@@ -1187,7 +1198,7 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 		return stale(q);
 	count(q, C_REJECTED, 1);
 	count(q, C_DEAD_LETTERED, 1);
-	shmq_settled(q, 1);
+	settled(q, 1);
 	shmq_dlq_enforce(q);
 	return 0;
 }
