@@ -70,7 +70,9 @@ struct shmq_config {
 	uint32_t retry_max_ms;		  /* ... capped at this (default 30000); must be >= retry_base_ms */
 	mode_t mode;			  /* segment permissions (default 0600; umask is not applied) */
 	uint32_t dlq_max;		  /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
-					   * full the oldest dead letter is dropped and counted (dlq_dropped). */
+					   * full the oldest dead letter is dropped and counted (dlq_dropped).
+					   * With lanes, also at most half of each lane (letters stay in their
+					   * slots: a lane full of them would take no sends). */
 	uint32_t reclaim_interval_ms;	  /* receivers run a shmq_reclaim pass (one receiver per interval,
 					   * elected by CAS) at most this often, so expired leases and a
 					   * dead consumer's messages come back with no watchdog running
@@ -242,9 +244,10 @@ int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *d
 /* Limits the messages this handle may hold leased at once (prefetch, like RabbitMQ's basic.qos or
  * JetStream's MaxAckPending), so one slow consumer cannot hoard work. 0: no limit (the default).
  * At the limit shmq_recv waits (per its timeout) for this handle to ack, nack or reject one, and
- * shmq_recv_batch takes at most what is left. Leases this handle lost (expired and requeued)
- * stop counting once it settles them (-ESTALE) or, at the latest, when it is at the limit and
- * recounts from the segment. 0 or -EINVAL. */
+ * shmq_recv_batch takes at most what is left. Each successful ack, nack or reject gives one
+ * back; leases this handle lost (expired and requeued) stop counting when it is at the limit
+ * and recounts its leases from the segment (at most every 10 ms). May be called at any time;
+ * receivers waiting at the old limit see the new one (0 releases them). 0 or -EINVAL. */
 int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight);
 
 /* Zero-copy send: reserve a slot for up to `len` bytes (-EMSGSIZE, -EAGAIN as shmq_send), write

@@ -152,9 +152,45 @@ int shmq_dlq_purge(shmq_t *q, unsigned max)
 	return n;
 }
 
+/* With lanes, dead letters also stay below half of each lane: they sit in their slots, and a
+ * key-hash lane full of one poison key's letters would block every send to it (key-hash sends do
+ * not move to another lane). Drops the oldest of a lane beyond that; returns how many. */
+static int enforce_lanes(shmq_t *q)
+{
+	struct dead_ref *v;
+	int n = collect(q, &v);
+	if (n <= 0)
+		return n;
+	uint32_t keep = (q->lane_mask + 1) / 2, per[SHMQ_LANES_MAX] = {0};
+	for (int i = 0; i < n; i++)
+		per[idx_lane(q, v[i].slot)]++;
+	int done = 0;
+	for (int i = 0; i < n; i++) {
+		uint32_t l = idx_lane(q, v[i].slot);
+		if (per[l] <= keep)
+			continue;
+		uint64_t w = v[i].word;
+		/* release: as in settle() */
+		if (atomic_compare_exchange_strong_explicit(
+			    &slot_at(q, v[i].slot)->word, &w,
+			    w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_release,
+			    memory_order_relaxed))
+			done++;
+		per[l]--;
+	}
+	free(v);
+	if (done)
+		shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	return done;
+}
+
 void shmq_dlq_enforce(shmq_t *q)
 {
 	int n = settle(q, UINT32_MAX, 0, q->dlq_max);
+	if (q->lanes > 1) {
+		int k = enforce_lanes(q);
+		n = k > 0 ? (n > 0 ? n : 0) + k : n;
+	}
 	if (n > 0 && q->me)
 		count(q, C_DLQ_DROPPED, (uint64_t)n);
 }

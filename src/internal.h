@@ -26,6 +26,7 @@ struct shmq {
 	uint32_t lane_mask;  /* slots per lane - 1 */
 	uint32_t lane_shift; /* log2(slots per lane) */
 	uint32_t dispatch;
+	int uses_lanes; /* receives go through lane assignment: lanes > 1, or a key-hash queue */
 	uint32_t weights[SHMQ_LANES_MAX];
 	uint32_t slot_size;
 	uint32_t max_payload;
@@ -44,8 +45,9 @@ struct shmq {
 	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never (not yet a consumer) */
 	_Atomic uint32_t lane_cursor; /* rotates the home lane a receive looks at first */
 	/* prefetch: leases held (counted only while a limit is set); waiters sleep on it */
-	uint32_t prefetch;
+	_Atomic uint32_t prefetch; /* the limit, 0: none; may change while receivers wait at it */
 	_Atomic uint32_t inflight;
+	_Atomic uint32_t pending; /* units taken by receives still in progress (not yet leases) */
 	_Atomic uint32_t inflight_waiters;
 	_Atomic uint64_t recount_ms;
 	struct shmq_participant *me;
@@ -60,7 +62,8 @@ struct shmq {
 	char name[SHMQ_NAME_MAX + 2];
 };
 
-#define RR_RUN 16 /* sends per lane before round-robin dispatch moves on */
+#define RR_RUN 16	     /* sends per lane before round-robin dispatch moves on */
+#define ASSIGN_REFRESH_MS 50 /* consumers recompute their lanes this often (lanes.c) */
 
 /* Slot idx (0 <= idx < capacity) of the whole queue. */
 static inline struct shmq_slot *slot_at(const shmq_t *q, uint64_t idx)

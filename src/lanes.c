@@ -17,8 +17,6 @@
 
 #include "internal.h"
 
-#define ASSIGN_REFRESH_MS 50
-
 uint64_t shmq_hash(const void *key, size_t len)
 {
 	/* FNV-1a, then murmur3's finaliser so that the low bits are as good as the high ones */
@@ -40,7 +38,9 @@ static int active_consumer(const unsigned char *parts, uint32_t i, int fd, uint3
 			   uint32_t lease_ms)
 {
 	const struct shmq_participant *p = (const void *)(parts + (uint64_t)i * SHMQ_PART_SIZE);
-	/* acquire: pairs with the claim CAS in shmq_part_attach, after which role is written */
+	/* acquire: pairs with the release CAS that freed the record (shmq_part_release clears role
+	 * before it) and with attach's claim CAS; role is set later, relaxed: a consumer is seen
+	 * as one at the next refresh (within ASSIGN_REFRESH_MS) */
 	uint64_t st = atomic_load_explicit(&p->state, memory_order_acquire);
 	if ((st & 0xff) != PART_ALIVE ||
 	    atomic_load_explicit(&p->role, memory_order_relaxed) != PART_CONSUMER)
@@ -97,6 +97,18 @@ uint32_t shmq_lane_consumers(const struct shmq_assign_ctx *c, uint32_t *owner)
 	return n;
 }
 
+/* Does a live consumer other than us hold a lease in lane l? */
+static int foreign_leases(shmq_t *q, uint32_t l)
+{
+	for (uint32_t k = 0; k <= q->lane_mask; k++) {
+		uint64_t w = atomic_load_explicit(&slot_at(q, lane_idx(q, l, k))->word, memory_order_relaxed);
+		unsigned own = w_owner(w);
+		if (w_state(w) == SLOT_LEASED && own != q->owner && own && shmq_part_alive(q, own - 1))
+			return 1;
+	}
+	return 0;
+}
+
 uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 {
 	uint64_t at = atomic_load_explicit(&q->home_at_ms, memory_order_relaxed);
@@ -115,6 +127,16 @@ uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 		.exclusive = q->dispatch == SHMQ_DISPATCH_KEY_HASH,
 	};
 	uint32_t home = shmq_lanes_assigned(&c);
+	if (c.exclusive) {
+		/* a key-hash lane we gain is taken up only once its previous consumer holds no lease
+		 * in it: that one may still be working on a message of a key whose next message we
+		 * would otherwise take at the same time (a dead holder's leases do not count: the
+		 * reclaim pass requeues them) */
+		uint32_t gained = home & ~atomic_load_explicit(&q->home, memory_order_relaxed);
+		for (uint32_t l = 0; gained >> l; l++)
+			if ((gained >> l & 1) && foreign_leases(q, l))
+				home &= ~(1u << l);
+	}
 	/* relaxed: a hint for this handle's threads; two computing at once get the same answer */
 	atomic_store_explicit(&q->home, home, memory_order_relaxed);
 	atomic_store_explicit(&q->home_at_ms, now ? now : 1, memory_order_relaxed);

@@ -112,8 +112,11 @@ void shmq_part_detach(shmq_t *q)
 	 * the totals. The record is freed by a reclaim pass once our lock is gone, after our leases
 	 * have been requeued, never here (we may still hold leases). */
 	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
-	/* no longer a consumer: the others take over our lanes at their next refresh */
-	atomic_store_explicit(&q->me->role, 0, memory_order_relaxed);
+	/* no longer a consumer: the others take over our lanes at their next refresh, which
+	 * a wake-up brings forward for the ones asleep */
+	uint32_t was = atomic_exchange_explicit(&q->me->role, 0, memory_order_relaxed);
+	if (was == PART_CONSUMER && q->uses_lanes)
+		shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
 	lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
 	q->me = NULL;
 }
@@ -122,6 +125,8 @@ void shmq_part_detach(shmq_t *q)
  * requeued every slot that owner held (shmq_reclaim does, for owners dead before its scan). */
 int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v)
 {
+	/* before the release CAS: whoever claims the record (acquire) sees no consumer in it */
+	atomic_store_explicit(&part_at(q, i)->role, 0, memory_order_relaxed);
 	uint64_t nv = ps_make(ps_epoch(v), PART_FREE, now_ms() | 1);
 	return atomic_compare_exchange_strong_explicit(&part_at(q, i)->state, &v, nv, memory_order_acq_rel,
 						       memory_order_relaxed);

@@ -604,9 +604,12 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		 * unless a producer took ticket hd and has not claimed the slot yet, which only
 		 * prod_tail tells. That is the producers' hottest line: an idle poller that read it
 		 * on every poll would pull it away from the very producer it waits for (one more
-		 * miss on each send's critical path). So only every TAIL_EVERY-th such poll, and
-		 * the last check before a sleep (force_tail), reads it. */
-		if (d == 0 && st == SLOT_FREE && !force_tail && ++idle_polls % TAIL_EVERY)
+		 * miss on each send's critical path). So only every TAIL_EVERY-th such poll, the
+		 * last check before a sleep (force_tail), and every poll once a producer was seen
+		 * holding ticket hd (its grace must run out, or a dead one's ticket would stall
+		 * the lane for a poller that comes back every TAIL_EVERY polls) read it. */
+		if (d == 0 && st == SLOT_FREE && !force_tail && *waited_ticket != hd &&
+		    ++idle_polls % TAIL_EVERY)
 			return HEAD_EMPTY;
 		if (atomic_load_explicit(&h->prod_tail, memory_order_acquire) <= hd)
 			return HEAD_EMPTY;
@@ -728,9 +731,10 @@ static int has_backlog(shmq_t *q, uint32_t l)
 static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs,
 		      enum head_result *why)
 {
-	uint32_t home = shmq_home_lanes(q, now);
-	/* relaxed: our own record; assigners elsewhere read it as "still polling" */
+	/* relaxed: our own record; assigners elsewhere read it as "still polling". Before the
+	 * refresh below, which counts us as active by it */
 	atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
+	uint32_t home = shmq_home_lanes(q, now);
 	/* the first lane looked at moves on every LANE_RUN receives: taking a run from one lane
 	 * keeps the consumer on the lines the producer of that run just wrote */
 	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed) / LANE_RUN;
@@ -739,7 +743,8 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 	for (int pass = 0; pass < 1 + steal; pass++) {
 		for (uint32_t k = 0; k < q->lanes; k++) {
 			uint32_t l = (start + k) % q->lanes;
-			if ((int)!(home >> l & 1) != pass || (pass && !has_backlog(q, l)))
+			/* the backlog test is a relaxed hint; the check before a sleep looks anyway */
+			if ((int)!(home >> l & 1) != pass || (pass && !rs->force_tail && !has_backlog(q, l)))
 				continue;
 			enum head_result r = take_head(q, l, m, now, &rs->wt[l], &rs->ws[l], rs->force_tail);
 			if (r == HEAD_TOOK) {
@@ -759,13 +764,30 @@ HOT int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state 
 {
 	if (take_due(q, m, now) == 0)
 		return 0;
-	if (q->lanes > 1)
+	if (q->uses_lanes)
 		return take_lanes(q, m, now, rs, why);
 	*why = take_head(q, 0, m, now, &rs->wt[0], &rs->ws[0], rs->force_tail);
 	if (*why != HEAD_TOOK)
 		return -EAGAIN;
 	count(q, C_RECEIVED, 1);
 	return 0;
+}
+
+/* A sleeping consumer of lanes wakes within half a lease, so the others keep counting it as
+ * active (and do not take its lanes while it waits), and on a key-hash queue within an assignment
+ * refresh while another lane has a backlog: that lane's consumer may have died or left, and
+ * nobody steals on such a queue. */
+static void lanes_wake_by(shmq_t *q, uint64_t *until, uint64_t now_ns)
+{
+	uint64_t in_ms = q->hdr->lease_ms / 2 ? q->hdr->lease_ms / 2 : 1;
+	if (q->dispatch == SHMQ_DISPATCH_KEY_HASH) {
+		uint32_t home = atomic_load_explicit(&q->home, memory_order_relaxed);
+		for (uint32_t l = 0; l < q->lanes; l++)
+			if (!(home >> l & 1) && has_backlog(q, l) && in_ms > ASSIGN_REFRESH_MS)
+				in_ms = ASSIGN_REFRESH_MS;
+	}
+	if (now_ns + in_ms * 1000000ULL < *until)
+		*until = now_ns + in_ms * 1000000ULL;
 }
 
 /* Lowers *until (a precise-clock deadline in ns; t_ns is the precise now) to 1 ms after the
@@ -792,7 +814,7 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	 * once the call has to wait */
 	uint64_t now_c = now_ms();
 	uint64_t reclaim_at = maybe_reclaim(q, now_c);
-	if (q->lanes == 1) {
+	if (!q->uses_lanes) {
 		/* what take_lanes() does for a queue of lanes: consumers are counted (stat) even
 		 * with nothing to share out. Our own record's line: C_RECEIVED is written there. */
 		if (!atomic_load_explicit(&q->home_at_ms, memory_order_relaxed)) {
@@ -843,6 +865,8 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			 * expire or be orphaned until somebody leases again: then a sleeping
 			 * receiver wakes only every RECLAIM_IDLE_MS, and an idle queue costs next
 			 * to no CPU. */
+			if (q->uses_lanes)
+				lanes_wake_by(q, &until, now);
 			if (reclaim_at != UINT64_MAX) {
 				uint64_t at = reclaim_at;
 				if (!atomic_load_explicit(&h->reclaim_held, memory_order_relaxed) &&
@@ -904,18 +928,27 @@ static uint32_t leases_held(shmq_t *q)
 }
 
 /* Takes up to `want` units of the prefetch allowance into *got, waiting (per timeout_ms) for the
- * first. 0, or -EAGAIN if the handle stayed at its limit. */
+ * first, and counts them pending until the caller's receive is over. 0, or -EAGAIN if the handle
+ * stayed at its limit. */
 static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got)
 {
 	uint64_t deadline = 0;
 	for (int round = 0;; round++) {
+		/* once per round: the limit may be changed (or lifted) meanwhile */
+		uint32_t limit = atomic_load_explicit(&q->prefetch, memory_order_relaxed);
+		if (!limit) {
+			atomic_fetch_add_explicit(&q->pending, want, memory_order_relaxed);
+			*got = want;
+			return 0;
+		}
 		uint32_t cur = atomic_load_explicit(&q->inflight, memory_order_relaxed);
-		while (cur < q->prefetch) {
-			unsigned take = q->prefetch - cur < want ? q->prefetch - cur : want;
+		while (cur < limit) {
+			unsigned take = limit - cur < want ? limit - cur : want;
 			/* relaxed: a count, not a publication */
 			if (atomic_compare_exchange_weak_explicit(&q->inflight, &cur, cur + take,
 								  memory_order_relaxed,
 								  memory_order_relaxed)) {
+				atomic_fetch_add_explicit(&q->pending, take, memory_order_relaxed);
 				*got = take;
 				return 0;
 			}
@@ -928,7 +961,11 @@ static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got
 		uint64_t ms = now_ms(), last = atomic_load_explicit(&q->recount_ms, memory_order_relaxed);
 		if (ms - last >= PREFETCH_RECOUNT_MS || round == 0) {
 			atomic_store_explicit(&q->recount_ms, ms, memory_order_relaxed);
-			uint32_t held = leases_held(q);
+			/* plus what receives in progress hold: a unit taken but not yet a lease is
+			 * in use too (a lease taken meanwhile counts twice: too strict for a
+			 * moment, never too lax) */
+			uint32_t held =
+				leases_held(q) + atomic_load_explicit(&q->pending, memory_order_relaxed);
 			if (held < cur && atomic_compare_exchange_strong_explicit(&q->inflight, &cur, held,
 										  memory_order_relaxed,
 										  memory_order_relaxed))
@@ -948,7 +985,7 @@ static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got
 /* Gives back n units (settled leases, or units a receive did not use). */
 void shmq_settled(shmq_t *q, unsigned n)
 {
-	if (!q->prefetch || !n)
+	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed) || !n)
 		return;
 	uint32_t cur = atomic_load_explicit(&q->inflight, memory_order_relaxed);
 	/* never below 0: a recount may already have dropped what we give back */
@@ -965,7 +1002,7 @@ int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight)
 		return -EINVAL;
 	/* start from the truth: leases taken while no limit was set were not counted */
 	atomic_store_explicit(&q->inflight, max_inflight ? leases_held(q) : 0, memory_order_relaxed);
-	q->prefetch = max_inflight;
+	atomic_store_explicit(&q->prefetch, max_inflight, memory_order_relaxed);
 	if (atomic_load_explicit(&q->inflight_waiters, memory_order_seq_cst))
 		shmq_futex_wake_all(&q->inflight);
 	return 0;
@@ -984,14 +1021,16 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
 	if (!q || !m)
 		return -EINVAL;
-	if (!q->prefetch)
+	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed))
 		return recv_one(q, m, timeout_ms);
 	unsigned got;
 	uint64_t start = now_ns();
 	int r = prefetch_take(q, 1, timeout_ms, &got);
 	if (r)
 		return r;
-	if ((r = recv_one(q, m, timeout_left(timeout_ms, start))))
+	r = recv_one(q, m, timeout_left(timeout_ms, start));
+	atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
+	if (r)
 		shmq_settled(q, got);
 	return r;
 }
@@ -1002,10 +1041,13 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 		return -EINVAL;
 	unsigned got = n;
 	uint64_t start = now_ns();
-	if (q->prefetch && prefetch_take(q, n, timeout_ms, &got))
+	int limited = atomic_load_explicit(&q->prefetch, memory_order_relaxed) != 0;
+	if (limited && prefetch_take(q, n, timeout_ms, &got))
 		return -EAGAIN;
 	int r = recv_one(q, &m[0], timeout_left(timeout_ms, start));
 	if (r) {
+		if (limited)
+			atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
 		shmq_settled(q, got);
 		return r;
 	}
@@ -1015,7 +1057,7 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	uint64_t now = now_ms();
 	/* the rest from the first message's lane, then the other home lanes (never another
 	 * consumer's lane here: a batch takes only what is at hand) */
-	uint32_t home = q->lanes > 1 ? atomic_load_explicit(&q->home, memory_order_relaxed) : 1;
+	uint32_t home = q->uses_lanes ? atomic_load_explicit(&q->home, memory_order_relaxed) : 1;
 	uint32_t first = idx_lane(q, m[0].slot);
 	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
 		home |= 1u << first;
@@ -1034,6 +1076,8 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 		}
 	}
 	count(q, C_RECEIVED, i - 1); /* recv_one counted the first */
+	if (limited)
+		atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
 	shmq_settled(q, got - i);
 	return (int)i;
 }
@@ -1045,7 +1089,7 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 /* shmq_settled for the settle paths: a call only when a prefetch limit is set */
 HOT void settled(shmq_t *q, unsigned n)
 {
-	if (q->prefetch)
+	if (atomic_load_explicit(&q->prefetch, memory_order_relaxed))
 		shmq_settled(q, n);
 }
 

@@ -303,6 +303,8 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->lane_mask = h->capacity / h->lanes - 1;
 	q->lane_shift = (uint32_t)__builtin_ctz(h->capacity / h->lanes);
 	q->dispatch = h->dispatch;
+	/* a one-lane key-hash queue too: its one lane has one consumer at a time */
+	q->uses_lanes = h->lanes > 1 || h->dispatch == SHMQ_DISPATCH_KEY_HASH;
 	/* each handle starts at a random lane: one-shot senders (a `shmq send` each) would
 	 * otherwise all fill lane 0 */
 	atomic_init(&q->rr_next, random_u32() % q->lanes * RR_RUN);

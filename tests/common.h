@@ -113,6 +113,31 @@ static inline void tq_send_u32(shmq_t *q, uint32_t v)
 	TQ_REQUIRE(r == 0, "send %u: %s", v, shmq_strerror(r));
 }
 
+/* Forks a consumer of name that registers (one empty receive: lanes are assigned to consumers),
+ * says so through a pipe, and waits to be killed. */
+static inline pid_t tq_consumer_child(const char *name)
+{
+	int fds[2];
+	TQ_REQUIRE(pipe(fds) == 0, "pipe failed");
+	pid_t pid = fork();
+	TQ_REQUIRE(pid >= 0, "fork failed");
+	if (pid == 0) {
+		shmq_t *q;
+		struct shmq_msg m;
+		if (shmq_open(name, &q))
+			_exit(1);
+		shmq_recv(q, &m, 0);
+		(void)!write(fds[1], "x", 1);
+		for (;;)
+			pause();
+	}
+	char x;
+	close(fds[1]);
+	TQ_REQUIRE(read(fds[0], &x, 1) == 1, "the consumer child did not start");
+	close(fds[0]);
+	return pid;
+}
+
 static inline struct shmq_stats tq_stats(shmq_t *q)
 {
 	struct shmq_stats st;

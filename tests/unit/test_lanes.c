@@ -294,30 +294,6 @@ Test(lanes, consumers_are_assigned_disjoint_lanes_through_the_registry)
 	shmq_close(p);
 }
 
-/* Forks a consumer of name that registers (one empty receive), says so, and waits to be killed. */
-static pid_t consumer_child(const char *name)
-{
-	int fds[2];
-	cr_assert_eq(pipe(fds), 0);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		shmq_t *q;
-		struct shmq_msg m;
-		if (shmq_open(name, &q))
-			_exit(1);
-		shmq_recv(q, &m, 0);
-		(void)!write(fds[1], "x", 1);
-		for (;;)
-			pause();
-	}
-	char x;
-	close(fds[1]);
-	cr_assert_eq(read(fds[0], &x, 1), 1);
-	close(fds[0]);
-	return pid;
-}
-
 static void kill_child(pid_t pid)
 {
 	kill(pid, SIGKILL);
@@ -329,7 +305,7 @@ static void drain_beside(const char *name, shmq_t *q, int kill_it)
 {
 	struct shmq_msg m;
 	cr_assert_eq(shmq_recv(q, &m, 0), -EAGAIN); /* register: lane 0 */
-	pid_t child = consumer_child(name);	    /* lane 1 */
+	pid_t child = tq_consumer_child(name);	    /* lane 1 */
 	usleep(60 * 1000);			    /* past our assignment refresh: we know of it */
 	if (kill_it)
 		kill_child(child);
@@ -370,7 +346,7 @@ Test(lanes, key_hash_lanes_are_not_stolen_from_a_live_consumer_and_move_whole_wh
 	shmq_t *q = tq_create(name, &c);
 	struct shmq_msg m;
 	cr_assert_eq(shmq_recv(q, &m, 0), -EAGAIN); /* we register first: lane 0 */
-	pid_t child = consumer_child(name);	    /* lane 1 */
+	pid_t child = tq_consumer_child(name);	    /* lane 1 */
 	usleep(60 * 1000);			    /* past our assignment refresh */
 	/* find a key of lane 1 (the child's): lane = hash % 2 */
 	char key[16];
