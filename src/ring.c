@@ -75,23 +75,28 @@ static int any_free(shmq_t *q, uint32_t l, uint32_t n)
 
 /* The slot next in line is often still LEASED by a consumer that received it a moment ago and
  * will ack it within microseconds (a producer one lap ahead, the ring near full; a consumer
- * working through a batch). Taking its ticket now would only abandon it, and consumers would then
- * step over it: wait for the ack a little, but only for a lease taken within the last couple of
- * ms, so a long-held lease still never stalls a producer. */
-HOT void await_ack(shmq_t *q, struct shmq_slot *s)
+ * working through a batch). Taking or using its ticket now would only abandon it, and consumers
+ * would then step over it: wait for the ack a little, but only for a lease taken within the last
+ * couple of ms, so a long-held lease still never stalls a producer. w: the word as last seen;
+ * returns 1 with the changed word in *w if it changed meanwhile. */
+HOT int await_ack(shmq_t *q, struct shmq_slot *s, uint64_t *w)
 {
-	uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
-	if (w_state(w) != SLOT_LEASED)
-		return;
+	if (w_state(*w) != SLOT_LEASED)
+		return 0;
 	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
 	/* lease start = deadline - lease_ms; the header line holds both words */
-	if (lw_tag(lw) == w_deliv(w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->hdr->lease_ms)
-		return;
+	if (lw_tag(lw) == w_deliv(*w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->hdr->lease_ms)
+		return 0;
 	for (int k = 0; k < ACK_PEEKS; k++) {
 		cpu_relax();
-		if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
-			return;
+		/* acquire, as the failed CAS it stands in for */
+		uint64_t now = atomic_load_explicit(&s->word, memory_order_acquire);
+		if (now != *w) {
+			*w = now;
+			return 1;
+		}
 	}
+	return 0;
 }
 
 /* Claims the slot of ticket t of lane l, which we hold: 0 with *out = the slot, now WRITING(t, us),
@@ -105,7 +110,7 @@ HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 	 * here once, where a load then a CAS would move it twice while the consumer that acked it
 	 * still holds it. A failed CAS loads the real word (acquire) for the cases below. */
 	uint64_t w = w_make(t, SLOT_FREE, 0, 0);
-	for (;;) {
+	for (int waited = 0;; waited++) {
 		int64_t d = ticket_diff(t, w_ticket(w));
 		if (w_state(w) == SLOT_FREE && d >= 0) {
 			/* acquire: pairs with the release that freed the slot (ack, abort, retire), so
@@ -124,7 +129,14 @@ HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 			return 0;
 		}
 		if (d > 0 && w_state(w) != SLOT_FREE) {
-			/* occupied by an older message: abandon ticket t at this slot */
+			/* occupied by an older message. One leased a moment ago is usually acked within
+			 * microseconds: wait for that once, holding the ticket (far less than the grace
+			 * after which consumers abandon a ticket taken and unused), instead of looking
+			 * before the ticket is taken, which would move the line here twice on every
+			 * send (a load, then the CAS) */
+			if (!waited && await_ack(q, s, &w))
+				continue;
+			/* still occupied: abandon ticket t at this slot */
 			skip_past(s, t);
 		}
 		/* else a consumer already abandoned ticket t (the slot moved past it) */
@@ -166,7 +178,7 @@ static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket
 		if (room) {
 			/* a free slot was seen: walk tickets to it */
 		} else if (t0 - c0 < cap) {
-			await_ack(q, slot_at(q, lane_idx(q, l, t0)));
+			/* room by the tickets; a slot still held is waited for in claim_ticket() */
 		} else {
 			/* full as far as the head says. Whether a slot freed out of order lets us on
 			 * anyway is looked into only when the caller asks: these words are the lines
@@ -208,7 +220,10 @@ static unsigned take_run(shmq_t *q, uint32_t l, unsigned want, uint64_t *t)
 		if (t0 - c0 > q->lane_mask)
 			return 0;
 		uint64_t room = (uint64_t)q->lane_mask + 1 - (t0 - c0);
-		await_ack(q, slot_at(q, lane_idx(q, l, t0)));
+		struct shmq_slot *first = slot_at(q, lane_idx(q, l, t0));
+		/* the run is sized from the words below, so the first one is read here anyway */
+		uint64_t fw = atomic_load_explicit(&first->word, memory_order_relaxed);
+		await_ack(q, first, &fw);
 		unsigned k = 0;
 		/* relaxed: a hint only; claim_ticket()'s CAS decides */
 		while (k < want && k < room) {
