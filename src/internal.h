@@ -44,6 +44,10 @@ struct shmq {
 	_Atomic uint32_t home;
 	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never (not yet a consumer) */
 	_Atomic uint32_t lane_cursor; /* rotates the home lane a receive looks at first */
+	struct {
+		_Atomic uint64_t token; /* key-hash: the lease word of our message in hand, 0: none */
+		_Atomic uint32_t idx;	/* its slot */
+	} kh[SHMQ_LANES_MAX];
 	/* prefetch: leases held (counted only while a limit is set); waiters sleep on it */
 	_Atomic uint32_t prefetch; /* the limit, 0: none; may change while receivers wait at it */
 	_Atomic uint32_t inflight;

@@ -178,7 +178,17 @@ static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket
 		if (room) {
 			/* a free slot was seen: walk tickets to it */
 		} else if (t0 - c0 < cap) {
-			/* room by the tickets; a slot still held is waited for in claim_ticket() */
+			/* Room by the tickets. Near full, the slot next in line is likely leased a
+			 * moment ago: wait for its ack before taking the ticket, looking without
+			 * taking the line (a failed claim CAS would take it from the consumer about
+			 * to ack). Otherwise a slot still held is waited for in claim_ticket(), and
+			 * the usual send moves the line once. (c0 may be stale: then this looks
+			 * more often than needed, never less.) */
+			if (cap - (t0 - c0) <= cap / 8 + 1) {
+				struct shmq_slot *s = slot_at(q, lane_idx(q, l, t0));
+				uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+				await_ack(q, s, &w);
+			}
 		} else {
 			/* full as far as the head says. Whether a slot freed out of order lets us on
 			 * anyway is looked into only when the caller asks: these words are the lines
@@ -738,6 +748,35 @@ static int has_backlog(shmq_t *q, uint32_t l)
 	return atomic_load_explicit(&q->hdr->lane[l].prod_tail, memory_order_relaxed) > hd;
 }
 
+/* On a key-hash queue a lane gives this handle its next first delivery only once the previous one
+ * is settled (or its lease lost), like an SQS FIFO message group: otherwise two threads sharing
+ * the handle (`shmq work --threads`) would work on two messages of one key at once. The hold is
+ * the lease word we took; it is over as soon as the slot's word is anything else, so an ack, a
+ * nack, an expiry or a reclaim ends it with nothing to undo. 1 while a thread is taking. */
+#define KH_TAKING 1u
+static int kh_enter(shmq_t *q, uint32_t l)
+{
+	uint64_t tok = atomic_load_explicit(&q->kh[l].token, memory_order_acquire);
+	if (tok == KH_TAKING)
+		return 0;
+	if (tok) {
+		/* acquire above: pairs with kh_leave()'s release, so idx belongs to tok */
+		uint32_t idx = atomic_load_explicit(&q->kh[l].idx, memory_order_relaxed);
+		if (atomic_load_explicit(&slot_at(q, idx)->word, memory_order_relaxed) == tok)
+			return 0; /* still held */
+	}
+	return atomic_compare_exchange_strong_explicit(&q->kh[l].token, &tok, KH_TAKING, memory_order_relaxed,
+						       memory_order_relaxed);
+}
+
+static void kh_leave(shmq_t *q, uint32_t l, const struct shmq_msg *m)
+{
+	if (m)
+		atomic_store_explicit(&q->kh[l].idx, m->slot, memory_order_relaxed);
+	/* release: publishes idx with the token */
+	atomic_store_explicit(&q->kh[l].token, m ? m->token : 0, memory_order_release);
+}
+
 /* First deliveries from several lanes: the home lanes first (from a rotating one, so none is
  * always last), then, unless the queue is key-hash, any other lane with a backlog (stealing: a
  * lane whose consumer died, lags or never came is drained by the idle ones). On a key-hash queue a
@@ -761,7 +800,11 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 			/* the backlog test is a relaxed hint; the check before a sleep looks anyway */
 			if ((int)!(home >> l & 1) != pass || (pass && !rs->force_tail && !has_backlog(q, l)))
 				continue;
+			if (!steal && !kh_enter(q, l))
+				continue; /* our previous message of this lane is still in hand */
 			enum head_result r = take_head(q, l, m, now, &rs->wt[l], &rs->ws[l], rs->force_tail);
+			if (!steal)
+				kh_leave(q, l, r == HEAD_TOOK ? m : NULL);
 			if (r == HEAD_TOOK) {
 				count(q, C_RECEIVED, 1);
 				if (pass)
@@ -1076,6 +1119,8 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	uint32_t first = idx_lane(q, m[0].slot);
 	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
 		home |= 1u << first;
+	else
+		home = 0; /* one message in hand per lane (see kh_enter): the first is the batch */
 	for (uint32_t k = 0; k < q->lanes && i < got; k++) {
 		uint32_t l = (first + k) % q->lanes;
 		if (!(home >> l & 1))

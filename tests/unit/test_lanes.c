@@ -230,8 +230,33 @@ Test(lanes, key_hash_routes_a_keyed_send_by_its_idempotency_key)
 	cr_assert_eq(shmq_send_routed(q, "k-1", 3, "b", 1, 0), 0);
 	struct shmq_msg m1, m2;
 	cr_assert_eq(shmq_recv(q, &m1, 0), 0);
+	uint32_t l1 = lane_of(&m1, 64, 4);
+	cr_assert_eq(shmq_ack(q, &m1), 0);
 	cr_assert_eq(shmq_recv(q, &m2, 0), 0);
-	cr_expect_eq(lane_of(&m1, 64, 4), lane_of(&m2, 64, 4), "one key, one lane");
+	cr_expect_eq(l1, lane_of(&m2, 64, 4), "one key, one lane");
+	shmq_close(q);
+}
+
+Test(lanes, a_key_hash_lane_gives_its_next_message_only_once_the_previous_is_settled)
+{
+	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	c.lease_ms = 30;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_mkq(&c);
+	for (uint32_t v = 0; v < 3; v++)
+		cr_assert_eq(shmq_send_routed(q, "k", 1, &v, sizeof(v), 0), 0);
+	struct shmq_msg m;
+	uint32_t got;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN, "the key's next message waits for the first to settle");
+	cr_assert_eq(shmq_ack(q, &m), 0);
+	cr_assert_eq(shmq_recv(q, &m, 0), 0, "settled: the next one comes");
+	memcpy(&got, m.data, sizeof(got));
+	cr_expect_eq(got, 1);
+	/* a lease lost (expired, requeued) ends the hold too, without the handle settling it */
+	usleep(60 * 1000);
+	cr_assert_eq(shmq_reclaim(q, NULL), 1);
+	cr_expect_eq(shmq_recv(q, &m, 0), 0, "a lost lease does not hold the lane");
 	shmq_close(q);
 }
 
