@@ -191,7 +191,8 @@ static void check_participants(struct checker *c, uint8_t *part_state)
 
 static void sum_counters(const struct checker *c, uint64_t tot[C_COUNT])
 {
-	memset(tot, 0, sizeof(uint64_t) * C_COUNT);
+	for (int k = 0; k < C_COUNT; k++)
+		tot[k] = RETIRED_LOAD(c->base, k);
 	for (uint32_t i = 0; i < c->h.max_participants; i++)
 		for (int k = 0; k < C_COUNT; k++)
 			tot[k] += atomic_load_explicit(&cpart(c, i)->counters[k], memory_order_relaxed);

@@ -345,7 +345,9 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	if (st->ready)
 		s->oldest_ready_age_ms = age_ms(oldest_ns, s->now_ms);
 
-	uint64_t tot[C_COUNT] = {0};
+	uint64_t tot[C_COUNT];
+	for (int k = 0; k < C_COUNT; k++)
+		tot[k] = RETIRED_LOAD(v->base, k); /* records reused or closed cleanly */
 	unsigned n = 0;
 	for (uint32_t i = 0; i < v->max_parts; i++) {
 		const struct shmq_participant *p = vpart(v, i);

@@ -155,6 +155,12 @@ static inline uint64_t now_coarse_ns(void)
 							(size_t)(l) * sizeof(struct shmq_lane) +             \
 							offsetof(struct shmq_lane, field)),                  \
 			     memory_order_acquire)
+/* Retired counter k of the header (see struct shmq_hdr), read like LANE_LOAD. */
+#define RETIRED_LOAD(base, k)                                                                                \
+	atomic_load_explicit((const _Atomic uint64_t *)((const unsigned char *)(base) +                      \
+							offsetof(struct shmq_hdr, retired) +                 \
+							(size_t)(k) * sizeof(uint64_t)),                     \
+			     memory_order_relaxed)
 /* the alignment an image needs: that of the slot and participant records */
 #define SHMQ_IMAGE_ALIGN 8u
 

@@ -225,6 +225,9 @@ struct shmq_hdr {
 	 * passes less often (nothing can expire or be orphaned until somebody leases again) */
 	_Atomic uint32_t reclaim_held;
 	struct shmq_lane lane[SHMQ_LANES_MAX];
+	/* counters of participant records since reused or freed by a clean close: the totals are
+	 * these plus every record's, and a record shows only its own participant's traffic */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t retired[C_COUNT];
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

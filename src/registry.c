@@ -28,6 +28,18 @@ static unsigned ps_state(uint64_t v) { return v & 0xff; }
 static uint64_t ps_epoch(uint64_t v) { return (v >> 8) & 0xffffffff; }
 static uint64_t ps_freed(uint64_t v) { return v >> 40; }
 
+/* Moves record p's counters into the header's retired totals, so a newcomer's record starts at 0
+ * and the totals keep everything. A reader summing meanwhile may miss the moved amounts for a
+ * moment (snapshots are approximate on a live queue anyway). */
+static void fold_counters(shmq_t *q, struct shmq_participant *p)
+{
+	for (int k = 0; k < C_COUNT; k++) {
+		uint64_t v = atomic_exchange_explicit(&p->counters[k], 0, memory_order_relaxed);
+		if (v)
+			atomic_fetch_add_explicit(&q->hdr->retired[k], v, memory_order_relaxed);
+	}
+}
+
 static int lock_byte(int fd, int cmd, short type, uint32_t i, struct flock *out)
 {
 	struct flock fl;
@@ -87,6 +99,7 @@ int shmq_part_attach(shmq_t *q)
 			}
 			/* a record reused from a dead consumer must not count as one until we receive */
 			atomic_store_explicit(&p->role, 0, memory_order_relaxed);
+			fold_counters(q, p);
 			p->pid = getpid();
 			p->attached_ms = now;
 			atomic_store_explicit(&p->last_active_ms, now, memory_order_relaxed);
@@ -104,10 +117,36 @@ int shmq_part_attach(shmq_t *q)
 	return -EUSERS;
 }
 
+/* Does this handle hold a lease or a slot being written? */
+static int holds_slots(shmq_t *q)
+{
+	for (uint32_t i = 0; i < q->capacity; i++) {
+		uint64_t w = atomic_load_explicit(&slot_at(q, i)->word, memory_order_acquire);
+		unsigned st = w_state(w);
+		if ((st == SLOT_LEASED || st == SLOT_WRITING) && w_owner(w) == q->owner)
+			return 1;
+	}
+	return 0;
+}
+
 void shmq_part_detach(shmq_t *q)
 {
 	if (!q->me)
 		return;
+	if (!holds_slots(q)) {
+		/* a clean close: nothing for a reclaim pass to requeue, so the record is freed now
+		 * (not left looking like a crashed participant until the next pass), its counters
+		 * kept in the retired totals */
+		uint32_t was = atomic_load_explicit(&q->me->role, memory_order_relaxed);
+		fold_counters(q, q->me);
+		uint64_t v = atomic_load_explicit(&q->me->state, memory_order_acquire);
+		shmq_part_release(q, q->part, v);
+		lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
+		q->me = NULL;
+		if (was == PART_CONSUMER && q->uses_lanes)
+			shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
+		return;
+	}
 	/* Counters stay in the record until it is reused: a detached record keeps contributing to
 	 * the totals. The record is freed by a reclaim pass once our lock is gone, after our leases
 	 * have been requeued, never here (we may still hold leases). */

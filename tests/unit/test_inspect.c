@@ -459,7 +459,9 @@ Test(inspect, view_opens_a_read_only_segment_through_a_read_only_mapping)
 	cr_expect_eq(errno, EACCES);
 
 	struct shmq_snapshot s;
-	cr_expect_geq(shmq_view_snapshot(v, &s, NULL, 0), 1); /* 2 when root's shmq_open got in */
+	/* both handles were closed holding nothing: their records were freed at close */
+	cr_expect_eq(shmq_view_snapshot(v, &s, NULL, 0), 0);
+	cr_expect_eq(s.stats.sent, 1, "a freed record's counters stay in the totals");
 	cr_expect_eq(s.stats.ready, 1);
 	shmq_view_close(v);
 }
@@ -710,4 +712,40 @@ Test(inspect, check_warns_of_counters_that_do_not_balance)
 	atomic_fetch_add(&part_of(img, 0)->counters[C_SENT], 1);
 	expect_warning_only(img, len, "counters: sent 4 - acked 0 - purged 0 - dropped 0 != 3 messages held");
 	free(img);
+}
+
+Test(inspect, a_clean_close_frees_the_record_and_a_crash_leaves_it_until_a_reclaim_pass)
+{
+	const char *n = tq_name(NULL);
+	struct shmq_config c = tq_config(64);
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(n, &c), *p;
+	cr_assert_eq(shmq_open(n, &p), 0);
+	for (uint32_t i = 0; i < 3; i++)
+		tq_send_u32(p, i);
+	shmq_close(p); /* holds nothing: its record is freed now, not left looking dead */
+	struct shmq_snapshot s;
+	shmq_view_t *v = view(n);
+	cr_expect_eq(shmq_view_snapshot(v, &s, NULL, 0), 1, "only the creator's record is in use");
+	cr_expect_eq(s.dead_participants, 0);
+	cr_expect_eq(s.stats.sent, 3, "the freed record's counters stay in the totals");
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		shmq_t *h;
+		if (shmq_open(n, &h))
+			_exit(1);
+		tq_send_u32(h, 9);
+		_exit(0); /* no close: as if it crashed */
+	}
+	waitpid(pid, NULL, 0);
+	cr_expect_eq(shmq_view_snapshot(v, &s, NULL, 0), 2);
+	cr_expect_eq(s.dead_participants, 1, "a process gone without closing shows as gone");
+	struct shmq_reclaim_result r;
+	cr_assert_geq(shmq_reclaim(q, &r), 0);
+	cr_expect_eq(r.participants_freed, 1);
+	cr_expect_eq(shmq_view_snapshot(v, &s, NULL, 0), 1);
+	cr_expect_eq(s.stats.sent, 4, "totals keep every record's counters");
+	shmq_view_close(v);
+	shmq_close(q);
 }
