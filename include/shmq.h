@@ -62,7 +62,8 @@ enum shmq_dispatch {
 typedef struct shmq shmq_t; /* opaque: one process's handle on one mapped queue */
 
 struct shmq_config {
-	uint32_t capacity;  /* slots, power of two in [2, SHMQ_CAPACITY_MAX] (default 1024) */
+	uint32_t capacity;  /* slots, at most SHMQ_CAPACITY_MAX (default 1024): lanes x a power of two
+			     * >= 2 (with one lane, a power of two) */
 	uint32_t slot_size; /* bytes per slot incl. SHMQ_SLOT_HEADER; multiple of 64, >= 128 (default 256) */
 	uint32_t lease_ms;  /* lease length given by shmq_recv, >= 1 (default 30000) */
 	uint32_t max_deliveries;	  /* deliveries before dead-lettering, 1..255 (default 16) */
@@ -123,7 +124,8 @@ struct shmq_msg {
 	const void *data;
 	uint32_t len;
 	uint32_t deliveries;  /* 1 on first delivery */
-	uint64_t id;	      /* unique per queue, increasing in send order */
+	uint64_t id;	      /* unique per queue, increasing in send order within a lane; with lanes,
+			       * id = lane ticket x lanes + lane (so id % lanes is its lane) */
 	uint64_t enqueued_ns; /* CLOCK_MONOTONIC_COARSE at send, in ns (resolution: a kernel tick, 1-4 ms) */
 	uint32_t slot;	      /* opaque lease token ... */
 	uint64_t token;	      /* ... do not modify */

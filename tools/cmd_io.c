@@ -102,11 +102,17 @@ static int send_one(const char *cmd, shmq_t *q, const char *name, const char *ro
 	if (r == -EMSGSIZE)
 		return cli_error(CLI_FAIL, cmd, "payload of %zu bytes exceeds the queue's maximum of %u (%s)",
 				 len, shmq_max_payload(q), before);
+	/* a routed send on a key-hash queue waits for its own lane only: say which full it was */
+	char what[SHMQ_NAME_MAX + SHMQ_KEY_MAX + 64];
+	struct shmq_stats st;
+	if (route && r == -EAGAIN && !shmq_stats(q, &st) && st.config.dispatch == SHMQ_DISPATCH_KEY_HASH)
+		snprintf(what, sizeof(what), "the lane of route '%s' in queue '%s'", route, name);
+	else
+		snprintf(what, sizeof(what), "queue '%s'", name);
 	if (r == -EAGAIN && timeout_ms == 0)
-		return cli_error(CLI_FAIL, cmd, "queue '%s' is full (%s)", name, before);
+		return cli_error(CLI_FAIL, cmd, "%s is full (%s)", what, before);
 	if (r == -EAGAIN)
-		return cli_error(CLI_FAIL, cmd, "queue '%s' stayed full for %d ms (%s)", name, timeout_ms,
-				 before);
+		return cli_error(CLI_FAIL, cmd, "%s stayed full for %d ms (%s)", what, timeout_ms, before);
 	return cli_error(CLI_FAIL, cmd, "cannot send: %s (%s)", cli_strerror(r), before);
 }
 

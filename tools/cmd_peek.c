@@ -62,9 +62,14 @@ static int wanted(const struct shmq_slot_info *s, int inflight)
 	return inflight && s->kind == SHMQ_SLOT_LEASED;
 }
 
-static int by_id(const void *a, const void *b)
+/* Oldest first: by send time, then id. Ids are in send order within a lane only (id = lane
+ * ticket x lanes + lane), so with lanes the time orders across lanes; the send clock is coarse
+ * (1-4 ms), and within one tick the id decides (exact within a lane). */
+static int by_age(const void *a, const void *b)
 {
 	const struct shmq_slot_info *x = a, *y = b;
+	if (x->enqueued_ns != y->enqueued_ns)
+		return x->enqueued_ns < y->enqueued_ns ? -1 : 1;
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -161,7 +166,7 @@ static int peek(const char *cmd, shmq_view_t *v, const char *name, const struct 
 	for (uint32_t i = 0; i < cap; i++)
 		if (!shmq_view_slot(v, i, &rows[n], NULL, 0) && wanted(&rows[n], o->inflight))
 			n++;
-	qsort(rows, n, sizeof(*rows), by_id);
+	qsort(rows, n, sizeof(*rows), by_age);
 	uint32_t total = n, shown = 0;
 	if (n > o->count)
 		n = (uint32_t)o->count;

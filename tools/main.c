@@ -44,7 +44,8 @@ static const struct cli_cmd cmds[] = {
 	 "                         table evicts the oldest key\n"
 	 "    --lanes N            sub-rings, 1 to 16 (default 1), each capacity/N slots; each\n"
 	 "                         consumer serves its share of the lanes and takes from the\n"
-	 "                         others when its own are empty\n"
+	 "                         others when its own are empty (except under key-hash: one\n"
+	 "                         consumer per lane, one message of a lane in hand at a time)\n"
 	 "    --dispatch POLICY    how a send picks its lane: round-robin (default), random,\n"
 	 "                         weighted (by --weights), key-hash (by the routing key of\n"
 	 "                         send --route or the --key: one key, one lane, in order; no\n"
@@ -99,7 +100,8 @@ static const struct cli_cmd cmds[] = {
 	 "    --refreshes N        quit after N refreshes (default: until asked)\n"},
 	{"peek", cmd_peek,
 	 "peek NAME [--count N] [--inflight] [--hex | --json]\n"
-	 "    Show the messages waiting (ready, or delayed for redelivery), oldest first, without\n"
+	 "    Show the messages waiting (ready, or delayed for redelivery), oldest first (by send\n"
+	 "    time, a 1-4 ms clock, then id), without\n"
 	 "    receiving them: id, state, deliveries, age, time left before redelivery, size and\n"
 	 "    payload (printable bytes as text, the rest as '.'); on a queue of more than one\n"
 	 "    lane, each message's lane too (ids follow send order within a lane). Read-only,\n"
