@@ -245,7 +245,8 @@ int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *d
 
 /* Limits the messages this handle may hold leased at once (prefetch, like RabbitMQ's basic.qos or
  * JetStream's MaxAckPending), so one slow consumer cannot hoard work. 0: no limit (the default).
- * At the limit shmq_recv waits (per its timeout) for this handle to ack, nack or reject one, and
+ * At the limit shmq_recv waits (per its timeout) for this handle to ack, nack or reject one (and
+ * returns -EAGAIN if none did, as for an empty queue: stats count these as prefetch_waits), and
  * shmq_recv_batch takes at most what is left. Each successful ack, nack or reject gives one
  * back; leases this handle lost (expired and requeued) stop counting when it is at the limit
  * and recounts its leases from the segment (at most every 10 ms). May be called at any time;
