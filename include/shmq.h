@@ -225,6 +225,13 @@ int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms);
 int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data, size_t len, int timeout_ms,
 		    uint64_t *id);
 
+/* shmq_send_keyed with a routing key of its own (1..SHMQ_KEY_MAX bytes; NULL: the idempotency key
+ * routes): on a key-hash queue the message goes to the lane of rkey, so messages of one group keep
+ * their order while each is deduplicated by its own key, like SQS FIFO's MessageGroupId with a
+ * MessageDeduplicationId. Results as shmq_send_keyed. */
+int shmq_send_keyed_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *key, size_t key_len,
+			   const void *data, size_t len, int timeout_ms, uint64_t *id);
+
 /* Consumer-side idempotency. Work whose side effects are done but not yet acked when its
  * consumer dies is delivered again; a "done" record lets any consumer recognise it and just ack.
  * shmq_ack_done records m as done (by its key, or by its id if it has none), then acks it: call it

@@ -277,13 +277,24 @@ static int claim_key(shmq_t *q, const struct dkey *k, int timeout_ms, struct cla
 int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data, size_t len, int timeout_ms,
 		    uint64_t *id)
 {
+	return shmq_send_keyed_routed(q, NULL, 0, key, key_len, data, len, timeout_ms, id);
+}
+
+int shmq_send_keyed_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *key, size_t key_len,
+			   const void *data, size_t len, int timeout_ms, uint64_t *id)
+{
 	struct dkey k;
 	struct shmq_reservation r;
 	struct claim c;
 	uint64_t first = 0;
 	int err;
-	if (!q || (!data && len) || (err = make_key(DK_PUBLISHED, key, key_len, &k)))
+	if (!q || (!data && len) || (err = make_key(DK_PUBLISHED, key, key_len, &k)) ||
+	    (rkey && (!rkey_len || rkey_len > SHMQ_KEY_MAX)) || (!rkey && rkey_len))
 		return -EINVAL;
+	if (!rkey) { /* routed by the idempotency key itself */
+		rkey = key;
+		rkey_len = key_len;
+	}
 	if (!q->dedup)
 		return -ENOTSUP;
 	if (len + key_len > q->max_payload)
@@ -296,8 +307,9 @@ int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data
 			*id = first;
 		return SHMQ_DUPLICATE;
 	}
-	/* on a key-hash queue the idempotency key routes too: retries of one message meet in one lane */
-	if ((err = shmq_reserve_lane(q, shmq_dispatch_lane(q, key, key_len),
+	/* on a key-hash queue the routing key (by default the idempotency key: retries of one message
+	 * then meet in one lane) picks the lane */
+	if ((err = shmq_reserve_lane(q, shmq_dispatch_lane(q, rkey, rkey_len),
 				     q->dispatch == SHMQ_DISPATCH_KEY_HASH, len + key_len, &r, timeout_ms))) {
 		settle(q, &c, &k, 0);
 		return err;

@@ -153,10 +153,6 @@ int cmd_send(int argc, char **argv)
 				"option '%s' after a PAYLOAD: put options before the first PAYLOAD, or -- "
 				"before the payloads to send it as one",
 				a.rest[i]);
-	/* shmq_send_keyed routes by its idempotency key already: a second key would be ignored */
-	if (o.key && o.route)
-		return cli_error(CLI_USAGE, cmd,
-				 "--route does not go with --key: a keyed send is routed by its --key");
 	if (o.key && a.nrest != 1)
 		return cli_error(CLI_USAGE, cmd, "--key takes exactly one PAYLOAD (one key per message)");
 	if ((r = cli_open(cmd, a.name, &q)))
@@ -164,7 +160,10 @@ int cmd_send(int argc, char **argv)
 
 	if (o.key) {
 		uint64_t id;
-		r = shmq_send_keyed(q, o.key, strlen(o.key), a.rest[0], strlen(a.rest[0]), o.timeout_ms, &id);
+		/* with --route, like an SQS FIFO group id next to a deduplication id; without, the
+		 * key routes */
+		r = shmq_send_keyed_routed(q, o.route, o.route ? strlen(o.route) : 0, o.key, strlen(o.key),
+					   a.rest[0], strlen(a.rest[0]), o.timeout_ms, &id);
 		if (r == SHMQ_DUPLICATE) {
 			printf("duplicate: key '%s' was sent within the dedup window as message %llu; not "
 			       "sent again\n",

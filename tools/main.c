@@ -53,7 +53,7 @@ static const struct cli_cmd cmds[] = {
 	 "    --weights W,...      with --dispatch weighted: one weight per lane, 1 to 1000\n"
 	 "                         (default all 1); lane i gets W_i / sum(W) of the sends\n"},
 	{"send", cmd_send,
-	 "send NAME [--timeout-ms MS] [--key KEY PAYLOAD | [--route KEY] PAYLOAD...]\n"
+	 "send NAME [--timeout-ms MS] [--route KEY] [--key KEY PAYLOAD | PAYLOAD...]\n"
 	 "    Send one message per PAYLOAD, in order; with no PAYLOAD, one message per line of\n"
 	 "    standard input (newline stripped). Stops at the first message that fails and says\n"
 	 "    how many were sent before it. Options go before the first PAYLOAD; put -- before\n"
@@ -66,7 +66,9 @@ static const struct cli_cmd cmds[] = {
 	 "    --route KEY          routing key (1-64 bytes) for every message of this command:\n"
 	 "                         on a --dispatch key-hash queue they all go to one lane, so\n"
 	 "                         they are first delivered in send order; other policies\n"
-	 "                         ignore it. Not with --key, which routes by itself\n"},
+	 "                         ignore it. A --key send without --route is routed by its\n"
+	 "                         --key; with both, by the route (an SQS FIFO group id next to\n"
+	 "                         a deduplication id)\n"},
 	{"recv", cmd_recv,
 	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup]\n"
 	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"

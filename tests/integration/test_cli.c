@@ -347,7 +347,7 @@ Test(cli, create_checks_the_capacity_is_lanes_times_a_power_of_two_after_all_opt
 	expect_ok(RUN(&r, NULL, "check", ok), NULL);
 }
 
-Test(cli, send_route_refuses_an_idempotency_key_and_a_bad_route_with_one_line_and_sends_nothing)
+Test(cli, send_route_refuses_a_bad_route_with_one_line_and_sends_nothing_and_goes_with_a_key)
 {
 	const char *q = tq_name(NULL);
 	struct run r;
@@ -356,10 +356,6 @@ Test(cli, send_route_refuses_an_idempotency_key_and_a_bad_route_with_one_line_an
 	long_key[sizeof(long_key) - 1] = '\0';
 	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "2", "--capacity", "8", "--dispatch", "key-hash"),
 		  "");
-	expect_error(RUN(&r, NULL, "send", q, "--route", "user-1", "--key", "order-1", "pay"), 2,
-		     "--route does not go with --key");
-	expect_error(RUN(&r, NULL, "send", q, "--key", "order-1", "--route", "user-1", "pay"), 2,
-		     "--route does not go with --key");
 	expect_error(RUN(&r, NULL, "send", q, "--route", "", "pay"), 2,
 		     "--route must be 1 to 64 bytes, got 0");
 	expect_error(RUN(&r, NULL, "send", q, "--route", long_key, "pay"), 2,
@@ -369,6 +365,12 @@ Test(cli, send_route_refuses_an_idempotency_key_and_a_bad_route_with_one_line_an
 	expect_ok(RUN(&r, "c\nd\n", "send", q, "--route", "user-1"), "");
 	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-1", "e"), "");
 	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "c\nd\ne\n");
+	/* a routing key and an idempotency key together: routed by the one, deduplicated by the other */
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-1", "--key", "order-1", "pay"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "--key", "order-1", "--route", "user-1", "pay"), NULL);
+	cr_expect(!strncmp(r.out, "duplicate:", 10), "a repeated key is a duplicate:\n%s", r.out);
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "user-1", "--key", "order-2", "pay2"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "pay\npay2\n");
 }
 
 /* The ready and leased messages of a queue, from a read-only view (which claims no record). */

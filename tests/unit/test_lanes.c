@@ -539,3 +539,34 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 	pthread_join(t, NULL);
 	shmq_close(q);
 }
+
+Test(lanes, a_keyed_send_with_a_routing_key_is_ordered_by_the_route_and_deduplicated_by_the_key)
+{
+	struct shmq_config c = lanes_config(256, 4, SHMQ_DISPATCH_KEY_HASH);
+	shmq_t *q = tq_mkq(&c);
+	char key[16];
+	uint64_t id, first;
+	for (uint32_t v = 0; v < 8; v++) { /* 8 distinct idempotency keys, one group */
+		snprintf(key, sizeof(key), "order-%u", v);
+		cr_assert_eq(shmq_send_keyed_routed(q, "user-7", 6, key, strlen(key), &v, sizeof(v), 0, &id),
+			     0);
+		if (v == 0)
+			first = id;
+	}
+	cr_expect_eq(shmq_send_keyed_routed(q, "user-7", 6, "order-0", 7, "x", 1, 0, &id), SHMQ_DUPLICATE);
+	cr_expect_eq(id, first, "the duplicate names the first message");
+	cr_expect_eq(shmq_send_keyed_routed(q, "", 0, "k", 1, "x", 1, 0, NULL), -EINVAL, "an empty route");
+	struct shmq_msg m;
+	uint32_t lane = 99;
+	for (uint32_t v = 0; v < 8; v++) {
+		cr_assert_eq(shmq_recv(q, &m, 0), 0);
+		uint32_t got;
+		memcpy(&got, m.data, sizeof(got));
+		cr_expect_eq(got, v, "the group's messages come in send order");
+		if (lane == 99)
+			lane = lane_of(&m, 256, 4);
+		cr_expect_eq(lane_of(&m, 256, 4), lane, "one group, one lane, whatever the keys");
+		shmq_ack(q, &m);
+	}
+	shmq_close(q);
+}
