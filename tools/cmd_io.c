@@ -18,6 +18,7 @@ enum {
 	O_NO_ACK,
 	O_KEY,
 	O_DEDUP,
+	O_JSON,
 	O_ROUTE,
 };
 
@@ -28,6 +29,7 @@ struct io_opts {
 	const char *key;   /* send: idempotency key */
 	const char *route; /* send: routing key of every message */
 	int dedup;	   /* recv: skip (ack) messages recorded done, record each one done */
+	int json;	   /* recv: one JSON object per message and line */
 };
 
 static const struct option send_opts[] = {
@@ -43,6 +45,7 @@ static const struct option recv_opts[] = {
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"no-ack", no_argument, NULL, O_NO_ACK},
 	{"dedup", no_argument, NULL, O_DEDUP},
+	{"json", no_argument, NULL, O_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -78,6 +81,9 @@ static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
 		break;
 	case O_DEDUP:
 		o->dedup = 1;
+		break;
+	case O_JSON:
+		o->json = 1;
 		break;
 	}
 	return r;
@@ -218,6 +224,28 @@ static int write_line(const struct shmq_msg *m)
 	return errno ? -errno : -EIO;
 }
 
+/* One message as a line of JSON (a payload with a newline in it stays one line), flushed. lanes:
+ * the queue's, for the message's lane (its id modulo the lanes). */
+static int write_json(const struct shmq_msg *m, uint32_t lanes)
+{
+	errno = 0;
+	printf("{\"id\": %llu, \"lane\": %u, \"deliveries\": %u, \"enqueued_ns\": %llu, \"key\": ",
+	       (unsigned long long)m->id, (unsigned)(m->id % lanes), m->deliveries,
+	       (unsigned long long)m->enqueued_ns);
+	if (m->key) {
+		putchar('"');
+		cli_put_json_bytes(m->key, m->key_len);
+		putchar('"');
+	} else {
+		fputs("null", stdout);
+	}
+	fputs(", \"payload\": \"", stdout);
+	cli_put_json_bytes(m->data, m->len);
+	if (puts("\"}") != EOF && fflush(stdout) == 0)
+		return 0;
+	return errno ? -errno : -EIO;
+}
+
 int cmd_recv(int argc, char **argv)
 {
 	const char *cmd = "recv";
@@ -234,6 +262,10 @@ int cmd_recv(int argc, char **argv)
 				 "--dedup records work done at the ack: it does not go with --no-ack");
 	if ((r = cli_open(cmd, a.name, &q)))
 		return r;
+	struct shmq_stats st;
+	uint32_t lanes = 1;
+	if (o.json && !shmq_stats(q, &st) && st.config.lanes)
+		lanes = st.config.lanes;
 	/* shmq_recv also runs the queue's rate-limited reclaim pass (config.reclaim_interval_ms),
 	 * which gives back messages whose consumer died or whose lease ran out */
 	for (uint64_t got = 0; !o.count || got < o.count; got++) {
@@ -262,7 +294,7 @@ int cmd_recv(int argc, char **argv)
 			shmq_nack(q, &m, 0);
 			break;
 		}
-		if ((r = write_line(&m))) {
+		if ((r = o.json ? write_json(&m, lanes) : write_line(&m))) {
 			/* not acked: give it back now rather than when the lease runs out */
 			shmq_nack(q, &m, 0);
 			r = cli_error(CLI_FAIL, cmd,

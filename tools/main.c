@@ -70,7 +70,7 @@ static const struct cli_cmd cmds[] = {
 	 "                         --key; with both, by the route (an SQS FIFO group id next to\n"
 	 "                         a deduplication id)\n"},
 	{"recv", cmd_recv,
-	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup]\n"
+	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup] [--json]\n"
 	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"
 	 "    flushed before the ack, so a message whose line may be lost (the process died, or\n"
 	 "    standard output failed) is delivered again: at least once, never lost. Receiving\n"
@@ -82,6 +82,9 @@ static const struct cli_cmd cmds[] = {
 	 "                         lease (--lease-ms of create) runs out or this process exits;\n"
 	 "                         then the next recv delivers it again (a delivery that counts\n"
 	 "                         toward --max-deliveries)\n"
+	 "    --json               one JSON object per message and line: id, lane, deliveries,\n"
+	 "                         enqueued_ns, key (or null), payload (bytes outside printable\n"
+	 "                         ASCII as \\u00XX): a payload with a newline stays one line\n"
 	 "    --dedup              record each message done (by its key, else its id) when acking\n"
 	 "                         it, and ack without printing one already recorded done (its\n"
 	 "                         consumer died between the work and the ack)\n"},

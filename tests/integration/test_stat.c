@@ -840,3 +840,36 @@ Test(stat, stat_and_list_write_nothing_to_the_segment_and_claim_no_record)
 	cr_expect(records(k.name) == recs, "participant records %u before, %u after", recs, records(k.name));
 	shmq_close(k.q);
 }
+
+Test(stat, recv_json_prints_one_object_per_message_with_its_id_lane_key_and_payload)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "2", "--capacity", "8", "--dispatch", "key-hash"),
+		  "");
+	expect_ok(RUN(&r, NULL, "send", q, "--key", "k-1", "say \"hi\""), "");
+	expect_ok(RUN(&r, NULL, "send", q, "--route", "g", "--", "two\nlines"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--json", "--timeout-ms", "0"), NULL);
+	int seen = 0;
+	for (char *line = strtok(r.out, "\n"); line; line = strtok(NULL, "\n"), seen++) {
+		json_error_t e;
+		json_t *o = json_loads(line, 0, &e);
+		cr_assert_not_null(o, "not JSON: %s (%s)", line, e.text);
+		json_int_t id = json_integer_value(json_object_get(o, "id"));
+		cr_expect_eq(json_integer_value(json_object_get(o, "lane")), id % 2,
+			     "lane = id modulo lanes");
+		cr_expect_eq(json_integer_value(json_object_get(o, "deliveries")), 1);
+		const char *payload = json_string_value(json_object_get(o, "payload"));
+		json_t *key = json_object_get(o, "key");
+		cr_assert_not_null(payload);
+		if (json_is_string(key)) {
+			cr_expect_str_eq(json_string_value(key), "k-1");
+			cr_expect_str_eq(payload, "say \"hi\"");
+		} else {
+			cr_expect(json_is_null(key));
+			cr_expect_str_eq(payload, "two\nlines", "a newline stays inside its one line");
+		}
+		json_decref(o);
+	}
+	cr_expect_eq(seen, 2, "one line per message");
+}
