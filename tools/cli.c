@@ -50,8 +50,10 @@ static int bad_long(const char *cmd, const struct option *longopts, const char *
 
 /* One getopt_long pass over argv (argv[0] is not looked at). *dashdash tells whether it stopped
  * at "--", after which nothing is an option. */
+/* seen: the long options met so far (bit c - CLI_OPT_BASE), across both passes of cli_parse: an
+ * option given twice is an error, not a silent "the last one wins" */
 static int getopt_pass(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
-		       void *ctx, int *dashdash)
+		       void *ctx, int *dashdash, uint64_t *seen)
 {
 	int c, r;
 	/* 0, not 1: glibc then re-initialises its scan state, which would otherwise carry over from
@@ -79,6 +81,13 @@ static int getopt_pass(const char *cmd, int argc, char **argv, const struct opti
 				return cli_error(CLI_USAGE, cmd, "unknown option '-%c'", optopt);
 			return bad_long(cmd, longopts, arg);
 		default:
+			if (c >= CLI_OPT_BASE && c - CLI_OPT_BASE < 64) {
+				uint64_t bit = 1ULL << (c - CLI_OPT_BASE);
+				if (*seen & bit)
+					return cli_error(CLI_USAGE, cmd, "option '--%s' given twice",
+							 long_name(longopts, c));
+				*seen |= bit;
+			}
 			if (fn && (r = fn(cmd, c, optarg, ctx)))
 				return r;
 		}
@@ -91,8 +100,9 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *longo
 	      struct cli_args *out)
 {
 	int r, dashdash;
+	uint64_t seen = 0;
 	memset(out, 0, sizeof(*out));
-	if ((r = getopt_pass(cmd, argc, argv, longopts, fn, ctx, &dashdash)))
+	if ((r = getopt_pass(cmd, argc, argv, longopts, fn, ctx, &dashdash, &seen)))
 		return r;
 	if (optind >= argc)
 		return cli_error(CLI_USAGE, cmd, "missing queue NAME");
@@ -102,7 +112,7 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *longo
 		return r;
 	int next = 1;
 	if (!dashdash) {
-		if ((r = getopt_pass(cmd, argc - at, argv + at, longopts, fn, ctx, &dashdash)))
+		if ((r = getopt_pass(cmd, argc - at, argv + at, longopts, fn, ctx, &dashdash, &seen)))
 			return r;
 		next = optind;
 	}
@@ -116,7 +126,8 @@ int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *
 		   void *ctx)
 {
 	int r, dashdash;
-	if ((r = getopt_pass(cmd, argc, argv, longopts, fn, ctx, &dashdash)))
+	uint64_t seen = 0;
+	if ((r = getopt_pass(cmd, argc, argv, longopts, fn, ctx, &dashdash, &seen)))
 		return r;
 	if (optind < argc)
 		return cli_error(CLI_USAGE, cmd, "unexpected argument '%s'", argv[optind]);

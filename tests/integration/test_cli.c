@@ -546,3 +546,16 @@ Test(cli, send_key_sends_a_key_once_per_window_and_recv_dedup_skips_work_already
 	cr_expect_eq(shmq_done_check(h, "order-2", 7), 1, "recv --dedup recorded it done");
 	shmq_close(h);
 }
+
+Test(cli, an_option_given_twice_is_a_usage_error_not_a_silent_last_one_wins)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_error(RUN(&r, NULL, "create", q, "--lanes", "2", "--capacity", "8", "--lanes", "4"), 2,
+		     "option '--lanes' given twice");
+	expect_ok(RUN(&r, NULL, "create", q, "--lanes", "2", "--capacity", "8"), "");
+	/* before and after NAME count as one command line */
+	expect_error(RUN(&r, NULL, "send", "--route", "a", q, "--route", "b", "x"), 2,
+		     "option '--route' given twice");
+	EXPECT_STAT(q, "ready: 0", "sent: 0");
+}
