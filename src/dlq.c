@@ -101,15 +101,25 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 	return n;
 }
 
-/* Applies `to` (a function of the dead word) to up to max letters, oldest first. */
-static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep)
+/* Redrives or deletes dead letters, oldest first: up to max of them, and never so many that fewer
+ * than keep are left, except that a lane holding more than lane_keep has its oldest beyond that
+ * deleted whatever keep says (with lanes, letters stay in their slots, and a key-hash lane full of
+ * one poison key's letters would take no sends: they do not move to another lane). */
+static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned lane_keep)
 {
 	struct dead_ref *v;
 	int n = collect(q, &v);
 	if (n < 0)
 		return n;
+	uint32_t per[SHMQ_LANES_MAX] = {0};
+	for (int i = 0; i < n; i++)
+		per[idx_lane(q, v[i].slot)]++;
 	unsigned done = 0, cap = q->lane_mask + 1; /* a freed slot's next ticket is one lap on */
-	for (unsigned i = 0; i < (unsigned)n && done < max && (unsigned)n - done > keep; i++) {
+	for (unsigned i = 0; i < (unsigned)n && done < max; i++) {
+		uint32_t l = idx_lane(q, v[i].slot);
+		if ((unsigned)n - done <= keep && per[l] <= lane_keep)
+			continue;
+		per[l]--; /* whoever wins the word below, the letter leaves its lane */
 		struct shmq_slot *s = slot_at(q, v[i].slot);
 		uint64_t w = v[i].word, nw;
 		if (redrive) {
@@ -136,7 +146,7 @@ int shmq_dlq_redrive(shmq_t *q, unsigned max)
 {
 	if (!q)
 		return -EINVAL;
-	int n = settle(q, max, 1, 0);
+	int n = settle(q, max, 1, 0, UINT32_MAX);
 	if (n > 0 && q->me)
 		count(q, C_REDRIVEN, (uint64_t)n);
 	return n;
@@ -146,51 +156,15 @@ int shmq_dlq_purge(shmq_t *q, unsigned max)
 {
 	if (!q)
 		return -EINVAL;
-	int n = settle(q, max, 0, 0);
+	int n = settle(q, max, 0, 0, UINT32_MAX);
 	if (n > 0 && q->me)
 		count(q, C_PURGED, (uint64_t)n);
 	return n;
 }
 
-/* With lanes, dead letters also stay below half of each lane: they sit in their slots, and a
- * key-hash lane full of one poison key's letters would block every send to it (key-hash sends do
- * not move to another lane). Drops the oldest of a lane beyond that; returns how many. */
-static int enforce_lanes(shmq_t *q)
-{
-	struct dead_ref *v;
-	int n = collect(q, &v);
-	if (n <= 0)
-		return n;
-	uint32_t keep = (q->lane_mask + 1) / 2, per[SHMQ_LANES_MAX] = {0};
-	for (int i = 0; i < n; i++)
-		per[idx_lane(q, v[i].slot)]++;
-	int done = 0;
-	for (int i = 0; i < n; i++) {
-		uint32_t l = idx_lane(q, v[i].slot);
-		if (per[l] <= keep)
-			continue;
-		uint64_t w = v[i].word;
-		/* release: as in settle() */
-		if (atomic_compare_exchange_strong_explicit(
-			    &slot_at(q, v[i].slot)->word, &w,
-			    w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_release,
-			    memory_order_relaxed))
-			done++;
-		per[l]--;
-	}
-	free(v);
-	if (done)
-		shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
-	return done;
-}
-
 void shmq_dlq_enforce(shmq_t *q)
 {
-	int n = settle(q, UINT32_MAX, 0, q->dlq_max);
-	if (q->lanes > 1) {
-		int k = enforce_lanes(q);
-		n = k > 0 ? (n > 0 ? n : 0) + k : n;
-	}
+	int n = settle(q, UINT32_MAX, 0, q->dlq_max, q->lanes > 1 ? (q->lane_mask + 1) / 2 : UINT32_MAX);
 	if (n > 0 && q->me)
 		count(q, C_DLQ_DROPPED, (uint64_t)n);
 }

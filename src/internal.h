@@ -42,7 +42,7 @@ struct shmq {
 	/* consumer side: the lanes this handle was assigned (bit l: lane l), refreshed from the
 	 * participant registry every ASSIGN_REFRESH_MS */
 	_Atomic uint32_t home;
-	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never (not yet a consumer) */
+	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never */
 	_Atomic uint32_t lane_cursor; /* rotates the home lane a receive looks at first */
 	struct {
 		_Atomic uint64_t token; /* key-hash: the lease word of our message in hand, 0: none */
@@ -211,6 +211,8 @@ SHMQ_HIDDEN int shmq_part_alive(shmq_t *q, uint32_t i);
 /* 1: participant i's lock byte is held (alive), 0: not held, -1: cannot tell */
 SHMQ_HIDDEN int shmq_lock_probe(int fd, uint32_t i);
 SHMQ_HIDDEN int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v);
+/* Slots this handle holds LEASED (and, with writing_too, WRITING), counted from the slot words. */
+SHMQ_HIDDEN uint32_t shmq_slots_held(shmq_t *q, int writing_too);
 
 /* ring.c */
 SHMQ_HIDDEN uint64_t shmq_backoff_ms(const struct shmq_hdr *h, unsigned deliveries);
@@ -219,8 +221,6 @@ SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms);
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }
 static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16) | (epoch & 0xffff); }
 
-/* prefetch accounting: n leases of this handle ended (settled, or found lost) */
-SHMQ_HIDDEN void shmq_settled(shmq_t *q, unsigned n);
 /* shmq_send_reserve into lane l; strict: wait for room there (per-key order), else move on */
 SHMQ_HIDDEN int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq_reservation *r,
 				  int timeout_ms);
@@ -242,10 +242,18 @@ struct shmq_assign_ctx {
 SHMQ_HIDDEN uint32_t shmq_lanes_assigned(const struct shmq_assign_ctx *c);
 /* owner[l] = record index + 1 of lane l's (first) consumer, 0: none. Returns the consumers counted. */
 SHMQ_HIDDEN uint32_t shmq_lane_consumers(const struct shmq_assign_ctx *c, uint32_t *owner);
-/* The lane a send goes to (rkey may be NULL). */
-SHMQ_HIDDEN uint32_t shmq_dispatch_lane(shmq_t *q, const void *rkey, size_t rkey_len);
+/* The lane a send goes to (rkey may be NULL); shmq_dispatch_lane keeps one-lane queues (the usual
+ * case, and the send hot path) from calling out to the policies. */
+SHMQ_HIDDEN uint32_t shmq_dispatch_policy(shmq_t *q, const void *rkey, size_t rkey_len);
+static inline uint32_t shmq_dispatch_lane(shmq_t *q, const void *rkey, size_t rkey_len)
+{
+	return q->lanes > 1 ? shmq_dispatch_policy(q, rkey, rkey_len) : 0;
+}
 SHMQ_HIDDEN uint64_t shmq_hash(const void *key, size_t len);
-/* This consumer's home lanes, recomputed when due (the first call registers it as a consumer). */
+/* Records that this handle receives (a consumer, for the lane assignment and stat) and polled at
+ * now_ms; every receive call does, and again after each sleep. */
+SHMQ_HIDDEN void shmq_consumer_poll(shmq_t *q, uint64_t now_ms);
+/* This consumer's home lanes, recomputed every ASSIGN_REFRESH_MS. */
 SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
 
 /* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */

@@ -109,13 +109,20 @@ static int foreign_leases(shmq_t *q, uint32_t l)
 	return 0;
 }
 
+void shmq_consumer_poll(shmq_t *q, uint64_t now)
+{
+	/* relaxed, our own record (the line our counters are on): assigners elsewhere read role
+	 * and the time as "a consumer, still polling" at their next refresh */
+	if (atomic_load_explicit(&q->me->role, memory_order_relaxed) != PART_CONSUMER)
+		atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
+	atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
+}
+
 uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 {
 	uint64_t at = atomic_load_explicit(&q->home_at_ms, memory_order_relaxed);
 	if (at && now - at < ASSIGN_REFRESH_MS && now >= at)
 		return atomic_load_explicit(&q->home, memory_order_relaxed);
-	if (!at)
-		atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
 	struct shmq_assign_ctx c = {
 		.parts = q->parts,
 		.max_parts = q->max_parts,
@@ -196,10 +203,8 @@ static uint32_t least_loaded(shmq_t *q)
 	return backlog(q, b) < backlog(q, a) ? b : a;
 }
 
-uint32_t shmq_dispatch_lane(shmq_t *q, const void *rkey, size_t rkey_len)
+uint32_t shmq_dispatch_policy(shmq_t *q, const void *rkey, size_t rkey_len)
 {
-	if (q->lanes == 1)
-		return 0;
 	switch (q->dispatch) {
 	case SHMQ_DISPATCH_RANDOM:
 		return random_u32() % q->lanes;

@@ -117,47 +117,39 @@ int shmq_part_attach(shmq_t *q)
 	return -EUSERS;
 }
 
-/* Does this handle hold a lease or a slot being written? */
-static int holds_slots(shmq_t *q)
+uint32_t shmq_slots_held(shmq_t *q, int writing_too)
 {
+	uint32_t n = 0;
 	for (uint32_t i = 0; i < q->capacity; i++) {
-		uint64_t w = atomic_load_explicit(&slot_at(q, i)->word, memory_order_acquire);
+		uint64_t w = atomic_load_explicit(&slot_at(q, i)->word, memory_order_relaxed);
 		unsigned st = w_state(w);
-		if ((st == SLOT_LEASED || st == SLOT_WRITING) && w_owner(w) == q->owner)
-			return 1;
+		n += (st == SLOT_LEASED || (writing_too && st == SLOT_WRITING)) && w_owner(w) == q->owner;
 	}
-	return 0;
+	return n;
 }
 
 void shmq_part_detach(shmq_t *q)
 {
 	if (!q->me)
 		return;
-	if (!holds_slots(q)) {
+	/* no longer a consumer: the others take over our lanes at their next refresh, which the
+	 * wake-up below brings forward for the ones asleep */
+	uint32_t was = atomic_exchange_explicit(&q->me->role, 0, memory_order_relaxed);
+	if (!shmq_slots_held(q, 1)) {
 		/* a clean close: nothing for a reclaim pass to requeue, so the record is freed now
 		 * (not left looking like a crashed participant until the next pass), its counters
 		 * kept in the retired totals */
-		uint32_t was = atomic_load_explicit(&q->me->role, memory_order_relaxed);
 		fold_counters(q, q->me);
-		uint64_t v = atomic_load_explicit(&q->me->state, memory_order_acquire);
-		shmq_part_release(q, q->part, v);
-		lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
-		q->me = NULL;
-		if (was == PART_CONSUMER && q->uses_lanes)
-			shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
-		return;
+		shmq_part_release(q, q->part, atomic_load_explicit(&q->me->state, memory_order_acquire));
+	} else {
+		/* Counters stay in the record until it is reused. The record is freed by a reclaim
+		 * pass once our lock is gone, after our leases have been requeued. */
+		atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
 	}
-	/* Counters stay in the record until it is reused: a detached record keeps contributing to
-	 * the totals. The record is freed by a reclaim pass once our lock is gone, after our leases
-	 * have been requeued, never here (we may still hold leases). */
-	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
-	/* no longer a consumer: the others take over our lanes at their next refresh, which
-	 * a wake-up brings forward for the ones asleep */
-	uint32_t was = atomic_exchange_explicit(&q->me->role, 0, memory_order_relaxed);
-	if (was == PART_CONSUMER && q->uses_lanes)
-		shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
 	lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
 	q->me = NULL;
+	if (was == PART_CONSUMER && q->uses_lanes)
+		shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
 }
 
 /* Frees record i, observed as v, of a participant that is gone. The caller must already have

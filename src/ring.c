@@ -3,8 +3,9 @@
  * ring.c: the slot state machine on the hot path: send (claim, write, publish), receive (lease),
  * ack, nack, extend. docs/design.md has the diagram; layout.h the word format.
  *
- * FIFO order comes from tickets: producers take tickets from prod_tail, ticket t lives in slot
- * t % capacity, consumers take first deliveries in ticket order at cons_head. A slot still held by
+ * FIFO order comes from tickets, per lane: producers take tickets from the lane's prod_tail, ticket
+ * t lives in slot t % (slots per lane) of the lane's range, consumers take first deliveries in
+ * ticket order at the lane's cons_head. A slot still held by
  * an older message (leased, delayed, dead-lettered) is not waited for: the producer abandons that
  * ticket (slot->skip) and takes the next one, and consumers step over abandoned tickets. So a held
  * lease never stalls anyone, and every state change is one CAS on one slot word.
@@ -313,9 +314,9 @@ static void write_payload(struct shmq_slot *s, const void *data, size_t len)
 HOT int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint32_t scan, int strict)
 {
 	int r = claim(q, *l, s, t, scan);
-	if (r != -EAGAIN || strict || q->lanes == 1)
+	if (r != -EAGAIN || strict)
 		return r;
-	for (uint32_t k = 1; r == -EAGAIN && !strict && k < q->lanes; k++) {
+	for (uint32_t k = 1; r == -EAGAIN && k < q->lanes; k++) {
 		uint32_t o = (*l + k) % q->lanes;
 		if ((r = claim(q, o, s, t, scan)) == 0)
 			*l = o;
@@ -383,7 +384,7 @@ HOT int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len,
 
 int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 {
-	return send_to(q, q && q->lanes > 1 ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
+	return send_to(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
 }
 
 int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *data, size_t len,
@@ -560,11 +561,11 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 	m->token = leased;
 }
 
-/* Takes the next first delivery at cons_head, stepping over abandoned tickets (the caller counts
- * it). *wait_since remembers since when the consumer has waited on a ticket a producer holds but
- * has not used. */
 #define TAIL_EVERY 16 /* an idle poller reads prod_tail on one poll in this many (see take_head) */
 
+/* Takes the next first delivery at lane l's cons_head, stepping over abandoned tickets (the caller
+ * counts it). *wait_since remembers since when the consumer has waited on a ticket a producer holds
+ * but has not used. */
 static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uint64_t now,
 				  uint64_t *waited_ticket, uint64_t *wait_since, int force_tail)
 {
@@ -785,9 +786,6 @@ static void kh_leave(shmq_t *q, uint32_t l, const struct shmq_msg *m)
 static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs,
 		      enum head_result *why)
 {
-	/* relaxed: our own record; assigners elsewhere read it as "still polling". Before the
-	 * refresh below, which counts us as active by it */
-	atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
 	uint32_t home = shmq_home_lanes(q, now);
 	/* the first lane looked at moves on every LANE_RUN receives: taking a run from one lane
 	 * keeps the consumer on the lines the producer of that run just wrote */
@@ -872,19 +870,14 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	 * once the call has to wait */
 	uint64_t now_c = now_ms();
 	uint64_t reclaim_at = maybe_reclaim(q, now_c);
-	if (!q->uses_lanes) {
-		/* what take_lanes() does for a queue of lanes: consumers are counted (stat) even
-		 * with nothing to share out. Our own record's line: C_RECEIVED is written there. */
-		if (!atomic_load_explicit(&q->home_at_ms, memory_order_relaxed)) {
-			atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
-			atomic_store_explicit(&q->home_at_ms, 1, memory_order_relaxed);
-		}
-		atomic_store_explicit(&q->me->last_active_ms, now_c, memory_order_relaxed);
-	}
+	shmq_consumer_poll(q, now_c);
 	for (unsigned spins = 0;; spins++) {
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
-		if (spins >= SPIN_LIMIT / 4)
+		if (spins >= SPIN_LIMIT / 4) {
 			now_c = now_ms();
+			if (spins > SPIN_LIMIT) /* back from a sleep: still polling */
+				shmq_consumer_poll(q, now_c);
+		}
 		if (try_recv(q, m, now_c, &rs, &why) == 0)
 			return 0;
 		if (timeout_ms == 0 && why == HEAD_EMPTY)
@@ -973,18 +966,6 @@ static unsigned take_run_head(shmq_t *q, uint32_t l, struct shmq_msg *m, unsigne
 
 #define PREFETCH_RECOUNT_MS 10 /* a receiver waiting at the limit recounts from the segment this often */
 
-/* Leases this handle holds, counted from the slot words: the truth that the counter may drift
- * from when leases are lost (expired, requeued) and never settled. */
-static uint32_t leases_held(shmq_t *q)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < q->capacity; i++) {
-		uint64_t w = atomic_load_explicit(&slot_at(q, i)->word, memory_order_relaxed);
-		n += w_state(w) == SLOT_LEASED && w_owner(w) == q->owner;
-	}
-	return n;
-}
-
 /* Takes up to `want` units of the prefetch allowance into *got, waiting (per timeout_ms) for the
  * first, and counts them pending until the caller's receive is over. 0, or -EAGAIN if the handle
  * stayed at its limit. */
@@ -1022,8 +1003,8 @@ static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got
 			/* plus what receives in progress hold: a unit taken but not yet a lease is
 			 * in use too (a lease taken meanwhile counts twice: too strict for a
 			 * moment, never too lax) */
-			uint32_t held =
-				leases_held(q) + atomic_load_explicit(&q->pending, memory_order_relaxed);
+			uint32_t held = shmq_slots_held(q, 0) +
+					atomic_load_explicit(&q->pending, memory_order_relaxed);
 			if (held < cur && atomic_compare_exchange_strong_explicit(&q->inflight, &cur, held,
 										  memory_order_relaxed,
 										  memory_order_relaxed))
@@ -1033,7 +1014,7 @@ static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got
 		if (timeout_ms == 0 || now >= deadline)
 			return -EAGAIN;
 		uint64_t until = now + PREFETCH_RECOUNT_MS * 1000000ULL;
-		/* seq_cst: pairs with shmq_settled(), which lowers the count, then reads the waiters */
+		/* seq_cst: pairs with give_back(), which lowers the count, then reads the waiters */
 		atomic_fetch_add_explicit(&q->inflight_waiters, 1, memory_order_seq_cst);
 		shmq_futex_wait(&q->inflight, cur, deadline < until ? deadline : until);
 		atomic_fetch_sub_explicit(&q->inflight_waiters, 1, memory_order_relaxed);
@@ -1041,7 +1022,7 @@ static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got
 }
 
 /* Gives back n units (settled leases, or units a receive did not use). */
-void shmq_settled(shmq_t *q, unsigned n)
+static void give_back(shmq_t *q, unsigned n)
 {
 	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed) || !n)
 		return;
@@ -1058,12 +1039,21 @@ int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight)
 {
 	if (!q)
 		return -EINVAL;
-	/* start from the truth: leases taken while no limit was set were not counted */
-	atomic_store_explicit(&q->inflight, max_inflight ? leases_held(q) : 0, memory_order_relaxed);
+	/* start from the truth (the slot words, which the counter drifts from when leases are lost):
+	 * leases taken while no limit was set were not counted */
+	atomic_store_explicit(&q->inflight, max_inflight ? shmq_slots_held(q, 0) : 0, memory_order_relaxed);
 	atomic_store_explicit(&q->prefetch, max_inflight, memory_order_relaxed);
 	if (atomic_load_explicit(&q->inflight_waiters, memory_order_seq_cst))
 		shmq_futex_wake_all(&q->inflight);
 	return 0;
+}
+
+/* A receive that took `got` units is over, having leased `used` messages: the units are no longer
+ * pending, and those it did not use go back. */
+static void prefetch_done(shmq_t *q, unsigned got, unsigned used)
+{
+	atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
+	give_back(q, got - used);
 }
 
 /* The remaining part of timeout_ms after a wait that began at start_ns. */
@@ -1087,9 +1077,7 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	if (r)
 		return r;
 	r = recv_one(q, m, timeout_left(timeout_ms, start));
-	atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
-	if (r)
-		shmq_settled(q, got);
+	prefetch_done(q, got, r ? 0 : 1);
 	return r;
 }
 
@@ -1105,8 +1093,7 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	int r = recv_one(q, &m[0], timeout_left(timeout_ms, start));
 	if (r) {
 		if (limited)
-			atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
-		shmq_settled(q, got);
+			prefetch_done(q, got, 0);
 		return r;
 	}
 	unsigned i = 1;
@@ -1137,8 +1124,7 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	}
 	count(q, C_RECEIVED, i - 1); /* recv_one counted the first */
 	if (limited)
-		atomic_fetch_sub_explicit(&q->pending, got, memory_order_relaxed);
-	shmq_settled(q, got - i);
+		prefetch_done(q, got, i);
 	return (int)i;
 }
 
@@ -1146,11 +1132,11 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
  * Settling a delivery
  */
 
-/* shmq_settled for the settle paths: a call only when a prefetch limit is set */
+/* give_back() for the settle paths: a call only when a prefetch limit is set */
 HOT void settled(shmq_t *q, unsigned n)
 {
 	if (atomic_load_explicit(&q->prefetch, memory_order_relaxed))
-		shmq_settled(q, n);
+		give_back(q, n);
 }
 
 static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
