@@ -111,7 +111,8 @@ HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 	 * here once, where a load then a CAS would move it twice while the consumer that acked it
 	 * still holds it. A failed CAS loads the real word (acquire) for the cases below. */
 	uint64_t w = w_make(t, SLOT_FREE, 0, 0);
-	for (int waited = 0;; waited++) {
+	int waited = 0; /* await_ack() once at most: not per pass (the first pass only guesses w) */
+	for (;;) {
 		int64_t d = ticket_diff(t, w_ticket(w));
 		if (w_state(w) == SLOT_FREE && d >= 0) {
 			/* acquire: pairs with the release that freed the slot (ack, abort, retire), so
@@ -135,7 +136,7 @@ HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 			 * after which consumers abandon a ticket taken and unused), instead of looking
 			 * before the ticket is taken, which would move the line here twice on every
 			 * send (a load, then the CAS) */
-			if (!waited && await_ack(q, s, &w))
+			if (!waited++ && await_ack(q, s, &w))
 				continue;
 			/* still occupied: abandon ticket t at this slot */
 			skip_past(s, t);
