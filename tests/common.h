@@ -45,6 +45,7 @@ __attribute__((format(printf, 4, 5), unused)) static int tq_check(int ok, const 
 #define TQ_EXPECT(cond, ...) cr_expect(cond, __VA_ARGS__)
 #define TQ_REQUIRE(cond, ...) cr_assert(cond, __VA_ARGS__)
 #endif
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -94,6 +95,15 @@ static inline struct shmq_config tq_config(uint32_t capacity)
 	return c;
 }
 
+/* tq_config with lanes and a dispatch policy. */
+static inline struct shmq_config tq_lanes_config(uint32_t capacity, uint32_t lanes, uint32_t dispatch)
+{
+	struct shmq_config c = tq_config(capacity);
+	c.lanes = lanes;
+	c.dispatch = dispatch;
+	return c;
+}
+
 /* Creates a queue under a fresh name (precondition of the test, hence TQ_REQUIRE). */
 static inline shmq_t *tq_create(const char *name, const struct shmq_config *c)
 {
@@ -111,6 +121,15 @@ static inline void tq_send_u32(shmq_t *q, uint32_t v)
 {
 	int r = shmq_send(q, &v, sizeof(v), 0);
 	TQ_REQUIRE(r == 0, "send %u: %s", v, shmq_strerror(r));
+}
+
+/* Registers q as a consumer (lanes are shared out among consumers) with one receive that must find
+ * nothing: the queue is empty, or has nothing for q. */
+static inline void tq_register_consumer(shmq_t *q)
+{
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, 0);
+	TQ_REQUIRE(r == -EAGAIN, "registering receive: %s", shmq_strerror(r));
 }
 
 /* Forks a consumer of name that registers (one empty receive: lanes are assigned to consumers),

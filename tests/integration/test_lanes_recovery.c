@@ -96,14 +96,11 @@ static void *recv_thread(void *p)
 static double takeover_latency(uint32_t reclaim_ms, uint32_t lease_ms)
 {
 	const char *name = tq_name("kh");
-	struct shmq_config c = tq_config(64);
-	c.lanes = 2;
-	c.dispatch = SHMQ_DISPATCH_KEY_HASH;
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
 	c.reclaim_interval_ms = reclaim_ms;
 	c.lease_ms = lease_ms;
 	shmq_t *q = tq_create(name, &c);
-	struct shmq_msg m;
-	cr_assert_eq(shmq_recv(q, &m, 0), -EAGAIN);
+	tq_register_consumer(q);
 	pid_t child = tq_consumer_child(name);
 	usleep(60 * 1000);
 	char key[16];
@@ -170,9 +167,7 @@ static void *key_consumer(void *p)
 static void idle_spell(uint32_t lease_ms, uint32_t reclaim_ms, unsigned idle_ms)
 {
 	const char *name = tq_name("khidle");
-	struct shmq_config c = tq_config(64);
-	c.lanes = 2;
-	c.dispatch = SHMQ_DISPATCH_KEY_HASH;
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
 	c.lease_ms = lease_ms;
 	c.reclaim_interval_ms = reclaim_ms;
 	shmq_t *p = tq_create(name, &c), *a, *b;
@@ -222,15 +217,13 @@ Test(lanes_recovery, a_key_stays_with_one_consumer_after_idle_spells_with_the_de
 Test(lanes_recovery, a_one_lane_key_hash_queue_gives_a_key_to_one_consumer_at_a_time)
 {
 	const char *name = tq_name("kh1");
-	struct shmq_config c = tq_config(64);
-	c.lanes = 1;
-	c.dispatch = SHMQ_DISPATCH_KEY_HASH;
+	struct shmq_config c = tq_lanes_config(64, 1, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *p = tq_create(name, &c), *a, *b;
 	cr_assert_eq(shmq_open(name, &a), 0);
 	cr_assert_eq(shmq_open(name, &b), 0);
 	struct shmq_msg m1, m2;
-	cr_assert_eq(shmq_recv(a, &m1, 0), -EAGAIN);
-	cr_assert_eq(shmq_recv(b, &m2, 0), -EAGAIN);
+	tq_register_consumer(a);
+	tq_register_consumer(b);
 	usleep(60 * 1000);
 	for (uint32_t v = 0; v < 2; v++)
 		cr_assert_eq(shmq_send_routed(p, "k", 1, &v, sizeof(v), 0), 0);
@@ -270,9 +263,7 @@ Test(lanes_recovery, lifting_the_prefetch_limit_releases_a_waiting_receiver)
  * key-hash sends to that lane (strict: they do not move on) would wait forever. */
 Test(lanes_recovery, a_poison_keys_dead_letters_do_not_block_its_lane)
 {
-	struct shmq_config c = tq_config(64);
-	c.lanes = 4;
-	c.dispatch = SHMQ_DISPATCH_KEY_HASH;
+	struct shmq_config c = tq_lanes_config(64, 4, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *q = tq_mkq(&c);
 	struct shmq_msg m;
 	for (uint32_t v = 0; v < 16; v++) {

@@ -236,10 +236,8 @@ static void run_lanes(int share_handle, unsigned nack_every, int batch, uint32_t
 	r->nack_every = nack_every;
 	r->batch = batch;
 	r->lanes = lanes;
-	struct shmq_config c = tq_config(CAPACITY);
+	struct shmq_config c = tq_lanes_config(CAPACITY, lanes, dispatch);
 	c.lease_ms = 60000;
-	c.lanes = lanes;
-	c.dispatch = dispatch;
 	for (uint32_t l = 0; dispatch == SHMQ_DISPATCH_WEIGHTED && l < lanes; l++)
 		c.weights[l] = 1 + l;
 	shmq_t *q = tq_create(r->name, &c);

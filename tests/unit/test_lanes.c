@@ -19,14 +19,6 @@
 
 TestSuite(lanes, .fini = tq_cleanup);
 
-static struct shmq_config lanes_config(uint32_t capacity, uint32_t lanes, uint32_t dispatch)
-{
-	struct shmq_config c = tq_config(capacity);
-	c.lanes = lanes;
-	c.dispatch = dispatch;
-	return c;
-}
-
 /* A snapshot of the queue called name (through a read-only view). */
 static struct shmq_snapshot snap(const char *name)
 {
@@ -59,30 +51,30 @@ static void send_n(shmq_t *q, unsigned n)
 
 Test(lanes, lane_counts_and_capacities_that_do_not_split_into_power_of_two_rings_are_rejected)
 {
-	struct shmq_config c = lanes_config(64, 17, 0);
+	struct shmq_config c = tq_lanes_config(64, 17, 0);
 	cr_expect_eq(shmq_config_validate(&c), -EINVAL, "more than SHMQ_LANES_MAX lanes");
-	c = lanes_config(64, 3, 0);
+	c = tq_lanes_config(64, 3, 0);
 	cr_expect_eq(shmq_config_validate(&c), -EINVAL, "64 slots are not 3 equal lanes");
-	c = lanes_config(18, 3, 0);
+	c = tq_lanes_config(18, 3, 0);
 	cr_expect_eq(shmq_config_validate(&c), -EINVAL, "3 lanes of 6 slots: not a power of two");
-	c = lanes_config(12, 3, 0);
+	c = tq_lanes_config(12, 3, 0);
 	cr_expect_eq(shmq_config_validate(&c), 0, "3 lanes of 4 slots");
-	c = lanes_config(64, 4, 9);
+	c = tq_lanes_config(64, 4, 9);
 	cr_expect_eq(shmq_config_validate(&c), -EINVAL, "unknown dispatch policy");
-	c = lanes_config(64, 2, SHMQ_DISPATCH_WEIGHTED);
+	c = tq_lanes_config(64, 2, SHMQ_DISPATCH_WEIGHTED);
 	c.weights[2] = 1;
 	cr_expect_eq(shmq_config_validate(&c), -EINVAL, "a weight for a lane the queue does not have");
 	c.weights[2] = 0;
 	c.weights[0] = SHMQ_WEIGHT_MAX + 1;
 	cr_expect_eq(shmq_config_validate(&c), -EINVAL, "a weight above the maximum");
-	c = lanes_config(64, 0, 0);
+	c = tq_lanes_config(64, 0, 0);
 	cr_expect_eq(shmq_config_validate(&c), 0, "0 lanes reads as one");
 }
 
 Test(lanes, a_queue_of_three_lanes_with_the_default_dedup_table_opens)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(96, 3, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(96, 3, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c), *o = open_q(name);
 	struct shmq_stats st = tq_stats(o);
 	cr_expect_eq(st.config.dedup_entries, 256, "2 x 96 rounded up to a power of two");
@@ -93,7 +85,7 @@ Test(lanes, a_queue_of_three_lanes_with_the_default_dedup_table_opens)
 
 Test(lanes, ids_are_unique_across_lanes_and_each_lane_delivers_in_send_order)
 {
-	struct shmq_config c = lanes_config(192, 3, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(192, 3, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_mkq(&c);
 	send_n(q, 96);
 	uint64_t seen[96];
@@ -119,7 +111,7 @@ Test(lanes, ids_are_unique_across_lanes_and_each_lane_delivers_in_send_order)
 Test(lanes, round_robin_gives_every_lane_the_same_share_in_runs)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(1024, 4, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(1024, 4, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c);
 	send_n(q, 16); /* one run: one lane */
 	struct shmq_snapshot s = snap(name);
@@ -140,7 +132,7 @@ Test(lanes, round_robin_gives_every_lane_the_same_share_in_runs)
 Test(lanes, one_shot_senders_do_not_all_start_at_the_same_lane)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(1024, 4, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(1024, 4, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c);
 	for (int i = 0; i < 64; i++) { /* a fresh handle per message, as `shmq send` has */
 		shmq_t *h = open_q(name);
@@ -157,7 +149,7 @@ Test(lanes, one_shot_senders_do_not_all_start_at_the_same_lane)
 Test(lanes, weighted_dispatch_follows_the_weights_exactly)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(2048, 4, SHMQ_DISPATCH_WEIGHTED);
+	struct shmq_config c = tq_lanes_config(2048, 4, SHMQ_DISPATCH_WEIGHTED);
 	c.weights[0] = 4;
 	c.weights[1] = 2;
 	c.weights[2] = 1;
@@ -177,7 +169,7 @@ Test(lanes, weighted_dispatch_follows_the_weights_exactly)
 Test(lanes, random_dispatch_spreads_messages_over_every_lane)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(8192, 4, SHMQ_DISPATCH_RANDOM);
+	struct shmq_config c = tq_lanes_config(8192, 4, SHMQ_DISPATCH_RANDOM);
 	shmq_t *q = tq_create(name, &c);
 	send_n(q, 4000);
 	struct shmq_snapshot s = snap(name);
@@ -190,7 +182,7 @@ Test(lanes, random_dispatch_spreads_messages_over_every_lane)
 Test(lanes, key_hash_sends_every_message_of_a_key_to_one_lane_in_order)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(1024, 4, SHMQ_DISPATCH_KEY_HASH);
+	struct shmq_config c = tq_lanes_config(1024, 4, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *q = tq_create(name, &c);
 	char key[16];
 	for (uint32_t i = 0; i < 80; i++) {
@@ -224,7 +216,7 @@ Test(lanes, key_hash_sends_every_message_of_a_key_to_one_lane_in_order)
 
 Test(lanes, key_hash_routes_a_keyed_send_by_its_idempotency_key)
 {
-	struct shmq_config c = lanes_config(64, 4, SHMQ_DISPATCH_KEY_HASH);
+	struct shmq_config c = tq_lanes_config(64, 4, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *q = tq_mkq(&c);
 	cr_assert_eq(shmq_send_keyed(q, "k-1", 3, "a", 1, 0, NULL), 0);
 	cr_assert_eq(shmq_send_routed(q, "k-1", 3, "b", 1, 0), 0);
@@ -239,7 +231,7 @@ Test(lanes, key_hash_routes_a_keyed_send_by_its_idempotency_key)
 
 Test(lanes, a_key_hash_lane_gives_its_next_message_only_once_the_previous_is_settled)
 {
-	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
 	c.lease_ms = 30;
 	c.reclaim_interval_ms = 0;
 	shmq_t *q = tq_mkq(&c);
@@ -263,12 +255,12 @@ Test(lanes, a_key_hash_lane_gives_its_next_message_only_once_the_previous_is_set
 Test(lanes, least_loaded_sends_to_the_lane_a_consumer_just_drained)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_LEAST_LOADED);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_LEAST_LOADED);
 	shmq_t *p = tq_create(name, &c), *a = open_q(name), *b = open_q(name);
 	struct shmq_msg m;
 	/* register both consumers: a (lower record) is assigned lane 0, b lane 1 */
-	cr_assert_eq(shmq_recv(a, &m, 0), -EAGAIN);
-	cr_assert_eq(shmq_recv(b, &m, 0), -EAGAIN);
+	tq_register_consumer(a);
+	tq_register_consumer(b);
 	send_n(p, 8);
 	struct shmq_snapshot s = snap(name);
 	cr_expect_eq(s.lane[0].ready, 4);
@@ -290,11 +282,11 @@ Test(lanes, least_loaded_sends_to_the_lane_a_consumer_just_drained)
 Test(lanes, consumers_are_assigned_disjoint_lanes_through_the_registry)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(64, 4, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(64, 4, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *p = tq_create(name, &c), *a = open_q(name), *b = open_q(name);
 	struct shmq_msg m;
-	cr_assert_eq(shmq_recv(a, &m, 0), -EAGAIN);
-	cr_assert_eq(shmq_recv(b, &m, 0), -EAGAIN);
+	tq_register_consumer(a);
+	tq_register_consumer(b);
 	usleep(60 * 1000); /* a registered alone: past its next assignment refresh, it knows of b */
 	send_n(p, 64);	   /* 4 runs of 16: one per lane */
 	struct shmq_snapshot s = snap(name);
@@ -329,9 +321,9 @@ static void kill_child(pid_t pid)
 static void drain_beside(const char *name, shmq_t *q, int kill_it)
 {
 	struct shmq_msg m;
-	cr_assert_eq(shmq_recv(q, &m, 0), -EAGAIN); /* register: lane 0 */
-	pid_t child = tq_consumer_child(name);	    /* lane 1 */
-	usleep(60 * 1000);			    /* past our assignment refresh: we know of it */
+	tq_register_consumer(q);	       /* lane 0 */
+	pid_t child = tq_consumer_child(name); /* lane 1 */
+	usleep(60 * 1000);		       /* past our assignment refresh: we know of it */
 	if (kill_it)
 		kill_child(child);
 	send_n(q, 32); /* a run of 16 per lane */
@@ -347,7 +339,7 @@ static void drain_beside(const char *name, shmq_t *q, int kill_it)
 Test(lanes, an_idle_consumer_steals_from_the_lane_of_a_consumer_that_stopped_polling)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c);
 	drain_beside(name, q, 0);
 	cr_expect_eq(tq_stats(q).stolen, 16, "lane 1's 16 came from a lane that was not ours");
@@ -357,7 +349,7 @@ Test(lanes, an_idle_consumer_steals_from_the_lane_of_a_consumer_that_stopped_pol
 Test(lanes, the_lane_of_a_dead_consumer_is_drained_by_the_survivor)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_ROUND_ROBIN);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_ROUND_ROBIN);
 	c.reclaim_interval_ms = 0; /* the dead record stays: the probe alone must tell */
 	shmq_t *q = tq_create(name, &c);
 	drain_beside(name, q, 1);
@@ -367,12 +359,12 @@ Test(lanes, the_lane_of_a_dead_consumer_is_drained_by_the_survivor)
 Test(lanes, key_hash_lanes_are_not_stolen_from_a_live_consumer_and_move_whole_when_it_dies)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *q = tq_create(name, &c);
 	struct shmq_msg m;
-	cr_assert_eq(shmq_recv(q, &m, 0), -EAGAIN); /* we register first: lane 0 */
-	pid_t child = tq_consumer_child(name);	    /* lane 1 */
-	usleep(60 * 1000);			    /* past our assignment refresh */
+	tq_register_consumer(q);	       /* first: lane 0 */
+	pid_t child = tq_consumer_child(name); /* lane 1 */
+	usleep(60 * 1000);		       /* past our assignment refresh */
 	/* find a key of lane 1 (the child's): lane = hash % 2 */
 	char key[16];
 	for (int i = 0;; i++) {
@@ -404,12 +396,12 @@ Test(lanes, key_hash_lanes_are_not_stolen_from_a_live_consumer_and_move_whole_wh
 Test(lanes, key_hash_consumers_beyond_the_lane_count_stand_by)
 {
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *p = tq_create(name, &c), *a = open_q(name), *b = open_q(name), *x = open_q(name);
 	struct shmq_msg m;
-	cr_assert_eq(shmq_recv(a, &m, 0), -EAGAIN);
-	cr_assert_eq(shmq_recv(b, &m, 0), -EAGAIN);
-	cr_assert_eq(shmq_recv(x, &m, 0), -EAGAIN);
+	tq_register_consumer(a);
+	tq_register_consumer(b);
+	tq_register_consumer(x);
 	send_n(p, 6); /* no key: round robin over both lanes */
 	cr_expect_eq(shmq_recv(x, &m, 0), -EAGAIN, "the third consumer of two lanes stands by");
 	cr_expect_eq(snap(name).consumers, 3);
@@ -427,7 +419,7 @@ Test(lanes, many_threads_on_four_lanes_lose_and_repeat_nothing)
 		CONSUMERS = 2
 	};
 	const char *name = tq_name(NULL);
-	struct shmq_config c = lanes_config(256, 4, SHMQ_DISPATCH_LEAST_LOADED);
+	struct shmq_config c = tq_lanes_config(256, 4, SHMQ_DISPATCH_LEAST_LOADED);
 	shmq_t *q = tq_create(name, &c);
 	static _Atomic unsigned char seen[PRODUCERS * PER];
 	memset((void *)seen, 0, sizeof(seen));
@@ -514,27 +506,30 @@ Test(lanes, prefetch_recounts_leases_the_handle_lost)
 	shmq_close(q);
 }
 
+struct held {
+	shmq_t *q;
+	struct shmq_msg m;
+};
+
 static void *ack_later(void *arg)
 {
-	struct shmq_msg *m = arg;
+	struct held *h = arg;
 	usleep(50 * 1000);
-	shmq_ack((shmq_t *)m->key, m); /* the handle travels in key (unused here) */
+	shmq_ack(h->q, &h->m);
 	return NULL;
 }
 
 Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 {
 	struct shmq_config c = tq_config(64);
-	c.dedup_window_ms = 0;
 	shmq_t *q = tq_mkq(&c);
 	send_n(q, 2);
 	cr_assert_eq(shmq_set_prefetch(q, 1), 0);
-	struct shmq_msg held, m;
-	cr_assert_eq(shmq_recv(q, &held, 0), 0);
-	struct shmq_msg arg = held;
-	arg.key = (const void *)q;
+	struct held h = {.q = q};
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &h.m, 0), 0);
 	pthread_t t;
-	pthread_create(&t, NULL, ack_later, &arg);
+	pthread_create(&t, NULL, ack_later, &h);
 	cr_expect_eq(shmq_recv(q, &m, 5000), 0, "woken by the ack, within the timeout");
 	pthread_join(t, NULL);
 	shmq_close(q);
@@ -542,7 +537,7 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 
 Test(lanes, a_keyed_send_with_a_routing_key_is_ordered_by_the_route_and_deduplicated_by_the_key)
 {
-	struct shmq_config c = lanes_config(256, 4, SHMQ_DISPATCH_KEY_HASH);
+	struct shmq_config c = tq_lanes_config(256, 4, SHMQ_DISPATCH_KEY_HASH);
 	shmq_t *q = tq_mkq(&c);
 	char key[16];
 	uint64_t id, first;
