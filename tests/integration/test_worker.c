@@ -87,20 +87,29 @@ struct verdicts {
 	_Atomic unsigned bad;
 };
 
+/* The index of m's payload among names[0..n), or -1. */
+static int payload_index(const struct shmq_msg *m, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (m->len == strlen(names[i]) && !memcmp(m->data, names[i], m->len))
+			return i;
+	return -1;
+}
+
 /* Returns the verdict the payload names. */
 static int by_payload(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
 {
 	struct verdicts *v = arg;
 	(void)w;
-	for (int i = 0; i < 3; i++)
-		if (m->len == strlen(verdict_names[i]) && !memcmp(m->data, verdict_names[i], m->len)) {
-			atomic_fetch_add(&v->calls[i], 1);
-			if (m->deliveries >= 1 && m->deliveries <= MAX_DELIV)
-				atomic_store(&v->at_us[i][m->deliveries - 1], (uint64_t)(tq_now_ms() * 1000));
-			return i;
-		}
-	atomic_fetch_add(&v->bad, 1);
-	return SHMQ_WORKER_ACK;
+	int i = payload_index(m, verdict_names, 3);
+	if (i < 0) {
+		atomic_fetch_add(&v->bad, 1);
+		return SHMQ_WORKER_ACK;
+	}
+	atomic_fetch_add(&v->calls[i], 1);
+	if (m->deliveries >= 1 && m->deliveries <= MAX_DELIV)
+		atomic_store(&v->at_us[i][m->deliveries - 1], (uint64_t)(tq_now_ms() * 1000));
+	return i;
 }
 
 static const struct shmq_dead_letter *find_letter(const struct shmq_dead_letter *d, int n,
@@ -469,14 +478,13 @@ static int count_calls(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
 {
 	struct dedup_seen *v = arg;
 	(void)w;
-	for (int i = 0; i < 3; i++)
-		if (m->len == strlen(dedup_payloads[i]) && !memcmp(m->data, dedup_payloads[i], m->len)) {
-			if (i == 2)
-				atomic_store(&v->plain_id, m->id);
-			atomic_fetch_add(&v->calls[i], 1);
-			return SHMQ_WORKER_ACK;
-		}
-	atomic_fetch_add(&v->bad, 1);
+	int i = payload_index(m, dedup_payloads, 3);
+	if (i == 2)
+		atomic_store(&v->plain_id, m->id); /* before the count a test waits for */
+	if (i < 0)
+		atomic_fetch_add(&v->bad, 1);
+	else
+		atomic_fetch_add(&v->calls[i], 1);
 	return SHMQ_WORKER_ACK;
 }
 
