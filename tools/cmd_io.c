@@ -50,6 +50,16 @@ static const struct option recv_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
+/* An idempotency or routing key: 1..SHMQ_KEY_MAX bytes. */
+static int key_opt(const char *cmd, const char *opt, const char *arg, const char **out)
+{
+	if (!*arg || strlen(arg) > SHMQ_KEY_MAX)
+		return cli_error(CLI_USAGE, cmd, "%s must be 1 to %d bytes, got %zu", opt, SHMQ_KEY_MAX,
+				 strlen(arg));
+	*out = arg;
+	return 0;
+}
+
 static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
 {
 	struct io_opts *o = ctx;
@@ -68,17 +78,9 @@ static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
 		o->no_ack = 1;
 		break;
 	case O_KEY:
-		if (!*arg || strlen(arg) > SHMQ_KEY_MAX)
-			return cli_error(CLI_USAGE, cmd, "--key must be 1 to %d bytes, got %zu", SHMQ_KEY_MAX,
-					 strlen(arg));
-		o->key = arg;
-		break;
+		return key_opt(cmd, "--key", arg, &o->key);
 	case O_ROUTE:
-		if (!*arg || strlen(arg) > SHMQ_KEY_MAX)
-			return cli_error(CLI_USAGE, cmd, "--route must be 1 to %d bytes, got %zu",
-					 SHMQ_KEY_MAX, strlen(arg));
-		o->route = arg;
-		break;
+		return key_opt(cmd, "--route", arg, &o->route);
 	case O_DEDUP:
 		o->dedup = 1;
 		break;
