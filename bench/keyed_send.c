@@ -20,25 +20,13 @@
 #include <unistd.h>
 
 #include "shmq.h"
+#include "standalone.h"
 
 enum mode {
 	PLAIN,
 	KEYED,
 	KEYED_DONE
 };
-
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 /* ns per message for one run of `n` messages in `mode`, or a negative value on error */
 static double run(enum mode mode, unsigned n)
@@ -57,7 +45,7 @@ static double run(enum mode mode, unsigned n)
 		return -1;
 	char payload[64] = {0}, key[16];
 	struct shmq_msg m;
-	double t0 = now_ns();
+	double t0 = bench_now_s() * 1e9;
 	for (unsigned i = 0; i < n; i++) {
 		int r;
 		if (mode == PLAIN) {
@@ -72,7 +60,7 @@ static double run(enum mode mode, unsigned n)
 		if ((mode == KEYED_DONE ? shmq_ack_done(q, &m) : shmq_ack(q, &m)))
 			return -1;
 	}
-	double ns = (now_ns() - t0) / n;
+	double ns = (bench_now_s() * 1e9 - t0) / n;
 	shmq_close(q);
 	shmq_unlink(name);
 	return ns;
@@ -107,7 +95,7 @@ int main(int argc, char **argv)
 				fprintf(stderr, "keyed_send: %s failed\n", names[mode]);
 				return 1;
 			}
-		qsort(v, repeats, sizeof(v[0]), cmp);
+		qsort(v, repeats, sizeof(v[0]), bench_cmp_double);
 		med[mode] = v[repeats / 2];
 		printf("%-30s %8.1f ns/msg (median of %u x %u; min %.1f, max %.1f)  %.2fx plain\n",
 		       names[mode], med[mode], repeats, n, v[0], v[repeats - 1], med[mode] / med[PLAIN]);

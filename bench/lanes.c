@@ -25,34 +25,16 @@
 #include <unistd.h>
 
 #include "shmq.h"
+#include "standalone.h"
 
 #define CONSUMERS 4
 #define LANES 4
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void spin_us(unsigned us)
 {
-	double end = now_s() + us / 1e6;
-	while (now_s() < end)
+	double end = bench_now_s() + us / 1e6;
+	while (bench_now_s() < end)
 		;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "lanes: %s: %s\n", what, shmq_strerror(err));
-	exit(1);
 }
 
 static const char *policy_name(uint32_t p)
@@ -79,7 +61,7 @@ static pid_t consumer(const char *name, unsigned work_us, uint32_t lane_cap, int
 	shmq_t *q;
 	int r = shmq_open(name, &q);
 	if (r)
-		die("open", r);
+		bench_die("lanes", "open", r);
 	struct shmq_msg m;
 	shmq_recv(q, &m, 0); /* registers as a consumer: lanes are assigned to registered ones */
 	(void)!write(ready_fd, "r", 1);
@@ -119,14 +101,14 @@ static double share_run(uint32_t policy, const unsigned work[CONSUMERS], unsigne
 	shmq_t *q;
 	int r = shmq_create(name, &c, &q);
 	if (r)
-		die("create", r);
+		bench_die("lanes", "create", r);
 	int ready[2], go[2], out[CONSUMERS][2];
 	if (pipe(ready) || pipe(go))
-		die("pipe", -errno);
+		bench_die("lanes", "pipe", -errno);
 	pid_t kids[CONSUMERS];
 	for (int i = 0; i < CONSUMERS; i++) {
 		if (pipe(out[i]))
-			die("pipe", -errno);
+			bench_die("lanes", "pipe", -errno);
 		kids[i] = consumer(name, work[i], c.capacity / LANES, ready[1], go[0], out[i][1]);
 	}
 	for (int i = 0; i < CONSUMERS; i++) {
@@ -134,13 +116,13 @@ static double share_run(uint32_t policy, const unsigned work[CONSUMERS], unsigne
 		(void)!read(ready[0], &x, 1);
 	}
 	usleep(100 * 1000); /* past every consumer's assignment refresh: all see all */
-	double t0 = now_s();
+	double t0 = bench_now_s();
 	for (int i = 0; i < CONSUMERS; i++)
 		(void)!write(go[1], "g", 1);
 	char payload[64] = {0}, key[16];
 	for (unsigned i = 0; i < n; i++) {
 		/* paced: message i goes at t0 + i / rate (checked every 16, slept in between) */
-		while (rate && i % 16 == 0 && now_s() < t0 + (double)i / rate)
+		while (rate && i % 16 == 0 && bench_now_s() < t0 + (double)i / rate)
 			usleep(100);
 		if (policy == SHMQ_DISPATCH_KEY_HASH) {
 			int kl = snprintf(key, sizeof(key), "k%u", i % 256);
@@ -149,14 +131,14 @@ static double share_run(uint32_t policy, const unsigned work[CONSUMERS], unsigne
 			r = shmq_send(q, payload, sizeof(payload), -1);
 		}
 		if (r)
-			die("send", r);
+			bench_die("lanes", "send", r);
 	}
 	memset(per_lane, 0, sizeof(uint64_t) * LANES);
 	uint64_t got = 0;
 	for (int i = 0; i < CONSUMERS; i++) {
 		struct tally t;
 		if (read(out[i][0], &t, sizeof(t)) != sizeof(t))
-			die("tally", -EIO);
+			bench_die("lanes", "tally", -EIO);
 		per_cons[i] = t.total;
 		got += t.total;
 		for (int l = 0; l < LANES; l++)
@@ -165,7 +147,7 @@ static double share_run(uint32_t policy, const unsigned work[CONSUMERS], unsigne
 		close(out[i][0]);
 		close(out[i][1]);
 	}
-	double secs = now_s() - t0 - 0.3; /* the consumers' last, idle 300 ms */
+	double secs = bench_now_s() - t0 - 0.3; /* the consumers' last, idle 300 ms */
 	close(ready[0]);
 	close(ready[1]);
 	close(go[0]);
@@ -208,7 +190,7 @@ static void share(unsigned n, unsigned repeats, unsigned pace)
 			/* report the run with the median rate, whole */
 			double sorted[16];
 			memcpy(sorted, rate, sizeof(double) * repeats);
-			qsort(sorted, repeats, sizeof(double), cmp_d);
+			qsort(sorted, repeats, sizeof(double), bench_cmp_double);
 			unsigned med = 0;
 			for (unsigned k = 0; k < repeats; k++)
 				if (rate[k] == sorted[repeats / 2])
@@ -242,10 +224,10 @@ static double tput_run(uint32_t lanes, int np, int nc, unsigned n)
 	shmq_t *q;
 	int r = shmq_create(name, &c, &q);
 	if (r)
-		die("create", r);
+		bench_die("lanes", "create", r);
 	int ready[2], go[2], out[2];
 	if (pipe(ready) || pipe(go) || pipe(out))
-		die("pipe", -errno);
+		bench_die("lanes", "pipe", -errno);
 	pid_t kids[8];
 	for (int i = 0; i < nc; i++)
 		kids[i] = consumer(name, 0, c.capacity / lanes, ready[1], go[0], out[1]);
@@ -255,13 +237,13 @@ static double tput_run(uint32_t lanes, int np, int nc, unsigned n)
 			continue;
 		shmq_t *h;
 		if ((r = shmq_open(name, &h)))
-			die("open", r);
+			bench_die("lanes", "open", r);
 		char x, payload[64] = {0};
 		(void)!write(ready[1], "r", 1);
 		(void)!read(go[0], &x, 1);
 		for (unsigned k = 0; k < n / (unsigned)np; k++)
 			if ((r = shmq_send(h, payload, sizeof(payload), -1)))
-				die("send", r);
+				bench_die("lanes", "send", r);
 		shmq_close(h);
 		_exit(0);
 	}
@@ -270,17 +252,17 @@ static double tput_run(uint32_t lanes, int np, int nc, unsigned n)
 		(void)!read(ready[0], &x, 1);
 	}
 	usleep(100 * 1000);
-	double t0 = now_s();
+	double t0 = bench_now_s();
 	for (int i = 0; i < np + nc; i++)
 		(void)!write(go[1], "g", 1);
 	uint64_t got = 0;
 	for (int i = 0; i < nc; i++) {
 		struct tally t;
 		if (read(out[0], &t, sizeof(t)) != sizeof(t))
-			die("tally", -EIO);
+			bench_die("lanes", "tally", -EIO);
 		got += t.total;
 	}
-	double secs = now_s() - t0 - 0.3;
+	double secs = bench_now_s() - t0 - 0.3;
 	for (int i = 0; i < np + nc; i++)
 		waitpid(kids[i], NULL, 0);
 	close(ready[0]);
@@ -309,7 +291,7 @@ static void throughput(unsigned n, unsigned repeats)
 			double v[16];
 			for (unsigned k = 0; k < repeats; k++)
 				v[k] = tput_run(lane_counts[i], shape + 1, shape + 1, n);
-			qsort(v, repeats, sizeof(double), cmp_d);
+			qsort(v, repeats, sizeof(double), bench_cmp_double);
 			med[shape] = v[repeats / 2];
 		}
 		printf("%-6u %10.2f %10.2f\n", lane_counts[i], med[0] / 1e6, med[1] / 1e6);

@@ -24,25 +24,7 @@
 #include <unistd.h>
 
 #include "shmq.h"
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "reclaim_latency: %s: %s\n", what, shmq_strerror(err));
-	exit(1);
-}
+#include "standalone.h"
 
 int main(int argc, char **argv)
 {
@@ -89,7 +71,7 @@ int main(int argc, char **argv)
 	shmq_t *q;
 	int err = shmq_create(name, &cfg, &q);
 	if (err)
-		die("create", err);
+		bench_die("reclaim_latency", "create", err);
 
 	pid_t wd = interval ? fork() : -1;
 	if (wd == 0) {
@@ -104,7 +86,7 @@ int main(int argc, char **argv)
 	double *lat = calloc((size_t)rounds, sizeof(double));
 	for (int i = 0; i < rounds; i++) {
 		if ((err = shmq_send(q, &i, sizeof(i), 0)))
-			die("send", err);
+			bench_die("reclaim_latency", "send", err);
 		int pfd[2];
 		if (pipe(pfd))
 			return 1;
@@ -121,27 +103,27 @@ int main(int argc, char **argv)
 		}
 		char b;
 		if (read(pfd[0], &b, 1) != 1)
-			die("consumer", -EIO);
+			bench_die("reclaim_latency", "consumer", -EIO);
 		close(pfd[0]);
 		close(pfd[1]);
 		int phase = interval ? interval : recv_interval;
 		usleep((useconds_t)(rand() % (phase * 1000))); /* kill at a random phase of the passes */
-		double t0 = now_ms();
+		double t0 = bench_now_s() * 1e3;
 		kill(c, SIGKILL);
 		waitpid(c, NULL, 0);
 		struct shmq_msg m;
 		if ((err = shmq_recv(q, &m, lease * 2)))
-			die("recv after kill", err);
-		lat[i] = now_ms() - t0;
+			bench_die("reclaim_latency", "recv after kill", err);
+		lat[i] = bench_now_s() * 1e3 - t0;
 		if (m.deliveries != 2)
-			die("expected a redelivery", -EPROTO);
+			bench_die("reclaim_latency", "expected a redelivery", -EPROTO);
 		shmq_ack(q, &m);
 	}
 	if (wd > 0) {
 		kill(wd, SIGKILL);
 		waitpid(wd, NULL, 0);
 	}
-	qsort(lat, (size_t)rounds, sizeof(double), cmp);
+	qsort(lat, (size_t)rounds, sizeof(double), bench_cmp_double);
 	printf("reclaim latency after SIGKILL, %d rounds, watchdog interval %d ms (0: none), receivers' "
 	       "reclaim interval %d ms (0: off), lease %d ms:\n",
 	       rounds, interval, recv_interval, lease);
