@@ -37,6 +37,15 @@ static shmq_t *open_q(const char *name)
 	return q;
 }
 
+/* A new handle on name, registered as a consumer (in the order of the calls: ranks follow record
+ * indexes, and records are handed out in order). */
+static shmq_t *consumer_q(const char *name)
+{
+	shmq_t *q = open_q(name);
+	tq_register_consumer(q);
+	return q;
+}
+
 /* The lane a received message came from, from its slot (lane l owns a contiguous range). */
 static uint32_t lane_of(const struct shmq_msg *m, uint32_t capacity, uint32_t lanes)
 {
@@ -256,11 +265,9 @@ Test(lanes, least_loaded_sends_to_the_lane_a_consumer_just_drained)
 {
 	const char *name = tq_name(NULL);
 	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_LEAST_LOADED);
-	shmq_t *p = tq_create(name, &c), *a = open_q(name), *b = open_q(name);
+	/* two consumers: a (lower record) is assigned lane 0, b lane 1 */
+	shmq_t *p = tq_create(name, &c), *a = consumer_q(name), *b = consumer_q(name);
 	struct shmq_msg m;
-	/* register both consumers: a (lower record) is assigned lane 0, b lane 1 */
-	tq_register_consumer(a);
-	tq_register_consumer(b);
 	send_n(p, 8);
 	struct shmq_snapshot s = snap(name);
 	cr_expect_eq(s.lane[0].ready, 4);
@@ -283,10 +290,8 @@ Test(lanes, consumers_are_assigned_disjoint_lanes_through_the_registry)
 {
 	const char *name = tq_name(NULL);
 	struct shmq_config c = tq_lanes_config(64, 4, SHMQ_DISPATCH_ROUND_ROBIN);
-	shmq_t *p = tq_create(name, &c), *a = open_q(name), *b = open_q(name);
+	shmq_t *p = tq_create(name, &c), *a = consumer_q(name), *b = consumer_q(name);
 	struct shmq_msg m;
-	tq_register_consumer(a);
-	tq_register_consumer(b);
 	usleep(60 * 1000); /* a registered alone: past its next assignment refresh, it knows of b */
 	send_n(p, 64);	   /* 4 runs of 16: one per lane */
 	struct shmq_snapshot s = snap(name);
@@ -397,11 +402,8 @@ Test(lanes, key_hash_consumers_beyond_the_lane_count_stand_by)
 {
 	const char *name = tq_name(NULL);
 	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
-	shmq_t *p = tq_create(name, &c), *a = open_q(name), *b = open_q(name), *x = open_q(name);
+	shmq_t *p = tq_create(name, &c), *a = consumer_q(name), *b = consumer_q(name), *x = consumer_q(name);
 	struct shmq_msg m;
-	tq_register_consumer(a);
-	tq_register_consumer(b);
-	tq_register_consumer(x);
 	send_n(p, 6); /* no key: round robin over both lanes */
 	cr_expect_eq(shmq_recv(x, &m, 0), -EAGAIN, "the third consumer of two lanes stands by");
 	cr_expect_eq(snap(name).consumers, 3);
