@@ -276,8 +276,9 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 
 /* Receives one message under a lease of config.lease_ms. First deliveries are FIFO; messages due
  * for redelivery (nacked, expired) are interleaved. -EAGAIN if none arrived within timeout_ms.
- * With timeout_ms 0 an empty queue costs two CPU pause instructions before -EAGAIN, so a caller
- * that polls in a loop does not keep the slot a producer is writing away from it. */
+ * With timeout_ms 0 an empty queue costs two CPU spin-wait hints (x86 pause, aarch64 yield) before
+ * -EAGAIN, so a caller that polls in a loop does not keep the slot a producer is writing away from
+ * it (tuned on AMD EPYC, where a pause takes ~25 ns). */
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms);
 
 /* Up-to-n batch receive: waits (per timeout_ms) for the first message, then takes what is
