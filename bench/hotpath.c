@@ -10,17 +10,23 @@
  *
  * 64-byte messages, 128-byte slots, 1024 slots; sender on CPU 0, receiver on CPU 1 (when there
  * are two); the receiver checks every sequence number. Each run prints one line, then the median
- * of the runs. On a noisy machine, alternate two builds run by run (`for i in 1..9: A; B`) and
- * compare medians: figures of one build taken minutes apart vary more than most changes do.
+ * of the runs (percentiles are nearest rank, as in the harness). --blocking receives with a 1 s
+ * timeout (the same spin, then futex, as -1), so a process that died is noticed; the other process
+ * dies with its parent, and every exit but a SIGKILL of the parent removes the queues.
+ *
+ * On a noisy machine, alternate two builds run by run (`for i in 1..9: A; B`) and compare
+ * medians: figures of one build taken minutes apart vary more than most changes do.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,9 +36,42 @@
 #define MSG 64
 #define BATCH 32
 #define WARMUP 10000
-#define RUN_TIMEOUT_S 60 /* a run still going after this long is stuck: SIGALRM ends it */
+#define PEER_CHECK 4096 /* polls between looks at whether the other process is still there */
+#define BLOCK_MS 1000	/* a blocking receive's timeout, so a dead peer is noticed */
 
 static const char *prog = "hotpath";
+
+/* What a run leaves behind, for cleanup() on every exit of the parent: the other process and
+ * the queues' names. */
+static pid_t parent_pid, child_pid;
+static char names[2][64];
+
+static void cleanup(void)
+{
+	if (getpid() != parent_pid)
+		return;
+	if (child_pid > 0) {
+		kill(child_pid, SIGKILL);
+		waitpid(child_pid, NULL, 0);
+		child_pid = 0;
+	}
+	for (int i = 0; i < 2; i++)
+		if (names[i][0]) {
+			shmq_unlink(names[i]);
+			names[i][0] = 0;
+		}
+}
+
+/* In the parent: exits (via cleanup) if the other process has ended. */
+static void check_peer(void)
+{
+	int st;
+	if (child_pid > 0 && waitpid(child_pid, &st, WNOHANG) == child_pid) {
+		child_pid = 0;
+		fprintf(stderr, "%s: the other process ended before the run did\n", prog);
+		exit(1);
+	}
+}
 
 static void pin(int cpu)
 {
@@ -68,11 +107,13 @@ static shmq_t *open_queue(const char *name)
 	return q;
 }
 
-static void recv_wait(shmq_t *q, struct shmq_msg *m, int timeout)
+/* blocking: BLOCK_MS at a time (the same spin, then futex, as -1) */
+static void recv_wait(shmq_t *q, struct shmq_msg *m, int blocking)
 {
 	int r;
-	while ((r = shmq_recv(q, m, timeout)) == -EAGAIN)
-		;
+	for (unsigned k = 1; (r = shmq_recv(q, m, blocking ? BLOCK_MS : 0)) == -EAGAIN; k++)
+		if (blocking || k % PEER_CHECK == 0)
+			check_peer();
 	if (r)
 		bench_die(prog, "recv", r);
 }
@@ -80,101 +121,118 @@ static void recv_wait(shmq_t *q, struct shmq_msg *m, int timeout)
 static void send_wait(shmq_t *q, const void *buf)
 {
 	int r;
-	while ((r = shmq_send(q, buf, MSG, 0)) == -EAGAIN)
-		;
+	for (unsigned k = 1; (r = shmq_send(q, buf, MSG, 0)) == -EAGAIN; k++)
+		if (k % PEER_CHECK == 0)
+			check_peer();
 	if (r)
 		bench_die(prog, "send", r);
 }
 
+static void ack(shmq_t *q, struct shmq_msg *m)
+{
+	int r = shmq_ack(q, m);
+	if (r)
+		bench_die(prog, "ack", r);
+}
+
+/* Forks the other process of a run: 0 in it (pinned to CPU 0, and killed with us), its pid in
+ * the parent. */
 static pid_t spawn(void)
 {
+	fflush(stdout);
 	pid_t p = fork();
 	if (p < 0) {
 		perror("fork");
 		exit(1);
 	}
 	if (p == 0) {
-		alarm(RUN_TIMEOUT_S);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent_pid) /* the parent died before the line above */
+			_exit(1);
 		if (two_cpus())
 			pin(0);
+		return 0;
 	}
+	child_pid = p;
+	if (two_cpus())
+		pin(1);
 	return p;
 }
 
-static void reap(pid_t p)
+static void reap(void)
 {
 	int st;
+	pid_t p = child_pid;
+	child_pid = 0;
 	if (waitpid(p, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {
-		fprintf(stderr, "%s: the sending process failed\n", prog);
+		fprintf(stderr, "%s: the other process failed\n", prog);
 		exit(1);
 	}
+}
+
+/* nearest rank, as the harness's percentiles (bench/lib/stats.c) */
+static double pct(const double *sorted, unsigned n, double p)
+{
+	unsigned r = (unsigned)ceil(p / 100.0 * n);
+	return sorted[r ? r - 1 : 0];
 }
 
 /* One-way latency in ns: p50 into *p50, p99 into *p99. */
 static void pingpong(unsigned n, int blocking, double *p50, double *p99)
 {
-	char ping[64], pong[64];
-	snprintf(ping, sizeof(ping), "/shmq-hotpath-ping-%d", (int)getpid());
-	snprintf(pong, sizeof(pong), "/shmq-hotpath-pong-%d", (int)getpid());
-	shmq_close(make_queue(ping));
-	shmq_close(make_queue(pong));
-	int timeout = blocking ? -1 : 0;
+	snprintf(names[0], sizeof(names[0]), "/shmq-hotpath-ping-%d", (int)parent_pid);
+	snprintf(names[1], sizeof(names[1]), "/shmq-hotpath-pong-%d", (int)parent_pid);
+	shmq_close(make_queue(names[0]));
+	shmq_close(make_queue(names[1]));
 	unsigned char buf[MSG] = {0};
-	pid_t p = spawn();
-	if (p == 0) { /* the echo side */
-		shmq_t *in = open_queue(ping), *out = open_queue(pong);
+	double *lat = malloc(sizeof(*lat) * n);
+	if (!lat)
+		bench_die(prog, "malloc", -ENOMEM);
+	if (spawn() == 0) { /* the echo side */
+		shmq_t *in = open_queue(names[0]), *out = open_queue(names[1]);
 		struct shmq_msg m;
 		for (unsigned i = 0; i < n + WARMUP; i++) {
-			recv_wait(in, &m, timeout);
+			recv_wait(in, &m, blocking);
 			memcpy(buf, m.data, MSG);
-			shmq_ack(in, &m);
+			ack(in, &m);
 			send_wait(out, buf);
 		}
 		_exit(0);
 	}
-	alarm(RUN_TIMEOUT_S);
-	if (two_cpus())
-		pin(1);
-	shmq_t *out = open_queue(ping), *in = open_queue(pong);
-	double *lat = malloc(sizeof(*lat) * n);
-	if (!lat)
-		bench_die(prog, "malloc", -ENOMEM);
+	shmq_t *out = open_queue(names[0]), *in = open_queue(names[1]);
 	struct shmq_msg m;
 	for (unsigned i = 0; i < n + WARMUP; i++) {
 		memcpy(buf, &i, sizeof(i));
 		double t0 = bench_now_s();
 		send_wait(out, buf);
-		recv_wait(in, &m, timeout);
+		recv_wait(in, &m, blocking);
 		unsigned back;
 		memcpy(&back, m.data, sizeof(back));
 		if (back != i) {
 			fprintf(stderr, "%s: round trip %u came back as %u\n", prog, i, back);
 			exit(1);
 		}
-		shmq_ack(in, &m);
+		ack(in, &m);
 		if (i >= WARMUP)
 			lat[i - WARMUP] = (bench_now_s() - t0) * 1e9 / 2;
 	}
-	reap(p);
+	reap();
 	qsort(lat, n, sizeof(*lat), bench_cmp_double);
-	*p50 = lat[n / 2];
-	*p99 = lat[(size_t)n * 99 / 100];
+	*p50 = pct(lat, n, 50);
+	*p99 = pct(lat, n, 99);
 	free(lat);
 	shmq_close(out);
 	shmq_close(in);
-	shmq_unlink(ping);
-	shmq_unlink(pong);
+	cleanup();
 }
 
 /* 1P1C throughput in M msg/s, single calls or batches of BATCH. */
 static double stream(unsigned n, int batch)
 {
-	char name[64];
-	snprintf(name, sizeof(name), "/shmq-hotpath-%d", (int)getpid());
-	shmq_close(make_queue(name));
-	pid_t p = spawn();
-	if (p == 0) {
-		shmq_t *q = open_queue(name);
+	snprintf(names[0], sizeof(names[0]), "/shmq-hotpath-%d", (int)parent_pid);
+	shmq_close(make_queue(names[0]));
+	if (spawn() == 0) {
+		shmq_t *q = open_queue(names[0]);
 		static unsigned char bufs[BATCH][MSG];
 		struct shmq_iov iov[BATCH];
 		for (uint64_t i = 0; i < n;) {
@@ -198,25 +256,28 @@ static double stream(unsigned n, int batch)
 		}
 		_exit(0);
 	}
-	alarm(RUN_TIMEOUT_S);
-	if (two_cpus())
-		pin(1);
-	shmq_t *q = open_queue(name);
+	shmq_t *q = open_queue(names[0]);
 	struct shmq_msg ms[BATCH];
 	double t0 = 0;
-	for (uint64_t i = 0; i < n;) {
+	uint64_t first = 0; /* messages the first receive took, before the clock started */
+	for (uint64_t i = 0, polls = 0; i < n;) {
 		int got = 1;
 		if (batch) {
 			got = shmq_recv_batch(q, ms, BATCH, 0);
-			if (got == -EAGAIN)
+			if (got == -EAGAIN) {
+				if (++polls % PEER_CHECK == 0)
+					check_peer();
 				continue;
+			}
 			if (got < 0)
 				bench_die(prog, "recv_batch", got);
 		} else {
 			recv_wait(q, &ms[0], 0);
 		}
-		if (i == 0)
-			t0 = bench_now_s(); /* from the first message: the sender's start-up is not counted */
+		if (i == 0) {
+			t0 = bench_now_s(); /* from the first receive: the sender's start-up is not counted */
+			first = (uint64_t)got;
+		}
 		for (int j = 0; j < got; j++) {
 			uint64_t v;
 			memcpy(&v, ms[j].data, sizeof(v));
@@ -226,16 +287,20 @@ static double stream(unsigned n, int batch)
 				exit(1);
 			}
 		}
-		int a = batch ? shmq_ack_batch(q, ms, (unsigned)got) : shmq_ack(q, &ms[0]);
-		if (a < 0 || (batch && a != got))
-			bench_die(prog, "ack", a < 0 ? a : -ESTALE);
+		if (batch) {
+			int a = shmq_ack_batch(q, ms, (unsigned)got);
+			if (a != got)
+				bench_die(prog, "ack_batch", a < 0 ? a : -ESTALE);
+		} else {
+			ack(q, &ms[0]);
+		}
 		i += (uint64_t)got;
 	}
 	double secs = bench_now_s() - t0;
-	reap(p);
+	reap();
 	shmq_close(q);
-	shmq_unlink(name);
-	return (double)(n - 1) / secs / 1e6;
+	cleanup();
+	return (double)(n - first) / secs / 1e6;
 }
 
 static void usage(void)
@@ -244,13 +309,13 @@ static void usage(void)
 	exit(2);
 }
 
-static unsigned parse_count(const char *opt, const char *s, unsigned max)
+static unsigned parse_count(const char *opt, const char *s, unsigned min, unsigned max)
 {
 	char *end;
 	errno = 0;
 	unsigned long v = strtoul(s, &end, 10);
-	if (errno || *end || !*s || v == 0 || v > max) {
-		fprintf(stderr, "%s: %s: expected a count from 1 to %u, got '%s'\n", prog, opt, max, s);
+	if (errno || *end || !*s || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "%s: %s: expected a count from %u to %u, got '%s'\n", prog, opt, min, max, s);
 		exit(2);
 	}
 	return (unsigned)v;
@@ -277,9 +342,10 @@ int main(int argc, char **argv)
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == 'n')
-			n = parse_count("--messages", optarg, 1u << 30);
+			/* a stream's rate counts from its first receive: a batch's worth is not enough */
+			n = parse_count("--messages", optarg, is_ping ? 1 : 10 * BATCH, 1u << 30);
 		else if (c == 'r')
-			repeats = parse_count("--repeats", optarg, 1000);
+			repeats = parse_count("--repeats", optarg, 1, 1000);
 		else if (c == 'b' && is_ping)
 			blocking = 1;
 		else
@@ -287,8 +353,8 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage();
-	if (n < 2)
-		n = 2;
+	parent_pid = getpid();
+	atexit(cleanup);
 	double *v = malloc(sizeof(*v) * repeats);
 	if (!v)
 		bench_die(prog, "malloc", -ENOMEM);
@@ -304,8 +370,9 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	qsort(v, repeats, sizeof(*v), bench_cmp_double);
+	double med = repeats % 2 ? v[repeats / 2] : (v[repeats / 2 - 1] + v[repeats / 2]) / 2;
 	printf("%s%s: median of %u runs %.2f %s [%.2f-%.2f]\n", mode, blocking ? " (blocking)" : "", repeats,
-	       v[repeats / 2], is_ping ? "ns one-way p50" : "M msg/s", v[0], v[repeats - 1]);
+	       med, is_ping ? "ns one-way p50" : "M msg/s", v[0], v[repeats - 1]);
 	free(v);
 	return 0;
 }
