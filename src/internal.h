@@ -253,6 +253,9 @@ SHMQ_HIDDEN uint64_t shmq_hash(const void *key, size_t len);
 /* Records that this handle receives (a consumer, for the lane assignment and stat) and polled at
  * now_ms; every receive call does, and again after each sleep. */
 SHMQ_HIDDEN void shmq_consumer_poll(shmq_t *q, uint64_t now_ms);
+/* Undelivered first deliveries of lane l (tickets taken, not yet passed by consumers), read
+ * relaxed: an estimate, for where to send and where to look. */
+SHMQ_HIDDEN uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l);
 /* This consumer's home lanes, recomputed every ASSIGN_REFRESH_MS. */
 SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
 

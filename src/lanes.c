@@ -150,8 +150,7 @@ uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 	return home;
 }
 
-/* Undelivered messages of lane l (tickets taken, not yet passed by consumers). */
-static uint64_t backlog(shmq_t *q, uint32_t l)
+uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l)
 {
 	/* relaxed: an estimate; the head may pass the tail by nothing, read it first */
 	uint64_t hd = atomic_load_explicit(&q->hdr->lane[l].cons_head, memory_order_relaxed);
@@ -188,7 +187,7 @@ static uint32_t least_loaded(shmq_t *q)
 		uint32_t start = atomic_fetch_add_explicit(&q->rr_next, 1, memory_order_relaxed);
 		for (uint32_t k = 0; k < q->lanes; k++) {
 			uint32_t l = (start + k) % q->lanes;
-			uint64_t b = backlog(q, l);
+			uint64_t b = shmq_lane_backlog(q, l);
 			if (b < min) {
 				min = b;
 				best = l;
@@ -200,7 +199,7 @@ static uint32_t least_loaded(shmq_t *q)
 	uint32_t a = random_u32() % q->lanes, b = random_u32() % (q->lanes - 1);
 	if (b >= a)
 		b++;
-	return backlog(q, b) < backlog(q, a) ? b : a;
+	return shmq_lane_backlog(q, b) < shmq_lane_backlog(q, a) ? b : a;
 }
 
 uint32_t shmq_dispatch_policy(shmq_t *q, const void *rkey, size_t rkey_len)

@@ -762,13 +762,6 @@ HOT void recv_state_init(shmq_t *q, struct recv_state *rs)
 	rs->force_tail = 0;
 }
 
-/* Undelivered first deliveries of lane l, roughly (relaxed: a hint for where to look). */
-static int has_backlog(shmq_t *q, uint32_t l)
-{
-	uint64_t hd = atomic_load_explicit(&q->hdr->lane[l].cons_head, memory_order_relaxed);
-	return atomic_load_explicit(&q->hdr->lane[l].prod_tail, memory_order_relaxed) > hd;
-}
-
 /* On a key-hash queue a lane gives this handle its next first delivery only once the previous one
  * is settled (or its lease lost), like an SQS FIFO message group: otherwise two threads sharing
  * the handle (`shmq work --threads`) would work on two messages of one key at once. The hold is
@@ -816,7 +809,8 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 		for (uint32_t k = 0; k < q->lanes; k++) {
 			uint32_t l = (start + k) % q->lanes;
 			/* the backlog test is a relaxed hint; the check before a sleep looks anyway */
-			if ((int)!(home >> l & 1) != pass || (pass && !rs->force_tail && !has_backlog(q, l)))
+			if ((int)!(home >> l & 1) != pass ||
+			    (pass && !rs->force_tail && !shmq_lane_backlog(q, l)))
 				continue;
 			if (!steal && !kh_enter(q, l))
 				continue; /* our previous message of this lane is still in hand */
@@ -859,7 +853,7 @@ static void lanes_wake_by(shmq_t *q, uint64_t *until, uint64_t now_ns)
 	if (q->dispatch == SHMQ_DISPATCH_KEY_HASH) {
 		uint32_t home = atomic_load_explicit(&q->home, memory_order_relaxed);
 		for (uint32_t l = 0; l < q->lanes; l++)
-			if (!(home >> l & 1) && has_backlog(q, l) && in_ms > ASSIGN_REFRESH_MS)
+			if (!(home >> l & 1) && shmq_lane_backlog(q, l) && in_ms > ASSIGN_REFRESH_MS)
 				in_ms = ASSIGN_REFRESH_MS;
 	}
 	if (now_ns + in_ms * 1000000ULL < *until)
@@ -1102,19 +1096,35 @@ static int timeout_left(int timeout_ms, uint64_t start_ns)
 	return spent >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)spent;
 }
 
+/* The first message of a receive that wants up to n: without a prefetch limit, recv_one() as it
+ * is (*units = 0: nothing counted); with one, first up to n units of the allowance (*units, to be
+ * settled by prefetch_done() once the caller knows how many it used), waited for within the same
+ * timeout. */
+static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms, unsigned *units)
+{
+	*units = 0;
+	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed))
+		return recv_one(q, m, timeout_ms);
+	uint64_t start = now_ns();
+	int r = prefetch_take(q, n, timeout_ms, units);
+	if (r)
+		return r;
+	r = recv_one(q, m, timeout_left(timeout_ms, start));
+	if (r) {
+		prefetch_done(q, *units, 0);
+		*units = 0;
+	}
+	return r;
+}
+
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
 	if (!q || !m)
 		return -EINVAL;
-	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed))
-		return recv_one(q, m, timeout_ms);
-	unsigned got;
-	uint64_t start = now_ns();
-	int r = prefetch_take(q, 1, timeout_ms, &got);
-	if (r)
-		return r;
-	r = recv_one(q, m, timeout_left(timeout_ms, start));
-	prefetch_done(q, got, r ? 0 : 1);
+	unsigned units;
+	int r = recv_first(q, m, 1, timeout_ms, &units);
+	if (units)
+		prefetch_done(q, units, 1);
 	return r;
 }
 
@@ -1122,18 +1132,11 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 {
 	if (!q || !m || n == 0)
 		return -EINVAL;
-	unsigned got = n;
-	uint64_t start = now_ns();
-	int limited = atomic_load_explicit(&q->prefetch, memory_order_relaxed) != 0;
-	if (limited && prefetch_take(q, n, timeout_ms, &got))
-		return -EAGAIN;
-	int r = recv_one(q, &m[0], timeout_left(timeout_ms, start));
-	if (r) {
-		if (limited)
-			prefetch_done(q, got, 0);
+	unsigned units;
+	int r = recv_first(q, &m[0], n, timeout_ms, &units);
+	if (r)
 		return r;
-	}
-	unsigned i = 1;
+	unsigned got = units ? units : n, i = 1;
 	struct recv_state rs;
 	recv_state_init(q, &rs);
 	uint64_t now = now_ms();
@@ -1160,8 +1163,8 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 		}
 	}
 	count(q, C_RECEIVED, i - 1); /* recv_one counted the first */
-	if (limited)
-		prefetch_done(q, got, i);
+	if (units)
+		prefetch_done(q, units, i);
 	return (int)i;
 }
 
