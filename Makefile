@@ -429,7 +429,10 @@ $(SUITE_BINS): $(BUILD)/bench/%: $(OBJ)/bench/%.o $(PEER_OBJS) $(LIB_A) $(STAMP)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PEER_OBJS) $(LIB_A) \
 		$(BENCH_LIBS) $(PEER_LIBS)
 
-$(BUILD)/bench/%: $(OBJ)/bench/%.o $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
-	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) $(BENCH_LIBS)
+# the standalone benches get the suites' statistics and process helpers (no peers, no servers)
+STANDALONE_LIB_OBJS := $(OBJ)/bench/lib/stats.o $(OBJ)/bench/lib/proc.o
+$(BUILD)/bench/%: $(OBJ)/bench/%.o $(STANDALONE_LIB_OBJS) $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STANDALONE_LIB_OBJS) $(LIB_A) \
+		$(BENCH_LIBS)
 
 -include $(ALL_OBJS:.o=.d)

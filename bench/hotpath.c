@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +29,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "lib/proc.h"
+#include "lib/stats.h"
 #include "shmq.h"
 #include "standalone.h"
 
@@ -71,15 +72,6 @@ static void check_peer(void)
 		fprintf(stderr, "%s: the other process ended before the run did\n", prog);
 		exit(1);
 	}
-}
-
-static void pin(int cpu)
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	/* best effort: one CPU, or an affinity mask that excludes it, runs unpinned */
-	(void)sched_setaffinity(0, sizeof(set), &set);
 }
 
 static int two_cpus(void) { return sysconf(_SC_NPROCESSORS_ONLN) >= 2; }
@@ -150,12 +142,12 @@ static pid_t spawn(void)
 		if (getppid() != parent_pid) /* the parent died before the line above */
 			_exit(1);
 		if (two_cpus())
-			pin(0);
+			(void)proc_pin(0); /* best effort: a mask without the CPU runs unpinned */
 		return 0;
 	}
 	child_pid = p;
 	if (two_cpus())
-		pin(1);
+		(void)proc_pin(1);
 	return p;
 }
 
@@ -369,10 +361,9 @@ int main(int argc, char **argv)
 		}
 		fflush(stdout);
 	}
-	qsort(v, repeats, sizeof(*v), bench_cmp_double);
-	double med = repeats % 2 ? v[repeats / 2] : (v[repeats / 2 - 1] + v[repeats / 2]) / 2;
+	struct spread sp = spread_of(v, (int)repeats);
 	printf("%s%s: median of %u runs %.2f %s [%.2f-%.2f]\n", mode, blocking ? " (blocking)" : "", repeats,
-	       med, is_ping ? "ns one-way p50" : "M msg/s", v[0], v[repeats - 1]);
+	       sp.med, is_ping ? "ns one-way p50" : "M msg/s", sp.min, sp.max);
 	free(v);
 	return 0;
 }
