@@ -1277,6 +1277,20 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 	shmq_notify(&h->data_seq, &h->data_sleepers);
 }
 
+/* Moves the delivery whose lease word is w to the dead-letter state `dead` (counted as c too). */
+static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead, enum shmq_counter c)
+{
+	s->dead_ms = now_ms();
+	/* release: the dead-letter fields written above go with the state */
+	if (!cas_word(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))
+		return stale(q);
+	count(q, c, 1);
+	count(q, C_DEAD_LETTERED, 1);
+	settled(q, 1);
+	shmq_dlq_enforce(q);
+	return 0;
+}
+
 int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 {
 	struct shmq_slot *s;
@@ -1286,16 +1300,8 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	unsigned d = w_deliv(w);
 	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
 		return stale(q);
-	if (d >= q->hdr->max_deliveries) {
-		s->dead_ms = now_ms();
-		if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DEAD_MAX, q->owner, d), memory_order_release))
-			return stale(q);
-		count(q, C_NACKED, 1);
-		count(q, C_DEAD_LETTERED, 1);
-		settled(q, 1);
-		shmq_dlq_enforce(q);
-		return 0;
-	}
+	if (d >= q->hdr->max_deliveries)
+		return dead_letter(q, s, w, SLOT_DEAD_MAX, C_NACKED);
 	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q->hdr, d) : (uint64_t)delay_ms;
 	uint64_t due = now_ms() + delay;
 	/* the not-before time goes in first, tagged with this delivery; the release CAS on the word
@@ -1321,16 +1327,7 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 	uint64_t w = m->token;
 	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
 		return stale(q);
-	s->dead_ms = now_ms();
-	/* release: the dead-letter fields written above go with the state */
-	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DEAD_REJECTED, q->owner, w_deliv(w)),
-		      memory_order_release))
-		return stale(q);
-	count(q, C_REJECTED, 1);
-	count(q, C_DEAD_LETTERED, 1);
-	settled(q, 1);
-	shmq_dlq_enforce(q);
-	return 0;
+	return dead_letter(q, s, w, SLOT_DEAD_REJECTED, C_REJECTED);
 }
 
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
