@@ -219,8 +219,8 @@ static int still_queued(shmq_t *q, uint32_t i)
 	if (!id1)
 		return 0; /* it died before it had a slot */
 	uint64_t id = id1 - 1;
-	if (id_slot(q, id) >= q->capacity)
-		return 0; /* a corrupted id: the message cannot be there */
+	/* any id, a corrupted one too, maps to a slot of the queue: id_slot takes it modulo the lanes
+	 * and the lane size */
 	struct shmq_slot *s = slot_at(q, id_slot(q, id));
 	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 	unsigned st = w_state(w);
