@@ -280,14 +280,13 @@ static int check(struct checker *c)
 		uint64_t head = LANE_LOAD(c->base, l, cons_head);
 		c->prod_tail[l] = LANE_LOAD(c->base, l, prod_tail);
 		/* cons_head is read first: on a live queue prod_tail only grows after it */
-		if (head > c->prod_tail[l] && c->lanes == 1)
-			report(c, SHMQ_CHECK_ERROR,
-			       "tickets: consumer head %llu is past the producer tail %llu",
-			       (unsigned long long)head, (unsigned long long)c->prod_tail[l]);
-		else if (head > c->prod_tail[l])
-			report(c, SHMQ_CHECK_ERROR,
-			       "tickets: lane %u: consumer head %llu is past the producer tail %llu", l,
-			       (unsigned long long)head, (unsigned long long)c->prod_tail[l]);
+		if (head <= c->prod_tail[l])
+			continue;
+		char lane[24] = ""; /* named only when there are several */
+		if (c->lanes > 1)
+			snprintf(lane, sizeof(lane), "lane %u: ", l);
+		report(c, SHMQ_CHECK_ERROR, "tickets: %sconsumer head %llu is past the producer tail %llu",
+		       lane, (unsigned long long)head, (unsigned long long)c->prod_tail[l]);
 	}
 
 	uint8_t part_state[SHMQ_MAX_PARTICIPANTS];
