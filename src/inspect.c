@@ -296,9 +296,9 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 		li->weight = h->weights[l];
 		s->prod_tail += li->prod_tail;
 		s->cons_head += li->cons_head;
-		/* the id the lane's next message gets (ids are ticket * lanes + lane) */
+		/* the largest id a lane's next message gets (ids are ticket * lanes + lane) */
 		uint64_t next = li->prod_tail * v->lanes + l;
-		if (next > st->next_id || l == 0)
+		if (next > st->next_id)
 			st->next_id = next;
 	}
 
