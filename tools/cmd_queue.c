@@ -113,8 +113,6 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 					 CLI_DISPATCH_NAMES, arg);
 		break;
 	case O_WEIGHTS:
-		/* a repeated --weights replaces the earlier one */
-		memset(cfg->weights, 0, sizeof(cfg->weights));
 		r = parse_weights(cmd, arg, a);
 		break;
 	case O_SLOT_SIZE:

@@ -42,7 +42,6 @@ struct stat_opts {
 static int stat_opt(const char *cmd, int opt, const char *arg, void *ctx)
 {
 	struct stat_opts *o = ctx;
-	enum stat_format f = FMT_TEXT;
 	switch (opt) {
 	case O_WATCH:
 		o->watch = 1;
@@ -53,19 +52,12 @@ static int stat_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	case O_REFRESHES:
 		o->has_refreshes = 1;
 		return cli_opt_range(cmd, "--refreshes", arg, 1, UINT32_MAX, &o->refreshes);
-	case O_JSON:
-		f = FMT_JSON;
-		break;
-	case O_PROMETHEUS:
-		f = FMT_PROMETHEUS;
-		break;
-	}
-	if (f != FMT_TEXT) {
-		if (o->format != FMT_TEXT && o->format != f)
+	default: /* --json or --prometheus: cli_parse refuses either one twice */
+		if (o->format != FMT_TEXT)
 			return cli_error(CLI_USAGE, cmd, "--json and --prometheus exclude each other");
-		o->format = f;
+		o->format = opt == O_JSON ? FMT_JSON : FMT_PROMETHEUS;
+		return 0;
 	}
-	return 0;
 }
 
 int cmd_stat(int argc, char **argv)
