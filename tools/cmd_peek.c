@@ -181,15 +181,14 @@ static int peek(const char *cmd, shmq_view_t *v, const char *name, const struct 
 		printf("%-8s %5s %9s %8s %10s %7s  %s\n", "state", "deliv", "age", "owner", "left", "bytes",
 		       "payload");
 	}
-	/* a lane's slots are contiguous: capacity / lanes of them each */
-	uint32_t per_lane = cap / (snap.lanes ? snap.lanes : 1);
 	/* pass 2: each chosen slot again, with its payload, if it still holds that message */
 	for (uint32_t k = 0; k < n; k++) {
 		struct shmq_slot_info s;
 		if (shmq_view_slot(v, rows[k].slot, &s, buf, max_payload) || s.id != rows[k].id ||
 		    !wanted(&s, o->inflight))
 			continue;
-		put_row(&s, buf, o, shown == 0, snap.lanes > 1 ? s.slot / per_lane : NO_LANE);
+		/* id % lanes is the lane (include/shmq.h), as recv --json reports it */
+		put_row(&s, buf, o, shown == 0, snap.lanes > 1 ? (uint32_t)(s.id % snap.lanes) : NO_LANE);
 		shown++;
 	}
 	if (o->json)
