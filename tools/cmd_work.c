@@ -99,13 +99,18 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* An executable regular file: what execve can run. */
+static int runnable(const char *path)
+{
+	struct stat st;
+	return access(path, X_OK) == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 /* CMD as execve wants it: a path (PATH searched when it has no '/'), or NULL. */
 static char *find_cmd(const char *name)
 {
-	struct stat st;
 	if (strchr(name, '/'))
-		return access(name, X_OK) == 0 && stat(name, &st) == 0 && S_ISREG(st.st_mode) ? strdup(name)
-											      : NULL;
+		return runnable(name) ? strdup(name) : NULL;
 	const char *path = getenv("PATH");
 	if (!path || !*path)
 		path = "/usr/local/bin:/usr/bin:/bin";
@@ -115,7 +120,7 @@ static char *find_cmd(const char *name)
 		if (!full)
 			return NULL;
 		sprintf(full, "%.*s/%s", (int)len, len ? dir : ".", name);
-		if (access(full, X_OK) == 0 && stat(full, &st) == 0 && S_ISREG(st.st_mode))
+		if (runnable(full))
 			return full;
 		free(full);
 		dir += len;
