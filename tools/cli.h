@@ -136,11 +136,11 @@ int cmd_watchdog(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_peek(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_work(int argc, char **argv);
 
 /* stat_watch.c: `stat --watch`: refreshes every interval_ms until q, SIGINT or SIGTERM, or after
  * `refreshes` frames (0: no limit). */
 int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t refreshes);
-int cmd_list(int argc, char **argv);
-int cmd_work(int argc, char **argv);
 
 #endif
