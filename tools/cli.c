@@ -172,9 +172,11 @@ int cli_opt_range(const char *cmd, const char *opt, const char *arg, uint64_t mi
 	return 0;
 }
 
+const char *cli_bare_name(const char *name) { return name[0] == '/' ? name + 1 : name; }
+
 int cli_check_name(const char *cmd, const char *name)
 {
-	const char *n = name[0] == '/' ? name + 1 : name;
+	const char *n = cli_bare_name(name);
 	if (!*n)
 		return cli_error(CLI_USAGE, cmd, "queue NAME must not be empty");
 	if (!strncmp(name, "/dev/shm/", 9) && name[9] && !strchr(name + 9, '/'))

@@ -38,7 +38,7 @@ int cmd_check(int argc, char **argv)
 
 	if ((r = cli_parse(cmd, argc, argv, check_opts, NULL, NULL, &a)) || (r = cli_no_rest(cmd, &a)))
 		return r;
-	const char *shown = a.name[0] == '/' ? a.name + 1 : a.name;
+	const char *shown = cli_bare_name(a.name);
 	int n = shmq_check_name(a.name, on_finding, &f);
 	if (n == -ENOENT)
 		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", a.name);

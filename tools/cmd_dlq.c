@@ -83,7 +83,7 @@ static int list(const char *cmd, shmq_t *q, const char *name, int json)
 		printf("%s]\n", shown ? "\n" : "");
 	} else {
 		printf("%u dead letter%s in %s (at most %u kept)\n", shown, shown == 1 ? "" : "s",
-		       name[0] == '/' ? name + 1 : name, st.dlq_max);
+		       cli_bare_name(name), st.dlq_max);
 		if (shown)
 			printf("%-12s %-16s %10s %8s %10s  %s\n", "id", "reason", "deliveries", "last pid",
 			       "dead for", "payload");

@@ -171,10 +171,12 @@ static int peek(const char *cmd, shmq_view_t *v, const char *name, const struct 
 	if (n > o->count)
 		n = (uint32_t)o->count;
 
-	if (o->json)
-		printf("{\"queue\": \"%s\", \"waiting\": %u, \"messages\": [",
-		       name[0] == '/' ? name + 1 : name, total);
-	else if (n) {
+	if (o->json) {
+		/* the name as JSON text: a queue name may hold '"' or '\\' */
+		fputs("{\"queue\": \"", stdout);
+		cli_put_json_bytes(cli_bare_name(name), strlen(cli_bare_name(name)));
+		printf("\", \"waiting\": %u, \"messages\": [", total);
+	} else if (n) {
 		printf("%-12s ", "id");
 		if (snap.lanes > 1)
 			printf("%4s ", "lane");
@@ -195,7 +197,7 @@ static int peek(const char *cmd, shmq_view_t *v, const char *name, const struct 
 		printf("%s]}\n", shown ? "\n" : "");
 	else
 		printf("%u of %u message%s%s in %s%s\n", shown, total, total == 1 ? "" : "s",
-		       o->inflight ? " (waiting or in flight)" : " waiting", name[0] == '/' ? name + 1 : name,
+		       o->inflight ? " (waiting or in flight)" : " waiting", cli_bare_name(name),
 		       shown < total ? " (oldest first; --count for more)" : "");
 	free(rows);
 	free(buf);

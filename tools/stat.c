@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cli.h"
 #include "stat.h"
 
 #define F(field) offsetof(struct shmq_stats, field)
@@ -77,7 +78,7 @@ const size_t stat_ntotals = sizeof(stat_totals) / sizeof(stat_totals[0]);
 
 int stat_report_load(shmq_view_t *v, const char *name, struct stat_report *r)
 {
-	r->name = name[0] == '/' ? name + 1 : name;
+	r->name = cli_bare_name(name);
 	r->nparts = 0;
 	/* room for every record: a snapshot never reports more than SHMQ_MAX_PARTICIPANTS */
 	r->parts = calloc(SHMQ_MAX_PARTICIPANTS, sizeof(*r->parts));

@@ -105,8 +105,8 @@ static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned npart
 
 	if (w->tty_out)
 		fputs("\033[H", stdout);
-	printf("shmq stat %s   every %llu ms   %s   (q or Ctrl-C quits)",
-	       w->name[0] == '/' ? w->name + 1 : w->name, (unsigned long long)w->interval_ms, clock);
+	printf("shmq stat %s   every %llu ms   %s   (q or Ctrl-C quits)", cli_bare_name(w->name),
+	       (unsigned long long)w->interval_ms, clock);
 	eol(w);
 	eol(w);
 	printf("depth     ready %llu   in flight %llu   delayed %llu   dead %llu   writing %llu   free "
