@@ -174,6 +174,12 @@ int cli_opt_range(const char *cmd, const char *opt, const char *arg, uint64_t mi
 
 const char *cli_bare_name(const char *name) { return name[0] == '/' ? name + 1 : name; }
 
+int cli_no_dedup(const char *cmd, const char *what, const char *name)
+{
+	return cli_error(CLI_FAIL, cmd, "%squeue '%s' has no dedup table (created with --dedup-window-ms 0)",
+			 what, name);
+}
+
 int cli_check_name(const char *cmd, const char *name)
 {
 	const char *n = cli_bare_name(name);

@@ -87,6 +87,8 @@ void cli_put_preview(const void *data, size_t n, size_t max);
 void cli_put_json_bytes(const void *data, size_t n);
 /* NAME as shown to users: without the leading '/' the shm name may carry */
 const char *cli_bare_name(const char *name);
+/* the error for a keyed operation on a queue without a dedup table; what = "" or "--opt: " */
+int cli_no_dedup(const char *cmd, const char *what, const char *name);
 
 /* What a shared-memory object is, as the read-only tools (stat, list) see it (view.c). */
 enum cli_obj_kind {

@@ -178,9 +178,7 @@ int cmd_send(int argc, char **argv)
 			       o.key, (unsigned long long)id);
 			r = cli_flush_stdout(cmd);
 		} else if (r == -ENOTSUP) {
-			r = cli_error(CLI_FAIL, cmd,
-				      "queue '%s' has no dedup table (created with --dedup-window-ms 0)",
-				      a.name);
+			r = cli_no_dedup(cmd, "", a.name);
 		} else if (r) {
 			r = cli_error(CLI_FAIL, cmd, "cannot send: %s", cli_strerror(r));
 		}
@@ -290,9 +288,7 @@ int cmd_recv(int argc, char **argv)
 			continue;
 		}
 		if (o.dedup && r == -ENOTSUP) {
-			r = cli_error(CLI_FAIL, cmd,
-				      "queue '%s' has no dedup table (created with --dedup-window-ms 0)",
-				      a.name);
+			r = cli_no_dedup(cmd, "", a.name);
 			shmq_nack(q, &m, 0);
 			break;
 		}

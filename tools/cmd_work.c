@@ -360,10 +360,7 @@ int cmd_work(int argc, char **argv)
 		cli_on_stop_signals(SIG_DFL);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		if (r == -ENOTSUP && o.dedup)
-			r = cli_error(
-				CLI_FAIL, cmd,
-				"--dedup: queue '%s' has no dedup table (created with --dedup-window-ms 0)",
-				a.name);
+			r = cli_no_dedup(cmd, "--dedup: ", a.name);
 		else
 			r = cli_error(CLI_FAIL, cmd, "cannot start the workers: %s", cli_strerror(r));
 		goto out;
