@@ -27,18 +27,8 @@
 
 static const char *tool __attribute__((unused));
 
-/* A suite's .init: finds the tool, and ignores SIGPIPE. */
-static void run_tool_init(void)
-{
-	/* a tool that exits without reading all of its stdin must not kill the test with SIGPIPE */
-	signal(SIGPIPE, SIG_IGN);
-	tool = getenv("SHMQ_TOOL");
-	if (!tool) {
-		tool = "build/shmq";
-		if (access(tool, X_OK))
-			cr_skip_test("SHMQ_TOOL is not set and %s does not exist", tool);
-	}
-}
+/* A suite's .init: finds the tool, and ignores SIGPIPE (tq_tool). */
+static void run_tool_init(void) { tool = tq_tool(); }
 
 /* ---- running the tool ------------------------------------------------------------------------ */
 
