@@ -255,6 +255,8 @@ Test(lanes_recovery, lifting_the_prefetch_limit_releases_a_waiting_receiver)
 	pthread_join(t, NULL);
 	cr_expect_eq(a.r, 0, "the waiter stayed at a limit that no longer exists (r=%d after %.0f ms)", a.r,
 		     a.at_ms - t0);
+	/* a receiver that returned before the lift never waited: the limit was not applied */
+	cr_expect_geq(a.at_ms, t0, "the receiver returned %.0f ms before the limit was lifted", t0 - a.at_ms);
 	shmq_close(q);
 }
 

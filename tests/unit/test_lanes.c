@@ -511,12 +511,14 @@ Test(lanes, prefetch_recounts_leases_the_handle_lost)
 struct held {
 	shmq_t *q;
 	struct shmq_msg m;
+	double ack_ms; /* just before the ack */
 };
 
 static void *ack_later(void *arg)
 {
 	struct held *h = arg;
 	usleep(50 * 1000);
+	h->ack_ms = tq_now_ms();
 	shmq_ack(h->q, &h->m);
 	return NULL;
 }
@@ -533,7 +535,10 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 	pthread_t t;
 	pthread_create(&t, NULL, ack_later, &h);
 	cr_expect_eq(shmq_recv(q, &m, 5000), 0, "woken by the ack, within the timeout");
+	double got_ms = tq_now_ms();
 	pthread_join(t, NULL);
+	/* a receive that returns before the ack never waited: the limit was not applied */
+	cr_expect_geq(got_ms, h.ack_ms, "the receive returned before the ack, without waiting");
 	shmq_close(q);
 }
 
