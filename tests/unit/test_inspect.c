@@ -43,15 +43,24 @@ static unsigned char *image_of(const char *name, size_t *len)
 
 static struct shmq_hdr *hdr_of(unsigned char *img) { return (struct shmq_hdr *)img; }
 
-static struct shmq_slot *slot_of(unsigned char *img, uint32_t i)
+/* img + off, for a record of size bytes that must lie within the image's len bytes: the offsets
+ * come from the image's header, which a test may have corrupted. */
+static void *within(unsigned char *img, size_t len, uint64_t off, uint64_t size)
 {
-	struct shmq_hdr *h = hdr_of(img);
-	return (struct shmq_slot *)(img + h->slots_off + (uint64_t)i * h->slot_size);
+	cr_assert(off <= len && size <= len - off, "record at %llu (+%llu) is past the %zu-byte image",
+		  (unsigned long long)off, (unsigned long long)size, len);
+	return img + off;
 }
 
-static struct shmq_participant *part_of(unsigned char *img, uint32_t i)
+static struct shmq_slot *slot_of(unsigned char *img, size_t len, uint32_t i)
 {
-	return (struct shmq_participant *)(img + hdr_of(img)->parts_off + (uint64_t)i * SHMQ_PART_SIZE);
+	struct shmq_hdr *h = hdr_of(img);
+	return within(img, len, h->slots_off + (uint64_t)i * h->slot_size, h->slot_size);
+}
+
+static struct shmq_participant *part_of(unsigned char *img, size_t len, uint32_t i)
+{
+	return within(img, len, hdr_of(img)->parts_off + (uint64_t)i * SHMQ_PART_SIZE, SHMQ_PART_SIZE);
 }
 
 #define MAX_FINDINGS 64
@@ -146,7 +155,7 @@ static void expect_slot_error(uint32_t i, uint64_t w, const char *text)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	atomic_store(&slot_of(img, i)->word, w);
+	atomic_store(&slot_of(img, len, i)->word, w);
 	expect_error(img, len, text);
 	free(img);
 }
@@ -361,7 +370,7 @@ Test(inspect, slot_read_clamps_a_corrupted_length_to_the_max_payload)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	slot_of(img, 1)->len = 0xffffffffu;
+	slot_of(img, len, 1)->len = 0xffffffffu;
 	shmq_view_t *v = NULL;
 	cr_assert_eq(shmq_view_image(img, len, &v), 0);
 	unsigned char buf[1024];
@@ -646,7 +655,7 @@ Test(inspect, check_reports_payload_length_above_max)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	slot_of(img, 1)->len = 1000;
+	slot_of(img, len, 1)->len = 1000;
 	expect_error(img, len, "slot 1: payload length 1000 is above the max payload 64");
 	free(img);
 }
@@ -655,7 +664,7 @@ Test(inspect, check_reports_participant_record_with_bad_state)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	atomic_store(&part_of(img, 5)->state, 7);
+	atomic_store(&part_of(img, len, 5)->state, 7);
 	expect_error(img, len, "participant 5: state 7 is not free (0) or alive (1)");
 	free(img);
 }
@@ -673,7 +682,7 @@ Test(inspect, check_reports_settled_above_received)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	atomic_store(&part_of(img, 0)->counters[C_NACKED], 5); /* received 1 */
+	atomic_store(&part_of(img, len, 0)->counters[C_NACKED], 5); /* received 1 */
 	expect_error(img, len,
 		     "participant 0: settled 5 deliveries (acked + nacked + rejected) but received 1");
 	free(img);
@@ -685,7 +694,7 @@ Test(inspect, check_warns_of_a_lease_held_by_a_freed_record)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	atomic_store(&part_of(img, 0)->state, PART_FREE);
+	atomic_store(&part_of(img, len, 0)->state, PART_FREE);
 	expect_warning_only(img, len, "slot 0: leased by participant 0, whose record is free");
 	free(img);
 }
@@ -709,7 +718,7 @@ Test(inspect, check_warns_of_counters_that_do_not_balance)
 {
 	size_t len;
 	unsigned char *img = pristine(&len);
-	atomic_fetch_add(&part_of(img, 0)->counters[C_SENT], 1);
+	atomic_fetch_add(&part_of(img, len, 0)->counters[C_SENT], 1);
 	expect_warning_only(img, len, "counters: sent 4 - acked 0 - purged 0 - dropped 0 != 3 messages held");
 	free(img);
 }
