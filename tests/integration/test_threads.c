@@ -227,8 +227,9 @@ static void *reclaimer(void *arg)
 	return NULL;
 }
 
-static void run_lanes(int share_handle, unsigned nack_every, int batch, uint32_t lanes, uint32_t dispatch,
-		      uint32_t prefetch)
+/* Returns the queue's stats at the end. */
+static struct shmq_stats run_lanes(int share_handle, unsigned nack_every, int batch, uint32_t lanes,
+				   uint32_t dispatch, uint32_t prefetch)
 {
 	struct run *r = calloc(1, sizeof(*r));
 	TQ_REQUIRE(r != NULL, "out of memory");
@@ -315,6 +316,7 @@ static void run_lanes(int share_handle, unsigned nack_every, int batch, uint32_t
 		  (unsigned long long)st.dead);
 	shmq_close(q);
 	free(r);
+	return st;
 }
 
 static void run_threads(int share_handle, unsigned nack_every, int batch)
@@ -330,7 +332,12 @@ static void shared_handle_batch(void) { run_threads(1, 0, 1); }
 static void shared_handle_batch_nacks(void) { run_threads(1, 7, 1); }
 static void own_handles_four_lanes(void) { run_lanes(0, 0, 0, 4, SHMQ_DISPATCH_LEAST_LOADED, 0); }
 static void shared_handle_lanes_nacks_prefetch(void) { run_lanes(1, 7, 1, 4, SHMQ_DISPATCH_WEIGHTED, 8); }
-static void shared_handle_round_robin_prefetch(void) { run_lanes(1, 0, 0, 2, SHMQ_DISPATCH_ROUND_ROBIN, 3); }
+static void shared_handle_round_robin_prefetch(void)
+{
+	struct shmq_stats st = run_lanes(1, 0, 0, 2, SHMQ_DISPATCH_ROUND_ROBIN, 3);
+	/* four consumers, a limit of three: a run in which none ever waited did not apply it */
+	TQ_EXPECT(st.prefetch_waits > 0, "no receive ever waited at the prefetch limit");
+}
 
 #ifndef TQ_PLAIN
 Test(threads, own_handles_move_200k_messages_each_acked_exactly_once) { own_handles(); }
