@@ -598,6 +598,19 @@ Test(stat, text_has_a_lanes_section_with_a_row_per_lane_only_when_the_queue_has_
 
 /* ---- list ------------------------------------------------------------------------------------ */
 
+/* The bytes of the segment name (through /dev/shm), into buf of sz bytes; their count. */
+static size_t read_segment(const char *name, unsigned char *buf, size_t sz)
+{
+	char path[TQ_NAME_LEN + 16];
+	snprintf(path, sizeof(path), "/dev/shm%s", name);
+	FILE *f = fopen(path, "rb");
+	cr_assert(f, "open %s", path);
+	size_t n = fread(buf, 1, sz, f);
+	fclose(f);
+	cr_assert(n < sz, "segment larger than the buffer");
+	return n;
+}
+
 /* Creates the shm object name holding len bytes of data. */
 static void put_object(const char *name, const void *data, size_t len)
 {
@@ -647,14 +660,9 @@ Test(stat, list_shows_the_queue_a_foreign_object_and_a_truncated_copy_as_corrupt
 	junk[0] |= 1; /* random, but never the zeros of a queue being created */
 	put_object(foreign, junk, sizeof(junk));
 	/* the first half of the real segment: a valid header that its size contradicts */
-	char path[TQ_NAME_LEN + 16];
-	snprintf(path, sizeof(path), "/dev/shm%s", k.name);
-	FILE *f = fopen(path, "rb");
-	cr_assert(f, "open %s", path);
 	static unsigned char seg[1 << 20];
-	size_t n = fread(seg, 1, sizeof(seg), f);
-	fclose(f);
-	cr_assert(n > 8192 && n < sizeof(seg), "segment of %zu bytes", n);
+	size_t n = read_segment(k.name, seg, sizeof(seg));
+	cr_assert(n > 8192, "segment of %zu bytes", n);
 	put_object(trunc, seg, n / 2);
 
 	expect_ok(RUN(&r, NULL, "list"), NULL);
@@ -795,18 +803,6 @@ Test(stat, json_of_a_queue_under_traffic_parses_and_its_depths_stay_within_the_c
 }
 
 /* ---- inspection is read-only ----------------------------------------------------------------- */
-
-static size_t read_segment(const char *name, unsigned char *buf, size_t sz)
-{
-	char path[TQ_NAME_LEN + 16];
-	snprintf(path, sizeof(path), "/dev/shm%s", name);
-	FILE *f = fopen(path, "rb");
-	cr_assert(f, "open %s", path);
-	size_t n = fread(buf, 1, sz, f);
-	fclose(f);
-	cr_assert(n < sz, "segment larger than the buffer");
-	return n;
-}
 
 static uint32_t records(const char *name)
 {
