@@ -653,6 +653,17 @@ static int count_then_maybe_die(shmq_worker_t *w, const struct shmq_msg *m, void
 	return SHMQ_WORKER_ACK;
 }
 
+/* What a dead worker's one message leaves once it came back and was acked: one reclaim from a
+ * dead owner, and nothing in the queue. */
+static void expect_reclaimed_once_and_drained(shmq_t *q)
+{
+	struct shmq_stats st = tq_stats(q);
+	cr_expect(st.reclaimed_dead_owner == 1 && st.ready + st.inflight + st.delayed == 0,
+		  "reclaimed from a dead owner %llu, left in the queue %llu",
+		  (unsigned long long)st.reclaimed_dead_owner,
+		  (unsigned long long)(st.ready + st.inflight + st.delayed));
+}
+
 /* A dedup worker process dies at `point` (a fault point, or NULL: in its handler, after the
  * work); a dedup worker started afterwards gets the message back. Returns its handler calls. */
 static unsigned dedup_after_a_crash(const char *point, struct shmq_worker_stats *ws)
@@ -701,11 +712,7 @@ static unsigned dedup_after_a_crash(const char *point, struct shmq_worker_stats 
 	cr_expect(shmq_worker_join(w) == 0, "join returned an error");
 	*ws = wstats(w);
 	unsigned calls = atomic_load(&cc->calls);
-	st = tq_stats(q);
-	cr_expect(st.reclaimed_dead_owner == 1 && st.ready + st.inflight + st.delayed == 0,
-		  "reclaimed from a dead owner %llu, left in the queue %llu",
-		  (unsigned long long)st.reclaimed_dead_owner,
-		  (unsigned long long)(st.ready + st.inflight + st.delayed));
+	expect_reclaimed_once_and_drained(q);
 	cr_expect_eq(shmq_done_check(q, "charge-7", 8), 1, "the work is recorded done");
 	shmq_worker_close(w);
 	munmap(cc, sizeof(*cc));
@@ -1155,11 +1162,7 @@ Test(work, dedup_worker_killed_before_cmd_exits_records_nothing_and_the_next_wor
 	char *ran = slurp(file_in("ran"), NULL);
 	cr_expect_str_eq(ran, "charge\ncharge\n", "CMD did not run again after its worker died");
 	cr_expect_eq(shmq_done_check(q, "charge-9", 8), 1, "the second CMD's exit 0 did not record done");
-	st = tq_stats(q);
-	cr_expect(st.reclaimed_dead_owner == 1 && st.ready + st.inflight + st.delayed == 0,
-		  "reclaimed from a dead owner %llu, left in the queue %llu",
-		  (unsigned long long)st.reclaimed_dead_owner,
-		  (unsigned long long)(st.ready + st.inflight + st.delayed));
+	expect_reclaimed_once_and_drained(q);
 	free(ran);
 	shmq_close(q);
 }
