@@ -113,7 +113,7 @@ static double takeover_latency(uint32_t reclaim_ms, uint32_t lease_ms)
 	cr_assert_eq(shmq_send_routed(q, key, strlen(key), &v, sizeof(v), 0), 0);
 	struct rarg a = {.q = q, .timeout = 5000};
 	pthread_t t;
-	pthread_create(&t, NULL, recv_thread, &a);
+	cr_assert_eq(pthread_create(&t, NULL, recv_thread, &a), 0, "pthread_create failed");
 	usleep(300 * 1000); /* the receiver is asleep now */
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
@@ -176,8 +176,8 @@ static void idle_spell(uint32_t lease_ms, uint32_t reclaim_ms, unsigned idle_ms)
 	_Atomic int holding = 0, overlap = 0, left = 1000000;
 	struct kc ka = {a, 0, &holding, &overlap, &left}, kb = {b, 1, &holding, &overlap, &left};
 	pthread_t ta, tb;
-	pthread_create(&ta, NULL, key_consumer, &ka);
-	pthread_create(&tb, NULL, key_consumer, &kb);
+	cr_assert_eq(pthread_create(&ta, NULL, key_consumer, &ka), 0, "pthread_create failed");
+	cr_assert_eq(pthread_create(&tb, NULL, key_consumer, &kb), 0, "pthread_create failed");
 	int bursts = 0, bad = 0;
 	for (int round = 0; round < 3; round++) {
 		usleep(idle_ms * 1000); /* idle: both consumers blocked in shmq_recv */
@@ -248,7 +248,7 @@ Test(lanes_recovery, lifting_the_prefetch_limit_releases_a_waiting_receiver)
 	cr_assert_eq(shmq_recv(q, &m, 0), 0); /* at the limit now */
 	struct rarg a = {.q = q, .timeout = 2000};
 	pthread_t t;
-	pthread_create(&t, NULL, recv_thread, &a);
+	cr_assert_eq(pthread_create(&t, NULL, recv_thread, &a), 0, "pthread_create failed");
 	usleep(100 * 1000); /* waiting at the limit */
 	double t0 = tq_now_ms();
 	cr_assert_eq(shmq_set_prefetch(q, 0), 0);

@@ -533,7 +533,7 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 	struct shmq_msg m;
 	cr_assert_eq(shmq_recv(q, &h.m, 0), 0);
 	pthread_t t;
-	pthread_create(&t, NULL, ack_later, &h);
+	cr_assert_eq(pthread_create(&t, NULL, ack_later, &h), 0, "pthread_create failed");
 	cr_expect_eq(shmq_recv(q, &m, 5000), 0, "woken by the ack, within the timeout");
 	double got_ms = tq_now_ms();
 	pthread_join(t, NULL);
