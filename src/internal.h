@@ -191,8 +191,14 @@ static inline uint32_t random_u32(void)
 void shmq_fault_arm(const char *point, unsigned nth);
 SHMQ_HIDDEN void shmq_fault_hit(const char *point);
 #define SHMQ_FAULT(p) shmq_fault_hit(p)
+/* A hook: the next time a thread reaches point, it calls fn(arg) there (once). */
+typedef void (*shmq_hook_fn)(void *arg);
+void shmq_hook_arm(const char *point, shmq_hook_fn fn, void *arg);
+SHMQ_HIDDEN void shmq_hook_hit(const char *point);
+#define SHMQ_HOOK(p) shmq_hook_hit(p)
 #else
 #define SHMQ_FAULT(p) ((void)0)
+#define SHMQ_HOOK(p) ((void)0)
 #endif
 
 /* wait.c */
