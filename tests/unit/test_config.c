@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "../common.h"
+#include "internal.h"
 #include "shmq.h"
 
 TestSuite(config, .fini = tq_cleanup);
@@ -279,4 +280,62 @@ Test(config, unlink_of_missing_queue_is_enoent)
 	cr_expect_eq(shmq_unlink(n), -ENOENT);
 	cr_expect_eq(shmq_unlink(""), -EINVAL);
 	cr_expect_eq(shmq_unlink(NULL), -EINVAL);
+}
+
+/* The coarse clock the library keeps lease times in (ms). */
+static uint64_t coarse_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+Test(config, a_header_scribbled_after_open_changes_no_lease_delivery_retry_or_reclaim_setting)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.lease_ms = 30000;
+	c.max_deliveries = 3;
+	c.retry_base_ms = 0;
+	c.retry_max_ms = 0;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c), *o;
+	cr_assert_eq(shmq_open(name, &o), 0);
+	/* after both handles validated it: a 1 ms lease, one delivery, an hour's backoff, a pass
+	 * on every receive */
+	q->hdr->lease_ms = 1;
+	q->hdr->max_deliveries = 1;
+	q->hdr->retry_base_ms = 3600000;
+	q->hdr->retry_max_ms = 3600000;
+	q->hdr->reclaim_interval_ms = 1;
+
+	tq_send_u32(o, 1);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(o, &m, 0), 0);
+	uint64_t lw = atomic_load(&slot_at(o, m.slot)->lease);
+	cr_expect_geq(lw_ms(lw), coarse_ms() + 20000, "the lease is the configured 30 s");
+	cr_assert_eq(shmq_extend(o, &m, 0), 0);
+	lw = atomic_load(&slot_at(o, m.slot)->lease);
+	cr_expect_geq(lw_ms(lw), coarse_ms() + 20000, "an extend by the default is 30 s too");
+	cr_assert_eq(shmq_nack(o, &m, -1), 0);
+	cr_expect_eq(shmq_dlq_list(o, NULL, 0), 0, "delivery 1 of 3 is not dead-lettered");
+	int r = shmq_recv(o, &m, 1000);
+	cr_expect_eq(r, 0, "the retry comes back after the configured 0 ms backoff: %s", shmq_strerror(r));
+	if (r == 0)
+		cr_expect_eq(m.deliveries, 2);
+	for (int i = 0; i < 5; i++) {
+		tq_sleep_ms(3);
+		shmq_recv(o, &m, 0);
+		shmq_recv(q, &m, 0);
+	}
+	struct shmq_stats st = tq_stats(o);
+	cr_expect_eq(st.reclaim_passes, 0, "reclaim_interval_ms 0: receivers run no passes");
+	cr_expect_eq(st.config.lease_ms, 30000, "stats report the validated config");
+	cr_expect_eq(st.config.max_deliveries, 3);
+	cr_expect_eq(st.config.retry_max_ms, 0);
+	cr_expect_eq(st.config.reclaim_interval_ms, 0);
+	for (unsigned d = 1; d < 8; d++)
+		cr_expect_eq(shmq_backoff_ms(o->hdr, d), 0);
+	shmq_close(o);
+	shmq_close(q);
 }
