@@ -441,9 +441,10 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	struct shmq_hdr h = {0};
 	if (!q || !st)
 		return -EINVAL;
-	/* the config fields of the header are immutable; the bounds come from the handle, which
-	 * validated them at open. Only those lines are copied: the ticket counters and futex words
-	 * after them are written concurrently (the view reads them atomically from the segment). */
+	/* the config fields of the header are immutable; the bounds and the config the library acts
+	 * on come from the handle, which validated them at open (a header scribbled since must not
+	 * show a config nobody uses). Only those lines are copied: the ticket counters and futex
+	 * words after them are written concurrently (the view reads them atomically). */
 	memcpy(&h, q->hdr, offsetof(struct shmq_hdr, data_seq));
 	h.capacity = q->capacity;
 	h.lanes = q->lanes;
@@ -453,6 +454,11 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	h.parts_off = (uint64_t)(q->parts - q->base);
 	h.slots_off = (uint64_t)(q->slots - q->base);
 	h.dlq_max = q->dlq_max;
+	h.lease_ms = q->lease_ms;
+	h.max_deliveries = q->max_deliveries;
+	h.retry_base_ms = q->retry_base_ms;
+	h.retry_max_ms = q->retry_max_ms;
+	h.reclaim_interval_ms = q->reclaim_interval_ms;
 	h.dedup_off = q->dedup ? (uint64_t)(q->dedup - q->base) : 0;
 	h.dedup_entries = q->dedup ? q->dedup_mask + 1 : 0;
 	h.dedup_window_ms = q->dedup_window_ms;

@@ -59,6 +59,12 @@ struct shmq {
 	unsigned char *parts;
 	uint32_t max_parts;
 	uint32_t dlq_max;
+	/* the config as validated at open: a header scribbled later cannot change behaviour */
+	uint32_t lease_ms;
+	uint32_t max_deliveries;
+	uint32_t retry_base_ms;
+	uint32_t retry_max_ms;
+	uint32_t reclaim_interval_ms;
 	unsigned char *dedup; /* the dedup table, NULL if the queue has none */
 	uint32_t dedup_mask;
 	uint32_t dedup_window_ms;
@@ -221,7 +227,7 @@ SHMQ_HIDDEN int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v);
 SHMQ_HIDDEN uint32_t shmq_slots_held(shmq_t *q, int writing_too);
 
 /* ring.c */
-SHMQ_HIDDEN uint64_t shmq_backoff_ms(const struct shmq_hdr *h, unsigned deliveries);
+SHMQ_HIDDEN uint64_t shmq_backoff_ms(const shmq_t *q, unsigned deliveries);
 SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms);
 #define REDELIVER_NONE ((1ULL << 48) - 1)
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }

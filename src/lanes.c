@@ -130,7 +130,7 @@ uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 		.fd = q->fd,
 		.self = q->part,
 		.now_ms = now,
-		.lease_ms = q->hdr->lease_ms,
+		.lease_ms = q->lease_ms,
 		.exclusive = q->dispatch == SHMQ_DISPATCH_KEY_HASH,
 	};
 	uint32_t home = shmq_lanes_assigned(&c);

@@ -92,16 +92,16 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
 		int expired =
 			lw_tag(lw) == d &&
-			(lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + h->lease_ms <= now);
+			(lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + q->lease_ms <= now);
 		if (!dead && !expired)
 			continue;
 		uint64_t nw, due = now;
-		if (d >= h->max_deliveries) {
+		if (d >= q->max_deliveries) {
 			s->dead_ms = now;
 			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
 		} else {
 			/* one backoff engine for nack, expiry and crash alike */
-			due = now + shmq_backoff_ms(h, d);
+			due = now + shmq_backoff_ms(q, d);
 			nw = w_make(w_ticket(w), SLOT_DELAYED, w_owner(w), d);
 		}
 		/* Take the lease word first, from the exact value we judged: an extend or nack by the

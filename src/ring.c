@@ -87,7 +87,7 @@ HOT int await_ack(shmq_t *q, struct shmq_slot *s, uint64_t *w)
 		return 0;
 	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
 	/* lease start = deadline - lease_ms; the header line holds both words */
-	if (lw_tag(lw) == w_deliv(*w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->hdr->lease_ms)
+	if (lw_tag(lw) == w_deliv(*w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->lease_ms)
 		return 0;
 	for (int k = 0; k < ACK_PEEKS; k++) {
 		cpu_relax();
@@ -553,7 +553,7 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 	struct shmq_slot *s = slot_at(q, idx);
 	/* the lease deadline is written after the CAS that made us the owner; until then a reclaim
 	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
-	atomic_store_explicit(&s->lease, lw_make(now + q->hdr->lease_ms, LW_DEADLINE, w_deliv(leased)),
+	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, w_deliv(leased)),
 			      memory_order_release);
 	/* relaxed: informational, and a later holder may write them concurrently (lease lost) */
 	atomic_store_explicit(&s->last_owner, q->owner, memory_order_relaxed);
@@ -731,7 +731,7 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 static uint64_t maybe_reclaim(shmq_t *q, uint64_t now)
 {
 	struct shmq_hdr *h = q->hdr;
-	uint32_t iv = h->reclaim_interval_ms;
+	uint32_t iv = q->reclaim_interval_ms;
 	if (!iv)
 		return UINT64_MAX;
 	/* relaxed: the pass itself reads every slot with acquire; this only elects who runs it */
@@ -849,7 +849,7 @@ HOT int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state 
  * nobody steals on such a queue. */
 static void lanes_wake_by(shmq_t *q, uint64_t *until, uint64_t now_ns)
 {
-	uint64_t in_ms = q->hdr->lease_ms / 2 ? q->hdr->lease_ms / 2 : 1;
+	uint64_t in_ms = q->lease_ms / 2 ? q->lease_ms / 2 : 1;
 	if (q->dispatch == SHMQ_DISPATCH_KEY_HASH) {
 		uint32_t home = atomic_load_explicit(&q->home, memory_order_relaxed);
 		for (uint32_t l = 0; l < q->lanes; l++)
@@ -1248,9 +1248,9 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 	return (int)acked;
 }
 
-uint64_t shmq_backoff_ms(const struct shmq_hdr *h, unsigned deliveries)
+uint64_t shmq_backoff_ms(const shmq_t *q, unsigned deliveries)
 {
-	uint64_t base = h->retry_base_ms, max = h->retry_max_ms;
+	uint64_t base = q->retry_base_ms, max = q->retry_max_ms;
 	unsigned n = deliveries ? deliveries - 1 : 0;
 	uint64_t d = n >= 32 ? max : base << n;
 	if (d > max || (base && d < base))
@@ -1300,9 +1300,9 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	unsigned d = w_deliv(w);
 	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
 		return stale(q);
-	if (d >= q->hdr->max_deliveries)
+	if (d >= q->max_deliveries)
 		return dead_letter(q, s, w, SLOT_DEAD_MAX, C_NACKED);
-	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q->hdr, d) : (uint64_t)delay_ms;
+	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q, d) : (uint64_t)delay_ms;
 	uint64_t due = now_ms() + delay;
 	/* the not-before time goes in first, tagged with this delivery; the release CAS on the word
 	 * publishes it. A CAS, because a reclaim pass that found our deadline expired CASes it too:
@@ -1335,7 +1335,7 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
-	uint64_t ms = lease_ms > 0 ? (uint64_t)lease_ms : q->hdr->lease_ms;
+	uint64_t ms = lease_ms > 0 ? (uint64_t)lease_ms : q->lease_ms;
 	if (atomic_load_explicit(&s->word, memory_order_acquire) != m->token)
 		return stale(q);
 	if (set_lease(s, w_deliv(m->token), lw_make(now_ms() + ms, LW_DEADLINE, w_deliv(m->token))))

@@ -315,6 +315,11 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->parts = base + h->parts_off;
 	q->max_parts = h->max_participants;
 	q->dlq_max = h->dlq_max;
+	q->lease_ms = h->lease_ms;
+	q->max_deliveries = h->max_deliveries;
+	q->retry_base_ms = h->retry_base_ms;
+	q->retry_max_ms = h->retry_max_ms;
+	q->reclaim_interval_ms = h->reclaim_interval_ms;
 	q->dedup = h->dedup_entries ? base + h->dedup_off : NULL;
 	q->dedup_mask = h->dedup_entries ? h->dedup_entries - 1 : 0;
 	q->dedup_window_ms = h->dedup_window_ms;

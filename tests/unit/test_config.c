@@ -335,7 +335,7 @@ Test(config, a_header_scribbled_after_open_changes_no_lease_delivery_retry_or_re
 	cr_expect_eq(st.config.retry_max_ms, 0);
 	cr_expect_eq(st.config.reclaim_interval_ms, 0);
 	for (unsigned d = 1; d < 8; d++)
-		cr_expect_eq(shmq_backoff_ms(o->hdr, d), 0);
+		cr_expect_eq(shmq_backoff_ms(o, d), 0);
 	shmq_close(o);
 	shmq_close(q);
 }

@@ -45,7 +45,7 @@ Test(dlq, backoff_doubles_from_the_base_caps_at_the_max_and_jitters_25_percent)
 		uint64_t lo = UINT64_MAX, hi = 0, sum = 0;
 		const unsigned n = 400;
 		for (unsigned i = 0; i < n; i++) {
-			uint64_t b = shmq_backoff_ms(q->hdr, d);
+			uint64_t b = shmq_backoff_ms(q, d);
 			lo = b < lo ? b : lo;
 			hi = b > hi ? b : hi;
 			sum += b;
@@ -72,7 +72,7 @@ Test(dlq, backoff_with_a_zero_base_is_zero)
 	c.retry_max_ms = 0;
 	shmq_t *q = tq_mkq(&c);
 	for (unsigned d = 1; d <= 20; d++)
-		cr_expect_eq(shmq_backoff_ms(q->hdr, d), 0);
+		cr_expect_eq(shmq_backoff_ms(q, d), 0);
 	shmq_close(q);
 }
 
