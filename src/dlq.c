@@ -111,6 +111,7 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 	int n = collect(q, &v);
 	if (n < 0)
 		return n;
+	SHMQ_HOOK("dlq-settle-collected");
 	uint32_t per[SHMQ_LANES_MAX] = {0};
 	for (int i = 0; i < n; i++)
 		per[idx_lane(q, v[i].slot)]++;

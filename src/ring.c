@@ -1280,6 +1280,7 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 /* Moves the delivery whose lease word is w to the dead-letter state `dead` (counted as c too). */
 static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead, enum shmq_counter c)
 {
+	SHMQ_HOOK("dead-letter");
 	s->dead_ms = now_ms();
 	/* release: the dead-letter fields written above go with the state */
 	if (!cas_word(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))

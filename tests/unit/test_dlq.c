@@ -186,3 +186,94 @@ Test(dlq, full_dlq_drops_the_oldest_letter_and_counts_it)
 	cr_expect_eq(st.free_slots, 6);
 	shmq_close(q);
 }
+
+/* The coarse clock the library keeps lease and dead times in (ms). */
+static uint64_t coarse_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct reuse_race {
+	shmq_t *other;
+	struct shmq_msg m; /* the live lease of the slot's next message */
+	int ok;
+};
+
+/* Between a redrive's collect and its CAS: another tool purges the letter, and its slot (0 of 2)
+ * takes a new message that a consumer leases. */
+static void purge_reuse_and_lease(void *arg)
+{
+	struct reuse_race *r = arg;
+	struct shmq_msg m;
+	r->ok = shmq_dlq_purge(r->other, UINT32_MAX) == 1;
+	tq_send_u32(r->other, 1); /* ticket 1: slot 1 */
+	r->ok &= shmq_recv(r->other, &m, 0) == 0 && shmq_ack(r->other, &m) == 0;
+	tq_send_u32(r->other, 2); /* ticket 2: slot 0 again */
+	r->ok &= shmq_recv(r->other, &r->m, 0) == 0 && r->m.slot == 0;
+}
+
+Test(dlq, a_redrive_from_a_stale_list_leaves_the_reused_slots_live_lease_alone)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(2);
+	c.dlq_max = 2;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c);
+	struct reuse_race r = {0};
+	cr_assert_eq(shmq_open(name, &r.other), 0);
+	reject_all(q, (uint32_t[]){0}, 1);
+	shmq_hook_arm("dlq-settle-collected", purge_reuse_and_lease, &r);
+	cr_expect_eq(shmq_dlq_redrive(q, UINT32_MAX), 0, "the letter it listed is gone");
+	cr_assert(r.ok, "the purge, reuse and lease in between did not happen");
+	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
+	cr_expect(lw_kind(lw) == LW_DEADLINE && lw_tag(lw) == r.m.deliveries,
+		  "the new message's lease word is its deadline (kind %u tag %u)", lw_kind(lw), lw_tag(lw));
+	cr_expect_eq(shmq_extend(r.other, &r.m, 0), 0, "its holder can extend it");
+	cr_expect_eq(shmq_ack(r.other, &r.m), 0);
+	shmq_close(r.other);
+	shmq_close(q);
+}
+
+struct expiry_race {
+	shmq_t *other;
+	uint64_t before, after;
+};
+
+/* Between a reject's check of its lease and its dead-lettering: the lease expired meanwhile, and
+ * a reclaim pass dead-letters the delivery first. */
+static void reclaim_first(void *arg)
+{
+	struct expiry_race *r = arg;
+	r->before = coarse_ms();
+	shmq_reclaim(r->other, NULL);
+	r->after = coarse_ms();
+	tq_sleep_ms(30);
+}
+
+Test(dlq, a_reject_that_lost_its_lease_leaves_the_dead_time_of_the_pass_that_won)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.max_deliveries = 1;
+	c.lease_ms = 20;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c);
+	struct expiry_race r = {0};
+	cr_assert_eq(shmq_open(name, &r.other), 0);
+	tq_send_u32(q, 5);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	tq_sleep_ms(40); /* expired, but nobody ran a pass yet */
+	shmq_hook_arm("dead-letter", reclaim_first, &r);
+	cr_expect_eq(shmq_reject(q, &m), -ESTALE, "the pass dead-lettered it first");
+	struct shmq_dead_letter dl[2];
+	cr_assert_eq(shmq_dlq_list(q, dl, 2), 1);
+	cr_expect_eq(dl[0].reason, SHMQ_DEAD_EXPIRED);
+	cr_expect(dl[0].dead_ms >= r.before && dl[0].dead_ms <= r.after,
+		  "dead at %llu ms, the pass ran in [%llu, %llu]", (unsigned long long)dl[0].dead_ms,
+		  (unsigned long long)r.before, (unsigned long long)r.after);
+	shmq_close(r.other);
+	shmq_close(q);
+}
