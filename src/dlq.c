@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * dlq.c: the dead-letter queue. Dead letters stay in their slots (no copy, nothing to lose in a
- * move): the slot word says DEAD_<reason>, the slot header keeps the delivery count, the last
- * holder and the time. Redrive and purge are single CASes from the observed dead word, so two
- * tools racing on one letter cannot both act on it. The DLQ holds at most dlq_max letters; the
- * oldest beyond that are dropped and counted (dlq_dropped), never silently.
+ * move): the slot word says DEAD_<reason> with the delivery count, the slot header keeps the last
+ * holder, and the lease word the time (a not-before time tagged with the dying delivery, put there
+ * by the CAS that took the lease from that delivery). Redrive and purge are single CASes from the
+ * observed dead word, so two tools racing on one letter cannot both act on it, and neither writes
+ * any other field of a slot that may have moved on since it was listed (see settle()). The DLQ
+ * holds at most dlq_max letters; the oldest beyond that are dropped and counted (dlq_dropped),
+ * never silently.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -43,6 +46,15 @@ static int older(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* When the dead slot whose word is w was dead-lettered: the not-before time its dead-lettering put
+ * in the lease word, tagged with its delivery count (0, oldest of all, if the word holds anything
+ * else: a redrive of it between its two CASes, or a corrupted segment). */
+static uint64_t dead_time(struct shmq_slot *s, uint64_t w)
+{
+	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
+	return lw_kind(lw) == LW_NOT_BEFORE && lw_tag(lw) == w_deliv(w) ? lw_ms(lw) : 0;
+}
+
 /* Collects the dead slots, oldest first. Returns the count, or -ENOMEM. */
 static int collect(shmq_t *q, struct dead_ref **out)
 {
@@ -53,7 +65,8 @@ static int collect(shmq_t *q, struct dead_ref **out)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < cap; i++) {
 		struct shmq_slot *s = slot_at(q, i);
-		/* acquire: pairs with the release CAS that made it dead (fields written before it) */
+		/* acquire: pairs with the release CAS that made it dead (the lease word, with the dead
+		 * time, CASed before it) */
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		if (!w_dead_reason(w_state(w)))
 			continue;
@@ -66,8 +79,8 @@ static int collect(shmq_t *q, struct dead_ref **out)
 			v = nv;
 			room *= 2;
 		}
-		v[n++] =
-			(struct dead_ref){.word = w, .dead_ms = s->dead_ms, .id = s->id, .slot = (uint32_t)i};
+		v[n++] = (struct dead_ref){
+			.word = w, .dead_ms = dead_time(s, w), .id = s->id, .slot = (uint32_t)i};
 	}
 	qsort(v, n, sizeof(*v), older);
 	*out = v;
@@ -104,7 +117,19 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 /* Redrives or deletes dead letters, oldest first: up to max of them, and never so many that fewer
  * than keep are left, except that a lane holding more than lane_keep has its oldest beyond that
  * deleted whatever keep says (with lanes, letters stay in their slots, and a key-hash lane full of
- * one poison key's letters would take no sends: they do not move to another lane). */
+ * one poison key's letters would take no sends: they do not move to another lane).
+ *
+ * The list is a snapshot: by the time a letter's turn comes, another tool may have purged it and
+ * its slot taken a new message, leased by a live consumer. So nothing is written to a slot but
+ * through a CAS that fails once it moved on: a purge is one CAS on the word; a redrive CASes the
+ * lease word first, from the letter's own value (its dead time, tagged with its delivery count:
+ * a reuse zeroes it at the producer's fill, a lease writes a deadline), to a not-before time of
+ * tag 0, then the word DEAD -> DELAYED with 0 deliveries. The lease word must change before the
+ * word does: left as it was, its tag (the letter's delivery count, often 1) would match the
+ * redriven message's first delivery, and a reclaim pass would read it as that delivery's stalled
+ * requeue before its consumer wrote the deadline. Stopped between the two (or beaten to the word),
+ * the redrive leaves a letter whose dead time reads 0, or a FREE slot whose lease word the next
+ * producer zeroes anyway. */
 static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned lane_keep)
 {
 	struct dead_ref *v;
@@ -124,8 +149,18 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 		struct shmq_slot *s = slot_at(q, v[i].slot);
 		uint64_t w = v[i].word, nw;
 		if (redrive) {
+			/* the lease word, then the word still the letter's: lw was read while the slot
+			 * was this letter, or before its dead-lettering wrote the dead time (then lw is
+			 * a deadline and fails the shape test). acquire: the lease load stays before the
+			 * word load, which pairs with the release CAS that made the slot dead. */
+			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
+			if (atomic_load_explicit(&s->word, memory_order_acquire) != w ||
+			    lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != w_deliv(w) ||
+			    !atomic_compare_exchange_strong_explicit(
+				    &s->lease, &lw, lw_make(0, LW_NOT_BEFORE, 0), memory_order_relaxed,
+				    memory_order_relaxed))
+				continue;
 			/* fresh delivery count; due now (tag 0 matches deliveries 0) */
-			atomic_store_explicit(&s->lease, lw_make(0, LW_NOT_BEFORE, 0), memory_order_relaxed);
 			nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
 		} else {
 			nw = w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0);

@@ -91,10 +91,14 @@ static inline int64_t ticket_diff(uint64_t a, uint64_t b40)
 
 /* The lease word: [ time_ms (55 bits) | kind (1 bit) | tag (8 bits) ]. kind 0 (LW_DEADLINE): the
  * lease deadline of a delivery; kind 1 (LW_NOT_BEFORE): the not-before time of a redelivery,
- * written by nack/reclaim just before they move the slot to DELAYED. tag = the word's delivery
+ * written by nack/reclaim just before they move the slot to DELAYED; on a dead slot, the time it
+ * was dead-lettered, written the same way just before its word went DEAD. tag = the word's delivery
  * count, so a value left over from another delivery (or another message: producers reset it to 0)
  * is never mistaken for this one's. The kind keeps a reclaim pass from reading a nack's not-before
- * time as an expired deadline. Writers that race (extend, nack, reclaim) CAS it. */
+ * time as an expired deadline. Every writer but the owner's first deadline store (just after its
+ * lease CAS, while nobody else may take the lease) CASes it from a value it knows: extend, nack,
+ * dead-lettering and reclaim from this delivery's deadline, a redrive from the letter's dead time,
+ * so a writer that lost the slot meanwhile writes nothing. */
 enum {
 	LW_DEADLINE = 0,
 	LW_NOT_BEFORE = 1
@@ -121,9 +125,9 @@ struct shmq_slot {
 	uint64_t id;		/* message id (the full 64-bit ticket of its first send) */
 	uint64_t enqueued_ns;
 	uint32_t len;
-	_Atomic uint32_t last_owner; /* participant that last held a lease (dead-letter record); atomic:
-				      * a lease lost meanwhile lets the next holder write it too */
-	uint64_t dead_ms;	     /* when it was dead-lettered */
+	_Atomic uint32_t last_owner; /* participant that last held a lease (dead-letter record), written
+				      * by each holder between its lease CAS and its deadline */
+	uint64_t unused_;	     /* was dead_ms: the dead time is in the lease word now */
 	_Atomic int32_t last_pid;    /* pid of that participant, informational */
 	uint32_t key_len;	     /* idempotency key bytes at the start of the payload area (0: none) */
 };

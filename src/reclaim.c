@@ -97,7 +97,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 			continue;
 		uint64_t nw, due = now;
 		if (d >= q->max_deliveries) {
-			s->dead_ms = now;
+			/* the dead time is the not-before time the lease CAS below writes (due) */
 			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
 		} else {
 			/* one backoff engine for nack, expiry and crash alike */

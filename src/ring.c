@@ -551,13 +551,16 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m, uint64_t now)
 {
 	struct shmq_slot *s = slot_at(q, idx);
-	/* the lease deadline is written after the CAS that made us the owner; until then a reclaim
-	 * pass sees a tag mismatch and treats the lease as fresh (only a dead owner loses it) */
-	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, w_deliv(leased)),
-			      memory_order_release);
-	/* relaxed: informational, and a later holder may write them concurrently (lease lost) */
+	/* The holder fields, then the deadline, all after the CAS that made us the owner. Until the
+	 * deadline is there, a reclaim pass sees a tag mismatch (no lease word of a slot about to be
+	 * leased has this delivery's tag: producers zero it, requeues tag it with the previous
+	 * delivery, a redrive with 0) and treats the lease as fresh: only our death loses it, so
+	 * these stores cannot land on a slot that moved on. relaxed: informational; the release
+	 * store of the deadline publishes them. */
 	atomic_store_explicit(&s->last_owner, q->owner, memory_order_relaxed);
 	atomic_store_explicit(&s->last_pid, q->pid, memory_order_relaxed);
+	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, w_deliv(leased)),
+			      memory_order_release);
 	/* tell sleeping receivers there is a lease to watch again (a read of a line that is
 	 * written once per reclaim pass, and a write only after a pass found nothing held) */
 	if (!atomic_load_explicit(&q->hdr->reclaim_held, memory_order_relaxed))
@@ -1277,12 +1280,16 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 	shmq_notify(&h->data_seq, &h->data_sleepers);
 }
 
-/* Moves the delivery whose lease word is w to the dead-letter state `dead` (counted as c too). */
+/* Moves the delivery whose slot word is w to the dead-letter state `dead` (counted as c too). Two
+ * CASes, like a requeue: the dead time goes in the lease word, from this delivery's deadline (so
+ * it fails, and writes nothing, once a reclaim pass or a settle by another thread took it), then
+ * the word. Killed between the two, a reclaim pass finishes the job a lease later. */
 static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead, enum shmq_counter c)
 {
 	SHMQ_HOOK("dead-letter");
-	s->dead_ms = now_ms();
-	/* release: the dead-letter fields written above go with the state */
+	if (set_lease(s, w_deliv(w), lw_make(now_ms(), LW_NOT_BEFORE, w_deliv(w))))
+		return stale(q);
+	/* release: publishes the dead time with the state; pairs with the DLQ's acquire load */
 	if (!cas_word(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))
 		return stale(q);
 	count(q, c, 1);
