@@ -1037,8 +1037,9 @@ static int prefetch_take(shmq_t *q, unsigned want, int timeout_ms, unsigned *got
 			/* plus what receives in progress hold: a unit taken but not yet a lease is
 			 * in use too (a lease taken meanwhile counts twice: too strict for a
 			 * moment, never too lax) */
-			uint32_t held = shmq_slots_held(q, 0) +
-					atomic_load_explicit(&q->pending, memory_order_relaxed);
+			uint32_t held = shmq_slots_held(q, 0);
+			SHMQ_HOOK("prefetch-recount");
+			held += atomic_load_explicit(&q->pending, memory_order_relaxed);
 			if (held < cur && atomic_compare_exchange_strong_explicit(&q->inflight, &cur, held,
 										  memory_order_relaxed,
 										  memory_order_relaxed))

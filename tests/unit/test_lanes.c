@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../common.h"
+#include "internal.h"
 #include "shmq.h"
 #include "shmq_inspect.h"
 
@@ -539,6 +540,63 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 	pthread_join(t, NULL);
 	/* a receive that returns before the ack never waited: the limit was not applied */
 	cr_expect_geq(got_ms, h.ack_ms, "the receive returned before the ack, without waiting");
+	shmq_close(q);
+}
+
+struct recount_race {
+	shmq_t *q;
+	struct shmq_msg m;
+	int ret;
+	_Atomic int done;
+};
+
+static void *recv_slowly(void *arg)
+{
+	struct recount_race *r = arg;
+	r->ret = shmq_recv(r->q, &r->m, 5000);
+	atomic_store(&r->done, 1);
+	return NULL;
+}
+
+/* Between a recount's look at the slots and the rest of it: the receive that holds a unit of the
+ * allowance gets its message, and is over. */
+static void finish_the_other_receive(void *arg)
+{
+	struct recount_race *r = arg;
+	tq_send_u32(r->q, 1);
+	tq_send_u32(r->q, 2);
+	for (int i = 0; i < 5000 && !atomic_load(&r->done); i++)
+		tq_sleep_ms(1);
+}
+
+Test(lanes, a_prefetch_recount_racing_a_receive_never_lets_the_handle_past_its_limit)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 20;
+	c.retry_base_ms = 60000; /* the lost lease stays out of the way */
+	c.retry_max_ms = 60000;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_mkq(&c);
+	cr_assert_eq(shmq_set_prefetch(q, 2), 0);
+	struct shmq_msg lost, x, z;
+	tq_send_u32(q, 0);
+	cr_assert_eq(shmq_recv(q, &lost, 0), 0);
+	tq_sleep_ms(40);
+	cr_assert_eq(shmq_reclaim(q, NULL), 1, "the lease expired and was requeued");
+	/* one unit still counts the lost lease; another thread takes the second and waits */
+	struct recount_race r = {.q = q};
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, recv_slowly, &r), 0, "pthread_create failed");
+	for (int i = 0; i < 5000 && atomic_load(&q->pending) != 1; i++)
+		tq_sleep_ms(1);
+	cr_assert_eq(atomic_load(&q->pending), 1, "the other receive did not take its unit");
+	shmq_hook_arm("prefetch-recount", finish_the_other_receive, &r);
+	cr_expect_eq(shmq_recv(q, &x, 1000), 0, "the lost lease's unit is found");
+	pthread_join(t, NULL);
+	cr_assert_eq(r.ret, 0, "the other receive got a message");
+	tq_send_u32(q, 3);
+	cr_expect_eq(shmq_recv(q, &z, 0), -EAGAIN, "two leases held: the limit");
+	cr_expect_leq(shmq_slots_held(q, 0), 2, "leases held past the limit of 2");
 	shmq_close(q);
 }
 
