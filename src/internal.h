@@ -50,7 +50,9 @@ struct shmq {
 	} kh[SHMQ_LANES_MAX];
 	/* prefetch: leases held (counted only while a limit is set); waiters sleep on it */
 	_Atomic uint32_t prefetch; /* the limit, 0: none; may change while receivers wait at it */
-	_Atomic uint32_t inflight;
+	/* [ takes:32 | inflight:32 ]: units in use, and a count of takes that only grows, so a
+	 * recount's CAS fails if a unit was taken while it looked at the slots (see ring.c) */
+	_Atomic uint64_t acct;
 	_Atomic uint32_t pending; /* units taken by receives still in progress (not yet leases) */
 	_Atomic uint32_t inflight_waiters;
 	_Atomic uint64_t recount_ms;
