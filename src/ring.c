@@ -817,6 +817,8 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 				continue;
 			if (!steal && !kh_enter(q, l))
 				continue; /* our previous message of this lane is still in hand */
+			if (!steal)
+				SHMQ_HOOK("kh-before-take");
 			enum head_result r = take_head(q, l, m, now, &rs->wt[l], &rs->ws[l], rs->force_tail);
 			if (!steal)
 				kh_leave(q, l, r == HEAD_TOOK ? m : NULL);

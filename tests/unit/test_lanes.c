@@ -543,6 +543,101 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 	shmq_close(q);
 }
 
+/* A routing key that key-hash dispatch sends to lane `lane` of `lanes`. */
+static void key_of_lane(uint32_t lane, uint32_t lanes, char *key, size_t size)
+{
+	for (int i = 0;; i++) {
+		snprintf(key, size, "key-%d", i);
+		if (shmq_hash(key, strlen(key)) % lanes == lane)
+			return;
+	}
+}
+
+/* Sends values from..to-1 routed by key (each 4 bytes). */
+static void send_routed_range(shmq_t *q, const char *key, uint32_t from, uint32_t to)
+{
+	for (uint32_t v = from; v < to; v++)
+		cr_assert_eq(shmq_send_routed(q, key, strlen(key), &v, sizeof(v), 0), 0);
+}
+
+static uint32_t value_of(const struct shmq_msg *m)
+{
+	uint32_t v;
+	memcpy(&v, m->data, sizeof(v));
+	return v;
+}
+
+Test(lanes, a_consumer_that_loses_a_key_hash_lane_takes_none_of_it_once_the_new_owner_has)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	c.reclaim_interval_ms = 0;
+	shmq_t *a = tq_create(name, &c);
+	tq_register_consumer(a); /* alone: both lanes are a's */
+	char key[16];
+	key_of_lane(1, 2, key, sizeof(key));
+	send_routed_range(a, key, 0, 2);
+	/* b joins: lane 1 is b's from now on, and b takes the key's first message */
+	shmq_t *b = open_q(name);
+	struct shmq_msg mb, ma;
+	cr_assert_eq(shmq_recv(b, &mb, 0), 0);
+	cr_expect_eq(value_of(&mb), 0);
+	/* a computed its lanes a moment ago, before b came */
+	int r = shmq_recv(a, &ma, 0);
+	cr_expect_eq(r, -EAGAIN, "a took message %u of the key while b holds message 0",
+		     r == 0 ? value_of(&ma) : 99);
+	cr_assert_eq(shmq_ack(b, &mb), 0);
+	cr_assert_eq(shmq_recv(b, &mb, 1000), 0, "the new owner gets the rest");
+	cr_expect_eq(value_of(&mb), 1);
+	shmq_close(b);
+	shmq_close(a);
+}
+
+struct join_race {
+	const char *name;
+	shmq_t *b;
+	struct shmq_msg m;
+	int got;
+};
+
+/* While a is about to take a first delivery with the lanes it computed alone: b joins, and takes
+ * what its new lane gives it at once. */
+static void b_joins(void *arg)
+{
+	struct join_race *r = arg;
+	cr_assert_eq(shmq_open(r->name, &r->b), 0);
+	r->got = shmq_recv(r->b, &r->m, 0) == 0;
+}
+
+Test(lanes, a_consumer_joining_while_another_takes_from_its_new_lane_waits_for_that_take)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	c.reclaim_interval_ms = 0;
+	shmq_t *a = tq_create(name, &c);
+	tq_register_consumer(a);
+	char key[16];
+	key_of_lane(1, 2, key, sizeof(key));
+	send_routed_range(a, key, 0, 2);
+	struct join_race r = {.name = name};
+	shmq_hook_arm("kh-before-take", b_joins, &r);
+	struct shmq_msg ma;
+	int got_a = shmq_recv(a, &ma, 0) == 0;
+	cr_assert(r.b, "b did not join in between");
+	cr_expect(!(got_a && r.got), "messages %u (a) and %u (b) of one key in two hands at once",
+		  value_of(&ma), value_of(&r.m));
+	cr_expect(got_a || r.got, "nobody got the key's first message");
+	if (got_a) {
+		cr_expect_eq(value_of(&ma), 0);
+		cr_expect_eq(shmq_recv(r.b, &r.m, 0), -EAGAIN, "b waits for a's message of lane 1");
+		cr_assert_eq(shmq_ack(a, &ma), 0);
+		cr_assert_eq(shmq_recv(r.b, &r.m, 1000), 0, "a settled: b takes lane 1 up");
+		cr_expect_eq(value_of(&r.m), 1);
+	}
+	shmq_close(r.b);
+	shmq_close(a);
+}
+
 struct recount_race {
 	shmq_t *q;
 	struct shmq_msg m;
