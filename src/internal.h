@@ -44,6 +44,10 @@ struct shmq {
 	_Atomic uint32_t home;
 	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never */
 	_Atomic uint32_t lane_cursor; /* rotates the home lane a receive looks at first */
+	/* key-hash: [ assign_gen:32 | waiting:16 | serving:16 ], the lanes this handle serves, those
+	 * assigned to it that it waits to take up, and the generation they were computed at: one
+	 * word, so threads sharing the handle never pair one generation with another's lanes */
+	_Atomic uint64_t kh_view;
 	struct {
 		_Atomic uint64_t token; /* key-hash: the lease word of our message in hand, 0: none */
 		_Atomic uint32_t idx;	/* its slot */
@@ -272,6 +276,12 @@ SHMQ_HIDDEN void shmq_consumer_poll(shmq_t *q, uint64_t now_ms);
 SHMQ_HIDDEN uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l);
 /* This consumer's home lanes, recomputed every ASSIGN_REFRESH_MS. */
 SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
+/* Key-hash queues: brackets a first-delivery take. begin returns the lanes this consumer may take
+ * from now (re-validated if the consumer set changed since it last looked); end must follow. */
+SHMQ_HIDDEN uint32_t shmq_kh_begin(shmq_t *q, uint64_t now_ms);
+SHMQ_HIDDEN void shmq_kh_end(shmq_t *q);
+/* Key-hash queues: announces a change of the consumer set (bumps assign_gen). */
+SHMQ_HIDDEN void shmq_assignment_changed(shmq_t *q);
 
 /* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */
 SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);

@@ -11,6 +11,20 @@
  * a key-hash queue, where one lane has one consumer (per-key order) and the extra ones stand by.
  * Consumers recompute every ASSIGN_REFRESH_MS, so a dead or departed consumer's lanes move to
  * the others within that time.
+ *
+ * On a key-hash queue that is not enough: a consumer that lost a lane would serve it from its
+ * cached assignment until its next refresh, and one key's messages would be in two hands. So every
+ * change a live consumer can announce (its first receive, its return after idling, its close) bumps
+ * assign_gen in the header, and each first-delivery take (shmq_kh_begin) first counts itself in its
+ * record's kh_taking, then reads assign_gen, and recomputes its lanes if it moved. A lane it gains
+ * is taken up only when no other live consumer is inside a take (kh_taking: one may still be
+ * working from the old assignment) and none holds a lease in the lane (its last message of a key
+ * must be settled before we hand out the next). The two sides pair like Dekker's: the announcer's
+ * seq_cst bump before the gainer's seq_cst kh_taking loads, the taker's seq_cst kh_taking
+ * increment before its seq_cst generation load; so either the taker sees the new generation, or
+ * the gainer sees it inside, or it was out before and its lease is in the slots the gainer scans.
+ * A dead consumer announces nothing: its lanes move at the others' next refresh (it takes nothing
+ * meanwhile).
  */
 #include <errno.h>
 #include <string.h>
@@ -109,21 +123,40 @@ static int foreign_leases(shmq_t *q, uint32_t l)
 	return 0;
 }
 
+void shmq_assignment_changed(shmq_t *q)
+{
+	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
+		return;
+	/* seq_cst: after the record change it announces (stored before it), and one half of the
+	 * pair with shmq_kh_begin() (see the top of this file) */
+	atomic_fetch_add_explicit(&q->hdr->assign_gen, 1, memory_order_seq_cst);
+}
+
 void shmq_consumer_poll(shmq_t *q, uint64_t now)
 {
 	/* relaxed, our own record (the line our counters are on): assigners elsewhere read role
 	 * and the time as "a consumer, still polling" at their next refresh */
-	if (atomic_load_explicit(&q->me->role, memory_order_relaxed) != PART_CONSUMER)
+	int joined = atomic_load_explicit(&q->me->role, memory_order_relaxed) != PART_CONSUMER;
+	if (joined)
 		atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
+	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH) {
+		atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
+		return;
+	}
+	/* key-hash: the others count a consumer out after a lease without polling; back from a
+	 * pause that long (three quarters of it, to be sure), we may have lost our lanes meanwhile
+	 * without noticing, so we take them all up again as a newcomer does, and announce it */
+	uint64_t last = atomic_load_explicit(&q->me->last_active_ms, memory_order_relaxed);
 	atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
+	if (joined || (now > last && now - last >= q->lease_ms - q->lease_ms / 4)) {
+		atomic_store_explicit(&q->kh_view, 0, memory_order_relaxed);
+		shmq_assignment_changed(q);
+	}
 }
 
-uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
+static void assign_ctx(shmq_t *q, uint64_t now, struct shmq_assign_ctx *c)
 {
-	uint64_t at = atomic_load_explicit(&q->home_at_ms, memory_order_relaxed);
-	if (at && now - at < ASSIGN_REFRESH_MS && now >= at)
-		return atomic_load_explicit(&q->home, memory_order_relaxed);
-	struct shmq_assign_ctx c = {
+	*c = (struct shmq_assign_ctx){
 		.parts = q->parts,
 		.max_parts = q->max_parts,
 		.lanes = q->lanes,
@@ -133,21 +166,102 @@ uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 		.lease_ms = q->lease_ms,
 		.exclusive = q->dispatch == SHMQ_DISPATCH_KEY_HASH,
 	};
+}
+
+uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
+{
+	uint64_t at = atomic_load_explicit(&q->home_at_ms, memory_order_relaxed);
+	if (at && now - at < ASSIGN_REFRESH_MS && now >= at)
+		return atomic_load_explicit(&q->home, memory_order_relaxed);
+	struct shmq_assign_ctx c;
+	assign_ctx(q, now, &c);
 	uint32_t home = shmq_lanes_assigned(&c);
-	if (c.exclusive) {
-		/* a key-hash lane we gain is taken up only once its previous consumer holds no lease
-		 * in it: that one may still be working on a message of a key whose next message we
-		 * would otherwise take at the same time (a dead holder's leases do not count: the
-		 * reclaim pass requeues them) */
-		uint32_t gained = home & ~atomic_load_explicit(&q->home, memory_order_relaxed);
-		for (uint32_t l = 0; gained >> l; l++)
-			if ((gained >> l & 1) && foreign_leases(q, l))
-				home &= ~(1u << l);
-	}
 	/* relaxed: a hint for this handle's threads; two computing at once get the same answer */
 	atomic_store_explicit(&q->home, home, memory_order_relaxed);
 	atomic_store_explicit(&q->home_at_ms, now ? now : 1, memory_order_relaxed);
 	return home;
+}
+
+/* Is another live participant inside a key-hash take? It may be working from an assignment older
+ * than ours. */
+static int others_taking(shmq_t *q)
+{
+	for (uint32_t i = 0; i < q->max_parts; i++) {
+		if (i == q->part)
+			continue;
+		const struct shmq_participant *p = part_at(q, i);
+		/* seq_cst: after our seq_cst generation load, the other half of the pair (top of file);
+		 * reading a count lowered by shmq_kh_end() (release) also makes that take's lease
+		 * CASes visible to the slot scan that follows */
+		if (atomic_load_explicit(&p->kh_taking, memory_order_seq_cst) &&
+		    (atomic_load_explicit(&p->state, memory_order_acquire) & 0xff) == PART_ALIVE &&
+		    shmq_part_alive(q, i))
+			return 1;
+	}
+	return 0;
+}
+
+/* Of the key-hash lanes in want (assigned to us, not yet served), those we may start serving. */
+static uint32_t takeable(shmq_t *q, uint32_t want)
+{
+	if (others_taking(q))
+		return 0;
+	uint32_t ok = 0;
+	for (uint32_t l = 0; want >> l; l++)
+		if ((want >> l & 1) && !foreign_leases(q, l))
+			ok |= 1u << l;
+	return ok;
+}
+
+static uint64_t kv_make(uint32_t gen, uint32_t waiting, uint32_t serving)
+{
+	return (uint64_t)gen << 32 | (uint64_t)(waiting & 0xffff) << 16 | (serving & 0xffff);
+}
+
+/* The lanes a key-hash take may use, seen at generation gen (see the top of this file). */
+static uint32_t kh_lanes(shmq_t *q, uint64_t now, uint32_t gen)
+{
+	/* relaxed: the handle's own threads; the word is whole, so a view is never mixed */
+	uint64_t v = atomic_load_explicit(&q->kh_view, memory_order_relaxed);
+	uint32_t serving = v & 0xffff, waiting = (v >> 16) & 0xffff;
+	uint64_t at = atomic_load_explicit(&q->home_at_ms, memory_order_relaxed);
+	int same = (uint32_t)(v >> 32) == gen;
+	if (!same || !at || now < at || now - at >= ASSIGN_REFRESH_MS) {
+		struct shmq_assign_ctx c;
+		assign_ctx(q, now, &c);
+		uint32_t assigned = shmq_lanes_assigned(&c);
+		/* After an announced change every lane is taken up again as if gained: we may have
+		 * lost it and got it back meanwhile, its holder in between still working on a key. */
+		serving = same ? serving & assigned : 0;
+		waiting = assigned & ~serving;
+		atomic_store_explicit(&q->home_at_ms, now ? now : 1, memory_order_relaxed);
+	}
+	if (waiting) {
+		uint32_t ok = takeable(q, waiting);
+		serving |= ok;
+		waiting &= ~ok;
+	}
+	uint64_t nv = kv_make(gen, waiting, serving);
+	if (nv != v) {
+		atomic_store_explicit(&q->kh_view, nv, memory_order_relaxed);
+		/* a hint for sleepers and batches (ring.c), like on other queues */
+		atomic_store_explicit(&q->home, serving, memory_order_relaxed);
+	}
+	return serving;
+}
+
+uint32_t shmq_kh_begin(shmq_t *q, uint64_t now)
+{
+	/* seq_cst increment, then seq_cst load: our half of the pair (top of file) */
+	atomic_fetch_add_explicit(&q->me->kh_taking, 1, memory_order_seq_cst);
+	uint32_t gen = atomic_load_explicit(&q->hdr->assign_gen, memory_order_seq_cst);
+	return kh_lanes(q, now, gen);
+}
+
+void shmq_kh_end(shmq_t *q)
+{
+	/* release: the lease CASes of this take come first; pairs with others_taking()'s load */
+	atomic_fetch_sub_explicit(&q->me->kh_taking, 1, memory_order_release);
 }
 
 uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l)

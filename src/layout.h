@@ -184,6 +184,8 @@ struct shmq_participant {
 	uint64_t attached_ms;
 	_Atomic uint64_t last_active_ms;
 	_Atomic uint64_t counters[C_COUNT];
+	/* key-hash queues: this participant's threads now inside a first-delivery take (lanes.c) */
+	_Atomic uint32_t kh_taking;
 };
 static_assert(sizeof(struct shmq_participant) <= SHMQ_PART_SIZE, "participant record fits");
 
@@ -232,6 +234,10 @@ struct shmq_hdr {
 	/* counters of participant records since reused or freed by a clean close: the totals are
 	 * these plus every record's, and a record shows only its own participant's traffic */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t retired[C_COUNT];
+	/* key-hash queues: bumped after every announced change of the consumer set (a consumer's
+	 * first receive, its return after idling, its close): consumers compare it to the one their
+	 * lanes were computed at before each first delivery (lanes.c) */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t assign_gen;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

@@ -99,6 +99,8 @@ int shmq_part_attach(shmq_t *q)
 			}
 			/* a record reused from a dead consumer must not count as one until we receive */
 			atomic_store_explicit(&p->role, 0, memory_order_relaxed);
+			/* a dead taker's count must not hold up lane hand-overs under our name */
+			atomic_store_explicit(&p->kh_taking, 0, memory_order_relaxed);
 			fold_counters(q, p);
 			p->pid = getpid();
 			p->attached_ms = now;
@@ -135,6 +137,8 @@ void shmq_part_detach(shmq_t *q)
 	/* no longer a consumer: the others take over our lanes at their next refresh, which the
 	 * wake-up below brings forward for the ones asleep */
 	uint32_t was = atomic_exchange_explicit(&q->me->role, 0, memory_order_relaxed);
+	if (was == PART_CONSUMER)
+		shmq_assignment_changed(q); /* after the role change it announces */
 	if (!shmq_slots_held(q, 1)) {
 		/* a clean close: nothing for a reclaim pass to requeue, so the record is freed now
 		 * (not left looking like a crashed participant until the next pass), its counters

@@ -802,11 +802,12 @@ static void kh_leave(shmq_t *q, uint32_t l, const struct shmq_msg *m)
 static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs,
 		      enum head_result *why)
 {
-	uint32_t home = shmq_home_lanes(q, now);
+	int steal = q->dispatch != SHMQ_DISPATCH_KEY_HASH, ret = -EAGAIN;
+	/* key-hash: the take is bracketed (shmq_kh_begin/end), and its lanes re-validated */
+	uint32_t home = steal ? shmq_home_lanes(q, now) : shmq_kh_begin(q, now);
 	/* the first lane looked at moves on every LANE_RUN receives: taking a run from one lane
 	 * keeps the consumer on the lines the producer of that run just wrote */
 	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed) / LANE_RUN;
-	int steal = q->dispatch != SHMQ_DISPATCH_KEY_HASH;
 	*why = HEAD_EMPTY;
 	for (int pass = 0; pass < 1 + steal; pass++) {
 		for (uint32_t k = 0; k < q->lanes; k++) {
@@ -826,13 +827,17 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 				count(q, C_RECEIVED, 1);
 				if (pass)
 					count(q, C_STOLEN, 1);
-				return 0;
+				ret = 0;
+				goto out;
 			}
 			if (r == HEAD_WAIT)
 				*why = HEAD_WAIT;
 		}
 	}
-	return -EAGAIN;
+out:
+	if (!steal)
+		shmq_kh_end(q);
+	return ret;
 }
 
 HOT int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs, enum head_result *why)
