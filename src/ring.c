@@ -296,6 +296,7 @@ static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint3
 	fill(s, msg_id(q, l, t), len, key_len, now_coarse_ns());
 	if (publish_word(q, s, t))
 		return -ESTALE;
+	SHMQ_FAULT("send-before-notify");
 	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
 	count(q, C_SENT, 1);
 	return 0;

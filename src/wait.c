@@ -36,9 +36,19 @@ int shmq_futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t deadline_ns)
 	return r < 0 ? -errno : 0;
 }
 
+#ifdef SHMQ_TEST
+static _Atomic uint64_t woken;
+uint64_t shmq_test_woken(void) { return atomic_load_explicit(&woken, memory_order_relaxed); }
+#endif
+
 void shmq_futex_wake_all(_Atomic uint32_t *word)
 {
-	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#ifdef SHMQ_TEST
+	if (r > 0)
+		atomic_fetch_add_explicit(&woken, (uint64_t)r, memory_order_relaxed);
+#endif
+	(void)r;
 }
 
 static void wake(_Atomic uint32_t *seq)
