@@ -216,7 +216,9 @@ struct shmq_hdr {
 	uint32_t dispatch; /* enum shmq_dispatch: how producers choose a lane */
 	uint32_t weights[SHMQ_LANES_MAX]; /* per lane, for SHMQ_DISPATCH_WEIGHTED; 1..SHMQ_WEIGHT_MAX */
 
-	/* futex words are 32-bit; each counts publishes (resp. frees) that a sleeper could miss */
+	/* futex words are 32-bit; each counts wake-up calls (publishes, resp. frees, that found
+	 * sleepers). Beside each, its sleepers flag: odd while someone may sleep, a generation moved
+	 * forward by every registration and every clear (never a count: see wait.c) */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t data_seq;
 	_Atomic uint32_t data_sleepers;
 	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t space_seq;

@@ -153,7 +153,7 @@ void shmq_part_detach(shmq_t *q)
 	lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
 	q->me = NULL;
 	if (was == PART_CONSUMER && q->uses_lanes)
-		shmq_notify(&q->hdr->data_seq, &q->hdr->data_sleepers);
+		shmq_notify(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);
 }
 
 /* Frees record i, observed as v, of a participant that is gone. The caller must already have

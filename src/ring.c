@@ -297,7 +297,7 @@ static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint3
 	if (publish_word(q, s, t))
 		return -ESTALE;
 	SHMQ_FAULT("send-before-notify");
-	shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
+	shmq_notify_sc(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);
 	count(q, C_SENT, 1);
 	return 0;
 }
@@ -340,22 +340,22 @@ HOT int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, ui
 }
 
 /* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
- * or FULL_RECHECK_MS: a slot freed by a process that died before its notify). seq_cst increment:
- * then a seq_cst fence: pairs with shmq_notify(_sc), so either the freer sees us or our re-check
- * sees the slot. */
+ * or FULL_RECHECK_MS: a slot freed by a process that died before its notify). The registration
+ * (seq_cst, then a fence) pairs with shmq_notify(_sc): either the freer sees us or our re-check
+ * sees the slot (wait.c). Nothing to undo afterwards: the flag is cleared by a wake-up that finds
+ * nobody asleep. */
 static int sleep_claim(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint64_t deadline,
 		       int strict)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = now_ns() + FULL_RECHECK_MS * 1000000ULL;
 	count(q, C_PROD_WAITS, 1);
-	atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
-	atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
+	/* seen before the registration: a wake-up after it changes the word (wait.c) */
 	uint32_t seen = atomic_load_explicit(&h->space_seq, memory_order_acquire);
+	shmq_sleep_register(&h->space_sleepers);
 	int r = claim_some(q, l, s, t, q->lane_mask + 1, strict);
 	if (r == -EAGAIN)
 		shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
-	atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_relaxed);
 	return r;
 }
 
@@ -471,7 +471,7 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
 	if (unclaim(q, s, r->token))
 		return -ESTALE;
 	r->data = NULL;
-	shmq_notify(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	shmq_notify(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
 	return 0;
 }
 
@@ -539,7 +539,7 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 	}
 	if (i) {
 		/* as in publish(), once for the batch */
-		shmq_notify_sc(&q->hdr->data_seq, &q->hdr->data_sleepers);
+		shmq_notify_sc(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);
 		count(q, C_SENT, i);
 	}
 	return (int)i;
@@ -925,12 +925,12 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			continue;
 		}
 		/* sleep: register, re-check, then wait for a publish, the next due redelivery or
-		 * the deadline. seq_cst increment and fence: pair with shmq_notify(_sc) */
+		 * the deadline. The registration pairs with shmq_notify(_sc) (wait.c); `seen` was
+		 * read before it, at the top of this round */
 		count(q, C_CONS_WAITS, 1);
 		if (now_c >= reclaim_at)
 			reclaim_at = maybe_reclaim(q, now_c);
-		atomic_fetch_add_explicit(&h->data_sleepers, 1, memory_order_seq_cst);
-		atomic_thread_fence(memory_order_seq_cst); /* see shmq_notify / shmq_notify_sc */
+		shmq_sleep_register(&h->data_sleepers);
 		rs.force_tail = 1;
 		int r = try_recv(q, m, now_c, &rs, &why);
 		rs.force_tail = 0;
@@ -959,7 +959,6 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			}
 			shmq_futex_wait(&h->data_seq, seen, until);
 		}
-		atomic_fetch_sub_explicit(&h->data_sleepers, 1, memory_order_relaxed);
 		if (r == 0)
 			return 0;
 	}
@@ -1268,7 +1267,7 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 		return stale(q);
 	count(q, C_ACKED, 1);
 	settled(q, 1);
-	shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
+	shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
 	return 0;
 }
 
@@ -1292,7 +1291,7 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 	if (acked) {
 		count(q, C_ACKED, acked);
 		settled(q, acked);
-		shmq_notify_sc(&q->hdr->space_seq, &q->hdr->space_sleepers);
+		shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
 	}
 	return (int)acked;
 }
@@ -1323,7 +1322,7 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 		/* release: a consumer that sees the hint sees the DELAYED slot behind it */
 	} while (!atomic_compare_exchange_weak_explicit(&h->redeliver, &rd, nv, memory_order_release,
 							memory_order_relaxed));
-	shmq_notify(&h->data_seq, &h->data_sleepers);
+	shmq_notify(q, &h->data_seq, &h->data_sleepers, SHMQ_WAKE_ALL);
 }
 
 /* Moves the delivery whose slot word is w to the dead-letter state `dead` (counted as c too). Two
