@@ -174,7 +174,7 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 	if (done && redrive)
 		shmq_note_delayed(q, 0);
 	else if (done)
-		shmq_notify(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
+		shmq_notify(q, &q->hdr->space_seq, &q->hdr->space_sleepers, done);
 	return (int)done;
 }
 

@@ -149,7 +149,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 	if (r.dead_lettered)
 		shmq_dlq_enforce(q);
 	if (r.retired_writes)
-		shmq_notify(q, &h->space_seq, &h->space_sleepers, SHMQ_WAKE_ALL);
+		shmq_notify(q, &h->space_seq, &h->space_sleepers, (unsigned)r.retired_writes);
 	if (res)
 		*res = r;
 	return (int)(r.expired + r.dead_owner + r.retired_writes + r.dead_lettered);

@@ -297,7 +297,8 @@ static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint3
 	if (publish_word(q, s, t))
 		return -ESTALE;
 	SHMQ_FAULT("send-before-notify");
-	shmq_notify_sc(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);
+	/* one message, one sleeper: a second message wakes a second one (wait.c) */
+	shmq_notify_sc(q, &q->hdr->data_seq, &q->hdr->data_sleepers, 1);
 	count(q, C_SENT, 1);
 	return 0;
 }
@@ -471,7 +472,7 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
 	if (unclaim(q, s, r->token))
 		return -ESTALE;
 	r->data = NULL;
-	shmq_notify(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
+	shmq_notify(q, &q->hdr->space_seq, &q->hdr->space_sleepers, 1);
 	return 0;
 }
 
@@ -538,8 +539,8 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 		}
 	}
 	if (i) {
-		/* as in publish(), once for the batch */
-		shmq_notify_sc(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);
+		/* as in publish(), once for the batch: a sleeper per message */
+		shmq_notify_sc(q, &q->hdr->data_seq, &q->hdr->data_sleepers, i);
 		count(q, C_SENT, i);
 	}
 	return (int)i;
@@ -1267,7 +1268,7 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 		return stale(q);
 	count(q, C_ACKED, 1);
 	settled(q, 1);
-	shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
+	shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, 1);
 	return 0;
 }
 
@@ -1291,7 +1292,7 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 	if (acked) {
 		count(q, C_ACKED, acked);
 		settled(q, acked);
-		shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, SHMQ_WAKE_ALL);
+		shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, acked);
 	}
 	return (int)acked;
 }
@@ -1322,7 +1323,11 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 		/* release: a consumer that sees the hint sees the DELAYED slot behind it */
 	} while (!atomic_compare_exchange_weak_explicit(&h->redeliver, &rd, nv, memory_order_release,
 							memory_order_relaxed));
-	shmq_notify(q, &h->data_seq, &h->data_sleepers, SHMQ_WAKE_ALL);
+	/* A sleeper sets its timer from the hint as it goes to sleep: one of them must look again
+	 * if the hint moved earlier, none if not (their timers already come sooner). One, not all:
+	 * a reclaim pass that finds a message due in an hour must not wake every consumer. */
+	if (due_ms < rd_due(rd))
+		shmq_notify(q, &h->data_seq, &h->data_sleepers, 1);
 }
 
 /* Moves the delivery whose slot word is w to the dead-letter state `dead` (counted as c too). Two

@@ -94,7 +94,10 @@ void shmq_sleep_register(_Atomic uint32_t *sleepers)
 
 void shmq_wake(shmq_t *q, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers, uint32_t v, unsigned n)
 {
-	(void)q;
+	/* on a key-hash queue only a lane's own consumer may take its messages (and only a producer
+	 * of that lane use its room), and the kernel does not know whom to pick: all of them */
+	if (q->dispatch == SHMQ_DISPATCH_KEY_HASH)
+		n = SHMQ_WAKE_ALL;
 	/* release: a sleeper that reads the new value sees the publish before it; the bump makes
 	 * the futex_wait of a sleeper that registered but is not queued yet return at once */
 	atomic_fetch_add_explicit(seq, 1, memory_order_release);

@@ -139,3 +139,44 @@ Test(wake, a_producer_killed_asleep_on_a_full_ring_costs_later_acks_one_wake_up_
 		      AFTER_KILL, calls);
 	shmq_close(q);
 }
+
+/* ---- item: one message wakes one sleeper ------------------------------------------------------ */
+
+#define HERD 8
+
+/* Reads one id from fd within BOUND_MS; 0 if none came. */
+static int read_id(int fd, uint64_t *id)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, BOUND_MS) == 1 && read(fd, id, sizeof(*id)) == (ssize_t)sizeof(*id);
+}
+
+Test(wake, each_message_wakes_one_of_eight_sleeping_consumers_while_the_first_woken_is_busy)
+{
+	struct shmq_config c = tq_config(16);
+	c.reclaim_interval_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	pid_t cons[HERD];
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	for (int i = 0; i < HERD; i++)
+		cons[i] = receiver_child(name, fds[1]);
+	await_asleep(q, cons, HERD, HERD, 0);
+
+	/* each woken child takes its message and keeps it (busy): the next message must wake another */
+	for (uint32_t k = 0; k < 2; k++) {
+		uint64_t w0 = shmq_test_woken(), id;
+		tq_send_u32(q, k);
+		uint64_t woken = shmq_test_woken() - w0;
+		cr_expect_eq(woken, 1, "message %u woke %llu of %d sleeping consumers", k,
+			     (unsigned long long)woken, HERD - (int)k);
+		cr_assert(read_id(fds[0], &id), "no consumer received message %u", k);
+		cr_expect_eq(id, k);
+		/* the rest asleep again (the one that took it sleeps in pause(): S too) */
+		await_asleep(q, cons, HERD, HERD, 0);
+	}
+	for (int i = 0; i < HERD; i++)
+		kill_wait(cons[i]);
+	shmq_close(q);
+}
