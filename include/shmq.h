@@ -276,9 +276,11 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 
 /* Receives one message under a lease of config.lease_ms. First deliveries are FIFO; messages due
  * for redelivery (nacked, expired) are interleaved. -EAGAIN if none arrived within timeout_ms.
- * With timeout_ms 0 an empty queue costs two CPU spin-wait hints (x86 pause, aarch64 yield) before
- * -EAGAIN, so a caller that polls in a loop does not keep the slot a producer is writing away from
- * it (tuned on AMD EPYC, where a pause takes ~25 ns). */
+ * With timeout_ms 0 it never waits, not even for a message a producer is still writing (-EAGAIN: a
+ * later call finds it; a producer that died holding the next message is stepped over by later calls
+ * after the same grace as by a waiting receiver), and an empty queue costs two CPU spin-wait hints
+ * (x86 pause, aarch64 yield) before -EAGAIN, so a caller that polls in a loop does not keep the
+ * slot a producer is writing away from it (tuned on AMD EPYC, where a pause takes ~25 ns). */
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms);
 
 /* Up-to-n batch receive: waits (per timeout_ms) for the first message, then takes what is

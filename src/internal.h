@@ -52,6 +52,13 @@ struct shmq {
 		_Atomic uint64_t token; /* key-hash: the lease word of our message in hand, 0: none */
 		_Atomic uint32_t idx;	/* its slot */
 	} kh[SHMQ_LANES_MAX];
+	/* a timeout-0 receive's wait for a ticket a producer holds, per lane (ticket + 1; 0: none).
+	 * Such a receive returns at once, so the grace after which take_head() abandons the ticket
+	 * or probes its writer runs across calls, from the first call that found it held */
+	struct {
+		_Atomic uint64_t ticket;
+		_Atomic uint64_t since;
+	} zw[SHMQ_LANES_MAX];
 	/* prefetch: leases held (counted only while a limit is set); waiters sleep on it */
 	_Atomic uint32_t prefetch; /* the limit, 0: none; may change while receivers wait at it */
 	/* [ takes:32 | inflight:32 ]: units in use, and a count of takes that only grows, so a

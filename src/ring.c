@@ -885,6 +885,33 @@ static void wake_by(uint64_t *until, uint64_t t_ns, uint64_t t_ms, uint64_t at_m
 		*until = at_ns;
 }
 
+/* For a timeout-0 receive that found the head ticket held by a producer (HEAD_WAIT): each call
+ * returns at once, so take_head()'s grace (abandon an unused ticket, probe a writer) runs from the
+ * first call that found that ticket held, remembered in the handle. Returns 1 if this call's wait
+ * on some lane started earlier than it thought (then look again: the grace may be over). */
+static int zero_wait_carry(shmq_t *q, struct recv_state *rs)
+{
+	int again = 0;
+	for (uint32_t l = 0; l < q->lanes; l++) {
+		uint64_t t = rs->wt[l];
+		if (t == UINT64_MAX)
+			continue;
+		/* relaxed: a hint. Threads sharing the handle may tear the pair, which only moves a
+		 * grace earlier (a live producer then takes another ticket) or later */
+		if (atomic_load_explicit(&q->zw[l].ticket, memory_order_relaxed) == t + 1) {
+			uint64_t since = atomic_load_explicit(&q->zw[l].since, memory_order_relaxed);
+			if (since < rs->ws[l]) {
+				rs->ws[l] = since;
+				again = 1;
+			}
+		} else {
+			atomic_store_explicit(&q->zw[l].since, rs->ws[l], memory_order_relaxed);
+			atomic_store_explicit(&q->zw[l].ticket, t + 1, memory_order_relaxed);
+		}
+	}
+	return again;
+}
+
 HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
 	struct shmq_hdr *h = q->hdr;
@@ -906,18 +933,23 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 		}
 		if (try_recv(q, m, now_c, &rs, &why) == 0)
 			return 0;
-		if (timeout_ms == 0 && why == HEAD_EMPTY) {
+		if (timeout_ms == 0) {
+			/* never waits, not even for a slot being written: a ticket a producer holds
+			 * is looked at again by the next call, its grace counted from the first */
+			int again = why == HEAD_WAIT && zero_wait_carry(q, &rs);
+			if (again && try_recv(q, m, now_c, &rs, &why) == 0)
+				return 0;
+			if (again && why == HEAD_WAIT)
+				zero_wait_carry(q, &rs); /* where the second look left off */
 			/* a caller polling with timeout 0 would otherwise run the lease CAS on the head
 			 * slot back to back, and the producer about to write that slot would wait for
-			 * its line every time: a pause lets it through. A/B ping-pong, one-way p50:
-			 * none 245 ns, one pause 200, two 170, four 170, eight 195 */
+			 * its line every time: a pause lets it through (EMPTY_PAUSES) */
 			for (int k = 0; k < EMPTY_PAUSES; k++)
 				cpu_relax();
 			return -EAGAIN;
 		}
 		if (spins == 0)
-			deadline = timeout_ms == 0 ? now_ns() + ABANDON_GRACE_MS * 2000000ULL
-						   : shmq_deadline(timeout_ms);
+			deadline = shmq_deadline(timeout_ms);
 		uint64_t now = now_ns();
 		if (now >= deadline)
 			return -EAGAIN;

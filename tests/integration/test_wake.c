@@ -71,10 +71,88 @@ static pid_t receiver_child(const char *name, int fd)
 		pause();
 }
 
+/* A child that sends payload with timeout_ms, SIGKILLed at fault point `fault` (NULL: none);
+ * exits 3 if it returns from the send. */
+static pid_t producer_child(const char *name, const char *fault, const char *payload, int timeout_ms)
+{
+	pid_t pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid)
+		return pid;
+	shmq_t *q;
+	if (shmq_open(name, &q))
+		_exit(1);
+	if (fault)
+		shmq_fault_arm(fault, 1);
+	shmq_send(q, payload, strlen(payload), timeout_ms);
+	_exit(3);
+}
+
 static void kill_wait(pid_t pid)
 {
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+}
+
+static void expect_killed_at(pid_t pid, const char *point)
+{
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the producer did not die at %s", point);
+}
+
+/* ---- item: timeout 0 never waits -------------------------------------------------------------- */
+
+Test(wake, a_timeout_zero_receive_never_sleeps_on_a_slot_being_written)
+{
+	struct shmq_config c = tq_config(16);
+	shmq_t *q = tq_mkq(&c);
+	struct shmq_reservation r;
+	cr_assert_eq(shmq_send_reserve(q, 5, &r, 0), 0);
+	memcpy(r.data, "hello", 5);
+	uint64_t before = tq_stats(q).consumer_waits;
+	struct shmq_msg m;
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(shmq_recv(q, &m, 0), -EAGAIN, "a slot still being written was delivered");
+	cr_expect_eq(tq_stats(q).consumer_waits, before, "a timeout-0 receive slept %llu times",
+		     (unsigned long long)(tq_stats(q).consumer_waits - before));
+	cr_assert_eq(shmq_send_commit(q, &r, 5), 0);
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_expect(m.len == 5 && !memcmp(m.data, "hello", 5));
+	shmq_close(q);
+}
+
+/* A producer killed at `point` holds the next ticket (taken, or its slot claimed); a poller that
+ * only ever receives with timeout 0 must get past it to the message sent after it, by itself:
+ * reclaim passes are off. */
+static void zero_poller_passes_a_producer_killed_at(const char *point)
+{
+	struct shmq_config c = tq_config(16);
+	c.reclaim_interval_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	expect_killed_at(producer_child(name, point, "lost", 0), point);
+	cr_assert_eq(shmq_send(q, "after", 5, 0), 0);
+	struct shmq_msg m;
+	int r = -EAGAIN;
+	for (int k = 0; k < BOUND_MS && r == -EAGAIN; k++) {
+		if ((r = shmq_recv(q, &m, 0)) == -EAGAIN)
+			tq_sleep_ms(1);
+	}
+	cr_assert_eq(r, 0, "a timeout-0 poller never got past a producer killed at %s", point);
+	cr_expect(m.len == 5 && !memcmp(m.data, "after", 5));
+	cr_expect_eq(tq_stats(q).consumer_waits, 0, "a timeout-0 receive slept");
+	shmq_close(q);
+}
+
+Test(wake, timeout_zero_polls_step_over_a_ticket_whose_producer_died_before_claiming_it)
+{
+	zero_poller_passes_a_producer_killed_at("send-after-ticket");
+}
+
+Test(wake, timeout_zero_polls_retire_a_slot_whose_producer_died_writing_it)
+{
+	zero_poller_passes_a_producer_killed_at("send-after-claim");
 }
 
 /* ---- item: a sleeper killed asleep ------------------------------------------------------------ */
@@ -115,15 +193,7 @@ Test(wake, a_producer_killed_asleep_on_a_full_ring_costs_later_acks_one_wake_up_
 	shmq_t *q = tq_create(name, &c);
 	for (uint32_t i = 0; i < 16; i++)
 		tq_send_u32(q, i);
-	pid_t prod = fork();
-	cr_assert_neq(prod, -1);
-	if (prod == 0) {
-		shmq_t *pq;
-		if (shmq_open(name, &pq))
-			_exit(1);
-		shmq_send(pq, "x", 1, -1);
-		_exit(2);
-	}
+	pid_t prod = producer_child(name, NULL, "x", -1);
 	await_asleep(q, &prod, 1, 1, 1);
 	kill_wait(prod);
 
