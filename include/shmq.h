@@ -276,6 +276,11 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 
 /* Receives one message under a lease of config.lease_ms. First deliveries are FIFO; messages due
  * for redelivery (nacked, expired) are interleaved. -EAGAIN if none arrived within timeout_ms.
+ * A send wakes one sleeping receiver per message (every one on key-hash queues). A sleeping
+ * receiver also looks at the queue at least once a second, so a message whose wake-up was lost
+ * (its producer SIGKILLed between publishing it and waking a receiver, or the woken receiver
+ * killed before it took it) waits at most ~1 s for a receiver already asleep, even with timeout
+ * -1 and reclaim_interval_ms 0; an idle receiver costs one wake-up a second.
  * With timeout_ms 0 it never waits, not even for a message a producer is still writing (-EAGAIN: a
  * later call finds it; a producer that died holding the next message is stepped over by later calls
  * after the same grace as by a waiting receiver), and an empty queue costs two CPU spin-wait hints

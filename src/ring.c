@@ -21,6 +21,7 @@
 #define WRITER_PROBE_MS 10   /* a slot being written this long gets its writer's liveness probed */
 #define FULL_RECHECK_MS 50   /* a sleeping producer re-checks at least this often */
 #define RECLAIM_IDLE_MS 1000 /* a sleeping receiver wakes for a reclaim pass at most this often */
+#define SLEEP_MAX_MS 1000    /* a sleeping receiver looks at the ring at least this often (recv_one) */
 #define ACK_PEEKS 512	     /* polls of a just-received next slot before its ticket is taken */
 #define FRESH_LEASE_MS 2     /* a lease younger than this is worth waiting for (see await_ack) */
 #define EMPTY_PAUSES 2	     /* pauses of a timeout-0 receive that found nothing (see recv_one) */
@@ -968,7 +969,13 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 		int r = try_recv(q, m, now_c, &rs, &why);
 		rs.force_tail = 0;
 		if (r != 0) {
-			uint64_t until = deadline;
+			/* never longer than SLEEP_MAX_MS: a producer killed between its publish and
+			 * its wake-up, or a consumer woken for a message and killed before it took
+			 * it, leaves the message to sleepers that nobody wakes (with reclaim passes
+			 * off, nothing else would) */
+			uint64_t until = deadline < now + SLEEP_MAX_MS * 1000000ULL
+						 ? deadline
+						 : now + SLEEP_MAX_MS * 1000000ULL;
 			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
 			if (why == HEAD_WAIT && now + ABANDON_GRACE_MS * 1000000ULL < until)
 				until = now + ABANDON_GRACE_MS * 1000000ULL;

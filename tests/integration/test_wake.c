@@ -88,6 +88,20 @@ static pid_t producer_child(const char *name, const char *fault, const char *pay
 	_exit(3);
 }
 
+/* 1 if pid exits with status 0 within BOUND_MS (it is killed otherwise). */
+static int exits_in_bound(pid_t pid)
+{
+	int st;
+	for (int k = 0; k < BOUND_MS; k++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		tq_sleep_ms(1);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return 0;
+}
+
 static void kill_wait(pid_t pid)
 {
 	kill(pid, SIGKILL);
@@ -99,6 +113,31 @@ static void expect_killed_at(pid_t pid, const char *point)
 	int st;
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
 	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the producer did not die at %s", point);
+}
+
+/* ---- item: a producer killed between its publish and its wake-up ----------------------------- */
+
+Test(wake, a_consumer_asleep_without_timeout_gets_a_message_whose_producer_died_before_waking_it)
+{
+	struct shmq_config c = tq_config(16);
+	c.reclaim_interval_ms = 0; /* nobody runs reclaim passes: no other reason to wake */
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+
+	pid_t cons = fork();
+	cr_assert_neq(cons, -1);
+	if (cons == 0) {
+		shmq_t *cq;
+		struct shmq_msg m;
+		if (shmq_open(name, &cq) || shmq_recv(cq, &m, -1))
+			_exit(1);
+		_exit(m.len == 5 && !memcmp(m.data, "hello", 5) ? 0 : 2);
+	}
+	await_asleep(q, &cons, 1, 1, 0);
+
+	expect_killed_at(producer_child(name, "send-before-notify", "hello", 0), "send-before-notify");
+	cr_expect(exits_in_bound(cons), "the sleeping consumer never received the published message");
+	shmq_close(q);
 }
 
 /* ---- item: timeout 0 never waits -------------------------------------------------------------- */
