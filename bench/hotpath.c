@@ -301,18 +301,6 @@ static void usage(void)
 	exit(2);
 }
 
-static unsigned parse_count(const char *opt, const char *s, unsigned min, unsigned max)
-{
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || *end || !*s || s[0] == '-' || v < min || v > max) {
-		fprintf(stderr, "%s: %s: expected a count from %u to %u, got '%s'\n", prog, opt, min, max, s);
-		exit(2);
-	}
-	return (unsigned)v;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -335,9 +323,9 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == 'n')
 			/* a stream's rate counts from its first receive: a batch's worth is not enough */
-			n = parse_count("--messages", optarg, is_ping ? 1 : 10 * BATCH, 1u << 30);
+			n = bench_parse_count(prog, "--messages", optarg, is_ping ? 1 : 10 * BATCH, 1u << 30);
 		else if (c == 'r')
-			repeats = parse_count("--repeats", optarg, 1, 1000);
+			repeats = bench_parse_count(prog, "--repeats", optarg, 1, 1000);
 		else if (c == 'b' && is_ping)
 			blocking = 1;
 		else

@@ -4,6 +4,7 @@
 #ifndef SHMQ_BENCH_STANDALONE_H
 #define SHMQ_BENCH_STANDALONE_H
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -29,6 +30,20 @@ static inline void bench_die(const char *prog, const char *what, int err)
 {
 	fprintf(stderr, "%s: %s: %s\n", prog, what, shmq_strerror(err));
 	exit(1);
+}
+
+/* The count option opt's value s, from min to max; a usage error (exit 2) otherwise. */
+static inline unsigned bench_parse_count(const char *prog, const char *opt, const char *s, unsigned min,
+					 unsigned max)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || !*s || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "%s: %s: expected a count from %u to %u, got '%s'\n", prog, opt, min, max, s);
+		exit(2);
+	}
+	return (unsigned)v;
 }
 
 #endif
