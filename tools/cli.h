@@ -16,6 +16,8 @@
 #define CLI_OK 0
 #define CLI_FAIL 1  /* runtime failure: no such queue, queue full past the timeout, write error */
 #define CLI_USAGE 2 /* bad command line */
+/* recv: --timeout-ms passed before any message arrived (not an error: a script's "queue empty") */
+#define CLI_NO_MESSAGE 4
 #define CLI_DONE -1 /* nothing left to do (help was printed): exit 0 */
 
 /* Long-only options use values from here up, so getopt's optopt tells them from short ones. */

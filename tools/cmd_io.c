@@ -268,12 +268,14 @@ int cmd_recv(int argc, char **argv)
 		lanes = st.config.lanes;
 	/* shmq_recv also runs the queue's rate-limited reclaim pass (config.reclaim_interval_ms),
 	 * which gives back messages whose consumer died or whose lease ran out */
+	uint64_t arrived = 0; /* messages received, printed or not (--dedup skips some) */
 	for (uint64_t got = 0; !o.count || got < o.count; got++) {
 		r = shmq_recv(q, &m, o.timeout_ms);
 		if (r == -EAGAIN) { /* MS passed with no message: done */
-			r = CLI_OK;
+			r = arrived ? CLI_OK : CLI_NO_MESSAGE;
 			break;
 		}
+		arrived++;
 		if (r) {
 			r = cli_error(CLI_FAIL, cmd, "cannot receive: %s", cli_strerror(r));
 			break;

@@ -77,7 +77,8 @@ static const struct cli_cmd cmds[] = {
 	 "    also runs the queue's recovery pass every --reclaim-interval-ms (of create), which\n"
 	 "    gives back messages whose consumer died or whose lease ran out.\n"
 	 "    --count N            exit after N messages (N >= 1; default: no limit)\n"
-	 "    --timeout-ms MS      exit once MS pass with no message (default: wait forever)\n"
+	 "    --timeout-ms MS      exit once MS pass with no message (default: wait forever):\n"
+	 "                         exit status 4 if no message arrived at all, 0 otherwise\n"
 	 "    --no-ack             print but do not ack: each message stays leased until its\n"
 	 "                         lease (--lease-ms of create) runs out or this process exits;\n"
 	 "                         then the next recv delivers it again (a delivery that counts\n"
@@ -211,7 +212,8 @@ void cli_help(FILE *f, const char *cmd)
 	      "    Print the version.\n"
 	      "\n"
 	      "Numbers are decimal (--mode: octal) and non-negative. Options may come before or after\n"
-	      "NAME. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.\n",
+	      "NAME. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error; check\n"
+	      "exits 3 on a corrupt segment, recv 4 when --timeout-ms passed before any message.\n",
 	      f);
 }
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The shmq tool's command-line contract, proven by running the built binary ($SHMQ_TOOL) the way
- * a user or a script would: exit status (0 ok, 1 runtime failure, 2 usage error), what goes to
- * stdout, and one "shmq: ..." line on stderr for every failure. Each test's queue names come from
+ * a user or a script would: exit status (0 ok, 1 runtime failure, 2 usage error, 4 no message
+ * before recv's timeout), what goes to stdout, and one "shmq: ..." line on stderr for every
+ * failure. Each test's queue names come from
  * tq_name() and are unlinked by the suite's .fini, failed tests included.
  */
 #include <criterion/criterion.h>
@@ -119,13 +120,22 @@ Test(cli, send_without_payload_sends_one_message_per_stdin_line)
 	expect_ok(RUN(&r, NULL, "recv", q, "--count", "3", "--timeout-ms", "5000"), "alpha\nbeta\ngamma\n");
 }
 
-Test(cli, recv_timeout_on_an_empty_queue_exits_0_with_no_output_after_about_that_time)
+Test(cli, recv_timeout_with_no_message_exits_4_quietly_and_one_that_got_messages_exits_0)
 {
 	const char *q = tq_name(NULL);
 	struct run r;
 	expect_ok(RUN(&r, NULL, "create", q), "");
-	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "300"), "");
-	cr_expect(r.ms >= 300 - tq_slack_ms() && r.ms < 3000, "recv --timeout-ms 300 took %.0f ms", r.ms);
+	/* "nothing arrived" has its own status, neither success (0) nor an error (1) */
+	RUN(&r, NULL, "recv", q, "--timeout-ms", "300");
+	expect_exit(&r, 4);
+	cr_expect_str_empty(r.out, "`%s` wrote to stdout", r.cmd);
+	cr_expect_str_empty(r.err, "`%s` wrote to stderr", r.cmd);
+	cr_expect(r.ms >= 300 - tq_slack_ms(), "recv --timeout-ms 300 returned after %.0f ms", r.ms);
+	RUN(&r, NULL, "recv", q, "--count", "2", "--timeout-ms", "0");
+	expect_exit(&r, 4);
+	/* fewer than --count before the timeout is not "nothing" */
+	expect_ok(RUN(&r, NULL, "send", q, "only"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--count", "2", "--timeout-ms", "100"), "only\n");
 }
 
 Test(cli, recv_count_stops_after_n_messages_and_leaves_the_rest_queued)
