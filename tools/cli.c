@@ -266,18 +266,20 @@ void cli_put_preview(const void *data, size_t n, size_t max)
 		fputs("...", stdout);
 }
 
-void cli_put_json_bytes(const void *data, size_t n)
+void cli_fput_json_bytes(FILE *f, const void *data, size_t n)
 {
 	const unsigned char *p = data;
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] == '"' || p[i] == '\\')
-			printf("\\%c", p[i]);
+			fprintf(f, "\\%c", p[i]);
 		else if (p[i] < 0x20 || p[i] > 0x7e)
-			printf("\\u%04x", p[i]);
+			fprintf(f, "\\u%04x", p[i]);
 		else
-			putchar(p[i]);
+			putc(p[i], f);
 	}
 }
+
+void cli_put_json_bytes(const void *data, size_t n) { cli_fput_json_bytes(stdout, data, n); }
 
 void cli_on_stop_signals(void (*fn)(int))
 {

@@ -87,6 +87,8 @@ void cli_put_preview(const void *data, size_t n, size_t max);
 /* A payload as JSON string content (no quotes): printable ASCII as is, every other byte as
  * \u00XX (bytes, not UTF-8 decoding: a payload is bytes, and each stays visible and valid JSON). */
 void cli_put_json_bytes(const void *data, size_t n);
+/* cli_put_json_bytes to f */
+void cli_fput_json_bytes(FILE *f, const void *data, size_t n);
 /* NAME as shown to users: without the leading '/' the shm name may carry */
 const char *cli_bare_name(const char *name);
 /* the error for a keyed operation on a queue without a dedup table; what = "" or "--opt: " */

@@ -1,14 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cmd_io.c: `shmq send` and `shmq recv`. send stops at the first message that fails and says how
- * many went before it; recv writes and flushes each line before it acks, so a line that may not
- * have reached its reader is never acked (at-least-once).
+ * many went before it; recv acks a line only once its reader has it (see below), so a line that
+ * may not have reached its reader is never acked (at-least-once).
  */
 #include <errno.h>
 #include <limits.h>
+#include <linux/sockios.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -213,37 +218,173 @@ out:
 
 /* ---------------------------------------------------------------------------------------------
  * recv
+ *
+ * A line is delivered when its reader has it, not when it is written: a pipe holds 64 KiB, and a
+ * reader such as `head -n 1` takes what one read() returns and exits, leaving the rest unread.
+ * So into a pipe or a socket recv hands over one message at a time: it writes the line, waits
+ * until nothing written to stdout is left unread (FIONREAD for a pipe, SIOCOUTQ for a socket:
+ * what the peer has not read), extending the lease meanwhile, and only then acks it and receives
+ * the next. A reader's read() can thus never return more than the one line recv holds, and a
+ * reader that leaves (EPIPE, POLLERR, POLLHUP) before taking all of it gets it nacked for
+ * redelivery at once. Into a regular file or a terminal, a completed write is the delivery.
  */
 
-/* The payload and a newline, flushed. 0, or -errno when stdout failed (EPIPE: reader gone). */
-static int write_line(const struct shmq_msg *m)
+enum sink {
+	SINK_FINAL,  /* regular file, terminal, /dev/null: written is delivered */
+	SINK_PIPE,   /* FIONREAD: bytes in the pipe nobody has read yet */
+	SINK_SOCKET, /* SIOCOUTQ: bytes sent that the peer has not read (TCP: not acknowledged) */
+};
+
+/* hand_over's results besides -errno */
+enum {
+	TAKEN = 0,
+	READER_GONE = 1
+};
+
+#define TAKEN_PAUSE_MIN_US 20	 /* first pause while the reader has not read everything */
+#define TAKEN_PAUSE_MAX_US 10000 /* ... doubling up to this */
+
+/* Standard output, and the message being handed over through it. */
+struct out {
+	int fd;
+	enum sink sink;
+	shmq_t *q;
+	uint32_t lease_ms;
+	uint64_t extend_at; /* CLOCK_MONOTONIC_COARSE ms: extend the lease from then on */
+};
+
+static uint64_t coarse_ms(void)
 {
-	errno = 0;
-	if (fwrite(m->data, 1, m->len, stdout) == m->len && putchar('\n') != EOF && fflush(stdout) == 0)
-		return 0;
-	return errno ? -errno : -EIO;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* One message as a line of JSON (a payload with a newline in it stays one line), flushed. lanes:
- * the queue's, for the message's lane (its id modulo the lanes). */
-static int write_json(const struct shmq_msg *m, uint32_t lanes)
+static void out_init(struct out *o, shmq_t *q, uint32_t lease_ms)
 {
-	errno = 0;
-	printf("{\"id\": %llu, \"lane\": %u, \"deliveries\": %u, \"enqueued_ns\": %llu, \"key\": ",
-	       (unsigned long long)m->id, (unsigned)(m->id % lanes), m->deliveries,
-	       (unsigned long long)m->enqueued_ns);
-	if (m->key) {
-		putchar('"');
-		cli_put_json_bytes(m->key, m->key_len);
-		putchar('"');
-	} else {
-		fputs("null", stdout);
+	struct stat st;
+	*o = (struct out){.fd = STDOUT_FILENO, .q = q, .lease_ms = lease_ms};
+	if (fstat(o->fd, &st) == 0)
+		o->sink = S_ISFIFO(st.st_mode) ? SINK_PIPE : S_ISSOCK(st.st_mode) ? SINK_SOCKET : SINK_FINAL;
+}
+
+/* A message was just received: its lease runs lease_ms from about now. */
+static void lease_began(struct out *o) { o->extend_at = coarse_ms() + o->lease_ms - o->lease_ms / 3; }
+
+/* Extends m's lease when a third of it or less is left; returns ms until the next look. */
+static int keep_lease(struct out *o, struct shmq_msg *m)
+{
+	uint64_t now = coarse_ms();
+	if (now >= o->extend_at) {
+		/* -ESTALE: lost already (someone may receive it again); the ack will say so */
+		shmq_extend(o->q, m, 0);
+		o->extend_at = now + o->lease_ms - o->lease_ms / 3;
 	}
-	fputs(", \"payload\": \"", stdout);
-	cli_put_json_bytes(m->data, m->len);
-	if (puts("\"}") != EOF && fflush(stdout) == 0)
-		return 0;
-	return errno ? -errno : -EIO;
+	uint64_t left = o->extend_at - now;
+	return left < 1000 ? (int)left + 1 : 1000;
+}
+
+/* Writes all of line[0..len), keeping m's lease while stdout does not take it. */
+static int write_all(struct out *o, struct shmq_msg *m, const char *line, size_t len)
+{
+	while (len) {
+		struct pollfd pf = {.fd = o->fd, .events = POLLOUT};
+		int n = poll(&pf, 1, keep_lease(o, m));
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n <= 0)
+			continue;
+		/* into a pipe or socket, no more than POLLOUT promised room for: a blocked write()
+		 * would hold the lease past its end */
+		size_t chunk = o->sink == SINK_FINAL || len < PIPE_BUF ? len : PIPE_BUF;
+		ssize_t w = write(o->fd, line, chunk);
+		if (w < 0 && (errno == EPIPE || errno == ECONNRESET))
+			return READER_GONE;
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (w > 0)
+			line += w, len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Waits until the reader has read everything written to stdout, or left. */
+static int wait_taken(struct out *o, struct shmq_msg *m)
+{
+	long pause_us = TAKEN_PAUSE_MIN_US;
+	for (;;) {
+		int unread;
+		if (ioctl(o->fd, o->sink == SINK_PIPE ? FIONREAD : SIOCOUTQ, &unread) < 0) {
+			o->sink = SINK_FINAL; /* cannot tell: from now on, as into a file */
+			return TAKEN;
+		}
+		/* no events asked: poll reports POLLERR (a pipe without readers) and POLLHUP anyway */
+		struct pollfd pf = {.fd = o->fd};
+		int gone = poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP));
+		/* bytes leave a pipe only by being read, whatever the reader did after; a socket's
+		 * peer that closes drops what it had not read, so there 0 after a hangup proves
+		 * nothing */
+		if (!unread && (o->sink == SINK_PIPE || !gone))
+			return TAKEN;
+		if (gone)
+			return READER_GONE;
+		long until_extend_us = (long)keep_lease(o, m) * 1000;
+		long us = pause_us < until_extend_us ? pause_us : until_extend_us;
+		struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
+		ppoll(&pf, 1, &ts, NULL); /* cut short if the reader leaves */
+		if (pause_us < TAKEN_PAUSE_MAX_US)
+			pause_us *= 2;
+	}
+}
+
+/* The message's line: the payload and a newline, or with json one JSON object (a payload with a
+ * newline in it stays one line). lanes: the queue's, for the message's lane (its id modulo the
+ * lanes). 0 or -errno; *line is free()d by the caller. */
+static int format_line(const struct shmq_msg *m, int json, uint32_t lanes, char **line, size_t *len)
+{
+	FILE *f = open_memstream(line, len);
+	if (!f)
+		return -errno;
+	if (!json) {
+		fwrite(m->data, 1, m->len, f);
+		putc('\n', f);
+	} else {
+		fprintf(f,
+			"{\"id\": %llu, \"lane\": %u, \"deliveries\": %u, \"enqueued_ns\": %llu, \"key\": ",
+			(unsigned long long)m->id, (unsigned)(m->id % lanes), m->deliveries,
+			(unsigned long long)m->enqueued_ns);
+		if (m->key) {
+			putc('"', f);
+			cli_fput_json_bytes(f, m->key, m->key_len);
+			putc('"', f);
+		} else {
+			fputs("null", f);
+		}
+		fputs(", \"payload\": \"", f);
+		cli_fput_json_bytes(f, m->data, m->len);
+		fputs("\"}\n", f);
+	}
+	int err = ferror(f);
+	if (fclose(f) || err) {
+		free(*line);
+		*line = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Writes m's line and waits until its reader took it: TAKEN, READER_GONE or -errno. */
+static int hand_over(struct out *o, struct shmq_msg *m, int json, uint32_t lanes)
+{
+	char *line;
+	size_t len;
+	int r = format_line(m, json, lanes, &line, &len);
+	if (!r)
+		r = write_all(o, m, line, len);
+	free(line);
+	if (!r && o->sink != SINK_FINAL)
+		r = wait_taken(o, m);
+	return r;
 }
 
 int cmd_recv(int argc, char **argv)
@@ -252,6 +393,7 @@ int cmd_recv(int argc, char **argv)
 	struct io_opts o = {.timeout_ms = -1};
 	struct cli_args a;
 	struct shmq_msg m;
+	struct out out;
 	shmq_t *q;
 	int r;
 
@@ -263,9 +405,12 @@ int cmd_recv(int argc, char **argv)
 	if ((r = cli_open(cmd, a.name, &q)))
 		return r;
 	struct shmq_stats st;
-	uint32_t lanes = 1;
-	if (o.json && !shmq_stats(q, &st) && st.config.lanes)
-		lanes = st.config.lanes;
+	if ((r = shmq_stats(q, &st))) {
+		shmq_close(q);
+		return cli_error(CLI_FAIL, cmd, "cannot read queue '%s': %s", a.name, cli_strerror(r));
+	}
+	uint32_t lanes = st.config.lanes ? st.config.lanes : 1;
+	out_init(&out, q, st.config.lease_ms);
 	/* shmq_recv also runs the queue's rate-limited reclaim pass (config.reclaim_interval_ms),
 	 * which gives back messages whose consumer died or whose lease ran out */
 	uint64_t arrived = 0; /* messages received, printed or not (--dedup skips some) */
@@ -275,11 +420,12 @@ int cmd_recv(int argc, char **argv)
 			r = arrived ? CLI_OK : CLI_NO_MESSAGE;
 			break;
 		}
-		arrived++;
 		if (r) {
 			r = cli_error(CLI_FAIL, cmd, "cannot receive: %s", cli_strerror(r));
 			break;
 		}
+		arrived++;
+		lease_began(&out);
 		if (o.dedup && (r = shmq_is_done(q, &m)) == 1) {
 			/* its work was done by a consumer that died before acking: just ack it */
 			fprintf(stderr,
@@ -294,8 +440,15 @@ int cmd_recv(int argc, char **argv)
 			shmq_nack(q, &m, 0);
 			break;
 		}
-		if ((r = o.json ? write_json(&m, lanes) : write_line(&m))) {
-			/* not acked: give it back now rather than when the lease runs out */
+		r = hand_over(&out, &m, o.json, lanes);
+		if (r == READER_GONE) {
+			/* not taken: back to the queue now rather than when the lease runs out. The
+			 * reader chose to stop, as with --count: not an error */
+			shmq_nack(q, &m, 0);
+			r = CLI_OK;
+			break;
+		}
+		if (r) {
 			shmq_nack(q, &m, 0);
 			r = cli_error(CLI_FAIL, cmd,
 				      "cannot write to standard output: %s (message id %llu was not acked "

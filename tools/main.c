@@ -71,9 +71,13 @@ static const struct cli_cmd cmds[] = {
 	 "                         a deduplication id)\n"},
 	{"recv", cmd_recv,
 	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup] [--json]\n"
-	 "    Print each message's payload on its own line, then ack it. Each line is written and\n"
-	 "    flushed before the ack, so a message whose line may be lost (the process died, or\n"
-	 "    standard output failed) is delivered again: at least once, never lost. Receiving\n"
+	 "    Print each message's payload on its own line, then ack it once its reader has it:\n"
+	 "    into a pipe or a socket, one line at a time, acked when nothing written is left\n"
+	 "    unread (the lease is extended while the reader takes its time); into a file or a\n"
+	 "    terminal, once written. A reader that leaves (| head -n 1) ends recv, exit 0, and\n"
+	 "    the line it did not take goes back to the queue at once. So a message whose line\n"
+	 "    may be lost (the process died, the reader left, standard output failed) is\n"
+	 "    delivered again: at least once, never lost. Receiving\n"
 	 "    also runs the queue's recovery pass every --reclaim-interval-ms (of create), which\n"
 	 "    gives back messages whose consumer died or whose lease ran out.\n"
 	 "    --count N            exit after N messages (N >= 1; default: no limit)\n"

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -171,6 +172,219 @@ Test(cli, send_to_a_full_queue_with_timeout_0_fails_saying_how_many_were_sent_an
 	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "2"), "");
 	expect_error(RUN(&r, NULL, "send", q, "--timeout-ms", "0", "a", "b", "c"), 1, "2 messages sent");
 	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), "a\nb\n");
+}
+
+/* ---- recv into a pipe: a line is delivered when its reader has it ---------------------------- */
+
+/* Runs `sh -c SCRIPT` with $0 the tool and $1 name, capturing its output like RUN. */
+static struct run *run_sh(struct run *r, const char *script, const char *name)
+{
+	const char *shmq = tool;
+	tool = "/bin/sh";
+	run_tool(r, NULL, ARGV("-c", script, shmq, name));
+	tool = shmq;
+	return r;
+}
+
+/* Sends "1".."n", one message each. */
+static void send_numbers(const char *q, int n)
+{
+	static char lines[8 * 10000];
+	size_t len = 0;
+	cr_assert(n <= 10000);
+	for (int i = 1; i <= n; i++)
+		len += (size_t)snprintf(lines + len, sizeof(lines) - len, "%d\n", i);
+	struct run r;
+	expect_ok(RUN(&r, lines, "send", q), "");
+}
+
+/* Receives everything left in q: it must be "from".."to", each exactly once (in any order: the
+ * nacked one is a redelivery). */
+static void expect_left(const char *q, int from, int to)
+{
+	struct run r;
+	static int seen[10001];
+	memset(seen, 0, sizeof(seen));
+	expect_ok(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), NULL);
+	int lines = 0, bad = 0;
+	for (const char *p = r.out; *p; p = strchr(p, '\n') + 1, lines++) {
+		int v = atoi(p);
+		if (v < from || v > to || seen[v]++)
+			bad++;
+		if (!strchr(p, '\n'))
+			break;
+	}
+	cr_expect(lines == to - from + 1 && !bad, "%d messages left (%d not in %d..%d or twice), want %d",
+		  lines, bad, from, to, to - from + 1);
+}
+
+Test(cli, recv_into_head_n_1_acks_only_the_line_head_read_and_keeps_the_other_999)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "1024"), "");
+	send_numbers(q, 1000);
+	/* the reader starts late: every line recv wrote ahead of it would sit in the pipe (1000
+	 * short lines fit), and head reads a whole pipeful at once but prints one line */
+	run_sh(&r, "\"$0\" recv \"$1\" --count 1000 --timeout-ms 5000 | { sleep 0.3; head -n 1; }", q);
+	expect_ok(&r, "1\n");
+	EXPECT_STAT(q, "acked: 1", "in flight: 0");
+	expect_left(q, 2, 1000);
+}
+
+Test(cli, recv_json_into_head_n_3_acks_only_the_three_lines_head_read)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q), "");
+	send_numbers(q, 10);
+	run_sh(&r, "\"$0\" recv \"$1\" --json --timeout-ms 5000 | { sleep 0.3; head -n 3; }", q);
+	expect_exit(&r, 0);
+	cr_expect(strstr(r.out, "\"payload\": \"3\"}\n") && !strstr(r.out, "\"payload\": \"4\""),
+		  "head -n 3 printed: %s", r.out);
+	EXPECT_STAT(q, "acked: 3", "in flight: 0");
+	expect_left(q, 4, 10);
+}
+
+/* Starts `shmq ARGS...` with stdout on out (closed here), stdin and stderr on /dev/null. */
+static pid_t spawn_with_stdout(int out, const char *const args[])
+{
+	const char *argv[RUN_MAX_ARGS + 2] = {tool};
+	for (int i = 0; args[i]; i++) {
+		cr_assert(i < RUN_MAX_ARGS);
+		argv[i + 1] = args[i];
+	}
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(null, 2) < 0)
+			_exit(126);
+		execv(tool, (char *const *)argv);
+		_exit(127);
+	}
+	close(out);
+	return pid;
+}
+
+/* The exit status of pid, which must end within RUN_LIMIT_MS (else it is killed: a failure). */
+static int exit_status_of(pid_t pid)
+{
+	int st;
+	double until = tq_now_ms() + RUN_LIMIT_MS;
+	for (pid_t w; (w = waitpid(pid, &st, WNOHANG)) != pid;) {
+		cr_assert(w == 0, "waitpid: %s", strerror(errno));
+		if (tq_now_ms() > until) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			cr_assert_fail("the tool was still running after %d ms: killed", RUN_LIMIT_MS);
+		}
+		tq_sleep_ms(5);
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Waits until fd has something to read. */
+static void await_input(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	cr_assert(poll(&p, 1, RUN_LIMIT_MS) == 1, "nothing written within %d ms", RUN_LIMIT_MS);
+}
+
+/* recv --count 1 writes its line into a pipe (socket) nobody reads for three lease lengths: it
+ * must keep the lease, and ack only once the line is read. */
+static void recv_waits_for_its_reader(int use_socket)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--lease-ms", "300", "--reclaim-interval-ms", "0"), "");
+	expect_ok(RUN(&r, NULL, "send", q, "unhurried"), "");
+	int fds[2];
+	if (use_socket)
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+	else
+		cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid_t pid = spawn_with_stdout(fds[1], ARGV("recv", q, "--count", "1"));
+	await_input(fds[0]);
+	tq_sleep_ms(1000);
+
+	shmq_t *h;
+	struct shmq_reclaim_result res;
+	cr_assert_eq(shmq_open(q, &h), 0);
+	cr_assert(shmq_reclaim(h, &res) >= 0);
+	cr_expect(res.expired == 0, "the lease of the unread line ran out");
+	struct shmq_stats st = tq_stats(h);
+	cr_expect(st.acked == 0 && st.inflight == 1 && st.extended >= 1,
+		  "before the read: acked %llu in flight %llu extended %llu, want 0, 1, >= 1",
+		  (unsigned long long)st.acked, (unsigned long long)st.inflight,
+		  (unsigned long long)st.extended);
+	siginfo_t si = {.si_pid = 0};
+	cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), 0);
+	cr_expect_eq(si.si_pid, 0, "recv exited before its line was read");
+
+	char buf[64] = "";
+	ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+	cr_expect(n == 10 && !strcmp(buf, "unhurried\n"), "read %zd bytes: '%s'", n, buf);
+	cr_expect_eq(exit_status_of(pid), 0);
+	close(fds[0]);
+	st = tq_stats(h);
+	cr_expect(st.acked == 1 && st.received == 1, "after the read: acked %llu received %llu, want 1, 1",
+		  (unsigned long long)st.acked, (unsigned long long)st.received);
+	shmq_close(h);
+}
+
+Test(cli, recv_into_a_pipe_keeps_the_lease_of_an_unread_line_and_acks_it_once_read)
+{
+	recv_waits_for_its_reader(0);
+}
+
+Test(cli, recv_into_a_unix_socket_keeps_the_lease_of_an_unread_line_and_acks_it_once_read)
+{
+	recv_waits_for_its_reader(1);
+}
+
+Test(cli, a_reader_that_leaves_mid_line_gets_that_message_back_at_once_unacked)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q), ""); /* 30 s leases: the nack, not expiry, gives it back */
+	expect_ok(RUN(&r, NULL, "send", q, "0123456789"), "");
+	int fds[2];
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid_t pid = spawn_with_stdout(fds[1], ARGV("recv", q, "--timeout-ms", "2000"));
+	await_input(fds[0]);
+	char buf[3];
+	cr_assert_eq(read(fds[0], buf, sizeof(buf)), 3);
+	close(fds[0]);
+	cr_expect_eq(exit_status_of(pid), 0, "a reader that left is not an error");
+
+	shmq_t *h;
+	struct shmq_msg m;
+	cr_assert_eq(shmq_open(q, &h), 0);
+	struct shmq_stats st = tq_stats(h);
+	cr_expect(st.acked == 0, "a line its reader did not finish was acked");
+	int err = shmq_recv(h, &m, 0);
+	cr_expect(err == 0 && m.deliveries == 2 && m.len == 10, "not back for redelivery at once: %s",
+		  shmq_strerror(err));
+	shmq_close(h);
+}
+
+Test(cli, recv_into_a_file_acks_each_line_once_written)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q), "");
+	expect_ok(RUN(&r, NULL, "send", q, "a", "b", "c"), "");
+	FILE *f = tmpfile();
+	cr_assert(f);
+	pid_t pid = spawn_with_stdout(dup(fileno(f)), ARGV("recv", q, "--timeout-ms", "0"));
+	cr_expect_eq(exit_status_of(pid), 0);
+	char buf[16] = "";
+	rewind(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	cr_expect(n == 6 && !strcmp(buf, "a\nb\nc\n"), "the file holds '%s'", buf);
+	EXPECT_STAT(q, "acked: 3", "ready: 0", "in flight: 0");
 }
 
 /* ---- watchdog and dead letters --------------------------------------------------------------- */
