@@ -8,10 +8,17 @@
  * config.dedup) an exit 0 records the message done before the ack, and a message recorded done
  * already is acked without running CMD.
  *
- * CMD runs in its own process group, so a terminal's ^C stops `shmq work` gracefully without
- * killing the CMDs it is waiting for, and a timeout kills everything CMD started. Each CMD gets
- * PR_SET_PDEATHSIG: if `shmq work` is SIGKILLed, its CMDs die with it and their messages come
- * back through the queue's reclaim pass, instead of being worked on twice.
+ * Each CMD runs under a reaper: a process forked per message that leads a new process group, in
+ * which it starts CMD, waits for it and reports its wait status through a pipe. The group keeps a
+ * terminal's ^C away from the CMDs (it stops `shmq work` gracefully) and lets a timeout or the
+ * end of the grace kill everything CMD started. The kernel tells the reaper when `shmq work`
+ * dies, SIGKILL included (PR_SET_PDEATHSIG, SIGHUP): it then SIGKILLs its whole group, so a CMD
+ * and its children (`sh -c 'job & wait'`) never go on with a message that the queue's reclaim
+ * pass gives to another consumer. CMD itself has PR_SET_PDEATHSIG SIGKILL, should the reaper be
+ * killed alone; `shmq work` then kills the group, which the reaper's pid names until it is
+ * reaped. When CMD exits, what it left running in the group is killed with the reaper: nothing
+ * outlives the message it ran for. Only a process that leaves the group (setsid, setpgid)
+ * escapes, as from any process-group kill (a cgroup would hold it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,8 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
@@ -153,11 +160,11 @@ static int base_env(struct work *o)
 	return 0;
 }
 
-/* In the child, between fork and exec: async-signal-safe calls only (we are multi-threaded). */
-static void exec_cmd(const struct work *o, int in, char **env, pid_t parent)
+/* CMD, forked by its reaper (stdin in place): between fork and exec. */
+static void exec_cmd(const struct work *o, char **env, pid_t reaper)
 {
-	setpgid(0, 0);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent || dup2(in, 0) < 0)
+	/* the reaper's SIGKILL runs no code of its: then the kernel stops CMD */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != reaper)
 		_exit(127);
 	/* dispositions we ignore (SIGPIPE) and the mask of the worker thread would be inherited */
 	struct sigaction dfl;
@@ -172,27 +179,85 @@ static void exec_cmd(const struct work *o, int in, char **env, pid_t parent)
 	_exit(127);
 }
 
+/* What the reaper reports: CMD's wait status, or why it could not start CMD. */
+struct report {
+	int status; /* as from waitpid */
+	int err;    /* 0, or the errno of a failed fork */
+};
+
+#define REPORT_FD 3 /* the reaper's end of the report pipe */
+
+/* Closes every fd from `from` up: the reaper holds no copy of another CMD's stdin (which would
+ * keep it from seeing EOF) or of the segment (whose lock would outlive us). */
+static void close_from(int from)
+{
+	if (close_range((unsigned)from, ~0U, 0) == 0)
+		return;
+	struct rlimit rl;
+	int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+	for (int fd = from; fd < max; fd++)
+		close(fd);
+}
+
+/* The reaper, in a child of our multi-threaded process: async-signal-safe calls only, for its whole
+ * life (it never execs). in: CMD's stdin; report: the write end of the report pipe. */
+static _Noreturn void reaper(const struct work *o, int in, int report, char **env, pid_t parent)
+{
+	sigset_t all, wake;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL); /* signals are waited for, below; CMD unblocks them */
+	setpgid(0, 0);
+	/* SIGHUP when the thread that forked us dies, which only the process's death does while CMD
+	 * runs; checked after it is set, so a death before it is seen too */
+	if (prctl(PR_SET_PDEATHSIG, SIGHUP) || prctl(PR_SET_CHILD_SUBREAPER, 1) || getppid() != parent)
+		_exit(127);
+	if (dup2(in, 0) < 0 || dup2(report, REPORT_FD) < 0 || fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) < 0)
+		_exit(127);
+	close_from(REPORT_FD + 1);
+	pid_t self = getpid(), cmd = _Fork();
+	if (cmd == 0)
+		exec_cmd(o, env, self);
+	struct report rep = {.err = cmd < 0 ? errno : 0};
+	close(0);
+	sigemptyset(&wake);
+	sigaddset(&wake, SIGCHLD);
+	sigaddset(&wake, SIGHUP);
+	while (cmd > 0) {
+		/* a second's bound: a lost wake-up costs a look, not the group */
+		sigtimedwait(&wake, NULL, &(struct timespec){.tv_sec = 1});
+		if (getppid() != parent)
+			kill(0, SIGKILL); /* `shmq work` is gone: the group, us included */
+		int st;
+		pid_t p;
+		/* CMD, and as a subreaper the orphans of its children */
+		while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+			if (p == cmd)
+				rep.status = st, cmd = 0;
+	}
+	(void)!write(REPORT_FD, &rep, sizeof(rep));
+	kill(0, SIGKILL); /* what CMD left running in its group, and us */
+	_exit(127);
+}
+
 enum end {
 	END_EXIT,
 	END_TIMEOUT,
 	END_ABANDONED
 };
 
-/* Feeds the payload to CMD's stdin while waiting for it to exit; kills it (SIGTERM, then SIGKILL
- * after KILL_GRACE_MS) past the timeout or when the grace period of a shutdown is over. */
-static enum end supervise(shmq_worker_t *w, const struct work *o, pid_t pid, int in, const char *p,
-			  size_t left, int *status)
+/* Feeds the payload to CMD's stdin while waiting for the reaper's report; kills the reaper's group
+ * (SIGTERM, then SIGKILL after KILL_GRACE_MS) past the timeout or when the grace period of a
+ * shutdown is over. *status: CMD's wait status, or the reaper's when it died without a report. */
+static enum end supervise(shmq_worker_t *w, const struct work *o, pid_t pid, int in, int report,
+			  const char *p, size_t left, int *status, int *err)
 {
-#ifdef SYS_pidfd_open
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* -1 on old kernels: poll in short steps */
-#else
-	int pidfd = -1;
-#endif
 	uint64_t now = mono_ms(), deadline = o->timeout_ms ? now + (uint64_t)o->timeout_ms : UINT64_MAX;
 	uint64_t term_at = 0;
 	enum end why = END_EXIT;
+	struct report rep;
+	size_t got = 0;
 	fcntl(in, F_SETFL, O_NONBLOCK);
-	while (waitpid(pid, status, WNOHANG) != pid) {
+	for (;;) {
 		if (in >= 0 && !left) { /* all written: EOF */
 			close(in);
 			in = -1;
@@ -206,11 +271,20 @@ static enum end supervise(shmq_worker_t *w, const struct work *o, pid_t pid, int
 		} else if (term_at && now >= term_at + KILL_GRACE_MS) {
 			kill(-pid, SIGKILL);
 		}
-		uint64_t wait = pidfd >= 0 ? LOOK_MS : 10;
+		uint64_t wait = LOOK_MS;
 		if (!term_at && deadline - now < wait)
 			wait = deadline - now;
-		struct pollfd pf[2] = {{.fd = pidfd, .events = POLLIN}, {.fd = in, .events = POLLOUT}};
+		struct pollfd pf[2] = {{.fd = report, .events = POLLIN}, {.fd = in, .events = POLLOUT}};
 		poll(pf, 2, (int)wait);
+		if (pf[0].revents) {
+			/* the report, or EOF: the reaper is gone (only it holds the write end) */
+			ssize_t n = read(report, (char *)&rep + got, sizeof(rep) - got);
+			if (n > 0 && (got += (size_t)n) < sizeof(rep))
+				continue;
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			break;
+		}
 		if (in >= 0 && pf[1].revents) {
 			ssize_t n = write(in, p, left);
 			if (n > 0)
@@ -221,8 +295,15 @@ static enum end supervise(shmq_worker_t *w, const struct work *o, pid_t pid, int
 	}
 	if (in >= 0)
 		close(in);
-	if (pidfd >= 0)
-		close(pidfd);
+	close(report);
+	/* the group dies now if the reaper did not kill it: the reaper was killed alone, and CMD's
+	 * children are orphans. Before the reap, while the zombie's pid still names the group */
+	kill(-pid, SIGKILL);
+	int rst;
+	while (waitpid(pid, &rst, 0) < 0 && errno == EINTR)
+		;
+	*status = got == sizeof(rep) ? rep.status : rst;
+	*err = got == sizeof(rep) ? rep.err : 0;
 	return why;
 }
 
@@ -241,9 +322,14 @@ static int run_cmd(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
 	const struct work *o = arg;
 	char what[96], vars[2][64];
 	char **env = malloc((o->nenv + N_VARS + 1) * sizeof(char *));
-	int fds[2];
-	if (!env || pipe2(fds, O_CLOEXEC)) {
+	int fds[2] = {-1, -1}, rep[2] = {-1, -1};
+	if (!env || pipe2(fds, O_CLOEXEC) || pipe2(rep, O_CLOEXEC)) {
+		int err = errno;
 		free(env);
+		for (int i = 0; i < 2; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		errno = err;
 		snprintf(what, sizeof(what), "cannot run CMD: %s", strerror(errno));
 		notice(o, m, what, SHMQ_WORKER_RETRY);
 		return SHMQ_WORKER_RETRY;
@@ -258,24 +344,28 @@ static int run_cmd(shmq_worker_t *w, const struct shmq_msg *m, void *arg)
 
 	pid_t parent = getpid(), pid = fork();
 	if (pid == 0)
-		exec_cmd(o, fds[0], env, parent);
+		reaper(o, fds[0], rep[1], env, parent);
 	int err = errno;
 	close(fds[0]);
+	close(rep[1]);
 	free(env);
 	if (pid < 0) {
 		close(fds[1]);
+		close(rep[0]);
 		snprintf(what, sizeof(what), "cannot start CMD: %s", strerror(err));
 		notice(o, m, what, SHMQ_WORKER_RETRY);
 		return SHMQ_WORKER_RETRY;
 	}
-	setpgid(pid, pid); /* the child does it too: whoever is first, kill(-pid) finds the group */
+	setpgid(pid, pid); /* the reaper does it too: whoever is first, kill(-pid) finds the group */
 
 	int st = 0;
-	enum end why = supervise(w, o, pid, fds[1], m->data, m->len, &st);
+	enum end why = supervise(w, o, pid, fds[1], rep[0], m->data, m->len, &st, &err);
 	if (why == END_ABANDONED)
 		return SHMQ_WORKER_RETRY; /* ignored: the worker nacked the message already */
 	if (why == END_TIMEOUT)
 		snprintf(what, sizeof(what), "still running after %d ms: killed", o->timeout_ms);
+	else if (err)
+		snprintf(what, sizeof(what), "cannot start CMD: %s", strerror(err));
 	else if (WIFSIGNALED(st))
 		snprintf(what, sizeof(what), "killed by signal %d (%s)", WTERMSIG(st),
 			 strsignal(WTERMSIG(st)));

@@ -9,6 +9,7 @@
  * Time is asserted only as generous bounds for liveness (LIVE_MS), and as the lower bound of a
  * backoff, which the queue enforces.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -987,39 +988,32 @@ Test(work, threads_n_runs_n_cmds_at_once_and_a_stop_waits_for_all_of_them)
 	shmq_close(q);
 }
 
-Test(work, past_grace_ms_a_stop_kills_the_cmd_and_gives_its_message_back)
+/* pid's state letter, parent and process group, from /proc; 0, or -1 when pid is gone. */
+static int proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp)
 {
-	struct shmq_config c = tq_config(16);
-	c.lease_ms = 600000;
-	const char *name = tq_name(NULL);
-	shmq_t *q = tq_create(name, &c);
-	send_str(q, "endless");
-	pid_t pid = SPAWN("work", name, "--grace-ms", "100", "--", "/bin/sh", "-c", "exec sleep 60");
-	struct shmq_stats st;
-	WAIT_FOR(q, st, st.inflight == 1);
-	term_ok(pid);
-	char *out = slurp(file_in("out"), NULL);
-	cr_expect(strstr(out, "1 given back at shutdown"), "summary: %s", out);
-	free(out);
-	struct shmq_msg m;
-	int r = shmq_recv(q, &m, LIVE_MS);
-	cr_expect(r == 0 && m.deliveries == 2, "the message did not come back (%s)", shmq_strerror(r));
-	shmq_close(q);
+	char path[64], stat[512] = "";
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+	fclose(f);
+	stat[n] = '\0';
+	const char *p = strrchr(stat, ')'); /* the name before it may hold anything */
+	int pp, pg;
+	if (!p || sscanf(p + 1, " %c %d %d", state, &pp, &pg) != 3)
+		return -1;
+	*ppid = (pid_t)pp;
+	*pgrp = (pid_t)pg;
+	return 0;
 }
 
 /* A process that is gone or a zombie nobody reaped. */
 static int gone(pid_t pid)
 {
-	char path[64], stat[256] = "";
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 1;
-	size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-	fclose(f);
-	stat[n] = '\0';
-	const char *p = strrchr(stat, ')');
-	return p && p[1] == ' ' && p[2] == 'Z';
+	char state;
+	pid_t ppid, pgrp;
+	return proc_stat(pid, &state, &ppid, &pgrp) || state == 'Z';
 }
 
 Test(work, sigkill_of_shmq_work_kills_its_cmds_and_reclaim_gives_the_messages_back)
@@ -1050,6 +1044,139 @@ Test(work, sigkill_of_shmq_work_kills_its_cmds_and_reclaim_gives_the_messages_ba
 	while (!gone(child) && tq_now_ms() < until)
 		tq_sleep_ms(5);
 	cr_expect(gone(child), "CMD (pid %d) outlived the SIGKILLed shmq work", (int)child);
+	shmq_close(q);
+}
+
+/* pid's process group (0 if pid is gone). */
+static pid_t pgid_of(pid_t pid)
+{
+	char state;
+	pid_t ppid, pgrp;
+	return proc_stat(pid, &state, &ppid, &pgrp) ? 0 : pgrp;
+}
+
+/* pid's parent (0 if pid is gone). */
+static pid_t ppid_of(pid_t pid)
+{
+	char state;
+	pid_t ppid, pgrp;
+	return proc_stat(pid, &state, &ppid, &pgrp) ? 0 : ppid;
+}
+
+/* How many processes of group pgid are alive (zombies, which an init that does not reap leaves,
+ * do not count). */
+static int group_alive(pid_t pgid)
+{
+	DIR *d = opendir("/proc");
+	cr_assert(d, "opendir /proc: %s", strerror(errno));
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		pid_t pid = (pid_t)atoi(e->d_name);
+		char state;
+		pid_t ppid, pgrp;
+		if (pid > 0 && !proc_stat(pid, &state, &ppid, &pgrp) && pgrp == pgid && state != 'Z')
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Creates a queue with one message (leases of 10 min: only a nack or a dead owner brings it back,
+ * at once), and starts `shmq work NAME [OPT VALUE] -- sh -c SCRIPT` on it, where SCRIPT runs
+ * `first` (or nothing), starts a grandchild that runs `gc_first` (or nothing) and writes
+ * scratch/late after 1 s, writes CMD's pid to scratch/pid and waits. Returns the pid of shmq work
+ * once CMD runs, the queue in *q, CMD's pid in *cmd. */
+static pid_t start_grandparent(shmq_t **q, const char *opt, const char *val, const char *first,
+			       const char *gc_first, pid_t *cmd)
+{
+	struct shmq_config c = tq_config(16);
+	c.lease_ms = 600000;
+	c.retry_base_ms = c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	*q = tq_create(name, &c);
+	send_str(*q, "job");
+	static char script[512];
+	snprintf(script, sizeof(script),
+		 "%s(%ssleep 1; touch \"$0/late\") & echo $$ >\"$0/pid.tmp\"; mv \"$0/pid.tmp\" \"$0/pid\"; "
+		 "wait",
+		 first ? first : "", gc_first ? gc_first : "");
+	pid_t pid = opt ? SPAWN("work", name, opt, val, "--", "/bin/sh", "-c", script, scratch)
+			: SPAWN("work", name, "--", "/bin/sh", "-c", script, scratch);
+	struct shmq_stats st;
+	WAIT_FOR(*q, st, st.inflight == 1 && access(file_in("pid"), F_OK) == 0);
+	char *cmd_pid = slurp(file_in("pid"), NULL);
+	*cmd = (pid_t)atoi(cmd_pid);
+	free(cmd_pid);
+	cr_assert(*cmd > 0 && pgid_of(*cmd) > 0, "CMD %d is not running", (int)*cmd);
+	return pid;
+}
+
+/* The message CMD ran for is back for its second delivery; closes q. */
+static void expect_redelivered_and_close(shmq_t *q)
+{
+	struct shmq_msg m;
+	int r = shmq_recv(q, &m, LIVE_MS);
+	cr_expect(r == 0 && m.deliveries == 2, "the message did not come back (%s)", shmq_strerror(r));
+	shmq_close(q);
+}
+
+/* Waits until no process of group is alive, then for as long as start_grandparent's grandchild
+ * takes to write scratch/late: it must not have. */
+static void expect_group_dead_and_no_late_file(pid_t group, const char *after)
+{
+	double until = tq_now_ms() + LIVE_MS;
+	while (group_alive(group) && tq_now_ms() < until)
+		tq_sleep_ms(5);
+	cr_expect(!group_alive(group), "%d processes of CMD's group outlived %s", group_alive(group), after);
+	tq_sleep_ms(1500); /* when the grandchild would have written, had it lived */
+	cr_expect(access(file_in("late"), F_OK) != 0, "the grandchild wrote its file after %s", after);
+	cr_expect(!group_alive(group), "a process of CMD's group is still alive after %s", after);
+}
+
+/* CMD's grandchild would write a file 1 s on: SIGKILLing `shmq work` must kill the whole group
+ * (CMD, the grandchild, its sleep) first. */
+Test(work, sigkill_of_shmq_work_kills_its_cmds_whole_process_group_grandchildren_included)
+{
+	shmq_t *q;
+	pid_t cmd, pid = start_grandparent(&q, NULL, NULL, NULL, NULL, &cmd), group = pgid_of(cmd);
+	cr_assert(group_alive(group) >= 3,
+		  "CMD's group has %d processes, want CMD, the grandchild, its sleep", group_alive(group));
+	cr_assert(kill(pid, SIGKILL) == 0);
+	reap(pid);
+	expect_group_dead_and_no_late_file(group, "the SIGKILLed shmq work");
+	expect_redelivered_and_close(q);
+}
+
+/* The end of the grace kills CMD's whole group, a grandchild that ignores SIGTERM included. */
+Test(work, past_grace_ms_a_stop_kills_the_cmds_whole_group_and_gives_its_message_back)
+{
+	shmq_t *q;
+	pid_t cmd, pid = start_grandparent(&q, "--grace-ms", "100", NULL, "trap '' TERM; ", &cmd);
+	pid_t group = pgid_of(cmd);
+	term_ok(pid);
+	char *out = slurp(file_in("out"), NULL);
+	cr_expect(strstr(out, "1 given back at shutdown"), "summary: %s", out);
+	free(out);
+	expect_group_dead_and_no_late_file(group, "the grace");
+	expect_redelivered_and_close(q);
+}
+
+/* The reaper between `shmq work` and CMD killed alone: CMD dies with it (its death signal), and
+ * `shmq work` kills what CMD started, counts a failed delivery and goes on. */
+Test(work, a_cmds_reaper_killed_alone_takes_the_cmds_group_with_it_and_the_worker_goes_on)
+{
+	shmq_t *q;
+	/* the second run (the retry) exits 0 at once */
+	pid_t cmd, pid = start_grandparent(&q, NULL, NULL, "[ -e \"$0/pid\" ] && exit 0; ", NULL, &cmd);
+	pid_t group = pgid_of(cmd), reaper = ppid_of(cmd);
+	cr_assert(reaper > 0 && reaper != pid, "CMD %d's parent is %d, shmq work is %d", (int)cmd,
+		  (int)reaper, (int)pid);
+	cr_assert(kill(reaper, SIGKILL) == 0);
+	struct shmq_stats st;
+	WAIT_FOR(q, st, st.acked == 1);
+	expect_group_dead_and_no_late_file(group, "CMD's reaper");
+	cr_expect(st.nacked == 1, "nacked %llu, want 1 failed delivery", (unsigned long long)st.nacked);
+	term_ok(pid);
 	shmq_close(q);
 }
 
@@ -1147,8 +1274,14 @@ Test(work, dedup_worker_killed_before_cmd_exits_records_nothing_and_the_next_wor
 	const char *name = tq_name(NULL);
 	shmq_t *q = tq_create(name, &c);
 	RUN_OK("send", name, "--key", "charge-9", "charge");
-	const char *cmd = APPEND_RAN "; [ -e \"$0/killed\" ] && exit 0; touch \"$0/killed\"; "
-				     "kill -KILL $PPID; exec sleep 30";
+	/* `shmq work` is CMD's ancestor (its parent is CMD's reaper) whose parent is this test */
+	char test_pid[16];
+	snprintf(test_pid, sizeof(test_pid), "%d", (int)getpid());
+	setenv("TEST_PID", test_pid, 1);
+	const char *cmd =
+		APPEND_RAN "; [ -e \"$0/killed\" ] && exit 0; touch \"$0/killed\"; p=$PPID; "
+			   "while [ $p -gt 1 ] && [ $(cut -d' ' -f4 /proc/$p/stat) != $TEST_PID ]; do "
+			   "p=$(cut -d' ' -f4 /proc/$p/stat); done; kill -KILL $p; exec sleep 30";
 	pid_t pid = SPAWN("work", name, "--dedup", "--", "/bin/sh", "-c", cmd, scratch);
 	int ws = reap(pid);
 	cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "shmq work was not killed by its CMD (%#x)",
