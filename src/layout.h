@@ -168,6 +168,18 @@ enum shmq_part_state {
 	PART_FREE = 0,
 	PART_ALIVE = 1
 };
+/* A participant record's state word: [ freed_ms:24 | epoch:32 | state:8 ]. epoch changes with every
+ * claim, so (index, epoch) names one participant for good, whoever claims the record later.
+ * freed_ms: low bits of when a reclaim pass freed the record (for the reuse delay; odd), 0 when its
+ * owner freed it by a clean close. */
+#define PS_FREED_MASK 0xffffffULL
+static inline uint64_t ps_make(uint64_t epoch, unsigned state, uint64_t freed_ms)
+{
+	return ((freed_ms & PS_FREED_MASK) << 40) | ((epoch & 0xffffffff) << 8) | (state & 0xff);
+}
+static inline unsigned ps_state(uint64_t v) { return v & 0xff; }
+static inline uint64_t ps_epoch(uint64_t v) { return (v >> 8) & 0xffffffff; }
+static inline uint64_t ps_freed(uint64_t v) { return v >> 40; }
 #define PART_CONSUMER 1u
 
 /* One lane's ticket counters, each on its own line (producers write one, consumers the other). */
@@ -177,7 +189,7 @@ struct shmq_lane {
 };
 
 struct shmq_participant {
-	/* [ epoch:32 | state:8 ]: claimed by CAS FREE -> ALIVE; epoch changes on every claim */
+	/* ps_make() above: claimed by CAS FREE -> ALIVE; epoch changes on every claim */
 	_Atomic uint64_t state;
 	int32_t pid;	       /* informational only: liveness comes from the OFD lock */
 	_Atomic uint32_t role; /* PART_CONSUMER once it has received: lanes are shared out among those */

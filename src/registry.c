@@ -15,18 +15,18 @@
 
 /* Lock bytes live far past the end of the segment: locking there needs no file space. */
 #define LOCK_BASE (1LL << 40)
-/* A freed record is not reused for this long, so a reclaim pass that decided "owner i is dead"
- * a moment ago cannot mistake a newcomer with the same index for the dead owner. */
+/* A record a reclaim pass freed is not reused for this long while others are free, so a pass that
+ * decided "owner i is dead" a moment ago is unlikely to meet a newcomer with the same index (every
+ * pass re-probes before it acts, so this is a margin, not what correctness rests on). A record
+ * freed by its own owner's clean close was never judged dead: it is reusable at once. */
 #define REUSE_DELAY_MS 2000
 
-static uint64_t ps_make(uint64_t epoch, unsigned state, uint64_t freed_ms)
+/* Was a record freed at ps_freed `freed` (0: by a clean close) freed too recently to reuse? */
+static int just_freed(uint64_t now, uint64_t freed)
 {
-	/* [ freed_ms:24 (low bits, for the reuse delay) | epoch:32 | state:8 ] */
-	return ((freed_ms & 0xffffff) << 40) | ((epoch & 0xffffffff) << 8) | (state & 0xff);
+	/* freed is rounded up to odd, so it may lie 1 ms ahead of a later now: count from now + 1 */
+	return freed && ((now + 1 - freed) & PS_FREED_MASK) <= REUSE_DELAY_MS;
 }
-static unsigned ps_state(uint64_t v) { return v & 0xff; }
-static uint64_t ps_epoch(uint64_t v) { return (v >> 8) & 0xffffffff; }
-static uint64_t ps_freed(uint64_t v) { return v >> 40; }
 
 /* Moves record p's counters into the header's retired totals, so a newcomer's record starts at 0
  * and the totals keep everything. A reader summing meanwhile may miss the moved amounts for a
@@ -74,6 +74,16 @@ int shmq_part_alive(shmq_t *q, uint32_t i)
 	return shmq_lock_probe(q->fd, i) != 0;
 }
 
+/* Frees record i, observed as v; freed_ms 0: reusable at once (a clean close), else when (odd). */
+static int release(shmq_t *q, uint32_t i, uint64_t v, uint64_t freed_ms)
+{
+	/* before the release CAS: whoever claims the record (acquire) sees no consumer in it */
+	atomic_store_explicit(&part_at(q, i)->role, 0, memory_order_relaxed);
+	uint64_t nv = ps_make(ps_epoch(v), PART_FREE, freed_ms);
+	return atomic_compare_exchange_strong_explicit(&part_at(q, i)->state, &v, nv, memory_order_acq_rel,
+						       memory_order_relaxed);
+}
+
 int shmq_part_attach(shmq_t *q)
 {
 	uint64_t now = now_ms();
@@ -84,7 +94,7 @@ int shmq_part_attach(shmq_t *q)
 			if (ps_state(v) != PART_FREE)
 				continue;
 			/* on the second round the registry is full: take a just-freed record anyway */
-			if (round == 0 && ps_freed(v) && ((now - ps_freed(v)) & 0xffffff) < REUSE_DELAY_MS)
+			if (round == 0 && just_freed(now, ps_freed(v)))
 				continue;
 			/* Lock first, then claim: a record is never ALIVE without its lock held, so a
 			 * reclaim pass probing it in between cannot take us for dead and free it under
@@ -110,11 +120,10 @@ int shmq_part_attach(shmq_t *q)
 			q->me = p;
 			return 0;
 		}
-		/* no free record: a reclaim pass requeues what dead owners held and frees their
-		 * records; then look once more */
-		struct shmq_reclaim_result r;
-		if (round == 0 && (shmq_reclaim(q, &r) < 0 || r.participants_freed == 0))
-			break;
+		/* no record free for long enough: a reclaim pass requeues what dead owners held and
+		 * frees their records; then look once more, taking one freed just now if need be */
+		if (round == 0)
+			shmq_reclaim(q, NULL);
 	}
 	return -EUSERS;
 }
@@ -144,7 +153,7 @@ void shmq_part_detach(shmq_t *q)
 		 * (not left looking like a crashed participant until the next pass), its counters
 		 * kept in the retired totals */
 		fold_counters(q, q->me);
-		shmq_part_release(q, q->part, atomic_load_explicit(&q->me->state, memory_order_acquire));
+		release(q, q->part, atomic_load_explicit(&q->me->state, memory_order_acquire), 0);
 	} else {
 		/* Counters stay in the record until it is reused. The record is freed by a reclaim
 		 * pass once our lock is gone, after our leases have been requeued. */
@@ -158,11 +167,4 @@ void shmq_part_detach(shmq_t *q)
 
 /* Frees record i, observed as v, of a participant that is gone. The caller must already have
  * requeued every slot that owner held (shmq_reclaim does, for owners dead before its scan). */
-int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v)
-{
-	/* before the release CAS: whoever claims the record (acquire) sees no consumer in it */
-	atomic_store_explicit(&part_at(q, i)->role, 0, memory_order_relaxed);
-	uint64_t nv = ps_make(ps_epoch(v), PART_FREE, now_ms() | 1);
-	return atomic_compare_exchange_strong_explicit(&part_at(q, i)->state, &v, nv, memory_order_acq_rel,
-						       memory_order_relaxed);
-}
+int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v) { return release(q, i, v, now_ms() | 1); }
