@@ -71,10 +71,11 @@ static int live(const shmq_t *q, uint64_t w, uint64_t now)
 	return de_ms(w) && de_ms(w) + q->dedup_window_ms > now;
 }
 
+/* By record and epoch: a newcomer that reuses a dead claimer's record is not the claimer. */
 static int claimer_alive(shmq_t *q, uint64_t w)
 {
 	unsigned own = de_owner(w);
-	return own && own <= q->max_parts && shmq_part_alive(q, own - 1);
+	return own && own <= q->max_parts && shmq_part_alive_in(q, own - 1, de_epoch(w));
 }
 
 /* Looks for key k along its probe run. With claim, takes an entry for it when it is missing:
@@ -141,7 +142,7 @@ static enum find find(shmq_t *q, const struct dkey *k, int claim, uint32_t *idx,
 	}
 	/* the claim: exclusive until commit or release; acquire so a taken-over claim's fields
 	 * (msg_id) are read after the word that says they were left by a dead owner */
-	uint64_t nw = de_make(now, q->owner, k->kind, DE_CLAIMED, k->tag);
+	uint64_t nw = de_make(q->epoch, q->owner, k->kind, DE_CLAIMED, k->tag);
 	if (!atomic_compare_exchange_strong_explicit(&entry_at(q, cand)->word, &cand_w, nw,
 						     memory_order_acquire, memory_order_relaxed))
 		return FIND_RACED;
@@ -165,10 +166,15 @@ struct claim {
  * dead, and then the entry is not ours to write. */
 static void settle(shmq_t *q, const struct claim *c, const struct dkey *k, int commit)
 {
-	uint64_t w = c->claimed;
+	struct shmq_dedup_entry *e = entry_at(q, c->idx);
+	uint64_t w = c->claimed, r = w;
+	/* our next claim of this entry has this same word: clear its `ready` first, so lost_race()
+	 * cannot read this claim's key as that one's. Ordered before the word by the release CAS, and
+	 * so before any later claim (the claim CASes continue its release sequence). A CAS: a claim
+	 * taken over is not ours to touch. */
+	atomic_compare_exchange_strong_explicit(&e->ready, &r, 0, memory_order_relaxed, memory_order_relaxed);
 	uint64_t nw = de_make(commit ? (now_ms() | 1) : 0, q->owner, k->kind, DE_VALID, k->tag);
-	atomic_compare_exchange_strong_explicit(&entry_at(q, c->idx)->word, &w, nw, memory_order_release,
-						memory_order_relaxed);
+	atomic_compare_exchange_strong_explicit(&e->word, &w, nw, memory_order_release, memory_order_relaxed);
 }
 
 static void write_key(shmq_t *q, const struct claim *c, const struct dkey *k)
@@ -343,6 +349,7 @@ static int mark(shmq_t *q, const struct dkey *k)
 	uint64_t unused;
 	/* no wait: a key being recorded by another participant is being marked done by it */
 	int r = claim_key(q, k, 0, &c, &unused);
+	SHMQ_FAULT("mark-before-record");
 	if (r == 0)
 		settle(q, &c, k, 1);
 	count(q, C_DONE_MARKED, 1);

@@ -21,6 +21,7 @@ struct shmq {
 	int fd;
 	uint32_t part;	   /* our participant index */
 	uint32_t owner;	   /* part + 1, as stored in slot words */
+	uint32_t epoch;	   /* our record's epoch (ps_epoch): with part, names us for good */
 	uint32_t capacity; /* slots in all lanes */
 	uint32_t lanes;
 	uint32_t lane_mask;  /* slots per lane - 1 */
@@ -250,6 +251,9 @@ SHMQ_HIDDEN int shmq_part_attach(shmq_t *q);
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
 /* 1 alive, 0 dead (its record may be reclaimed), for participant index i */
 SHMQ_HIDDEN int shmq_part_alive(shmq_t *q, uint32_t i);
+/* 1: record i is ALIVE in epoch `epoch` and its owner lives; 0: that participant is gone (its record
+ * may have been freed and claimed again since) */
+SHMQ_HIDDEN int shmq_part_alive_in(shmq_t *q, uint32_t i, uint64_t epoch);
 /* 1: participant i's lock byte is held (alive), 0: not held, -1: cannot tell */
 SHMQ_HIDDEN int shmq_lock_probe(int fd, uint32_t i);
 SHMQ_HIDDEN int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v);

@@ -261,14 +261,21 @@ static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
  * place), so an EMPTY entry ends a probe: the key cannot be further on. Each entry's word:
  *
  *   63          24 23      13 12  11 10   9 8      0
- *   [ time_ms:40  | owner:11 | kind:2 | state:2 | tag:9 ]
+ *   [ time_ms:40  | owner:11 | kind:2 | state:2 | tag:9 ]     EMPTY, VALID
+ *   [ epoch:40    | owner:11 | kind:2 | state:2 | tag:9 ]     CLAIMED
  *
  * state EMPTY / CLAIMED (owner is writing it: a send or a mark in progress) / VALID (time_ms:
- * when it was recorded; live for the window after it; time 0 = released). kind: what the key
+ * when it was recorded; live for the window after it; time 0 = released). A claim names its owner
+ * by record index and the record's epoch (ps_epoch) at the claim: the claim is alive only while
+ * that record is ALIVE in that epoch and its lock is held, so a newcomer that reuses a dead
+ * claimer's record does not bring the claim back to life (a crash still leaves one well-defined
+ * word, which the next claimer of the entry takes over). kind: what the key
  * means (published, processed by application key, processed by message id). tag: 9 bits of the
  * key's hash, so a racer can tell "my key may be in progress there" before the key bytes are
  * written. Key bytes and hash are written while CLAIMED, published by the release CAS to VALID;
- * readers re-check the word after reading them (an entry may be recycled meanwhile).
+ * readers re-check the word after reading them (an entry may be recycled meanwhile). One handle's
+ * claims of one entry all have the same word, so `ready` is cleared when a claim is settled: a
+ * racer never takes a previous claim's key for the current one's.
  */
 #define SHMQ_DEDUP_ENTRY_SIZE 128u
 #define DEDUP_PROBES 16u
@@ -288,6 +295,7 @@ static inline uint64_t de_make(uint64_t ms, unsigned owner, unsigned kind, unsig
 	       ((uint64_t)(kind & 3) << 11) | ((uint64_t)(state & 3) << 9) | (tag & 0x1ff);
 }
 static inline uint64_t de_ms(uint64_t w) { return w >> 24; }
+static inline uint64_t de_epoch(uint64_t w) { return (w >> 24) & 0xffffffff; } /* CLAIMED only */
 static inline unsigned de_owner(uint64_t w) { return (w >> 13) & 0x7ff; }
 static inline unsigned de_kind(uint64_t w) { return (w >> 11) & 3; }
 static inline unsigned de_state(uint64_t w) { return (w >> 9) & 3; }

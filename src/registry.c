@@ -74,6 +74,19 @@ int shmq_part_alive(shmq_t *q, uint32_t i)
 	return shmq_lock_probe(q->fd, i) != 0;
 }
 
+int shmq_part_alive_in(shmq_t *q, uint32_t i, uint64_t epoch)
+{
+	if (i >= q->max_parts)
+		return 0;
+	/* a value compare: the epoch moves on with every claim, so a newcomer's record never matches.
+	 * Its owner may die right after this load and a newcomer lock the byte before the probe:
+	 * then the answer is a stale "alive", which callers only wait on and look again. */
+	uint64_t v = atomic_load_explicit(&part_at(q, i)->state, memory_order_relaxed);
+	if (ps_state(v) != PART_ALIVE || ps_epoch(v) != (epoch & 0xffffffff))
+		return 0;
+	return shmq_part_alive(q, i);
+}
+
 /* Frees record i, observed as v; freed_ms 0: reusable at once (a clean close), else when (odd). */
 static int release(shmq_t *q, uint32_t i, uint64_t v, uint64_t freed_ms)
 {
@@ -117,6 +130,7 @@ int shmq_part_attach(shmq_t *q)
 			atomic_store_explicit(&p->last_active_ms, now, memory_order_relaxed);
 			q->part = i;
 			q->owner = i + 1;
+			q->epoch = (uint32_t)ps_epoch(nv);
 			q->me = p;
 			return 0;
 		}

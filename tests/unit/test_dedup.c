@@ -318,3 +318,55 @@ Test(dedup, a_sender_killed_before_publishing_leaves_the_key_free_for_its_retry)
 {
 	keyed_sender_killed_at("keyed-before-commit", 1);
 }
+
+/* A child of name that attaches (record `want_part`), claims a key at `point` and dies there. The
+ * two keys hash to different entries of a 64-entry table: a dead claim in the other key's probe run
+ * would be taken over by that key's claim. */
+static void die_claiming(const char *name, uint32_t want_part, const char *point)
+{
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		if (shmq_open(name, &cq) || cq->part != want_part)
+			_exit(1);
+		shmq_fault_arm(point, 1);
+		if (!strcmp(point, "mark-before-record"))
+			shmq_done_mark(cq, "job-7", 5);
+		else
+			shmq_send_keyed(cq, "k", 1, "from the dead", 13, 0, NULL);
+		_exit(2);
+	}
+	expect_killed(pid);
+}
+
+Test(dedup, a_dead_participants_claim_stays_dead_when_a_newcomer_reuses_its_record)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c);
+	die_claiming(name, 1, "keyed-before-commit");
+	die_claiming(name, 2, "mark-before-record");
+	struct shmq_reclaim_result res;
+	shmq_reclaim(q, &res);
+	cr_assert_eq(res.participants_freed, 2, "the pass freed both dead claimers' records");
+	/* past the reuse delay of records a pass freed: newcomers take records 1 and 2 again */
+	tq_sleep_ms(2100);
+	shmq_t *n1, *n2;
+	cr_assert_eq(shmq_open(name, &n1), 0);
+	cr_assert_eq(shmq_open(name, &n2), 0);
+	cr_assert(n1->part == 1 && n2->part == 2, "the newcomers reuse the dead claimers' records (%u, %u)",
+		  n1->part, n2->part);
+
+	int r = send_key(q, "k", "retry", NULL);
+	cr_expect_eq(r, 0, "a send of the dead sender's key takes its claim over: %s", shmq_strerror(r));
+	cr_expect_eq(send_key(n1, "k", "again", NULL), SHMQ_DUPLICATE, "the newcomer sees the key sent");
+	cr_expect_eq(shmq_done_mark(q, "job-7", 5), 0);
+	cr_expect_eq(shmq_done_check(n2, "job-7", 5), 1,
+		     "the mark over the dead marker's claim was recorded");
+	cr_expect_eq(tq_stats(q).done_marked, 1);
+	shmq_close(n1);
+	shmq_close(n2);
+	shmq_close(q);
+}
