@@ -13,6 +13,8 @@
  *   - Blocking calls spin briefly, then sleep on a futex word inside the segment.
  *   - One shmq_t is one participant: it may be used by several threads of one process at once,
  *     but all of them share its owner identity (leases are fenced per delivery, not per thread).
+ *   - A shmq_t belongs to the process that opened it: in a child made by fork() every call on an
+ *     inherited handle returns -ECHILD (see "Handles and fork" below).
  *   - NAME is a POSIX shm name: "foo" and "/foo" are the same queue (/dev/shm/foo on Linux).
  *     At most SHMQ_NAME_MAX bytes, no '/' after the optional leading one.
  *   - All participants must share one CLOCK_MONOTONIC (one time namespace).
@@ -192,18 +194,36 @@ void shmq_config_init(struct shmq_config *cfg);
 int shmq_config_validate(const struct shmq_config *cfg);
 
 /* Creates and opens a new queue. -EEXIST if NAME exists, -EINVAL for a bad name or config,
- * -ENAMETOOLONG, -ENOSPC/-ENOMEM when /dev/shm is full, other -errno from shm_open/ftruncate/mmap. */
+ * -ENAMETOOLONG, -ENOSPC/-ENOMEM when /dev/shm is full, -ENOENT if NAME was unlinked before the
+ * queue was ready, other -errno from shm_open/ftruncate/mmap. */
 int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **q);
 
 /* Opens an existing queue. Validates magic, layout version and every size against fstat before
  * touching anything else. -ENOENT, -EPROTO (not a shmq segment, or corrupted), -EPROTONOSUPPORT
  * (other layout version), -EAGAIN (its creator has not finished initialising it), -EUSERS (all
- * participant records are in use by live processes), -EACCES, other -errno. */
+ * participant records are in use by live processes), -EACCES, -ENOENT also if NAME was unlinked
+ * (or made anew) while it was being opened, other -errno. */
 int shmq_open(const char *name, shmq_t **q);
 
 /* Detaches. Leases still held stay leased until they expire (or shmq_reclaim sees the owner is
- * gone). shmq_close(NULL) is harmless. Not concurrently with other calls on the same handle. */
+ * gone). shmq_close(NULL) is harmless. Not concurrently with other calls on the same handle. On a
+ * handle inherited across fork() it only unmaps and frees the child's copy. */
 void shmq_close(shmq_t *q);
+
+/*
+ * Handles and fork. A handle is one participant: the process that opened it, alive as long as
+ * that process is. In a child made by fork() (or daemon(), or Python's multiprocessing "fork")
+ * every handle the parent had is foreign: each call on it returns -ECHILD ("a child must open the
+ * queue itself"), except shmq_close, which only unmaps and frees the child's copy and leaves the
+ * parent's participant record, leases and reservations alone. A child that uses the queue calls
+ * shmq_open. The parent's handles work on unchanged, whatever the child does, and when the parent
+ * dies its leases and half-written slots are reclaimed even while its children live. The mapping
+ * is inherited, so what the parent received before the fork (shmq_msg.data) stays readable in the
+ * child, but only the parent may settle it. fork() may be called from any thread at any time,
+ * also while other threads are inside calls or opening handles. The descriptors are O_CLOEXEC, so a vfork()
+ * or posix_spawn() child that execs inherits nothing. Children made without fork()'s atfork handlers (vfork,
+ * a raw clone(2), _Fork) must exec or _exit without calling shmq.
+ */
 
 /* Removes NAME; processes that have it open keep working on it until they close. */
 int shmq_unlink(const char *name);

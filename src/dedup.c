@@ -289,6 +289,8 @@ int shmq_send_keyed(shmq_t *q, const void *key, size_t key_len, const void *data
 int shmq_send_keyed_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *key, size_t key_len,
 			   const void *data, size_t len, int timeout_ms, uint64_t *id)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct dkey k;
 	struct shmq_reservation r;
 	struct claim c;
@@ -386,6 +388,8 @@ static int msg_key(const struct shmq_msg *m, uint64_t *idbuf, struct dkey *k)
 
 int shmq_done_mark(shmq_t *q, const void *key, size_t key_len)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct dkey k;
 	if (!q || make_key(DK_DONE_KEY, key, key_len, &k))
 		return -EINVAL;
@@ -394,6 +398,8 @@ int shmq_done_mark(shmq_t *q, const void *key, size_t key_len)
 
 int shmq_done_check(shmq_t *q, const void *key, size_t key_len)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct dkey k;
 	if (!q || make_key(DK_DONE_KEY, key, key_len, &k))
 		return -EINVAL;
@@ -402,6 +408,8 @@ int shmq_done_check(shmq_t *q, const void *key, size_t key_len)
 
 int shmq_is_done(shmq_t *q, const struct shmq_msg *m)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct dkey k;
 	uint64_t idbuf;
 	if (!q || !m || msg_key(m, &idbuf, &k))
@@ -411,6 +419,8 @@ int shmq_is_done(shmq_t *q, const struct shmq_msg *m)
 
 int shmq_ack_done(shmq_t *q, struct shmq_msg *m)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct dkey k;
 	uint64_t idbuf;
 	if (!q || !m || msg_key(m, &idbuf, &k))

@@ -89,6 +89,8 @@ static int collect(shmq_t *q, struct dead_ref **out)
 
 int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct dead_ref *v;
 	if (!q || (!out && max))
 		return -EINVAL;
@@ -180,6 +182,8 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 
 int shmq_dlq_redrive(shmq_t *q, unsigned max)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q)
 		return -EINVAL;
 	int n = settle(q, max, 1, 0, UINT32_MAX);
@@ -190,6 +194,8 @@ int shmq_dlq_redrive(shmq_t *q, unsigned max)
 
 int shmq_dlq_purge(shmq_t *q, unsigned max)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q)
 		return -EINVAL;
 	int n = settle(q, max, 0, 0, UINT32_MAX);

@@ -37,6 +37,8 @@ const char *shmq_strerror(int err)
 		return "out of memory";
 	case ETIMEDOUT:
 		return "timed out";
+	case ECHILD:
+		return "handle inherited across fork: a child must open the queue itself";
 	default:
 		return "unexpected system error";
 	}

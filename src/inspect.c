@@ -436,6 +436,8 @@ int shmq_view_snapshot(shmq_view_t *v, struct shmq_snapshot *s, struct shmq_part
 
 int shmq_stats(shmq_t *q, struct shmq_stats *st)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_view v;
 	struct shmq_snapshot s;
 	struct shmq_hdr h = {0};

@@ -18,7 +18,8 @@ struct shmq {
 	struct shmq_hdr *hdr;
 	unsigned char *base;
 	uint64_t size;
-	int fd;
+	int fd;		   /* our lock's own description (registry.c); -1 in a forked child */
+	int foreign;	   /* inherited across fork(): every call fails with -ECHILD (registry.c) */
 	uint32_t part;	   /* our participant index */
 	uint32_t owner;	   /* part + 1, as stored in slot words */
 	uint32_t epoch;	   /* our record's epoch (ps_epoch): with part, names us for good */
@@ -84,7 +85,12 @@ struct shmq {
 	uint32_t dedup_window_ms;
 	int32_t pid;
 	char name[SHMQ_NAME_MAX + 2];
+	struct shmq *fork_prev, *fork_next; /* this process's attached handles (registry.c) */
 };
+
+/* A handle this process inherited across fork() (registry.c): calls on it fail with -ECHILD. One
+ * load of a field the calls read anyway: no syscall (getpid) per call. */
+static inline int foreign(const shmq_t *q) { return q && q->foreign; }
 
 #define RR_RUN 16	     /* sends per lane before round-robin dispatch moves on */
 #define ASSIGN_REFRESH_MS 50 /* consumers recompute their lanes this often (lanes.c) */
@@ -247,7 +253,11 @@ static inline void shmq_notify_sc(shmq_t *q, _Atomic uint32_t *seq, _Atomic uint
 SHMQ_HIDDEN uint64_t shmq_deadline(int timeout_ms);
 
 /* registry.c */
+/* Claims a record for q, whose fd is its segment's descriptor from shm_open: on success q->fd is
+ * a new description of the same object that holds our lock, and the caller closes the old one. */
 SHMQ_HIDDEN int shmq_part_attach(shmq_t *q);
+/* Frees (or leaves to reclaim) q's record, drops its lock and closes q->fd. A foreign handle's
+ * record and lock are its parent's: they are left alone. */
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
 /* 1 alive, 0 dead (its record may be reclaimed), for participant index i */
 SHMQ_HIDDEN int shmq_part_alive(shmq_t *q, uint32_t i);

@@ -39,6 +39,8 @@ static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
 
 int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q)
 		return -EINVAL;
 	struct shmq_reclaim_result r;

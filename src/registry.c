@@ -5,10 +5,21 @@
  * kernel drops that lock when the process dies (or closes the handle), so "record claimed but
  * byte unlocked" means "owner gone" whatever happened to its PID. OFD locks belong to the open
  * file description, which is why every handle does its own shm_open with O_CLOEXEC.
+ *
+ * fork() shares descriptions too, and a mapping holds its description as an fd does. So the lock
+ * lives on a description of its own (never mapped, never shared with a view), and a forked child
+ * closes its copy of it for every attached handle (the atfork child handler): the description,
+ * and the lock, then die with the process that attached, whatever its children do. The child's
+ * copies of those handles are foreign: every call on them fails with -ECHILD, and shmq_close only
+ * unmaps and frees (the record and the lock are the parent's). O_CLOEXEC covers exec (and so
+ * vfork and posix_spawn, whose children exec or _exit without running atfork handlers).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -97,7 +108,84 @@ static int release(shmq_t *q, uint32_t i, uint64_t v, uint64_t freed_ms)
 						       memory_order_relaxed);
 }
 
-int shmq_part_attach(shmq_t *q)
+/* ---- handles across fork ----------------------------------------------------------------- */
+
+/* This process's attached handles. Held across fork() (prepare to parent/child), so the child's
+ * list is exactly the handles whose lock descriptions it inherited. */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static shmq_t *handles;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_err;
+
+static void fork_prepare(void) { pthread_mutex_lock(&handles_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
+
+/* In the child, single-threaded, async-signal-safe calls only. Closing our copy leaves the parent's
+ * descriptor the only reference to the description: its lock still comes and goes with the parent
+ * (a close drops an OFD lock only with the description's last reference). */
+static void fork_child(void)
+{
+	for (shmq_t *q = handles; q; q = q->fork_next) {
+		close(q->fd);
+		q->fd = -1;
+		q->foreign = 1;
+	}
+	handles = NULL;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+static void atfork_init(void) { atfork_err = -pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+/* Gives q a description of its segment of its own for the lock (q->fd from shm_open is the one the
+ * mapping holds), and lists q for the fork handler: under the lock, so no fork can copy the new
+ * descriptor unlisted. The name is opened again, so it must still name the object we mapped. */
+static int own_description(shmq_t *q)
+{
+	struct stat mapped, st;
+	pthread_once(&atfork_once, atfork_init);
+	if (atfork_err)
+		return atfork_err;
+	if (fstat(q->fd, &mapped) < 0)
+		return -errno;
+	pthread_mutex_lock(&handles_lock);
+	int err = 0, fd = shm_open(q->name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0)
+		err = -errno;
+	else if (fstat(fd, &st) < 0 || st.st_dev != mapped.st_dev || st.st_ino != mapped.st_ino)
+		err = -ENOENT; /* unlinked (and perhaps created again) since we mapped it */
+	if (err) {
+		if (fd >= 0)
+			close(fd);
+	} else {
+		q->fd = fd;
+		q->fork_prev = NULL;
+		q->fork_next = handles;
+		if (handles)
+			handles->fork_prev = q;
+		handles = q;
+	}
+	pthread_mutex_unlock(&handles_lock);
+	return err;
+}
+
+/* Unlists q and closes its lock description (under the lock: a fork sees q listed or closed). */
+static void disown(shmq_t *q)
+{
+	pthread_mutex_lock(&handles_lock);
+	if (q->fork_prev)
+		q->fork_prev->fork_next = q->fork_next;
+	else
+		handles = q->fork_next;
+	if (q->fork_next)
+		q->fork_next->fork_prev = q->fork_prev;
+	close(q->fd);
+	q->fd = -1;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+/* ---- records ------------------------------------------------------------------------------- */
+
+static int claim_record(shmq_t *q)
 {
 	uint64_t now = now_ms();
 	for (int round = 0; round < 2; round++) {
@@ -142,6 +230,18 @@ int shmq_part_attach(shmq_t *q)
 	return -EUSERS;
 }
 
+int shmq_part_attach(shmq_t *q)
+{
+	int map_fd = q->fd, err = own_description(q);
+	if (err)
+		return err;
+	if ((err = claim_record(q))) {
+		disown(q);
+		q->fd = map_fd;
+	}
+	return err;
+}
+
 uint32_t shmq_slots_held(shmq_t *q, int writing_too)
 {
 	uint32_t n = 0;
@@ -155,7 +255,7 @@ uint32_t shmq_slots_held(shmq_t *q, int writing_too)
 
 void shmq_part_detach(shmq_t *q)
 {
-	if (!q->me)
+	if (q->foreign || !q->me)
 		return;
 	/* no longer a consumer: the others take over our lanes at their next refresh, which the
 	 * wake-up below brings forward for the ones asleep */
@@ -174,6 +274,7 @@ void shmq_part_detach(shmq_t *q)
 		atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
 	}
 	lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, q->part, NULL);
+	disown(q);
 	q->me = NULL;
 	if (was == PART_CONSUMER && q->uses_lanes)
 		shmq_notify(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);

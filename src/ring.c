@@ -401,12 +401,16 @@ HOT int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len,
 
 int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	return send_to(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
 }
 
 int shmq_send_routed(shmq_t *q, const void *rkey, size_t rkey_len, const void *data, size_t len,
 		     int timeout_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q || !rkey || rkey_len == 0 || rkey_len > SHMQ_KEY_MAX)
 		return -EINVAL;
 	int keyed = q->dispatch == SHMQ_DISPATCH_KEY_HASH;
@@ -434,6 +438,8 @@ int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq
 
 int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	return shmq_reserve_lane(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, len, r, timeout_ms);
 }
 
@@ -446,6 +452,8 @@ static struct shmq_slot *resv_slot(shmq_t *q, const struct shmq_reservation *r)
 
 int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_t key_len)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_slot *s;
 	if (!q || !r || !(s = resv_slot(q, r)))
 		return -EINVAL;
@@ -467,6 +475,8 @@ int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len)
 
 int shmq_send_abort(shmq_t *q, struct shmq_reservation *r)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_slot *s;
 	if (!q || !r || !(s = resv_slot(q, r)))
 		return -EINVAL;
@@ -493,6 +503,8 @@ static int iov_check(shmq_t *q, const struct shmq_iov *m)
  * the batch in order. */
 int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q || (!msgs && n))
 		return -EINVAL;
 	unsigned ok = 0; /* a bad message stops the batch before it */
@@ -1151,6 +1163,8 @@ static void give_back(shmq_t *q, unsigned n)
 
 int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q)
 		return -EINVAL;
 	/* start from the truth (the slot words, which the counter drifts from when leases are lost):
@@ -1207,6 +1221,8 @@ static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms,
 
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q || !m)
 		return -EINVAL;
 	unsigned units;
@@ -1218,6 +1234,8 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 
 int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q || !m || n == 0)
 		return -EINVAL;
 	unsigned units;
@@ -1297,6 +1315,8 @@ static int stale(shmq_t *q)
 
 int shmq_ack(shmq_t *q, struct shmq_msg *m)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
@@ -1313,6 +1333,8 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 
 int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 {
+	if (foreign(q))
+		return -ECHILD;
 	if (!q || (!m && n))
 		return -EINVAL;
 	unsigned acked = 0;
@@ -1390,6 +1412,8 @@ static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead
 
 int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
@@ -1418,6 +1442,8 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 
 int shmq_reject(shmq_t *q, struct shmq_msg *m)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
@@ -1429,6 +1455,8 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
 {
+	if (foreign(q))
+		return -ECHILD;
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;

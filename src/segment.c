@@ -373,6 +373,7 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 
 	if ((err = shmq_part_attach(q)))
 		goto fail_unmap;
+	close(fd); /* the mapping keeps the object; our lock has a description of its own */
 	*out = q;
 	return 0;
 
@@ -475,6 +476,7 @@ int shmq_open(const char *name, shmq_t **out)
 		free(q);
 		return err;
 	}
+	close(m.fd); /* the mapping keeps the object; our lock has a description of its own */
 	*out = q;
 	return 0;
 }
@@ -483,9 +485,8 @@ void shmq_close(shmq_t *q)
 {
 	if (!q)
 		return;
-	shmq_part_detach(q);
+	shmq_part_detach(q); /* and closes our lock's description (a foreign handle has none) */
 	munmap(q->base, q->size);
-	close(q->fd); /* drops our OFD lock */
 	free(q);
 }
 

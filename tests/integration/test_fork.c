@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Handles across fork(). A child shares its parent's open file descriptions, so it could share the
+ * OFD lock that says "this participant is alive": these tests prove a child neither ends its
+ * parent's participation (by closing an inherited handle) nor keeps a dead parent looking alive
+ * (by merely living), and that a child which wants the queue opens it itself. Children report
+ * through their exit status; only the test process asserts.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common.h"
+#include "shmq.h"
+
+TestSuite(fork, .fini = tq_cleanup);
+
+#define PAYLOAD 100
+
+static shmq_t *mkq(const char *name)
+{
+	struct shmq_config c = tq_config(8);
+	c.reclaim_interval_ms = 0; /* only the test's own passes repair anything */
+	return tq_create(name, &c);
+}
+
+static int exit_status(pid_t pid)
+{
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+Test(fork, a_child_closing_an_inherited_handle_leaves_the_parents_record_and_slot_alone)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = mkq(name);
+	struct shmq_reservation r;
+	cr_assert_eq(shmq_send_reserve(q, PAYLOAD, &r, 0), 0);
+	memset(r.data, 'p', PAYLOAD / 2);
+
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_close(q);
+		_exit(0);
+	}
+	cr_assert_eq(exit_status(pid), 0);
+
+	/* a third participant's pass: the parent is alive, so its half-written slot stays */
+	shmq_t *w;
+	cr_assert_eq(shmq_open(name, &w), 0);
+	struct shmq_reclaim_result res;
+	shmq_reclaim(w, &res);
+	cr_expect_eq(res.retired_writes, 0, "the parent's slot was retired under it");
+	cr_expect_eq(res.participants_freed, 0, "the parent's record was freed under it");
+	cr_expect_eq(tq_stats(w).participants, 2, "the parent and the third participant are alive");
+
+	memset((char *)r.data + PAYLOAD / 2, 'p', PAYLOAD / 2);
+	int err = shmq_send_commit(q, &r, PAYLOAD);
+	cr_expect_eq(err, 0, "the parent's commit after the child's close: %s", shmq_strerror(err));
+	struct shmq_msg m;
+	if (err == 0) {
+		cr_assert_eq(shmq_recv(w, &m, 0), 0);
+		cr_expect_eq(m.len, PAYLOAD);
+		char want[PAYLOAD];
+		memset(want, 'p', sizeof(want));
+		cr_expect(m.len == PAYLOAD && !memcmp(m.data, want, PAYLOAD), "the message is whole");
+		shmq_ack(w, &m);
+	}
+	shmq_close(w);
+	shmq_close(q);
+}
+
+Test(fork, a_parent_killed_holding_a_reserved_slot_is_seen_dead_while_its_forked_child_lives)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = mkq(name);
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	pid_t parent = fork();
+	cr_assert(parent >= 0);
+	if (parent == 0) {
+		shmq_t *pq;
+		struct shmq_reservation r;
+		if (shmq_open(name, &pq) || shmq_send_reserve(pq, PAYLOAD, &r, 0))
+			_exit(1);
+		pid_t child = fork();
+		if (child == 0) {
+			for (;;)
+				pause();
+		}
+		(void)!write(fds[1], &child, sizeof(child));
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	pid_t child = -1;
+	cr_assert_eq(read(fds[0], &child, sizeof(child)), (ssize_t)sizeof(child), "the parent reserved");
+	close(fds[0]);
+	cr_assert(child > 0);
+	kill(parent, SIGKILL);
+	waitpid(parent, NULL, 0);
+
+	struct shmq_reclaim_result res;
+	shmq_reclaim(q, &res);
+	kill(child, SIGKILL); /* not ours to reap: init is its parent now */
+	cr_expect_eq(res.retired_writes, 1, "the dead parent's reserved slot was retired");
+	cr_expect_eq(res.participants_freed, 1, "the dead parent's record was freed");
+	tq_send_u32(q, 7); /* the queue flows past the retired slot */
+	struct shmq_msg m;
+	cr_expect_eq(shmq_recv(q, &m, 0), 0);
+	shmq_close(q);
+}
+
+/* The child's side of the test below: 0 when every step went as documented. */
+static int child_uses_its_own_handle(const char *name, shmq_t *inherited)
+{
+	struct shmq_msg m;
+	if (shmq_send(inherited, "x", 1, 0) != -ECHILD || shmq_recv(inherited, &m, 0) != -ECHILD)
+		return 2;
+	shmq_close(inherited); /* only unmaps: the parent's record stays */
+	shmq_t *own;
+	if (shmq_open(name, &own))
+		return 3;
+	if (shmq_recv(own, &m, 1000) || m.len != 6 || memcmp(m.data, "parent", 6) || shmq_ack(own, &m))
+		return 4;
+	if (shmq_send(own, "child", 5, 0))
+		return 5;
+	shmq_close(own);
+	return 0;
+}
+
+Test(fork, a_child_gets_echild_from_an_inherited_handle_and_uses_a_queue_it_opens_itself)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = mkq(name);
+	cr_assert_eq(shmq_send(q, "parent", 6, 0), 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0)
+		_exit(child_uses_its_own_handle(name, q));
+	cr_expect_eq(exit_status(pid), 0, "the child's steps (see child_uses_its_own_handle)");
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0, "the parent's handle works on");
+	cr_expect(m.len == 5 && !memcmp(m.data, "child", 5));
+	shmq_ack(q, &m);
+	cr_expect_eq(tq_stats(q).participants, 1, "the child's records are gone, the parent's is not");
+	shmq_close(q);
+}
