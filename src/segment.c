@@ -371,16 +371,20 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	shmq_format(base, cfg);
 	handle_init(q, base, total, fd, base);
 
-	if ((err = shmq_part_attach(q)))
-		goto fail_unmap;
+	if ((err = shmq_part_attach(q))) {
+		munmap(base, total);
+		/* -ENOENT: NAME was unlinked (and perhaps made anew) meanwhile: not ours to unlink */
+		if (err == -ENOENT)
+			goto fail_close;
+		goto fail_unlink;
+	}
 	close(fd); /* the mapping keeps the object; our lock has a description of its own */
 	*out = q;
 	return 0;
 
-fail_unmap:
-	munmap(base, total);
 fail_unlink:
 	shm_unlink(q->name);
+fail_close:
 	close(fd);
 fail_free:
 	free(q);
