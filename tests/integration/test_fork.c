@@ -8,7 +8,9 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,12 +90,13 @@ Test(fork, a_parent_killed_holding_a_reserved_slot_is_seen_dead_while_its_forked
 		struct shmq_reservation r;
 		if (shmq_open(name, &pq) || shmq_send_reserve(pq, PAYLOAD, &r, 0))
 			_exit(1);
-		pid_t child = fork();
-		if (child == 0) {
+		/* the child reports itself once fork() returned in it, as a real child would go on */
+		if (fork() == 0) {
+			pid_t me = getpid();
+			(void)!write(fds[1], &me, sizeof(me));
 			for (;;)
 				pause();
 		}
-		(void)!write(fds[1], &child, sizeof(child));
 		for (;;)
 			pause();
 	}
@@ -149,5 +152,74 @@ Test(fork, a_child_gets_echild_from_an_inherited_handle_and_uses_a_queue_it_open
 	cr_expect(m.len == 5 && !memcmp(m.data, "child", 5));
 	shmq_ack(q, &m);
 	cr_expect_eq(tq_stats(q).participants, 1, "the child's records are gone, the parent's is not");
+	shmq_close(q);
+}
+
+#define GRANDCHILDREN 40
+#define CHURNERS 2
+#define CHURN_HANDLES 150
+
+static const char *churn_name;
+static shmq_t *churned[CHURNERS][CHURN_HANDLES];
+
+/* Opens handles (kept open: the process dies with them) while the main thread forks. */
+static void *churn(void *arg)
+{
+	shmq_t **h = arg;
+	for (int i = 0; i < CHURN_HANDLES; i++)
+		if (shmq_open(churn_name, &h[i]))
+			h[i] = NULL;
+	return NULL;
+}
+
+Test(fork, a_parent_forking_while_its_threads_open_handles_is_wholly_dead_once_killed)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = mkq(name);
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	pid_t parent = fork();
+	cr_assert(parent >= 0);
+	if (parent == 0) {
+		shmq_t *pq;
+		struct shmq_reservation r;
+		if (shmq_open(name, &pq) || shmq_send_reserve(pq, PAYLOAD, &r, 0))
+			_exit(1);
+		churn_name = name;
+		pthread_t t;
+		for (int i = 0; i < CHURNERS; i++)
+			if (pthread_create(&t, NULL, churn, churned[i]))
+				_exit(1);
+		/* each fork lands wherever the opening threads are: inside an open, or between two.
+		 * A grandchild reports itself once fork() returned in it: by then it has closed its
+		 * copies of the lock descriptions (until then, it holds them like any fork child) */
+		for (int i = 0; i < GRANDCHILDREN; i++) {
+			if (fork() == 0) {
+				pid_t me = getpid();
+				(void)!write(fds[1], &me, sizeof(me));
+				for (;;)
+					pause();
+			}
+		}
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	pid_t kids[GRANDCHILDREN];
+	for (int i = 0; i < GRANDCHILDREN; i++)
+		cr_assert_eq(read(fds[0], &kids[i], sizeof(kids[i])), (ssize_t)sizeof(kids[i]),
+			     "grandchild %d", i);
+	close(fds[0]);
+	kill(parent, SIGKILL);
+	waitpid(parent, NULL, 0);
+
+	struct shmq_reclaim_result res;
+	shmq_reclaim(q, &res);
+	uint32_t alive = tq_stats(q).participants;
+	for (int i = 0; i < GRANDCHILDREN; i++)
+		if (kids[i] > 0)
+			kill(kids[i], SIGKILL);
+	cr_expect_eq(res.retired_writes, 1, "the dead parent's reserved slot was retired");
+	cr_expect_eq(alive, 1, "%u participants alive after the parent's death, want only ours", alive);
 	shmq_close(q);
 }
