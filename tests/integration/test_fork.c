@@ -77,48 +77,6 @@ Test(fork, a_child_closing_an_inherited_handle_leaves_the_parents_record_and_slo
 	shmq_close(q);
 }
 
-Test(fork, a_parent_killed_holding_a_reserved_slot_is_seen_dead_while_its_forked_child_lives)
-{
-	const char *name = tq_name(NULL);
-	shmq_t *q = mkq(name);
-	int fds[2];
-	cr_assert_eq(pipe(fds), 0);
-	pid_t parent = fork();
-	cr_assert(parent >= 0);
-	if (parent == 0) {
-		shmq_t *pq;
-		struct shmq_reservation r;
-		if (shmq_open(name, &pq) || shmq_send_reserve(pq, PAYLOAD, &r, 0))
-			_exit(1);
-		/* the child reports itself once fork() returned in it, as a real child would go on */
-		if (fork() == 0) {
-			pid_t me = getpid();
-			(void)!write(fds[1], &me, sizeof(me));
-			for (;;)
-				pause();
-		}
-		for (;;)
-			pause();
-	}
-	close(fds[1]);
-	pid_t child = -1;
-	cr_assert_eq(read(fds[0], &child, sizeof(child)), (ssize_t)sizeof(child), "the parent reserved");
-	close(fds[0]);
-	cr_assert(child > 0);
-	kill(parent, SIGKILL);
-	waitpid(parent, NULL, 0);
-
-	struct shmq_reclaim_result res;
-	shmq_reclaim(q, &res);
-	kill(child, SIGKILL); /* not ours to reap: init is its parent now */
-	cr_expect_eq(res.retired_writes, 1, "the dead parent's reserved slot was retired");
-	cr_expect_eq(res.participants_freed, 1, "the dead parent's record was freed");
-	tq_send_u32(q, 7); /* the queue flows past the retired slot */
-	struct shmq_msg m;
-	cr_expect_eq(shmq_recv(q, &m, 0), 0);
-	shmq_close(q);
-}
-
 /* The child's side of the test below: 0 when every step went as documented. */
 static int child_uses_its_own_handle(const char *name, shmq_t *inherited)
 {
@@ -172,10 +130,13 @@ static void *churn(void *arg)
 	return NULL;
 }
 
-Test(fork, a_parent_forking_while_its_threads_open_handles_is_wholly_dead_once_killed)
+/* Forks a participant of name that reserves a slot, starts `churners` threads opening handles and
+ * forks n children, each landing wherever those threads are (inside an open, or between two).
+ * Each child reports itself once fork() returned in it: by then it has closed its copies of the
+ * parent's lock descriptions (until then it holds them, like any fork child). Once all n have
+ * reported, kills the participant; the children live on, in kids[0..n). */
+static void kill_forking_parent(const char *name, int churners, pid_t *kids, int n)
 {
-	const char *name = tq_name(NULL);
-	shmq_t *q = mkq(name);
 	int fds[2];
 	cr_assert_eq(pipe(fds), 0);
 	pid_t parent = fork();
@@ -187,13 +148,10 @@ Test(fork, a_parent_forking_while_its_threads_open_handles_is_wholly_dead_once_k
 			_exit(1);
 		churn_name = name;
 		pthread_t t;
-		for (int i = 0; i < CHURNERS; i++)
+		for (int i = 0; i < churners; i++)
 			if (pthread_create(&t, NULL, churn, churned[i]))
 				_exit(1);
-		/* each fork lands wherever the opening threads are: inside an open, or between two.
-		 * A grandchild reports itself once fork() returned in it: by then it has closed its
-		 * copies of the lock descriptions (until then, it holds them like any fork child) */
-		for (int i = 0; i < GRANDCHILDREN; i++) {
+		for (int i = 0; i < n; i++) {
 			if (fork() == 0) {
 				pid_t me = getpid();
 				(void)!write(fds[1], &me, sizeof(me));
@@ -205,20 +163,49 @@ Test(fork, a_parent_forking_while_its_threads_open_handles_is_wholly_dead_once_k
 			pause();
 	}
 	close(fds[1]);
-	pid_t kids[GRANDCHILDREN];
-	for (int i = 0; i < GRANDCHILDREN; i++)
-		cr_assert_eq(read(fds[0], &kids[i], sizeof(kids[i])), (ssize_t)sizeof(kids[i]),
-			     "grandchild %d", i);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(read(fds[0], &kids[i], sizeof(kids[i])), (ssize_t)sizeof(kids[i]), "child %d",
+			     i);
 	close(fds[0]);
 	kill(parent, SIGKILL);
 	waitpid(parent, NULL, 0);
+}
 
+/* Ends the children of kill_forking_parent (not ours to reap: init is their parent now). */
+static void kill_all(const pid_t *kids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (kids[i] > 0)
+			kill(kids[i], SIGKILL);
+}
+
+Test(fork, a_parent_killed_holding_a_reserved_slot_is_seen_dead_while_its_forked_child_lives)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = mkq(name);
+	pid_t child;
+	kill_forking_parent(name, 0, &child, 1);
+	struct shmq_reclaim_result res;
+	shmq_reclaim(q, &res);
+	kill_all(&child, 1);
+	cr_expect_eq(res.retired_writes, 1, "the dead parent's reserved slot was retired");
+	cr_expect_eq(res.participants_freed, 1, "the dead parent's record was freed");
+	tq_send_u32(q, 7); /* the queue flows past the retired slot */
+	struct shmq_msg m;
+	cr_expect_eq(shmq_recv(q, &m, 0), 0);
+	shmq_close(q);
+}
+
+Test(fork, a_parent_forking_while_its_threads_open_handles_is_wholly_dead_once_killed)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = mkq(name);
+	pid_t kids[GRANDCHILDREN];
+	kill_forking_parent(name, CHURNERS, kids, GRANDCHILDREN);
 	struct shmq_reclaim_result res;
 	shmq_reclaim(q, &res);
 	uint32_t alive = tq_stats(q).participants;
-	for (int i = 0; i < GRANDCHILDREN; i++)
-		if (kids[i] > 0)
-			kill(kids[i], SIGKILL);
+	kill_all(kids, GRANDCHILDREN);
 	cr_expect_eq(res.retired_writes, 1, "the dead parent's reserved slot was retired");
 	cr_expect_eq(alive, 1, "%u participants alive after the parent's death, want only ours", alive);
 	shmq_close(q);
