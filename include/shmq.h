@@ -214,17 +214,17 @@ void shmq_close(shmq_t *q);
  * Handles and fork. A handle is one participant: the process that opened it, alive as long as that
  * process is. In a child made by fork() (or daemon(), or Python's multiprocessing "fork") every
  * handle the parent had is foreign: each call on it returns -ECHILD ("a child must open the queue
- * itself"), except shmq_close, which only unmaps and frees the child's copy and leaves the
- * parent's participant record, leases and reservations alone. A child that uses the queue calls
- * shmq_open. The parent's handles work on unchanged, whatever the child does, and when the parent
- * dies its leases and half-written slots are reclaimed even while its children live (from the
- * moment fork() has returned in each: until then a child holds its parent's descriptors). The
- * mapping is inherited, so what the parent received before the fork (shmq_msg.data) stays readable
- * in the child, but only the parent may settle it. fork() may be called from any thread at any
- * time, also while other threads are inside calls or opening handles. The descriptors are
- * O_CLOEXEC, so a vfork() or posix_spawn() child that execs inherits nothing. Children made
- * without fork()'s atfork handlers (vfork, a raw clone(2), _Fork) must exec or _exit without
- * calling shmq.
+ * itself"; shmq_max_payload still answers), and shmq_close only unmaps and frees the child's copy,
+ * leaving the parent's participant record, leases and reservations alone. A child that uses the
+ * queue calls shmq_open. The parent's handles work on unchanged, whatever the child does, and when
+ * the parent dies its leases and half-written slots are reclaimed even while its children live
+ * (from the moment fork() has returned in each: until then a child holds its parent's
+ * descriptors). The mapping is inherited, so what the parent received before the fork
+ * (shmq_msg.data) stays readable in the child, but only the parent may settle it. fork() may be
+ * called from any thread at any time, also while other threads are inside calls or opening
+ * handles. The descriptors are O_CLOEXEC, so a vfork() or posix_spawn() child that execs inherits
+ * nothing. Children made without fork()'s atfork handlers (vfork, a raw clone(2), _Fork) must exec
+ * or _exit without calling shmq.
  */
 
 /* Removes NAME; processes that have it open keep working on it until they close. */
