@@ -17,7 +17,9 @@
  *     inherited handle returns -ECHILD (see "Handles and fork" below).
  *   - NAME is a POSIX shm name: "foo" and "/foo" are the same queue (/dev/shm/foo on Linux).
  *     At most SHMQ_NAME_MAX bytes, no '/' after the optional leading one.
- *   - All participants must share one CLOCK_MONOTONIC (one time namespace).
+ *   - All participants must share one CLOCK_MONOTONIC (one time namespace): the creator records
+ *     its time-namespace offsets in the segment and shmq_open refuses a process whose offsets
+ *     differ (-EXDEV). Read-only inspection (shmq_inspect.h) works from any namespace.
  */
 #ifndef SHMQ_H
 #define SHMQ_H
@@ -200,9 +202,11 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **q);
 
 /* Opens an existing queue. Validates magic, layout version and every size against fstat before
  * touching anything else. -ENOENT, -EPROTO (not a shmq segment, or corrupted), -EPROTONOSUPPORT
- * (other layout version), -EAGAIN (its creator has not finished initialising it), -EUSERS (all
- * participant records are in use by live processes), -EACCES, -ENOENT also if NAME was unlinked
- * (or made anew) while it was being opened, other -errno. */
+ * (other layout version), -EAGAIN (its creator has not finished initialising it), -EXDEV (its
+ * creator is in another time namespace: its CLOCK_MONOTONIC, on which every lease deadline is
+ * kept, differs from ours), -EUSERS (all participant records are in use by live processes),
+ * -EACCES, -ENOENT also if NAME was unlinked (or made anew) while it was being opened, other
+ * -errno. */
 int shmq_open(const char *name, shmq_t **q);
 
 /* Detaches. Leases still held stay leased until they expire (or shmq_reclaim sees the owner is

@@ -35,6 +35,9 @@ const char *shmq_strerror(int err)
 		return "no space left in /dev/shm";
 	case ENOMEM:
 		return "out of memory";
+	case EXDEV:
+		return "the queue was created in another time namespace: all participants must share one "
+		       "(their CLOCK_MONOTONIC differ)";
 	case ETIMEDOUT:
 		return "timed out";
 	case ECHILD:

@@ -252,6 +252,12 @@ struct shmq_hdr {
 	 * first receive, its return after idling, its close): consumers compare it to the one their
 	 * lanes were computed at before each first delivery (lanes.c) */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t assign_gen;
+	/* immutable after creation: the creator's time-namespace offsets (ns) of CLOCK_MONOTONIC and
+	 * CLOCK_BOOTTIME, as /proc/self/timens_offsets gives them (0 in the initial namespace). Every
+	 * deadline in the segment is on the creator's CLOCK_MONOTONIC: shmq_open refuses a process
+	 * whose offsets differ (-EXDEV) */
+	int64_t timens_mono_ns;
+	int64_t timens_boot_ns;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -173,6 +174,49 @@ uint64_t shmq_segment_size(const struct shmq_config *cfg)
 	return l.total;
 }
 
+/* The calling process's time-namespace offsets of CLOCK_MONOTONIC and CLOCK_BOOTTIME, in ns, from
+ * /proc/self/timens_offsets; zeros where the file does not exist (a kernel without time
+ * namespaces: every process is in the initial one) or cannot be read. The file shows the
+ * namespace the process's children get, which is its own unless it called
+ * unshare(CLONE_NEWTIME) and then wrote new offsets. */
+static void timens_offsets(int64_t *mono, int64_t *boot)
+{
+	char buf[512];
+	*mono = *boot = 0;
+	int fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	/* one line per clock: "<name or clock id> <seconds> <nanoseconds>" */
+	for (char *line = buf, *next; line; line = next) {
+		char clock[32];
+		if ((next = strchr(line, '\n')))
+			*next++ = '\0';
+		long long sec, nsec;
+		if (sscanf(line, "%31s %lld %lld", clock, &sec, &nsec) != 3)
+			continue;
+		int64_t ns = (int64_t)sec * 1000000000LL + nsec;
+		if (!strcmp(clock, "monotonic") || !strcmp(clock, "1"))
+			*mono = ns;
+		else if (!strcmp(clock, "boottime") || !strcmp(clock, "7"))
+			*boot = ns;
+	}
+}
+
+/* Open-time check: every deadline and not-before time in the segment is on its creator's
+ * CLOCK_MONOTONIC, so a participant whose clock is offset from it would requeue fresh leases (or
+ * never expire any). -EXDEV when our time-namespace offsets differ from the creator's. */
+static int timens_check(const struct shmq_hdr *h)
+{
+	int64_t mono, boot;
+	timens_offsets(&mono, &boot);
+	return mono == h->timens_mono_ns && boot == h->timens_boot_ns ? 0 : -EXDEV;
+}
+
 void shmq_format(void *base, const struct shmq_config *cfg)
 {
 	struct shmq_hdr *h = base;
@@ -199,6 +243,7 @@ void shmq_format(void *base, const struct shmq_config *cfg)
 	h->reclaim_interval_ms = cfg->reclaim_interval_ms;
 	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
 	h->created_ns = now_ns();
+	timens_offsets(&h->timens_mono_ns, &h->timens_boot_ns);
 	h->lanes = lanes_of(cfg->lanes);
 	h->dispatch = cfg->dispatch;
 	for (uint32_t i = 0; i < h->lanes; i++)
@@ -469,6 +514,12 @@ int shmq_open(const char *name, shmq_t **out)
 	if (!q)
 		return -ENOMEM;
 	if ((err = shmq_map_segment(name, 1, &m))) {
+		free(q);
+		return err;
+	}
+	if ((err = timens_check(&m.hdr))) {
+		munmap(m.base, m.size);
+		close(m.fd);
 		free(q);
 		return err;
 	}
