@@ -200,14 +200,37 @@ int shmq_config_validate(const struct shmq_config *cfg);
  * queue was ready, other -errno from shm_open/ftruncate/mmap. */
 int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **q);
 
+/* Whom shmq_open_opts trusts besides the caller. A queue's name is first come, first served
+ * (/dev/shm is writable by every user): another user can create it first, world-writable, and
+ * read every message sent into it. So by default a segment is opened only if it belongs to the
+ * caller's effective uid and is not writable by others (S_IWOTH); a segment owned by another uid
+ * (root included: a root caller gets no exemption, its messages would go to that user too), or a
+ * world-writable one, is refused with -EPERM unless its owner or its group is trusted here.
+ * A trusted segment is accepted whatever its mode: its owner chose it. Trusting a group is
+ * trusting its members: only a member (or root) can give a file that group. */
+struct shmq_open_options {
+	uid_t trust_uid;      /* also accept a segment owned by this user ((uid_t)-1: nobody else) */
+	gid_t trust_gid;      /* also accept a segment of this group, e.g. a queue shared 0660 within
+			       * it ((gid_t)-1: none) */
+	uint32_t reserved[6]; /* 0, as shmq_open_options_init sets them: room for later options */
+};
+
+/* Defaults: trust nobody but the caller. */
+void shmq_open_options_init(struct shmq_open_options *opts);
+
 /* Opens an existing queue. Validates magic, layout version and every size against fstat before
  * touching anything else. -ENOENT, -EPROTO (not a shmq segment, or corrupted), -EPROTONOSUPPORT
  * (other layout version), -EAGAIN (its creator has not finished initialising it), -EXDEV (its
  * creator is in another time namespace: its CLOCK_MONOTONIC, on which every lease deadline is
  * kept, differs from ours), -EUSERS (all participant records are in use by live processes),
- * -EACCES, -ENOENT also if NAME was unlinked (or made anew) while it was being opened, other
- * -errno. */
+ * -EPERM (owned by another user, or writable by every user, and not trusted: see
+ * struct shmq_open_options), -EACCES (the kernel's permission check), -ENOENT also if NAME was
+ * unlinked (or made anew) while it was being opened, other -errno. Trusts nobody but the caller,
+ * as shmq_open_opts with NULL options. */
 int shmq_open(const char *name, shmq_t **q);
+
+/* shmq_open with options (NULL: the defaults). -EINVAL when a reserved field is not 0. */
+int shmq_open_opts(const char *name, const struct shmq_open_options *opts, shmq_t **q);
 
 /* Detaches. Leases still held stay leased until they expire (or shmq_reclaim sees the owner is
  * gone). shmq_close(NULL) is harmless. Not concurrently with other calls on the same handle. On a

@@ -40,6 +40,8 @@ extern "C" {
 typedef struct shmq_view shmq_view_t; /* opaque: a read-only mapping (or image) of one queue */
 
 /* Maps NAME read-only and validates it like shmq_open (magic, version, sizes against fstat).
+ * Unlike shmq_open it opens a queue of any owner and mode, and from any time namespace: a view
+ * writes nothing, so neither can leak or break anything.
  * -ENOENT, -EACCES, -EPROTO (not a shmq segment, or corrupted), -EPROTONOSUPPORT (another layout
  * version), -EAGAIN (its creator has not finished it), other -errno. */
 int shmq_view_open(const char *name, shmq_view_t **v);

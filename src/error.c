@@ -29,6 +29,9 @@ const char *shmq_strerror(int err)
 		return "segment made by an incompatible shmq layout version";
 	case EUSERS:
 		return "too many processes attached to this queue";
+	case EPERM:
+		return "the queue belongs to another user or is writable by every user: not opened unless "
+		       "its owner or group is trusted";
 	case EACCES:
 		return "permission denied";
 	case ENOSPC:

@@ -56,7 +56,7 @@ int shmq_view_open(const char *name, shmq_view_t **out)
 	struct shmq_view *v = malloc(sizeof(*v));
 	if (!v)
 		return -ENOMEM;
-	if ((err = shmq_map_segment(name, 0, &m))) {
+	if ((err = shmq_map_segment(name, 0, NULL, &m))) {
 		free(v);
 		return err;
 	}

@@ -345,8 +345,11 @@ struct shmq_mapping {
 	struct shmq_hdr hdr;
 	char name[SHMQ_NAME_MAX + 2];
 };
-/* writable 0: O_RDONLY + PROT_READ (inspection) */
-SHMQ_HIDDEN int shmq_map_segment(const char *name, int writable, struct shmq_mapping *m);
+/* writable 0: O_RDONLY + PROT_READ (inspection). trust: refuse (-EPERM) an object it does not
+ * accept (struct shmq_open_options), before reading any of it; NULL: no owner check (inspection,
+ * which writes nothing, may read any queue it can open). */
+SHMQ_HIDDEN int shmq_map_segment(const char *name, int writable, const struct shmq_open_options *trust,
+				 struct shmq_mapping *m);
 #define SHMQ_LEASE_MAX_MS (7u * 24 * 3600 * 1000)
 #define SHMQ_RETRY_MAX_MS (24u * 3600 * 1000)
 

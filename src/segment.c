@@ -436,7 +436,31 @@ fail_free:
 	return err;
 }
 
-int shmq_map_segment(const char *name, int writable, struct shmq_mapping *m)
+void shmq_open_options_init(struct shmq_open_options *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof(*o));
+	o->trust_uid = (uid_t)-1;
+	o->trust_gid = (gid_t)-1;
+}
+
+/* Open-time check of who made the object behind fd (see struct shmq_open_options): ours and not
+ * world-writable, or owned by the trusted user, or of the trusted group. 0 or -EPERM. fstat of
+ * our descriptor, not stat of the name: the object checked is the one we map. */
+static int owner_check(int fd, const struct shmq_open_options *o)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	int trusted = (o->trust_uid != (uid_t)-1 && st.st_uid == o->trust_uid) ||
+		      (o->trust_gid != (gid_t)-1 && st.st_gid == o->trust_gid);
+	int ours = st.st_uid == geteuid() && !(st.st_mode & S_IWOTH);
+	return trusted || ours ? 0 : -EPERM;
+}
+
+int shmq_map_segment(const char *name, int writable, const struct shmq_open_options *trust,
+		     struct shmq_mapping *m)
 {
 	int err;
 	struct stat st;
@@ -449,6 +473,8 @@ int shmq_map_segment(const char *name, int writable, struct shmq_mapping *m)
 	int fd = shm_open(n, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	if (trust && (err = owner_check(fd, trust)))
+		goto fail_close;
 	/* a creator may be between O_EXCL and writing the magic: give it a moment */
 	struct shmq_hdr *peek = NULL;
 	for (int tries = 0;; tries++) {
@@ -503,17 +529,27 @@ fail_close:
 	return err;
 }
 
-int shmq_open(const char *name, shmq_t **out)
+int shmq_open(const char *name, shmq_t **out) { return shmq_open_opts(name, NULL, out); }
+
+int shmq_open_opts(const char *name, const struct shmq_open_options *opts, shmq_t **out)
 {
+	struct shmq_open_options def;
 	struct shmq_mapping m;
 	int err;
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
+	if (!opts) {
+		shmq_open_options_init(&def);
+		opts = &def;
+	}
+	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
+		if (opts->reserved[i])
+			return -EINVAL;
 	shmq_t *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
-	if ((err = shmq_map_segment(name, 1, &m))) {
+	if ((err = shmq_map_segment(name, 1, opts, &m))) {
 		free(q);
 		return err;
 	}

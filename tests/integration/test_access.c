@@ -157,3 +157,156 @@ Test(access, read_only_inspection_works_from_another_time_namespace)
 		     r);
 	shmq_close(q);
 }
+/* two users and a group no account on a test machine is expected to have */
+#define SQUATTER 61001u
+#define VICTIM 61002u
+#define SHARED_GID 61010u
+
+#define SKIP_NOT_ROOT()                                                                                      \
+	do {                                                                                                 \
+		if (geteuid() != 0)                                                                          \
+			cr_skip_test("needs root, to act as two other users (setuid in forked children)");   \
+	} while (0)
+
+/* The exit status of a child that ran fn(name) as uid/gid (with supplementary group supp unless it
+ * is 0), or 200 + the step that failed to become that user. */
+static int as_user(uid_t uid, gid_t gid, gid_t supp, int (*fn)(const char *), const char *name)
+{
+	pid_t c = fork();
+	cr_assert_geq(c, 0, "fork: %s", strerror(errno));
+	if (c == 0) {
+		gid_t groups[1] = {supp};
+		if (setgroups(supp ? 1 : 0, groups) < 0)
+			_exit(201);
+		if (setgid(gid) < 0)
+			_exit(202);
+		if (setuid(uid) < 0)
+			_exit(203);
+		_exit(fn(name));
+	}
+	int st;
+	cr_assert_eq(waitpid(c, &st, 0), c);
+	cr_assert(WIFEXITED(st), "child as uid %u died by signal %d", (unsigned)uid, WTERMSIG(st));
+	return WEXITSTATUS(st);
+}
+
+/* Creates name with mode; 0, or 100 + the errno of a failure. */
+static int create_with_mode(const char *name, mode_t mode)
+{
+	struct shmq_config c = tq_config(8);
+	c.mode = mode;
+	shmq_t *q = NULL;
+	int r = shmq_create(name, &c, &q);
+	shmq_close(q);
+	return r ? 100 + (-r & 0x3f) : 0;
+}
+static int create_0666(const char *name) { return create_with_mode(name, 0666); }
+
+/* A fresh name that another user (SQUATTER) created first, mode 0666; skips the test unless root. */
+static const char *squatted_queue(void)
+{
+	SKIP_NOT_ROOT();
+	const char *n = tq_name(NULL);
+	cr_assert_eq(as_user(SQUATTER, SQUATTER, 0, create_0666, n), 0, "the squatter could not create %s",
+		     n);
+	return n;
+}
+
+/* ---- squatting --------------------------------------------------------------------------------- */
+
+Test(access, another_users_world_writable_queue_is_refused_at_open)
+{
+	const char *n = squatted_queue();
+
+	int r = as_user(VICTIM, VICTIM, 0, open_errno, n);
+	cr_expect_eq(r, EPERM,
+		     "the victim's shmq_open of another user's 0666 queue: errno %d (%s), not EPERM", r,
+		     strerror(r));
+	/* root gets no exemption: its messages would go to that user as well */
+	cr_expect_eq(open_errno(n), EPERM,
+		     "root's shmq_open of another user's 0666 queue: errno %d, not EPERM", open_errno(n));
+}
+
+static int create_0660(const char *name) { return create_with_mode(name, 0660); }
+
+/* shmq_open_opts's errno, trusting uid / gid (-1: not that one) */
+static int open_trusting(const char *name, uid_t uid, gid_t gid)
+{
+	struct shmq_open_options o;
+	shmq_open_options_init(&o);
+	o.trust_uid = uid;
+	o.trust_gid = gid;
+	shmq_t *q = NULL;
+	int r = shmq_open_opts(name, &o, &q);
+	shmq_close(q);
+	return -r;
+}
+static int open_trusting_squatter(const char *name) { return open_trusting(name, SQUATTER, (gid_t)-1); }
+static int open_trusting_shared_group(const char *name) { return open_trusting(name, (uid_t)-1, SHARED_GID); }
+static int open_trusting_victims_group(const char *name) { return open_trusting(name, (uid_t)-1, VICTIM); }
+
+Test(access, another_users_world_writable_queue_opens_when_its_owner_is_trusted)
+{
+	const char *n = squatted_queue();
+	int r = as_user(VICTIM, VICTIM, 0, open_trusting_squatter, n);
+	cr_expect_eq(r, 0, "the victim's open trusting the owner's uid: errno %d (%s)", r, strerror(r));
+	r = as_user(VICTIM, VICTIM, 0, open_trusting_victims_group, n);
+	cr_expect_eq(r, EPERM, "trusting a group the segment does not have: errno %d, not EPERM", r);
+}
+
+Test(access, a_group_shared_queue_opens_for_a_member_trusting_its_group)
+{
+	SKIP_NOT_ROOT();
+	const char *n = tq_name(NULL);
+	cr_assert_eq(as_user(SQUATTER, SHARED_GID, 0, create_0660, n), 0);
+	/* the member can open it for writing (group rw), but nobody said to trust that group */
+	int r = as_user(VICTIM, VICTIM, SHARED_GID, open_errno, n);
+	cr_expect_eq(r, EPERM, "a member's open of another user's 0660 queue, no trust: errno %d, not EPERM",
+		     r);
+	r = as_user(VICTIM, VICTIM, SHARED_GID, open_trusting_shared_group, n);
+	cr_expect_eq(r, 0, "a member's open trusting the queue's group: errno %d (%s)", r, strerror(r));
+	/* the owner itself opens its group-writable queue without being told anything */
+	r = as_user(SQUATTER, SHARED_GID, 0, open_errno, n);
+	cr_expect_eq(r, 0, "the owner's open of its own 0660 queue: errno %d (%s)", r, strerror(r));
+}
+
+Test(access, an_own_world_writable_queue_is_refused_unless_its_owner_is_trusted)
+{
+	const char *n = tq_name(NULL);
+	cr_assert_eq(create_0666(n), 0);
+	cr_expect_eq(open_errno(n), EPERM, "open of our own 0666 queue: errno %d, not EPERM", open_errno(n));
+	cr_expect_eq(open_trusting(n, geteuid(), (gid_t)-1), 0,
+		     "open of our own 0666 queue, trusting ourselves");
+}
+
+Test(access, open_options_with_a_reserved_field_set_are_einval)
+{
+	const char *n = tq_name(NULL);
+	shmq_t *q = tq_create(n, NULL), *q2 = (shmq_t *)1;
+	struct shmq_open_options o;
+	shmq_open_options_init(&o);
+	o.reserved[5] = 1;
+	cr_expect_eq(shmq_open_opts(n, &o, &q2), -EINVAL);
+	cr_expect_null(q2);
+	shmq_open_options_init(&o);
+	cr_expect_eq(shmq_open_opts(n, &o, &q2), 0);
+	shmq_close(q2);
+	shmq_close(q);
+}
+
+/* A view writes nothing, so reading a stranger's queue leaks nothing of ours: stat, peek and
+ * check inspect any queue they can open (and show its owner and mode). */
+static int view_opens(const char *name)
+{
+	shmq_view_t *v = NULL;
+	int r = shmq_view_open(name, &v);
+	shmq_view_close(v);
+	return -r;
+}
+
+Test(access, read_only_views_open_another_users_queue)
+{
+	const char *n = squatted_queue();
+	int r = as_user(VICTIM, VICTIM, 0, view_opens, n);
+	cr_expect_eq(r, 0, "another user's view of a 0666 queue: errno %d (%s)", r, strerror(r));
+}
