@@ -88,7 +88,11 @@ static int getopt_pass(const char *cmd, int argc, char **argv, const struct opti
 							 long_name(longopts, c));
 				*seen |= bit;
 			}
-			if (fn && (r = fn(cmd, c, optarg, ctx)))
+			if (c == CLI_OPT_TRUST_OWNER || c == CLI_OPT_TRUST_GROUP)
+				r = cli_trust_opt(cmd, c, optarg);
+			else
+				r = fn ? fn(cmd, c, optarg, ctx) : 0;
+			if (r)
 				return r;
 		}
 	}
@@ -232,7 +236,9 @@ const char *cli_strerror(int err)
 
 int cli_open(const char *cmd, const char *name, shmq_t **q)
 {
-	int err = shmq_open(name, q);
+	int err = shmq_open_opts(name, cli_trust(), q);
+	if (err == -EPERM)
+		return cli_refused(cmd, name);
 	if (err == -ENOENT)
 		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", name);
 	/* shmq_strerror's text for EAGAIN is about send and recv */

@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "shmq.h"
 #include "shmq_inspect.h"
@@ -22,6 +23,16 @@
 
 /* Long-only options use values from here up, so getopt's optopt tells them from short ones. */
 #define CLI_OPT_BASE 256
+
+/* The trust options of every command that opens a queue for use (send, recv, work, watchdog,
+ * dlq): cli_parse handles them itself (owner.c), so a command only lists them in its table. */
+#define CLI_OPT_TRUST_OWNER (CLI_OPT_BASE + 62)
+#define CLI_OPT_TRUST_GROUP (CLI_OPT_BASE + 63)
+#define CLI_TRUST_OPTIONS                                                                                    \
+	{"trust-owner", required_argument, NULL, CLI_OPT_TRUST_OWNER},                                       \
+	{                                                                                                    \
+		"trust-group", required_argument, NULL, CLI_OPT_TRUST_GROUP                                  \
+	}
 
 /* What cli_parse found besides the options. */
 struct cli_args {
@@ -78,8 +89,36 @@ int cli_dispatch_parse(const char *s, uint32_t *out);
 /* shmq_strerror(err), with the system's text added for errors the library has no text for. */
 const char *cli_strerror(int err);
 
-/* shmq_open with a readable error; returns 0 or CLI_FAIL. */
+/* shmq_open with the trust options given (cli_trust) and a readable error; returns 0 or
+ * CLI_FAIL. */
 int cli_open(const char *cmd, const char *name, shmq_t **q);
+
+/* owner.c: --trust-owner USER|UID and --trust-group GROUP|GID (opt is CLI_OPT_TRUST_*); 0 or an
+ * exit code after printing the error. */
+int cli_trust_opt(const char *cmd, int opt, const char *arg);
+/* The options those gave (shmq_open_options_init's defaults when none). */
+const struct shmq_open_options *cli_trust(void);
+/* Says why shmq_open refused NAME with -EPERM: its owner and mode, and the option that would
+ * allow it. Returns CLI_FAIL. */
+int cli_refused(const char *cmd, const char *name);
+
+/* A shared-memory object's owner and permission bits, as stat and list show them. */
+struct cli_owner {
+	int known; /* 0: it could not be stat'ed */
+	uid_t uid;
+	gid_t gid;
+	mode_t mode; /* permission bits only (07777) */
+};
+struct stat;
+void cli_owner_of(const struct stat *st, struct cli_owner *o);
+/* Writes "alice" or, for a uid without a passwd entry, "61001"; returns 1 for a name, 0 for the
+ * number. Likewise for groups. */
+int cli_user_name(char *buf, size_t sz, uid_t uid);
+int cli_group_name(char *buf, size_t sz, gid_t gid);
+/* "alice (uid 1000), group shop (gid 1001)"; returns buf. */
+const char *cli_owner_str(char *buf, size_t sz, const struct cli_owner *o);
+/* "writable by every user", "writable by its group", or NULL for neither. */
+const char *cli_mode_note(mode_t mode);
 
 /* The first max bytes of a payload for a terminal, non-printables as '.', "..." if cut. */
 void cli_put_preview(const void *data, size_t n, size_t max);

@@ -20,6 +20,7 @@ enum {
 static const struct option dlq_opts[] = {
 	{"json", no_argument, NULL, O_JSON},
 	{"count", required_argument, NULL, O_COUNT},
+	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };

@@ -41,6 +41,7 @@ static const struct option send_opts[] = {
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"key", required_argument, NULL, O_KEY},
 	{"route", required_argument, NULL, O_ROUTE},
+	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -51,6 +52,7 @@ static const struct option recv_opts[] = {
 	{"no-ack", no_argument, NULL, O_NO_ACK},
 	{"dedup", no_argument, NULL, O_DEDUP},
 	{"json", no_argument, NULL, O_JSON},
+	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };

@@ -23,6 +23,7 @@ enum {
 static const struct option watchdog_opts[] = {
 	{"interval-ms", required_argument, NULL, O_INTERVAL_MS},
 	{"once", no_argument, NULL, O_ONCE},
+	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };

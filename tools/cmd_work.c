@@ -57,6 +57,7 @@ static const struct option work_opts[] = {
 	{"grace-ms", required_argument, NULL, O_GRACE_MS},
 	{"dedup", no_argument, NULL, O_DEDUP},
 	{"prefetch", required_argument, NULL, O_PREFETCH},
+	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };

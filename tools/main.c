@@ -14,6 +14,16 @@ struct cli_cmd {
 	const char *help; /* synopsis line(s), then the description, indented */
 };
 
+/* the trust options of every command that opens a queue for use (cli_open) */
+#define TRUST_HELP                                                                                           \
+	"    --trust-owner USER   open the queue although it belongs to USER (a name or a uid) or,\n"        \
+	"                         if it is yours, although every user may write it; without this,\n"         \
+	"                         such a queue is refused: whoever made its name first reads what\n"         \
+	"                         you send\n"                                                                \
+	"    --trust-group GROUP  open the queue if its group is GROUP (a name or a gid), whoever\n"         \
+	"                         owns it and whatever its mode: a queue shared within a group\n"            \
+	"                         (--mode 0660 of create)\n"
+
 static const struct cli_cmd cmds[] = {
 	{"create", cmd_create,
 	 "create NAME [--capacity N] [--slot-size BYTES] [--lease-ms MS] [--max-deliveries N]\n"
@@ -68,7 +78,7 @@ static const struct cli_cmd cmds[] = {
 	 "                         they are first delivered in send order; other policies\n"
 	 "                         ignore it. A --key send without --route is routed by its\n"
 	 "                         --key; with both, by the route (an SQS FIFO group id next to\n"
-	 "                         a deduplication id)\n"},
+	 "                         a deduplication id)\n" TRUST_HELP},
 	{"recv", cmd_recv,
 	 "recv NAME [--count N] [--timeout-ms MS] [--no-ack | --dedup] [--json]\n"
 	 "    Print each message's payload on its own line, then ack it once its reader has it:\n"
@@ -92,7 +102,7 @@ static const struct cli_cmd cmds[] = {
 	 "                         ASCII as \\u00XX): a payload with a newline stays one line\n"
 	 "    --dedup              record each message done (by its key, else its id) when acking\n"
 	 "                         it, and ack without printing one already recorded done (its\n"
-	 "                         consumer died between the work and the ack)\n"},
+	 "                         consumer died between the work and the ack)\n" TRUST_HELP},
 	{"stat", cmd_stat,
 	 "stat NAME [--json | --prometheus | --watch [--interval-ms MS] [--refreshes N]]\n"
 	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"
@@ -137,14 +147,14 @@ static const struct cli_cmd cmds[] = {
 	 "    freed\"). Prints what each pass repaired, and totals at the end. Keeps no\n"
 	 "    state: kill and restart it freely, or run several; nothing is requeued twice.\n"
 	 "    --interval-ms MS     time between passes, 1 to 3600000 (default 50)\n"
-	 "    --once               one pass over each queue, then exit\n"},
+	 "    --once               one pass over each queue, then exit\n" TRUST_HELP},
 	{"dlq", cmd_dlq,
 	 "dlq NAME list [--json] | redrive [--count N] | purge [--count N]\n"
 	 "    The dead-letter queue, oldest first. list: id, reason (max deliveries, lease\n"
 	 "    expired, rejected, consumer crashed), deliveries, last holder's pid, age and the\n"
 	 "    payload (--json: an array, one object per letter; bytes outside printable ASCII as\n"
 	 "    \\u00XX). redrive: back into the queue with a fresh delivery count. purge: delete.\n"
-	 "    --count N            redrive or purge at most N (default: all)\n"},
+	 "    --count N            redrive or purge at most N (default: all)\n" TRUST_HELP},
 	{"list", cmd_list,
 	 "list [--json]\n"
 	 "    Every object in /dev/shm: for a queue its size, depths (ready, in flight, delayed,\n"
@@ -181,7 +191,7 @@ static const struct cli_cmd cmds[] = {
 	 "    --timeout-ms MS      a CMD still running after MS gets SIGTERM, and SIGKILL 1 s\n"
 	 "                         later; the delivery counts as failed (default: no limit)\n"
 	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"
-	 "                         stop them and give their messages back (default: no limit)\n"},
+	 "                         stop them and give their messages back (default: no limit)\n" TRUST_HELP},
 	{"unlink", cmd_unlink,
 	 "unlink NAME\n"
 	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -199,6 +200,24 @@ __attribute__((unused)) static void expect_error(const struct run *r, int code, 
 	cr_expect(!*rest || (code == 2 && !strcmp(rest, "try 'shmq help'\n")),
 		  "`%s`: more than one line on stderr: %s", r->cmd, r->err);
 }
+
+/* Gives the segment `name` to uid:gid with mode (root only: the tests that call it skip
+ * otherwise), as if another user had created it. */
+__attribute__((unused)) static void give_away(const char *name, uid_t uid, gid_t gid, mode_t mode)
+{
+	int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+	cr_assert_geq(fd, 0, "shm_open(%s): %s", name, strerror(errno));
+	cr_assert_eq(fchown(fd, uid, gid), 0, "fchown(%s, %u, %u): %s", name, (unsigned)uid, (unsigned)gid,
+		     strerror(errno));
+	cr_assert_eq(fchmod(fd, mode), 0, "fchmod(%s, %o): %s", name, (unsigned)mode, strerror(errno));
+	close(fd);
+}
+
+#define SKIP_UNLESS_ROOT()                                                                                   \
+	do {                                                                                                 \
+		if (geteuid() != 0)                                                                          \
+			cr_skip_test("needs root, to give a queue to another uid (fchown)");                 \
+	} while (0)
 
 /* Runs `shmq stat name` and checks each "label: value" against its line of the output, e.g.
  * "capacity: 8 slots" (the first line with that label: "dead-lettered" is the depth, not the

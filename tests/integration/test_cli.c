@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -717,6 +718,71 @@ Test(cli, a_corrupted_segment_is_refused_with_one_line_and_no_crash)
 		expect_error(run_tool(&r, NULL, cmds[i]), 1, q);
 	/* an operator can still clear it away */
 	expect_ok(RUN(&r, NULL, "unlink", q), "");
+}
+
+/* ---- who may open a queue -------------------------------------------------------------------- */
+
+/* A name taken first by another user (uid 61001, group 61010), world-writable: the squatting of
+ * issue 13, built by root with fchown instead of a second user. */
+Test(cli, a_queue_of_another_user_is_refused_naming_its_owner_mode_and_the_option_that_allows_it)
+{
+	SKIP_UNLESS_ROOT();
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--mode", "0666"), "");
+	give_away(q, 61001, 61010, 0666);
+	const char *why =
+		"belongs to another user, uid 61001, gid 61010, mode 0666; pass --trust-owner 61001 "
+		"(or --trust-group 61010) if you trust them";
+	expect_error(RUN(&r, NULL, "send", q, "card 4111-1111"), 1, why);
+	expect_error(RUN(&r, NULL, "recv", q, "--count", "1", "--timeout-ms", "0"), 1, why);
+	expect_error(RUN(&r, NULL, "watchdog", q, "--once"), 1, why);
+	expect_error(RUN(&r, NULL, "dlq", q, "list"), 1, why);
+	expect_error(RUN(&r, NULL, "work", q, "--", "true"), 1, why);
+	cr_expect_eq(snapshot_of(q).stats.sent, 0, "a refused send sent something");
+
+	expect_ok(RUN(&r, NULL, "send", q, "--trust-owner", "61001", "card 4111-1111"), "");
+	expect_ok(RUN(&r, NULL, "recv", q, "--trust-group", "61010", "--count", "1"), "card 4111-1111\n");
+	expect_ok(RUN(&r, NULL, "watchdog", "--trust-owner", "61001", q, "--once"), NULL);
+	expect_ok(RUN(&r, NULL, "dlq", q, "list", "--trust-group", "61010"), NULL);
+}
+
+Test(cli, an_own_world_writable_queue_is_refused_until_its_owner_is_trusted)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	char me[64], why[160];
+	struct passwd *pw = getpwuid(geteuid());
+	snprintf(me, sizeof(me), "%s", pw ? pw->pw_name : "");
+	if (!pw)
+		snprintf(me, sizeof(me), "%u", (unsigned)geteuid());
+	snprintf(why, sizeof(why), "is yours but writable by every user (mode 0666); pass --trust-owner %s",
+		 me);
+	expect_ok(RUN(&r, NULL, "create", q, "--mode", "0666"), "");
+	expect_error(RUN(&r, NULL, "send", q, "x"), 1, why);
+	expect_ok(RUN(&r, NULL, "send", q, "--trust-owner", me, "x"), "");
+	/* 0660: shared with the group on purpose, which is the owner's to decide */
+	const char *g = tq_name("group");
+	expect_ok(RUN(&r, NULL, "create", g, "--mode", "0660"), "");
+	expect_ok(RUN(&r, NULL, "send", g, "x"), "");
+}
+
+Test(cli, trust_options_refuse_unknown_names_repeats_and_read_only_commands)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q), "");
+	expect_error(RUN(&r, NULL, "send", q, "--trust-owner", "no-such-user-shmq", "x"), 2,
+		     "--trust-owner: no user 'no-such-user-shmq' (give a user name or a numeric uid)");
+	expect_error(RUN(&r, NULL, "recv", q, "--trust-group", "no-such-group-shmq"), 2,
+		     "--trust-group: no group 'no-such-group-shmq' (give a group name or a numeric gid)");
+	expect_error(RUN(&r, NULL, "send", q, "--trust-owner", "0", "--trust-owner", "1", "x"), 2,
+		     "option '--trust-owner' given twice");
+	/* watchdog parses each NAME's options in its own round */
+	expect_error(RUN(&r, NULL, "watchdog", q, "--trust-group", "0", q, "--trust-group", "0", "--once"), 2,
+		     "option '--trust-group' given twice");
+	/* stat, peek, check and list write nothing: they read any queue and take no trust */
+	expect_error(RUN(&r, NULL, "stat", q, "--trust-owner", "0"), 2, "unknown option '--trust-owner'");
 }
 
 /* ---- help ------------------------------------------------------------------------------------ */
