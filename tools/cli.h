@@ -147,10 +147,11 @@ enum cli_obj_kind {
 #define CLI_WHY_MAX 320
 
 struct cli_obj {
-	int kind;	       /* enum cli_obj_kind */
-	uint64_t size;	       /* bytes, when it could be stat'ed */
-	char why[CLI_WHY_MAX]; /* for every kind but CLI_OBJ_QUEUE: one line saying what is wrong */
-	shmq_view_t *view;     /* CLI_OBJ_QUEUE: the open view (the caller closes it) */
+	int kind;		/* enum cli_obj_kind */
+	uint64_t size;		/* bytes, when it could be stat'ed */
+	char why[CLI_WHY_MAX];	/* for every kind but CLI_OBJ_QUEUE: one line saying what is wrong */
+	struct cli_owner owner; /* when it could be stat'ed */
+	shmq_view_t *view;	/* CLI_OBJ_QUEUE: the open view (the caller closes it) */
 };
 
 /* Opens a read-only view of NAME, or says what NAME is instead. wait: give a creator that has not
@@ -158,8 +159,9 @@ struct cli_obj {
  * foreign object that starts with zeros). Returns o->kind. */
 int cli_obj_probe(const char *name, int wait, struct cli_obj *o);
 
-/* cli_obj_probe for one queue, with a one-line error when NAME is not one; 0 or CLI_FAIL. */
-int cli_view_open(const char *cmd, const char *name, shmq_view_t **v);
+/* cli_obj_probe for one queue, with a one-line error when NAME is not one; 0 or CLI_FAIL. Fills
+ * *owner (when not NULL) with the object's owner and mode. */
+int cli_view_open(const char *cmd, const char *name, shmq_view_t **v, struct cli_owner *owner);
 
 /* Flushes stdout; on a write error (EPIPE included: SIGPIPE is ignored) prints it and returns
  * CLI_FAIL. */

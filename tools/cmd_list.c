@@ -107,23 +107,44 @@ static void probe(struct entry *e)
 		snprintf(e->obj.why, sizeof(e->obj.why), "%s", cli_strerror(err));
 		return;
 	}
+	e->rep.owner = e->obj.owner;
 	e->loaded = 1;
+}
+
+/* OWNER's column: the user's name, or the uid without one; "?" when the object could not be
+ * stat'ed. */
+static void owner_cell(const struct entry *e, char *buf, size_t sz)
+{
+	if (e->obj.owner.known)
+		cli_user_name(buf, sz, e->obj.owner.uid);
+	else
+		snprintf(buf, sz, "?");
 }
 
 static void print_text(const struct entry *e, size_t n)
 {
-	int w = 4;
-	for (size_t i = 0; i < n; i++)
-		if (e[i].obj.kind != CLI_OBJ_GONE && (int)strlen(e[i].name) > w)
-			w = (int)strlen(e[i].name);
-	printf("%-*s %10s %8s %9s %8s %8s %6s\n", w, "NAME", "SIZE", "READY", "INFLIGHT", "DELAYED", "DEAD",
-	       "ALIVE");
+	int w = 4, wo = 5;
+	char owner[64];
 	for (size_t i = 0; i < n; i++) {
-		char size[32];
+		if (e[i].obj.kind == CLI_OBJ_GONE)
+			continue;
+		if ((int)strlen(e[i].name) > w)
+			w = (int)strlen(e[i].name);
+		owner_cell(&e[i], owner, sizeof(owner));
+		if ((int)strlen(owner) > wo)
+			wo = (int)strlen(owner);
+	}
+	printf("%-*s %10s %-*s %4s %8s %9s %8s %8s %6s\n", w, "NAME", "SIZE", wo, "OWNER", "MODE", "READY",
+	       "INFLIGHT", "DELAYED", "DEAD", "ALIVE");
+	for (size_t i = 0; i < n; i++) {
+		char size[32], mode[8] = "?";
 		if (e[i].obj.kind == CLI_OBJ_GONE)
 			continue;
 		stat_human_bytes(size, sizeof(size), e[i].obj.size);
-		printf("%-*s %10s ", w, e[i].name, size);
+		owner_cell(&e[i], owner, sizeof(owner));
+		if (e[i].obj.owner.known)
+			snprintf(mode, sizeof(mode), "%04o", (unsigned)e[i].obj.owner.mode);
+		printf("%-*s %10s %-*s %4s ", w, e[i].name, size, wo, owner, mode);
 		if (!e[i].loaded) {
 			if (e[i].obj.kind == CLI_OBJ_CORRUPT)
 				printf("corrupted: %s\n", e[i].obj.why);
@@ -148,12 +169,13 @@ static json_t *json_entry(const struct entry *e)
 			      "kind", kind_names[e->obj.kind]);
 	if (!o)
 		return NULL;
-	int bad;
+	/* owner: null when the object could not be stat'ed */
+	int bad = json_object_set_new(o, "owner", stat_json_owner(&e->obj.owner));
 	if (e->loaded)
-		bad = json_object_set_new(o, "depths", stat_json_depths(&e->rep.s.stats)) ||
+		bad = bad || json_object_set_new(o, "depths", stat_json_depths(&e->rep.s.stats)) ||
 		      json_object_set_new(o, "participants_alive", json_integer(e->rep.s.stats.participants));
 	else
-		bad = json_object_set_new(o, "reason", json_string(e->obj.why));
+		bad = bad || json_object_set_new(o, "reason", json_string(e->obj.why));
 	if (bad) {
 		json_decref(o);
 		return NULL;

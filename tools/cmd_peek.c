@@ -217,7 +217,7 @@ int cmd_peek(int argc, char **argv)
 	if (o.hex && o.json)
 		return cli_error(CLI_USAGE, cmd,
 				 "--hex and --json do not go together (JSON escapes bytes itself)");
-	if ((r = cli_view_open(cmd, a.name, &v)))
+	if ((r = cli_view_open(cmd, a.name, &v, NULL)))
 		return r;
 	r = peek(cmd, v, a.name, &o);
 	shmq_view_close(v);

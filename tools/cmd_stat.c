@@ -65,6 +65,7 @@ int cmd_stat(int argc, char **argv)
 	const char *cmd = "stat";
 	struct stat_opts o = {.format = FMT_TEXT, .interval_ms = 1000};
 	struct stat_report rep;
+	struct cli_owner owner;
 	struct cli_args a;
 	shmq_view_t *v;
 	int r;
@@ -77,13 +78,14 @@ int cmd_stat(int argc, char **argv)
 		return cli_error(CLI_USAGE, cmd, "--watch does not go with --json or --prometheus");
 	if (o.watch)
 		return stat_watch(cmd, a.name, o.interval_ms, o.has_refreshes ? o.refreshes : 0);
-	if ((r = cli_view_open(cmd, a.name, &v)))
+	if ((r = cli_view_open(cmd, a.name, &v, &owner)))
 		return r;
 	if ((r = stat_report_load(v, a.name, &rep))) {
 		r = cli_error(CLI_FAIL, cmd, "cannot read the statistics of '%s': %s", a.name,
 			      cli_strerror(r));
 		goto out;
 	}
+	rep.owner = owner;
 	switch (o.format) {
 	case FMT_TEXT:
 		stat_print_text(&rep);

@@ -105,11 +105,11 @@ static const struct cli_cmd cmds[] = {
 	 "                         consumer died between the work and the ack)\n" TRUST_HELP},
 	{"stat", cmd_stat,
 	 "stat NAME [--json | --prometheus | --watch [--interval-ms MS] [--refreshes N]]\n"
-	 "    Print the queue's configuration, depths (ready, in flight, delayed, dead-lettered,\n"
-	 "    being written, free), the age of the oldest ready message, each lane of a queue of\n"
-	 "    more than one (weight, ready, in flight, ticket counters, consumer pid), each\n"
-	 "    participant (pid, alive, role, leases held, last activity, counters) and the\n"
-	 "    totals. Reads the segment read-only: takes no participant record and no lock,\n"
+	 "    Print the queue's owner and mode, configuration, depths (ready, in flight, delayed,\n"
+	 "    dead-lettered, being written, free), the age of the oldest ready message, each lane\n"
+	 "    of a queue of more than one (weight, ready, in flight, ticket counters, consumer\n"
+	 "    pid), each participant (pid, alive, role, leases held, last activity, counters) and\n"
+	 "    the totals. Reads the segment read-only: takes no participant record and no lock,\n"
 	 "    writes nothing. On a busy queue the snapshot is retried while traffic moves under\n"
 	 "    it, and says so.\n"
 	 "    --json               one JSON object, schema \"shmq.stat/1\" (docs/stat-json.md)\n"
@@ -157,9 +157,10 @@ static const struct cli_cmd cmds[] = {
 	 "    --count N            redrive or purge at most N (default: all)\n" TRUST_HELP},
 	{"list", cmd_list,
 	 "list [--json]\n"
-	 "    Every object in /dev/shm: for a queue its size, depths (ready, in flight, delayed,\n"
-	 "    dead-lettered) and live participants; anything else is listed as what it is (not a\n"
-	 "    shmq segment, not initialised, corrupted and why, another layout, unreadable).\n"
+	 "    Every object in /dev/shm with its size, owner and mode: for a queue its depths\n"
+	 "    (ready, in flight, delayed, dead-lettered) and live participants; anything else is\n"
+	 "    listed as what it is (not a shmq segment, not initialised, corrupted and why,\n"
+	 "    another layout, unreadable).\n"
 	 "    Read-only, like stat.\n"
 	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
 	{"work", cmd_work,

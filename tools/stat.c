@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "stat.h"
@@ -80,6 +81,7 @@ int stat_report_load(shmq_view_t *v, const char *name, struct stat_report *r)
 {
 	r->name = cli_bare_name(name);
 	r->nparts = 0;
+	memset(&r->owner, 0, sizeof(r->owner));
 	/* room for every record: a snapshot never reports more than SHMQ_MAX_PARTICIPANTS */
 	r->parts = calloc(SHMQ_MAX_PARTICIPANTS, sizeof(*r->parts));
 	if (!r->parts)

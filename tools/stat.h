@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli.h"
 #include "shmq_inspect.h"
 
 /* A snapshot and the participant records it saw. */
@@ -18,6 +19,7 @@ struct stat_report {
 	struct shmq_snapshot s;
 	struct shmq_participant_info *parts;
 	unsigned nparts;
+	struct cli_owner owner; /* the segment's owner and mode (stat_report_load: unknown) */
 };
 
 /* Takes a snapshot through v. 0, or -ENOMEM / -EINVAL. */
@@ -57,5 +59,7 @@ void stat_print_prom(const struct stat_report *r);
 /* JSON objects that `list --json` shares with `stat --json` (a json_t *, as void * so that only
  * the JSON files include jansson.h); NULL when out of memory. */
 void *stat_json_depths(const struct shmq_stats *st);
+/* {uid, user, gid, group, mode}, or JSON null when the owner is not known */
+void *stat_json_owner(const struct cli_owner *o);
 
 #endif

@@ -114,6 +114,19 @@ static json_t *participants(const struct stat_report *r)
 			 "records", list);
 }
 
+/* The segment's owner and permission bits; names are null for ids without one. */
+void *stat_json_owner(const struct cli_owner *o)
+{
+	char user[64], group[64];
+	if (!o->known)
+		return json_null();
+	int named_user = cli_user_name(user, sizeof(user), o->uid);
+	int named_group = cli_group_name(group, sizeof(group), o->gid);
+	return json_pack("{s:I, s:o, s:I, s:o, s:I}", "uid", (json_int_t)o->uid, "user",
+			 named_user ? json_string(user) : json_null(), "gid", (json_int_t)o->gid, "group",
+			 named_group ? json_string(group) : json_null(), "mode", (json_int_t)o->mode);
+}
+
 static json_t *report(const struct stat_report *r)
 {
 	const struct shmq_snapshot *s = &r->s;
@@ -128,6 +141,7 @@ static json_t *report(const struct stat_report *r)
 		set(o, "queue", json_string(r->name), &ok);
 		set(o, "segment_bytes", jint(st->segment_bytes), &ok);
 		set(o, "creator_pid", json_integer(s->creator_pid), &ok);
+		set(o, "owner", stat_json_owner(&r->owner), &ok);
 		set(o, "config", config(r), &ok);
 		set(o, "depths", fields(st, stat_depths, stat_ndepths), &ok);
 		set(o, "oldest_ready", oldest, &ok);

@@ -84,6 +84,27 @@ static void config(const struct stat_report *r)
 	gauge(r, "shmq_dead_letters_max", "Dead letters kept; beyond it the oldest is dropped", st->dlq_max);
 }
 
+/* An info-style series: the owner and mode as labels, value 1 (join on it, or alert on a mode). */
+static void owner_info(const struct stat_report *r)
+{
+	const struct cli_owner *o = &r->owner;
+	char user[64], group[64];
+	if (!o->known)
+		return;
+	family("shmq_segment_owner_info", "gauge",
+	       "Owner, group and permission bits of the queue's shared-memory object (value always 1)");
+	cli_user_name(user, sizeof(user), o->uid);
+	cli_group_name(group, sizeof(group), o->gid);
+	/* the names need escaping: not a preformatted label string for sample() */
+	printf("shmq_segment_owner_info{queue=\"");
+	put_label_value(r->name);
+	printf("\",uid=\"%u\",user=\"", (unsigned)o->uid);
+	put_label_value(user);
+	printf("\",gid=\"%u\",group=\"", (unsigned)o->gid);
+	put_label_value(group);
+	printf("\",mode=\"%04o\"} 1\n", (unsigned)o->mode);
+}
+
 /* Per-record gauges and counters, labelled with the record's index and pid. */
 static void per_participant(const struct stat_report *r)
 {
@@ -143,6 +164,7 @@ void stat_print_prom(const struct stat_report *r)
 {
 	const struct shmq_snapshot *s = &r->s;
 	config(r);
+	owner_info(r);
 	table(r, stat_depths, stat_ndepths, "gauge");
 	gauge_ms(r, "shmq_oldest_ready_age_seconds", "Age of the oldest message not yet delivered (0: none)",
 		 s->oldest_ready_age_ms);

@@ -7,6 +7,17 @@
 
 static void num(const char *label, uint64_t v) { printf("  %-24s %llu\n", label, (unsigned long long)v); }
 
+/* Who owns the object and who may write it: what shmq_open's trust check looks at. */
+static void print_owner(const struct cli_owner *o)
+{
+	char who[200];
+	if (!o->known)
+		return;
+	const char *note = cli_mode_note(o->mode);
+	printf("  %-24s %s\n", "owner", cli_owner_str(who, sizeof(who), o));
+	printf("  %-24s %04o%s%s\n", "permissions", (unsigned)o->mode, note ? ", " : "", note ? note : "");
+}
+
 static void print_config(const struct stat_report *r)
 {
 	const struct shmq_stats *st = &r->s.stats;
@@ -84,6 +95,7 @@ void stat_print_text(const struct stat_report *r)
 	stat_human_bytes(size, sizeof(size), st->segment_bytes);
 	printf("queue %s\n", r->name);
 	printf("  %-24s %llu bytes (%s)\n", "segment", (unsigned long long)st->segment_bytes, size);
+	print_owner(&r->owner);
 	if (s->consistent)
 		printf("  %-24s consistent (%u %s)\n", "snapshot", s->tries,
 		       s->tries == 1 ? "pass" : "passes");

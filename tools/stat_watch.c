@@ -218,7 +218,7 @@ static int wait_key(struct watch *w)
 int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t refreshes)
 {
 	struct watch w = {.cmd = cmd, .name = name, .interval_ms = interval_ms};
-	int r = cli_view_open(cmd, name, &w.v);
+	int r = cli_view_open(cmd, name, &w.v, NULL);
 	if (r)
 		return r;
 	w.parts = calloc(SHMQ_MAX_PARTICIPANTS, sizeof(*w.parts));

@@ -53,6 +53,7 @@ int cli_obj_probe(const char *name, int wait, struct cli_obj *o)
 		return say(o, CLI_OBJ_UNREADABLE, strerror(e));
 	}
 	o->size = (uint64_t)st.st_size;
+	cli_owner_of(&st, &o->owner);
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
 		return say(o, CLI_OBJ_FOREIGN, "not a shmq segment (not a regular file)");
@@ -85,13 +86,15 @@ int cli_obj_probe(const char *name, int wait, struct cli_obj *o)
 	}
 }
 
-int cli_view_open(const char *cmd, const char *name, shmq_view_t **v)
+int cli_view_open(const char *cmd, const char *name, shmq_view_t **v, struct cli_owner *owner)
 {
 	struct cli_obj o;
 	*v = NULL;
 	switch (cli_obj_probe(name, 1, &o)) {
 	case CLI_OBJ_QUEUE:
 		*v = o.view;
+		if (owner)
+			*owner = o.owner;
 		return 0;
 	case CLI_OBJ_GONE:
 		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", name);

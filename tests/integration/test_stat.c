@@ -668,13 +668,13 @@ Test(stat, list_shows_the_queue_a_foreign_object_and_a_truncated_copy_as_corrupt
 	expect_ok(RUN(&r, NULL, "list"), NULL);
 	cr_expect(!strncmp(r.out, "NAME ", 5), "no header line:\n%s", r.out);
 	char line[512];
-	/* after NAME: SIZE (number and unit) READY INFLIGHT DELAYED DEAD ALIVE */
+	/* after NAME: SIZE (number and unit) OWNER MODE READY INFLIGHT DELAYED DEAD ALIVE */
 	cr_assert(list_line(r.out, k.name + 1, line, sizeof(line)), "the queue is not listed:\n%s", r.out);
-	char cols[7][32];
-	int nc = sscanf(line + strlen(k.name + 1), "%31s %31s %31s %31s %31s %31s %31s", cols[0], cols[1],
-			cols[2], cols[3], cols[4], cols[5], cols[6]);
-	cr_expect(nc == 7 && !strcmp(cols[2], "2") && !strcmp(cols[3], "2") && !strcmp(cols[4], "1") &&
-			  !strcmp(cols[5], "1") && !strcmp(cols[6], "1"),
+	char cols[9][32];
+	int nc = sscanf(line + strlen(k.name + 1), "%31s %31s %31s %31s %31s %31s %31s %31s %31s", cols[0],
+			cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8]);
+	cr_expect(nc == 9 && !strcmp(cols[3], "0600") && !strcmp(cols[4], "2") && !strcmp(cols[5], "2") &&
+			  !strcmp(cols[6], "1") && !strcmp(cols[7], "1") && !strcmp(cols[8], "1"),
 		  "queue line: %s", line);
 	cr_expect(list_line(r.out, foreign + 1, line, sizeof(line)) && strstr(line, " not a shmq segment"),
 		  "foreign object:\n%s", r.out);
@@ -868,4 +868,57 @@ Test(stat, recv_json_prints_one_object_per_message_with_its_id_lane_key_and_payl
 		json_decref(o);
 	}
 	cr_expect_eq(seen, 2, "one line per message");
+}
+
+/* ---- owner and mode -------------------------------------------------------------------------- */
+
+Test(stat, stat_shows_the_owner_and_mode_of_the_segment)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "4"), "");
+	EXPECT_STAT(q, "permissions: 0600");
+	expect_ok(RUN(&r, NULL, "stat", q, "--json"), NULL);
+	json_t *root = parse_json(&r);
+	expect_jint(root, "owner.uid", (long long)geteuid());
+	expect_jint(root, "owner.gid", (long long)getegid());
+	expect_jint(root, "owner.mode", 0600);
+	json_decref(root);
+}
+
+/* As if another user had made it, shared with a group: what the trust check looks at. */
+Test(stat, stat_and_list_show_another_users_group_writable_segment)
+{
+	SKIP_UNLESS_ROOT();
+	const char *q = tq_name(NULL);
+	struct run r;
+	static struct prom p;
+	char line[512];
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "4", "--mode", "0660"), "");
+	give_away(q, 61001, 61010, 0660);
+	EXPECT_STAT(q, "owner: uid 61001, gid 61010", "permissions: 0660, writable by its group");
+
+	expect_ok(RUN(&r, NULL, "stat", q, "--json"), NULL);
+	json_t *root = parse_json(&r);
+	expect_jint(root, "owner.uid", 61001);
+	expect_jint(root, "owner.gid", 61010);
+	expect_jint(root, "owner.mode", 0660);
+	cr_expect(json_is_null(jpath(root, "owner.user")), "owner.user of a uid without a name is not null");
+	json_decref(root);
+
+	expect_ok(RUN(&r, NULL, "stat", q, "--prometheus"), NULL);
+	parse_prom(r.out, q + 1, &p);
+	cr_expect_eq(prom_value(&p, "shmq_segment_owner_info",
+				"uid=\"61001\",user=\"61001\",gid=\"61010\",group=\"61010\",mode=\"0660\""),
+		     1);
+
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+	cr_assert(list_line(r.out, q + 1, line, sizeof(line)), "the queue is not listed:\n%s", r.out);
+	cr_expect(strstr(line, " 61001 0660 "), "list's line shows no owner 61001 and mode 0660: %s", line);
+	expect_ok(RUN(&r, NULL, "list", "--json"), NULL);
+	root = parse_json(&r);
+	json_t *o = list_object(root, q + 1);
+	expect_jint(o, "owner.uid", 61001);
+	expect_jint(o, "owner.mode", 0660);
+	json_decref(root);
 }
