@@ -203,9 +203,10 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **q);
 /* Whom shmq_open_opts trusts besides the caller. A queue's name is first come, first served
  * (/dev/shm is writable by every user): another user can create it first, world-writable, and
  * read every message sent into it. So by default a segment is opened only if it belongs to the
- * caller's effective uid and is not writable by others (S_IWOTH); a segment owned by another uid
- * (root included: a root caller gets no exemption, its messages would go to that user too), or a
- * world-writable one, is refused with -EPERM unless its owner or its group is trusted here.
+ * caller's effective uid and is not writable by every user (S_IWOTH; group-writable is fine, its
+ * owner chose to share it with its group); a segment owned by another uid (root included: a root
+ * caller gets no exemption, its messages would go to that user too), or a world-writable one, is
+ * refused with -EPERM unless its owner or its group is trusted here.
  * A trusted segment is accepted whatever its mode: its owner chose it. Trusting a group is
  * trusting its members: only a member (or root) can give a file that group. */
 struct shmq_open_options {
