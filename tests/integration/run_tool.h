@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,9 @@
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *tool __attribute__((unused));
+/* the uid (and gid) RUN runs the tool as; (uid_t)-1: ours. Root only: a test sets it, runs, and
+ * sets it back. */
+static uid_t run_as __attribute__((unused)) = (uid_t)-1;
 
 /* A suite's .init: finds the tool, and ignores SIGPIPE (tq_tool). */
 static void run_tool_init(void) { tool = tq_tool(); }
@@ -102,6 +106,8 @@ __attribute__((unused)) static struct run *run_tool(struct run *r, const char *i
 		move_fd(inp[0], 0);
 		move_fd(outp[1], 1);
 		move_fd(errp[1], 2);
+		if (run_as != (uid_t)-1 && (setgroups(0, NULL) || setgid(run_as) || setuid(run_as)))
+			_exit(126);
 		execv(tool, (char *const *)argv);
 		_exit(127);
 	}

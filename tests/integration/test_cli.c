@@ -747,6 +747,32 @@ Test(cli, a_queue_of_another_user_is_refused_naming_its_owner_mode_and_the_optio
 	expect_ok(RUN(&r, NULL, "dlq", q, "list", "--trust-group", "61010"), NULL);
 }
 
+/* The reproduction of issue 13 with two users: one creates the name first, world-writable; the
+ * other's send is refused, and goes through only when it says it trusts that user. */
+Test(cli, two_users_the_victims_send_into_a_squatted_name_is_refused_unless_it_trusts_the_squatter)
+{
+	SKIP_UNLESS_ROOT();
+	const char *q = tq_name(NULL);
+	struct run r;
+	run_as = 61001;
+	expect_ok(RUN(&r, NULL, "create", q, "--mode", "0666"), "");
+	run_as = 61002;
+	expect_error(RUN(&r, NULL, "send", q, "card 4111-1111"), 1,
+		     "belongs to another user, uid 61001, gid 61001, mode 0666; pass --trust-owner 61001");
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+	cr_expect(strstr(r.out, " 61001 0666 "),
+		  "the victim's list does not show the squatter and the mode:\n%s", r.out);
+	run_as = 61001; /* its own 0666 queue: it has to say it means it too */
+	expect_ok(RUN(&r, NULL, "recv", q, "--trust-owner", "61001", "--count", "1", "--timeout-ms", "0"),
+		  NULL);
+	cr_expect_str_empty(r.out, "the squatter received something the victim's refused send sent: %s",
+			    r.out);
+	run_as = 61002;
+	expect_ok(RUN(&r, NULL, "send", q, "--trust-owner", "61001", "hello"), "");
+	run_as = (uid_t)-1;
+	cr_expect_eq(snapshot_of(q).stats.sent, 1);
+}
+
 Test(cli, an_own_world_writable_queue_is_refused_until_its_owner_is_trusted)
 {
 	const char *q = tq_name(NULL);
