@@ -7,9 +7,11 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "stat.h"
@@ -97,7 +99,18 @@ static int read_dir(struct entry **out, size_t *n)
 static void probe(struct entry *e)
 {
 	/* no wait for a creator: a foreign object starting with zeros must not stall the listing */
-	if (cli_obj_probe(e->name, 0, &e->obj) != CLI_OBJ_QUEUE)
+	int kind = cli_obj_probe(e->name, 0, &e->obj);
+	if (!e->obj.owner.known) { /* unreadable to us: its owner (who may have squatted the name)
+				    * is still in the directory */
+		char path[sizeof(SHM_DIR) + NAME_MAX + 1];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/%s", SHM_DIR, e->name);
+		if (!stat(path, &st)) {
+			cli_owner_of(&st, &e->obj.owner);
+			e->obj.size = (uint64_t)st.st_size;
+		}
+	}
+	if (kind != CLI_OBJ_QUEUE)
 		return;
 	int err = stat_report_load(e->obj.view, e->name, &e->rep);
 	shmq_view_close(e->obj.view);

@@ -773,6 +773,23 @@ Test(cli, two_users_the_victims_send_into_a_squatted_name_is_refused_unless_it_t
 	cr_expect_eq(snapshot_of(q).stats.sent, 1);
 }
 
+/* list shows who owns what it may not read: the owner of a name squatted 0600 is still news */
+Test(cli, list_shows_the_owner_of_a_queue_it_cannot_read)
+{
+	SKIP_UNLESS_ROOT();
+	const char *q = tq_name(NULL);
+	struct run r;
+	char line[512];
+	expect_ok(RUN(&r, NULL, "create", q), ""); /* root's, 0600 */
+	run_as = 61002;
+	expect_ok(RUN(&r, NULL, "list"), NULL);
+	run_as = (uid_t)-1;
+	const char *at = strstr(r.out, q + 1);
+	cr_assert(at, "not listed:\n%s", r.out);
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(at, "\n"), at);
+	cr_expect(strstr(line, " root ") && strstr(line, " 0600 unreadable: "), "list's line: %s", line);
+}
+
 Test(cli, an_own_world_writable_queue_is_refused_until_its_owner_is_trusted)
 {
 	const char *q = tq_name(NULL);
