@@ -129,13 +129,15 @@ int cli_refused(const char *cmd, const char *name)
 	struct cli_owner o;
 	char who[200], user[64], group[64];
 	int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
-	if (fd < 0 || fstat(fd, &st) < 0) { /* gone or changed since the open: say what it said */
-		if (fd >= 0)
-			close(fd);
+	int ok = fd >= 0 && fstat(fd, &st) == 0;
+	if (fd >= 0)
+		close(fd);
+	if (ok)
+		cli_owner_of(&st, &o);
+	/* gone or changed since the open, or an EPERM that was not the trust check's (a security
+	 * module's, say): say what the open said */
+	if (!ok || (o.uid == geteuid() && !(o.mode & S_IWOTH)))
 		return cli_error(CLI_FAIL, cmd, "cannot open queue '%s': %s", name, cli_strerror(-EPERM));
-	}
-	close(fd);
-	cli_owner_of(&st, &o);
 	cli_owner_str(who, sizeof(who), &o);
 	cli_user_name(user, sizeof(user), o.uid);
 	cli_group_name(group, sizeof(group), o.gid);
