@@ -259,7 +259,9 @@ void shmq_close(shmq_t *q);
 int shmq_unlink(const char *name);
 
 /* Copies one message in. -EMSGSIZE if len > max payload, -EAGAIN if the queue stayed full for
- * timeout_ms, -ETIMEDOUT never (full is -EAGAIN), -EINVAL on bad arguments. Any thread, any process. */
+ * timeout_ms, -ETIMEDOUT never (full is -EAGAIN), -EINVAL on bad arguments, -EPROTO if the queue's
+ * ticket counters are corrupt (seen when the queue looks full; on a queue with lanes, only when
+ * no lane has room). Any thread, any process. */
 int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms);
 
 /* Sends with an idempotency key (1..SHMQ_KEY_MAX bytes), like JetStream's Nats-Msg-Id or SQS
@@ -335,11 +337,15 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
  * later call finds it; a producer that died holding the next message is stepped over by later calls
  * after the same grace as by a waiting receiver), and an empty queue costs two CPU spin-wait hints
  * (x86 pause, aarch64 yield) before -EAGAIN, so a caller that polls in a loop does not keep the
- * slot a producer is writing away from it (tuned on AMD EPYC, where a pause takes ~25 ns). */
+ * slot a producer is writing away from it (tuned on AMD EPYC, where a pause takes ~25 ns).
+ * -EPROTO if the queue is corrupt: its ticket counters or skip words cannot be true (a head past
+ * its tail, a tail or skip word far ahead; with lanes, only when no other lane has a message): the
+ * call returns instead of walking the gap, within timeout_ms, and `shmq check` lists what is
+ * wrong. */
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms);
 
 /* Up-to-n batch receive: waits (per timeout_ms) for the first message, then takes what is
- * available without waiting. Returns the count (>= 1) or -EAGAIN. */
+ * available without waiting. Returns the count (>= 1), -EAGAIN or -EPROTO (as shmq_recv). */
 int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms);
 
 /* Removes a delivered message. -ESTALE (nothing changed) if this delivery's lease was lost. */

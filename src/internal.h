@@ -92,6 +92,20 @@ struct shmq {
  * load of a field the calls read anyway: no syscall (getpid) per call. */
 static inline int foreign(const shmq_t *q) { return q && q->foreign; }
 
+/* Tickets a lane may have outstanding (prod_tail - cons_head). claim() takes no ticket once that
+ * is two laps: a producer walks at most one lap past a full window, to a slot freed out of order.
+ * Producers racing past that check each add one more: GAP_RACERS of them is already absurd. Past
+ * this, and whenever cons_head > prod_tail, the counters are corrupt (-EPROTO, `shmq check`). */
+#define GAP_RACERS (1u << 16)
+static inline uint64_t lane_gap_max(uint64_t lane_cap) { return 2 * lane_cap + GAP_RACERS; }
+
+/* 1 if lane counters read in this order (cons_head hd first, then prod_tail tl: the tail only
+ * grows, so hd <= tl) can be true. */
+static inline int lane_sane(uint64_t hd, uint64_t tl, uint64_t lane_cap)
+{
+	return hd <= tl && tl - hd <= lane_gap_max(lane_cap);
+}
+
 #define RR_RUN 16	     /* sends per lane before round-robin dispatch moves on */
 #define ASSIGN_REFRESH_MS 50 /* consumers recompute their lanes this often (lanes.c) */
 

@@ -33,8 +33,11 @@
 enum head_result {
 	HEAD_TOOK,
 	HEAD_EMPTY,
-	HEAD_WAIT
+	HEAD_WAIT,   /* something may come soon: a ticket held, or the step budget spent */
+	HEAD_CORRUPT /* the lane's counters or a slot's skip word cannot be true: -EPROTO */
 };
+
+#define HEAD_STEPS 1024 /* tickets take_head() steps over per call; the caller checks its deadline */
 
 static inline int cas_word(struct shmq_slot *s, uint64_t *expect, uint64_t desired, memory_order mo)
 {
@@ -169,8 +172,9 @@ HOT void window(shmq_t *q, uint32_t l, uint64_t *c0, uint64_t *t0)
  * ring is full. While fewer than cap tickets are outstanding there is room by construction. Past
  * that, the slot next in line may still be held (leased, delayed, dead) while another one was
  * freed out of order: looking at the slot words finds out, and if some slot is free we walk
- * tickets to it (abandoning those in between) instead of reporting full. `scan` is
- * how many slot words to look at for that (0: none). */
+ * tickets to it (abandoning those in between) instead of reporting full, but never to two laps
+ * of tickets outstanding (lane_gap_max() counts on it). `scan` is how many slot words to look at
+ * for that (0: none). -EPROTO if the lane's counters are corrupt. */
 static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket, uint32_t scan)
 {
 	struct shmq_lane *ln = &q->hdr->lane[l];
@@ -179,6 +183,13 @@ static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket
 	for (uint64_t burned = 0; burned <= 2 * cap; burned++) {
 		uint64_t c0, t0;
 		window(q, l, &c0, &t0);
+		if (t0 - c0 > q->lane_mask) {
+			/* full as far as the head says: window() has just read it from the segment */
+			if (!lane_sane(c0, t0, cap))
+				return -EPROTO;
+			if (t0 - c0 >= 2 * cap)
+				return -EAGAIN;
+		}
 		if (room) {
 			/* a free slot was seen: walk tickets to it */
 		} else if (t0 - c0 < cap) {
@@ -331,14 +342,20 @@ static void write_payload(struct shmq_slot *s, const void *data, size_t len)
 HOT int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint32_t scan, int strict)
 {
 	int r = claim(q, *l, s, t, scan);
-	if (r != -EAGAIN || strict)
+	if (r == 0 || strict)
 		return r;
-	for (uint32_t k = 1; r == -EAGAIN && k < q->lanes; k++) {
+	/* a corrupt lane (-EPROTO) is reported only if no other lane has room */
+	int err = r;
+	for (uint32_t k = 1; k < q->lanes; k++) {
 		uint32_t o = (*l + k) % q->lanes;
-		if ((r = claim(q, o, s, t, scan)) == 0)
+		if ((r = claim(q, o, s, t, scan)) == 0) {
 			*l = o;
+			return 0;
+		}
+		if (r != -EAGAIN)
+			err = r;
 	}
-	return r;
+	return err;
 }
 
 /* Registers as a sleeper, checks once more, then sleeps until a slot is freed (or the deadline,
@@ -597,14 +614,18 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 
 /* Takes the next first delivery at lane l's cons_head, stepping over abandoned tickets (the caller
  * counts it). *wait_since remembers since when the consumer has waited on a ticket a producer holds
- * but has not used. */
+ * but has not used. Steps over at most HEAD_STEPS tickets (then HEAD_WAIT: the caller checks its
+ * deadline and comes back); a step that needs more than the word's say (a skip, a slot more than a
+ * lap ahead) is checked against prod_tail, so corrupt counters end in HEAD_CORRUPT, not a walk. */
 static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uint64_t now,
 				  uint64_t *waited_ticket, uint64_t *wait_since, int force_tail)
 {
 	static _Thread_local unsigned idle_polls;
 	struct shmq_lane *h = &q->hdr->lane[l];
 	uint64_t cap = (uint64_t)q->lane_mask + 1;
-	for (;;) {
+	for (unsigned steps = 0;; steps++) {
+		if (steps == HEAD_STEPS)
+			return HEAD_WAIT;
 		uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
 		uint32_t idx = lane_idx(q, l, hd);
 		struct shmq_slot *s = slot_at(q, idx);
@@ -634,14 +655,28 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 			return HEAD_TOOK;
 		}
 		int passed = d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING);
+		/* what must be <= prod_tail when this step needs more than the word: a skip word
+		 * (1 + a ticket taken), or a slot's ticket more than a lap past hd, less the lap
+		 * (a freed slot is one lap ahead of a ticket taken). 0: nothing to check. */
+		uint64_t beyond = d < -(int64_t)cap ? hd - (uint64_t)d - cap : 0;
 		if (!passed && (d > 0 || st == SLOT_FREE)) {
 			/* skip may also come from a later ticket of this slot (hd + k * cap), abandoned
 			 * by a producer that found the slot taken: possibly by hd's own message, claimed
 			 * after our look at the word. So: skip, then the word again, both seq_cst. If
 			 * the word is unchanged, hd's producer has not claimed yet, and its seq_cst
 			 * skip load after its claim will see this skip too (it abandons hd as we do). */
-			passed = atomic_load_explicit(&s->skip, memory_order_seq_cst) > hd &&
-				 atomic_load_explicit(&s->word, memory_order_seq_cst) == w;
+			uint64_t sk = atomic_load_explicit(&s->skip, memory_order_seq_cst);
+			passed = sk > hd && atomic_load_explicit(&s->word, memory_order_seq_cst) == w;
+			if (passed)
+				beyond = sk;
+		}
+		if (beyond) {
+			/* a skip is 1 + a ticket taken (so <= prod_tail), a slot's ticket at most a lap
+			 * past one: both were stored after their ticket was taken, and read here before
+			 * the tail (acquire; the skip store is seq_cst, the tail's RMW before it) */
+			uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+			if (!lane_sane(hd, tl, cap) || hd == tl || beyond > tl)
+				return HEAD_CORRUPT;
 		}
 		if (passed) {
 			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
@@ -675,7 +710,10 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		if (d == 0 && st == SLOT_FREE && !force_tail && *waited_ticket != hd &&
 		    ++idle_polls % TAIL_EVERY)
 			return HEAD_EMPTY;
-		if (atomic_load_explicit(&h->prod_tail, memory_order_acquire) <= hd)
+		uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
+		if (!lane_sane(hd, tl, cap))
+			return HEAD_CORRUPT; /* read after the head: only a corrupt tail is behind it */
+		if (tl == hd)
 			return HEAD_EMPTY;
 		/* a producer holds ticket hd but has not claimed the slot yet: give it a moment, then
 		 * abandon the ticket (a live producer notices and takes another one) */
@@ -845,13 +883,16 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 				ret = 0;
 				goto out;
 			}
-			if (r == HEAD_WAIT)
-				*why = HEAD_WAIT;
+			/* a corrupt lane is reported only if no other lane has a message */
+			if (r > *why)
+				*why = r;
 		}
 	}
 out:
 	if (!steal)
 		shmq_kh_end(q);
+	if (ret && *why == HEAD_CORRUPT)
+		ret = -EPROTO;
 	return ret;
 }
 
@@ -863,7 +904,7 @@ HOT int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state 
 		return take_lanes(q, m, now, rs, why);
 	*why = take_head(q, 0, m, now, &rs->wt[0], &rs->ws[0], rs->force_tail);
 	if (*why != HEAD_TOOK)
-		return -EAGAIN;
+		return *why == HEAD_CORRUPT ? -EPROTO : -EAGAIN;
 	count(q, C_RECEIVED, 1);
 	return 0;
 }
@@ -944,14 +985,15 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			if (spins > SPIN_LIMIT) /* back from a sleep: still polling */
 				shmq_consumer_poll(q, now_c);
 		}
-		if (try_recv(q, m, now_c, &rs, &why) == 0)
-			return 0;
+		int r = try_recv(q, m, now_c, &rs, &why);
+		if (r != -EAGAIN)
+			return r;
 		if (timeout_ms == 0) {
 			/* never waits, not even for a slot being written: a ticket a producer holds
 			 * is looked at again by the next call, its grace counted from the first */
 			int again = why == HEAD_WAIT && zero_wait_carry(q, &rs);
-			if (again && try_recv(q, m, now_c, &rs, &why) == 0)
-				return 0;
+			if (again && (r = try_recv(q, m, now_c, &rs, &why)) != -EAGAIN)
+				return r;
 			if (again && why == HEAD_WAIT)
 				zero_wait_carry(q, &rs); /* where the second look left off */
 			/* a caller polling with timeout 0 would otherwise run the lease CAS on the head
@@ -978,9 +1020,9 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			reclaim_at = maybe_reclaim(q, now_c);
 		shmq_sleep_register(&h->data_sleepers);
 		rs.force_tail = 1;
-		int r = try_recv(q, m, now_c, &rs, &why);
+		r = try_recv(q, m, now_c, &rs, &why);
 		rs.force_tail = 0;
-		if (r != 0) {
+		if (r == -EAGAIN) {
 			/* never longer than SLEEP_MAX_MS: a producer killed between its publish and
 			 * its wake-up, or a consumer woken for a message and killed before it took
 			 * it, leaves the message to sleepers that nobody wakes (with reclaim passes
@@ -1011,8 +1053,8 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 			}
 			shmq_futex_wait(&h->data_seq, seen, until);
 		}
-		if (r == 0)
-			return 0;
+		if (r != -EAGAIN)
+			return r;
 	}
 }
 

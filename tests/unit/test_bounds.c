@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Counters in a segment are input, not truth: a corrupted ticket counter or skip word must end a
+ * receive with -EPROTO within its timeout (never a walk over the gap). Each test corrupts one
+ * field of a real queue through a second mapping; an alarm catches a receive that hangs (the
+ * bound only catches a hang, it times nothing).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common.h"
+#include "layout.h"
+#include "shmq.h"
+
+TestSuite(bounds, .fini = tq_cleanup);
+
+#define HANG_ALARM_S 5
+
+struct rw_map {
+	unsigned char *base;
+	size_t size;
+};
+
+/* A second, writable mapping of queue `name`, for corrupting it. */
+static struct rw_map map_rw(const char *name)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	cr_assert_geq(fd, 0, "shm_open(%s): %s", name, strerror(errno));
+	struct stat st;
+	cr_assert_eq(fstat(fd, &st), 0);
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(p, MAP_FAILED);
+	close(fd);
+	return (struct rw_map){p, (size_t)st.st_size};
+}
+
+static struct shmq_hdr *hdr_of(struct rw_map m) { return (struct shmq_hdr *)m.base; }
+
+static struct shmq_slot *slot_of(struct rw_map m, uint32_t i)
+{
+	struct shmq_hdr *h = hdr_of(m);
+	return (struct shmq_slot *)(m.base + h->slots_off + (uint64_t)i * h->slot_size);
+}
+
+/* A receive on q with timeout_ms must end, with -EPROTO. */
+static void expect_recv_eproto(shmq_t *q, int timeout_ms)
+{
+	struct shmq_msg m;
+	alarm(HANG_ALARM_S);
+	int r = shmq_recv(q, &m, timeout_ms);
+	alarm(0);
+	cr_expect_eq(r, -EPROTO, "recv: %s", shmq_strerror(r));
+}
+
+Test(bounds, a_consumer_head_flipped_past_the_producer_tail_makes_recv_eproto)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, NULL);
+	tq_send_u32(q, 1);
+	struct rw_map m = map_rw(name);
+	/* byte 4 of lane 0's cons_head: the head jumps 2^39 tickets, past the tail */
+	m.base[offsetof(struct shmq_hdr, lane) + offsetof(struct shmq_lane, cons_head) + 4] = 0x80;
+	expect_recv_eproto(q, 0);
+	expect_recv_eproto(q, 100);
+	shmq_close(q);
+}
+
+Test(bounds, a_producer_tail_at_2_62_makes_recv_eproto_within_its_timeout)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, NULL);
+	struct rw_map m = map_rw(name);
+	atomic_store(&hdr_of(m)->lane[0].prod_tail, 1ULL << 62);
+	/* timeout 0 on a head slot free for its ticket need not read the tail (the producers'
+	 * line): it may say empty, but it must return */
+	struct shmq_msg msg;
+	alarm(HANG_ALARM_S);
+	int r = shmq_recv(q, &msg, 0);
+	alarm(0);
+	cr_expect(r == -EAGAIN || r == -EPROTO, "recv(0): %s", shmq_strerror(r));
+	expect_recv_eproto(q, 100);
+	shmq_close(q);
+}
+
+Test(bounds, skip_words_at_2_63_make_recv_eproto_not_walk_past_the_tail)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	shmq_t *q = tq_create(name, &c);
+	tq_send_u32(q, 1);
+	struct rw_map m = map_rw(name);
+	for (uint32_t i = 0; i < 8; i++)
+		atomic_store(&slot_of(m, i)->skip, 1ULL << 63);
+	/* the READY message at the head is still delivered: its word says it is there */
+	struct shmq_msg msg;
+	cr_assert_eq(shmq_recv(q, &msg, 0), 0);
+	cr_assert_eq(shmq_ack(q, &msg), 0);
+	expect_recv_eproto(q, 0);
+	expect_recv_eproto(q, 100);
+	cr_expect_leq(atomic_load(&hdr_of(m)->lane[0].cons_head), atomic_load(&hdr_of(m)->lane[0].prod_tail),
+		      "a receive moved the head past the tail");
+	shmq_close(q);
+}
+
+Test(bounds, a_lane_tail_far_ahead_on_a_4_lane_queue_makes_recv_eproto)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_lanes_config(16, 4, SHMQ_DISPATCH_ROUND_ROBIN);
+	shmq_t *q = tq_create(name, &c);
+	struct rw_map m = map_rw(name);
+	atomic_store(&hdr_of(m)->lane[2].prod_tail, 1ULL << 30);
+	tq_register_consumer(q);
+	expect_recv_eproto(q, 100);
+	shmq_close(q);
+}
+
+Test(bounds, sends_on_a_queue_whose_head_passed_its_tail_end_in_eproto_within_a_lap)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(4);
+	shmq_t *q = tq_create(name, &c);
+	struct rw_map m = map_rw(name);
+	atomic_store(&hdr_of(m)->lane[0].cons_head, 1ULL << 39);
+	/* a send reads the head only when the window looks full (it keeps a copy): the lap of
+	 * messages before that is lost with the head, the one after is told */
+	alarm(HANG_ALARM_S);
+	int r = 0;
+	for (uint32_t v = 0; v <= 4 && r == 0; v++)
+		r = shmq_send(q, &v, sizeof(v), 100);
+	alarm(0);
+	cr_expect_eq(r, -EPROTO, "send: %s", shmq_strerror(r));
+	cr_expect_leq(atomic_load(&hdr_of(m)->lane[0].prod_tail), 4, "the sends burnt tickets");
+	shmq_close(q);
+}
