@@ -29,7 +29,7 @@ struct checker {
 	uint64_t size;
 	struct shmq_hdr h; /* private copy */
 	uint32_t capacity, lanes, lane_mask, lane_shift, max_payload;
-	uint64_t prod_tail[SHMQ_LANES_MAX], now;
+	uint64_t prod_tail[SHMQ_LANES_MAX], cons_head[SHMQ_LANES_MAX], now;
 	const uint8_t *part_state; /* per record: its state byte, read once */
 };
 
@@ -97,6 +97,21 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 		       "slot %u: %s ticket %llu, which was never issued (next ticket %llu)", i,
 		       shmq_slot_kind_str(st <= SLOT_DELAYED ? st : SHMQ_SLOT_DEAD), (unsigned long long)t,
 		       (unsigned long long)tail);
+	/* receivers take first deliveries at the head only, and lease one before they move the
+	 * head past it (the head was read before the slot: it only grows) */
+	uint64_t head = c->cons_head[l];
+	if (st == SLOT_READY && head <= tail && ticket_diff(head, t) > 0)
+		report(c, SHMQ_CHECK_ERROR,
+		       "slot %u: ready for ticket %llu, behind the consumer head %llu: no receive can "
+		       "reach it",
+		       i, (unsigned long long)t, (unsigned long long)head);
+	/* a skip word is 1 + a ticket taken: never past the tail (read after it on a live queue) */
+	uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
+	if (sk > tail)
+		report(c, SHMQ_CHECK_ERROR,
+		       "slot %u: skip word %llu is past the next ticket %llu (receivers would step over "
+		       "tickets never issued)",
+		       i, (unsigned long long)sk, (unsigned long long)tail);
 	if (own > c->h.max_participants) {
 		report(c, SHMQ_CHECK_ERROR, "slot %u: owner %u is past the %u participant records", i, own,
 		       c->h.max_participants);
@@ -276,17 +291,32 @@ static int check(struct checker *c)
 	c->lane_shift = (uint32_t)__builtin_ctz(c->h.capacity / c->h.lanes);
 	c->max_payload = c->h.slot_size - SHMQ_SLOT_HEADER;
 	c->now = now_ms();
+	uint64_t lane_cap = (uint64_t)c->lane_mask + 1;
 	for (uint32_t l = 0; l < c->lanes; l++) {
 		uint64_t head = LANE_LOAD(c->base, l, cons_head);
+		c->cons_head[l] = head;
 		c->prod_tail[l] = LANE_LOAD(c->base, l, prod_tail);
-		/* cons_head is read first: on a live queue prod_tail only grows after it */
-		if (head <= c->prod_tail[l])
-			continue;
+		uint64_t tail = c->prod_tail[l];
 		char lane[24] = ""; /* named only when there are several */
 		if (c->lanes > 1)
 			snprintf(lane, sizeof(lane), "lane %u: ", l);
-		report(c, SHMQ_CHECK_ERROR, "tickets: %sconsumer head %llu is past the producer tail %llu",
-		       lane, (unsigned long long)head, (unsigned long long)c->prod_tail[l]);
+		/* cons_head is read first: on a live queue prod_tail only grows after it */
+		if (head > tail)
+			report(c, SHMQ_CHECK_ERROR,
+			       "tickets: %sconsumer head %llu is past the producer tail %llu", lane,
+			       (unsigned long long)head, (unsigned long long)tail);
+		else if (!lane_sane(head, tail, lane_cap))
+			report(c, SHMQ_CHECK_ERROR,
+			       "tickets: %s%llu outstanding (head %llu, tail %llu), more than producers "
+			       "ever take (%llu)",
+			       lane, (unsigned long long)(tail - head), (unsigned long long)head,
+			       (unsigned long long)tail, (unsigned long long)lane_gap_max(lane_cap));
+		else if (tail - head > 2 * lane_cap)
+			report(c, SHMQ_CHECK_WARNING,
+			       "tickets: %s%llu outstanding (head %llu, tail %llu), more than two laps: "
+			       "only producers racing at a full lane get there",
+			       lane, (unsigned long long)(tail - head), (unsigned long long)head,
+			       (unsigned long long)tail);
 	}
 
 	uint8_t part_state[SHMQ_MAX_PARTICIPANTS];

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Counters in a segment are input, not truth: a corrupted ticket counter or skip word must end a
- * receive with -EPROTO within its timeout (never a walk over the gap). Each test corrupts one
- * field of a real queue through a second mapping; an alarm catches a receive that hangs (the
- * bound only catches a hang, it times nothing).
+ * receive with -EPROTO within its timeout (never a walk over the gap), and `shmq check` must call
+ * it an error. Each test corrupts one field of a real queue through a second mapping; an alarm
+ * catches a receive that hangs (the bound only catches a hang, it times nothing).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -18,6 +18,7 @@
 #include "../common.h"
 #include "layout.h"
 #include "shmq.h"
+#include "shmq_inspect.h"
 
 TestSuite(bounds, .fini = tq_cleanup);
 
@@ -49,6 +50,22 @@ static struct shmq_slot *slot_of(struct rw_map m, uint32_t i)
 	return (struct shmq_slot *)(m.base + h->slots_off + (uint64_t)i * h->slot_size);
 }
 
+static void count_error(void *ctx, int severity, const char *what)
+{
+	(void)what;
+	if (severity == SHMQ_CHECK_ERROR)
+		++*(int *)ctx;
+}
+
+/* Errors shmq check finds in queue `name`. */
+static int check_errors(const char *name)
+{
+	int errors = 0;
+	int r = shmq_check_name(name, count_error, &errors);
+	cr_assert_geq(r, 0, "check: %s", shmq_strerror(r));
+	return errors;
+}
+
 /* A receive on q with timeout_ms must end, with -EPROTO. */
 static void expect_recv_eproto(shmq_t *q, int timeout_ms)
 {
@@ -69,6 +86,7 @@ Test(bounds, a_consumer_head_flipped_past_the_producer_tail_makes_recv_eproto)
 	m.base[offsetof(struct shmq_hdr, lane) + offsetof(struct shmq_lane, cons_head) + 4] = 0x80;
 	expect_recv_eproto(q, 0);
 	expect_recv_eproto(q, 100);
+	cr_expect_gt(check_errors(name), 0);
 	shmq_close(q);
 }
 
@@ -86,6 +104,7 @@ Test(bounds, a_producer_tail_at_2_62_makes_recv_eproto_within_its_timeout)
 	alarm(0);
 	cr_expect(r == -EAGAIN || r == -EPROTO, "recv(0): %s", shmq_strerror(r));
 	expect_recv_eproto(q, 100);
+	cr_expect_gt(check_errors(name), 0);
 	shmq_close(q);
 }
 
@@ -106,18 +125,36 @@ Test(bounds, skip_words_at_2_63_make_recv_eproto_not_walk_past_the_tail)
 	expect_recv_eproto(q, 100);
 	cr_expect_leq(atomic_load(&hdr_of(m)->lane[0].cons_head), atomic_load(&hdr_of(m)->lane[0].prod_tail),
 		      "a receive moved the head past the tail");
+	cr_expect_gt(check_errors(name), 0);
 	shmq_close(q);
 }
 
-Test(bounds, a_lane_tail_far_ahead_on_a_4_lane_queue_makes_recv_eproto)
+Test(bounds, a_lane_tail_far_ahead_on_a_4_lane_queue_is_an_error_for_check_and_recv)
 {
 	const char *name = tq_name(NULL);
 	struct shmq_config c = tq_lanes_config(16, 4, SHMQ_DISPATCH_ROUND_ROBIN);
 	shmq_t *q = tq_create(name, &c);
+	cr_assert_eq(check_errors(name), 0);
 	struct rw_map m = map_rw(name);
 	atomic_store(&hdr_of(m)->lane[2].prod_tail, 1ULL << 30);
+	cr_expect_gt(check_errors(name), 0, "check found a tail 2^30 tickets ahead of its head sound");
 	tq_register_consumer(q);
 	expect_recv_eproto(q, 100);
+	shmq_close(q);
+}
+
+Test(bounds, a_ready_message_behind_the_consumer_head_is_an_error_for_check)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	shmq_t *q = tq_create(name, &c);
+	tq_send_u32(q, 1);
+	tq_send_u32(q, 2);
+	cr_assert_eq(check_errors(name), 0);
+	struct rw_map m = map_rw(name);
+	/* the head passes both messages: no receive looks back, so they can never be delivered */
+	atomic_store(&hdr_of(m)->lane[0].cons_head, 2);
+	cr_expect_gt(check_errors(name), 0, "check found unreachable READY messages sound");
 	shmq_close(q);
 }
 
