@@ -78,11 +78,12 @@ struct shmq_config {
 					   * full the oldest dead letter is dropped and counted (dlq_dropped).
 					   * With lanes, also at most half of each lane (letters stay in their
 					   * slots: a lane full of them would take no sends). */
-	uint32_t reclaim_interval_ms;	  /* receivers run a shmq_reclaim pass (one receiver per interval,
-					   * elected by CAS) at most this often, so expired leases and a
+	uint32_t reclaim_interval_ms;	  /* receivers run a reclaim pass (opened by one receiver per
+					   * interval, elected by CAS) this often, so expired leases and a
 					   * dead consumer's messages come back with no watchdog running
 					   * (default 100, at most 3600000); 0: only shmq_reclaim / `shmq
-					   * watchdog` do it */
+					   * watchdog` do it. Done in slices of 4096 slots: one per receive
+					   * while the pass is open, more in a receive about to sleep */
 	uint32_t dedup_window_ms;	  /* how long a key is remembered: a keyed send repeating it within
 					   * this is not enqueued, and a "done" record answers for this
 					   * long (default 120000; 0: no dedup table, keyed calls get

@@ -198,6 +198,9 @@ struct shmq_participant {
 	_Atomic uint64_t counters[C_COUNT];
 	/* key-hash queues: this participant's threads now inside a first-delivery take (lanes.c) */
 	_Atomic uint32_t kh_taking;
+	/* [ ms:32 | epoch:32 ] when a reclaim pass first found this record's participant (that epoch)
+	 * gone: a sliced pass frees the record only if that was before the pass started */
+	_Atomic uint64_t dead_seen;
 };
 static_assert(sizeof(struct shmq_participant) <= SHMQ_PART_SIZE, "participant record fits");
 
@@ -244,6 +247,12 @@ struct shmq_hdr {
 	/* leased + being-written slots the last reclaim pass saw: 0 lets sleeping receivers wake for
 	 * passes less often (nothing can expire or be orphaned until somebody leases again) */
 	_Atomic uint32_t reclaim_held;
+	/* the receivers' pass, done in slices (reclaim.c): [ pass:40 | next slot to claim:24 ], the
+	 * slot count when every slot of the pass is claimed. On this line: every receive reads it. */
+	_Atomic uint64_t reclaim_pos;
+	/* [ start_ms:32 | slots done:24 | pass:8 ] of the pass: its last slice frees dead records */
+	_Atomic uint64_t reclaim_done;
+	_Atomic uint32_t reclaim_acc; /* leased + being-written slots its slices saw so far */
 	struct shmq_lane lane[SHMQ_LANES_MAX];
 	/* counters of participant records since reused or freed by a clean close: the totals are
 	 * these plus every record's, and a record shows only its own participant's traffic */

@@ -37,122 +37,239 @@ static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
 		count(q, c, n);
 }
 
+/* What a pass, or one slice of one, did and saw. */
+struct pass {
+	struct shmq_reclaim_result r;
+	uint64_t now, next_due;
+	uint32_t held;
+	uint8_t alive[SHMQ_MAX_PARTICIPANTS]; /* 1: found alive in this pass (0: probe again) */
+};
+
+static void pass_init(struct pass *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->now = now_ms();
+	p->next_due = REDELIVER_NONE;
+}
+
+/* The pass's repair of slot i (see the top of the file). */
+static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
+{
+	uint64_t lap = (uint64_t)q->lane_mask + 1, now = p->now;
+	struct shmq_slot *s = slot_at(q, i);
+	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+	unsigned st = w_state(w), d = w_deliv(w);
+	if (st == SLOT_WRITING) {
+		p->held++;
+		if (!owner_dead(q, p->alive, w_owner(w)))
+			return;
+		/* release: pairs with claim()'s acquire, like an abort */
+		if (atomic_compare_exchange_strong_explicit(&s->word, &w,
+							    w_make(w_ticket(w) + lap, SLOT_FREE, 0, 0),
+							    memory_order_release, memory_order_relaxed))
+			p->r.retired_writes++;
+		return;
+	}
+	if (st == SLOT_DELAYED) {
+		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
+		uint64_t due = lw_due(lw, d, now);
+		if (due < p->next_due)
+			p->next_due = due;
+		return;
+	}
+	if (st != SLOT_LEASED)
+		return;
+	p->held++;
+	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
+	int dead = owner_dead(q, p->alive, w_owner(w));
+	/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
+	 * nack or another pass between its two CASes: that one finishes the job, unless it died
+	 * midway (then the slot stays like this for a whole lease). No value of this delivery
+	 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
+	int expired = lw_tag(lw) == d &&
+		      (lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + q->lease_ms <= now);
+	if (!dead && !expired)
+		return;
+	uint64_t nw, due = now;
+	if (d >= q->max_deliveries) {
+		/* the dead time is the not-before time the lease CAS below writes (due) */
+		nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
+	} else {
+		/* one backoff engine for nack, expiry and crash alike */
+		due = now + shmq_backoff_ms(q, d);
+		nw = w_make(w_ticket(w), SLOT_DELAYED, w_owner(w), d);
+	}
+	/* Take the lease word first, from the exact value we judged: an extend or nack by the
+	 * owner CASes it too, so either they win (and we leave the slot alone) or they see our
+	 * not-before time and report -ESTALE. Then the word, from the exact value we saw. */
+	if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, LW_NOT_BEFORE, d),
+						     memory_order_relaxed, memory_order_relaxed))
+		return;
+	if (!w_is_dead(nw) && due < p->next_due)
+		p->next_due = due;
+	/* release: publishes the new lease word with the state; pairs with take_due()'s acquire */
+	if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
+						     memory_order_relaxed))
+		return;
+	SHMQ_FAULT("reclaim-mid-pass");
+	if (w_is_dead(nw))
+		p->r.dead_lettered++;
+	else if (dead)
+		p->r.dead_owner++;
+	else
+		p->r.expired++;
+}
+
+/* 1 if record i, observed as *v, is held by a participant that is gone. */
+static int record_dead(shmq_t *q, uint32_t i, uint64_t *v)
+{
+	*v = atomic_load_explicit(&part_at(q, i)->state, memory_order_acquire);
+	return (*v & 0xff) == PART_ALIVE && !shmq_part_alive(q, i);
+}
+
+/* Counts what p did and follows it up; whole: p ended a pass. */
+static void pass_report(shmq_t *q, struct pass *p, int whole)
+{
+	struct shmq_hdr *h = q->hdr;
+	if (p->next_due != REDELIVER_NONE)
+		shmq_note_delayed(q, p->next_due);
+	add(q, C_RECLAIM_PASSES, whole);
+	add(q, C_RETRIED, p->r.expired + p->r.dead_owner);
+	add(q, C_RECL_EXPIRED, p->r.expired);
+	add(q, C_RECL_DEAD_OWNER, p->r.dead_owner);
+	add(q, C_RETIRED_WRITES, p->r.retired_writes);
+	add(q, C_DEAD_LETTERED, p->r.dead_lettered);
+	if (p->r.dead_lettered)
+		shmq_dlq_enforce(q);
+	if (p->r.retired_writes)
+		shmq_notify(q, &h->space_seq, &h->space_sleepers, (unsigned)p->r.retired_writes);
+}
+
 int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 {
 	if (foreign(q))
 		return -ECHILD;
 	if (!q)
 		return -EINVAL;
-	struct shmq_reclaim_result r;
-	memset(&r, 0, sizeof(r));
-	uint8_t alive[SHMQ_MAX_PARTICIPANTS]; /* 1: found alive in this pass (0: probe again) */
-	memset(alive, 0, sizeof(alive));
-
+	struct pass p;
+	pass_init(&p);
 	/* who is dead before the scan starts: only their records may be freed afterwards */
 	uint8_t dead_at_start[SHMQ_MAX_PARTICIPANTS];
-	memset(dead_at_start, 0, sizeof(dead_at_start));
-	for (uint32_t i = 0; i < q->max_parts; i++) {
-		uint64_t v = atomic_load_explicit(&part_at(q, i)->state, memory_order_acquire);
-		if ((v & 0xff) == PART_ALIVE && !shmq_part_alive(q, i))
-			dead_at_start[i] = 1;
-	}
-
-	struct shmq_hdr *h = q->hdr;
-	uint64_t cap = q->capacity, lap = (uint64_t)q->lane_mask + 1, now = now_ms(),
-		 next_due = REDELIVER_NONE;
-	uint32_t held = 0;
-	for (uint64_t i = 0; i < cap; i++) {
-		struct shmq_slot *s = slot_at(q, i);
-		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-		unsigned st = w_state(w), d = w_deliv(w);
-		if (st == SLOT_WRITING) {
-			held++;
-			if (!owner_dead(q, alive, w_owner(w)))
-				continue;
-			/* release: pairs with claim()'s acquire, like an abort */
-			if (atomic_compare_exchange_strong_explicit(
-				    &s->word, &w, w_make(w_ticket(w) + lap, SLOT_FREE, 0, 0),
-				    memory_order_release, memory_order_relaxed))
-				r.retired_writes++;
-			continue;
-		}
-		if (st == SLOT_DELAYED) {
-			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-			uint64_t due = lw_due(lw, d, now);
-			if (due < next_due)
-				next_due = due;
-			continue;
-		}
-		if (st != SLOT_LEASED)
-			continue;
-		held++;
-		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
-		int dead = owner_dead(q, alive, w_owner(w));
-		/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
-		 * nack or another pass between its two CASes: that one finishes the job, unless it died
-		 * midway (then the slot stays like this for a whole lease). No value of this delivery
-		 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
-		int expired =
-			lw_tag(lw) == d &&
-			(lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + q->lease_ms <= now);
-		if (!dead && !expired)
-			continue;
-		uint64_t nw, due = now;
-		if (d >= q->max_deliveries) {
-			/* the dead time is the not-before time the lease CAS below writes (due) */
-			nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
-		} else {
-			/* one backoff engine for nack, expiry and crash alike */
-			due = now + shmq_backoff_ms(q, d);
-			nw = w_make(w_ticket(w), SLOT_DELAYED, w_owner(w), d);
-		}
-		/* Take the lease word first, from the exact value we judged: an extend or nack by the
-		 * owner CASes it too, so either they win (and we leave the slot alone) or they see our
-		 * not-before time and report -ESTALE. Then the word, from the exact value we saw. */
-		if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, LW_NOT_BEFORE, d),
-							     memory_order_relaxed, memory_order_relaxed))
-			continue;
-		if (!w_is_dead(nw) && due < next_due)
-			next_due = due;
-		/* release: publishes the new lease word with the state; pairs with take_due()'s acquire */
-		if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
-							     memory_order_relaxed))
-			continue;
-		SHMQ_FAULT("reclaim-mid-pass");
-		if (w_is_dead(nw))
-			r.dead_lettered++;
-		else if (dead)
-			r.dead_owner++;
-		else
-			r.expired++;
-	}
-
-	for (uint32_t i = 0; i < q->max_parts; i++) {
-		if (!dead_at_start[i])
-			continue;
-		struct shmq_participant *p = part_at(q, i);
-		uint64_t v = atomic_load_explicit(&p->state, memory_order_acquire);
-		/* a record re-claimed since the probe is left alone (the CAS would fail anyway) */
-		if ((v & 0xff) != PART_ALIVE || shmq_part_alive(q, i))
-			continue;
-		if (shmq_part_release(q, i, v))
-			r.participants_freed++;
-	}
-
-	atomic_store_explicit(&h->reclaim_held, held, memory_order_relaxed);
-	if (next_due != REDELIVER_NONE)
-		shmq_note_delayed(q, next_due);
-	add(q, C_RECLAIM_PASSES, 1);
-	add(q, C_RETRIED, r.expired + r.dead_owner);
-	add(q, C_RECL_EXPIRED, r.expired);
-	add(q, C_RECL_DEAD_OWNER, r.dead_owner);
-	add(q, C_RETIRED_WRITES, r.retired_writes);
-	add(q, C_DEAD_LETTERED, r.dead_lettered);
-	if (r.dead_lettered)
-		shmq_dlq_enforce(q);
-	if (r.retired_writes)
-		shmq_notify(q, &h->space_seq, &h->space_sleepers, (unsigned)r.retired_writes);
+	uint64_t v;
+	for (uint32_t i = 0; i < q->max_parts; i++)
+		dead_at_start[i] = (uint8_t)record_dead(q, i, &v);
+	for (uint64_t i = 0; i < q->capacity; i++)
+		reclaim_slot(q, &p, i);
+	/* a record re-claimed since the probe is left alone (the CAS would fail anyway) */
+	for (uint32_t i = 0; i < q->max_parts; i++)
+		if (dead_at_start[i] && record_dead(q, i, &v) && shmq_part_release(q, i, v))
+			p.r.participants_freed++;
+	atomic_store_explicit(&q->hdr->reclaim_held, p.held, memory_order_relaxed);
+	pass_report(q, &p, 1);
 	if (res)
-		*res = r;
-	return (int)(r.expired + r.dead_owner + r.retired_writes + r.dead_lettered);
+		*res = p.r;
+	return (int)(p.r.expired + p.r.dead_owner + p.r.retired_writes + p.r.dead_lettered);
+}
+
+/*
+ * The receivers' pass, in slices: a receive never does more than RECLAIM_SLICE slots of it (one
+ * whole pass over millions of slots, inside one receive, stalled that receive for tens of ms).
+ * reclaim_pos hands out the slots: one slice = one CAS moving it on. shmq_reclaim_start opens a
+ * pass (once per interval); while it is open, every receive does a slice, and a receive about to
+ * sleep does slices until the pass is claimed or its deadline.
+ *
+ * Records: a pass frees a dead participant's record only once every slot was looked at after it
+ * was dead (else a slot of its seen while it lived would keep its index, and a newcomer reusing
+ * the record would make that slot look owned). Slices of one pass run concurrently and any of them
+ * may die, so the slice that completes the count of slots done runs the record step: it frees the
+ * records whose death (dead_seen, the first time a pass found that epoch gone) came before the pass
+ * started, and marks those found gone for the first time. A pass whose count never completes (a
+ * slice died) frees nothing; the next one does.
+ */
+static uint64_t done_make(uint64_t start_ms, uint64_t n, uint64_t pass)
+{
+	return ((start_ms & 0xffffffff) << 32) | ((n & RECLAIM_POS_MASK) << 8) | (pass & 0xff);
+}
+
+static void free_dead_records(shmq_t *q, uint32_t start_ms)
+{
+	for (uint32_t i = 0; i < q->max_parts; i++) {
+		struct shmq_participant *pr = part_at(q, i);
+		uint64_t v;
+		if (!record_dead(q, i, &v))
+			continue;
+		uint32_t epoch = (uint32_t)(v >> 8);
+		uint64_t seen = atomic_load_explicit(&pr->dead_seen, memory_order_relaxed);
+		if ((uint32_t)seen != epoch) {
+			atomic_store_explicit(&pr->dead_seen, (uint64_t)(uint32_t)now_ms() << 32 | epoch,
+					      memory_order_relaxed);
+			continue;
+		}
+		/* seen dead before the pass started (modulo 2^32 ms), and dead since: a newcomer
+		 * locks the byte before it claims the record, so its epoch is still the one seen */
+		uint32_t ago = start_ms - (uint32_t)(seen >> 32);
+		if (ago > 0 && ago < (1u << 31))
+			shmq_part_release(q, i, v);
+	}
+}
+
+void shmq_reclaim_start(shmq_t *q)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t pos = atomic_load_explicit(&h->reclaim_pos, memory_order_relaxed);
+	if (reclaim_pos_open(pos, q->capacity))
+		return;
+	uint64_t pass = (pos >> RECLAIM_POS_BITS) + 1;
+	/* the count and the start time first: a slice of this pass finds them tagged with its
+	 * pass. release: pairs with the slices' acquire CAS on reclaim_pos, so every slot of the
+	 * pass is looked at after start_ms (a starter that stores late only makes it earlier) */
+	atomic_store_explicit(&h->reclaim_done, done_make(now_ms(), 0, pass), memory_order_relaxed);
+	atomic_store_explicit(&h->reclaim_acc, 0, memory_order_relaxed);
+	atomic_compare_exchange_strong_explicit(&h->reclaim_pos, &pos, pass << RECLAIM_POS_BITS,
+						memory_order_release, memory_order_relaxed);
+}
+
+int shmq_reclaim_step(shmq_t *q, uint32_t budget)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t cap = q->capacity, from, to;
+	uint64_t pos = atomic_load_explicit(&h->reclaim_pos, memory_order_relaxed);
+	do {
+		from = pos & RECLAIM_POS_MASK;
+		if (!reclaim_pos_open(pos, cap))
+			return 0; /* claimed to the end (or a corrupt position: the next start mends it) */
+		to = cap - from < budget ? cap : from + budget;
+		/* acquire: pairs with shmq_reclaim_start()'s release (see there) */
+	} while (!atomic_compare_exchange_weak_explicit(&h->reclaim_pos, &pos, (pos & ~RECLAIM_POS_MASK) | to,
+							memory_order_acquire, memory_order_relaxed));
+	uint64_t pass = pos >> RECLAIM_POS_BITS;
+	struct pass p;
+	pass_init(&p);
+	for (uint64_t i = from; i < to; i++)
+		reclaim_slot(q, &p, i);
+	if (p.held)
+		atomic_fetch_add_explicit(&h->reclaim_acc, p.held, memory_order_relaxed);
+	/* count the slots done, if the pass is still the current one */
+	uint64_t d = atomic_load_explicit(&h->reclaim_done, memory_order_relaxed), nd;
+	int last = 0;
+	for (;;) {
+		if ((d & 0xff) != (pass & 0xff) || ((d >> 8) & RECLAIM_POS_MASK) + (to - from) > cap)
+			break; /* a later pass started meanwhile (or a corrupt count) */
+		nd = d + ((to - from) << 8);
+		/* acq_rel: each slice's count releases its scan; the slice that completes the count
+		 * acquires them all before it frees records */
+		if (atomic_compare_exchange_weak_explicit(&h->reclaim_done, &d, nd, memory_order_acq_rel,
+							  memory_order_relaxed)) {
+			last = ((nd >> 8) & RECLAIM_POS_MASK) == cap;
+			break;
+		}
+	}
+	if (last) {
+		free_dead_records(q, (uint32_t)(d >> 32));
+		atomic_store_explicit(&h->reclaim_held,
+				      atomic_exchange_explicit(&h->reclaim_acc, 0, memory_order_relaxed),
+				      memory_order_relaxed);
+	}
+	pass_report(q, &p, last);
+	return to == cap;
 }

@@ -176,3 +176,46 @@ Test(bounds, sends_on_a_queue_whose_head_passed_its_tail_end_in_eproto_within_a_
 	cr_expect_leq(atomic_load(&hdr_of(m)->lane[0].prod_tail), 4, "the sends burnt tickets");
 	shmq_close(q);
 }
+
+/* ---- the receivers' reclaim pass -------------------------------------------------------------- */
+
+Test(bounds, a_receive_does_a_slice_of_the_reclaim_pass_not_all_of_it)
+{
+	const char *name = tq_name(NULL);
+	/* 4 lanes of 4096 slots: lane 3 starts at slot 12288, in the fourth slice of a pass */
+	struct shmq_config c = tq_lanes_config(4 * 4096, 4, SHMQ_DISPATCH_KEY_HASH);
+	c.slot_size = 128;
+	c.reclaim_interval_ms = 500; /* far longer than the setup: its pass does not start again */
+	c.retry_base_ms = 1;
+	c.retry_max_ms = 1;
+	shmq_t *q = tq_create(name, &c), *holder;
+	cr_assert_eq(shmq_open(name, &holder), 0);
+	struct shmq_msg m;
+	int found = 0;
+	for (char k = 'a'; k <= 'z' && !found; k++) {
+		cr_assert_eq(shmq_send_routed(holder, &k, 1, "x", 1, 0), 0);
+		cr_assert_eq(shmq_recv(holder, &m, 1000), 0);
+		found = m.slot >= 3 * 4096;
+		if (!found)
+			cr_assert_eq(shmq_ack(holder, &m), 0);
+	}
+	cr_assert(found, "no key of a..z went to lane 3");
+	/* the pass the holder's receives opened is over after at most four slices */
+	for (int i = 0; i < 4; i++)
+		shmq_recv(q, &m, 0);
+	shmq_close(holder); /* its lease now has a dead owner */
+	tq_sleep_ms(600);
+	cr_assert_eq(tq_stats(q).reclaimed_dead_owner, 0);
+	/* a new pass: each receive does one slice, the fourth reaches the holder's slot */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(shmq_recv(q, &m, 0), -EAGAIN);
+		cr_expect_eq(tq_stats(q).reclaimed_dead_owner, 0, "receive %d did more than its slice",
+			     i + 1);
+	}
+	int r = shmq_recv(q, &m, 0);
+	cr_expect_eq(tq_stats(q).reclaimed_dead_owner, 1, "four receives did not cover the pass");
+	if (r)
+		r = shmq_recv(q, &m, 1000);
+	cr_expect_eq(r, 0, "the dead owner's message did not come back");
+	shmq_close(q);
+}
