@@ -328,7 +328,9 @@ int shmq_send_abort(shmq_t *q, struct shmq_reservation *r);
 int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int timeout_ms);
 
 /* Receives one message under a lease of config.lease_ms. First deliveries are FIFO; messages due
- * for redelivery (nacked, expired) are interleaved. -EAGAIN if none arrived within timeout_ms.
+ * for redelivery (nacked, expired) are interleaved (a receive looks at 4096 slots for a due one:
+ * on a bigger queue a timeout-0 receive may need a few calls to find it). -EAGAIN if none arrived
+ * within timeout_ms.
  * A send wakes one sleeping receiver per message (every one on key-hash queues). A sleeping
  * receiver also looks at the queue at least once a second, so a message whose wake-up was lost
  * (its producer SIGKILLed between publishing it and waking a receiver, or the woken receiver

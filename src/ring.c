@@ -26,7 +26,7 @@
 #define FRESH_LEASE_MS 2     /* a lease younger than this is worth waiting for (see await_ack) */
 #define EMPTY_PAUSES 2	     /* pauses of a timeout-0 receive that found nothing (see recv_one) */
 #define LANE_RUN 16	     /* receives that start at the same lane (see take_lanes) */
-#define IDLE_SLICES 16	     /* reclaim slices a receive about to sleep does (see maybe_reclaim) */
+#define IDLE_SLICES 16	     /* reclaim slices, due-redelivery looks of a receive about to sleep */
 
 /* for the small helpers of the per-message path, which gcc would otherwise call out of line */
 #define HOT static inline __attribute__((always_inline))
@@ -738,19 +738,49 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 	}
 }
 
+#define DUE_SCAN 4096 /* slot words one receive looks at for a due redelivery */
+
+/* A thread's look for due redeliveries on a queue of more than DUE_SCAN slots, spread over its
+ * receives: windows of DUE_SCAN slots from its own cursor, one after the other. A lap of windows
+ * under one value of the hint (no nack, no reclaim pass noted a time meanwhile) saw every slot,
+ * and may publish the next due time. Thread-local: no two threads share a lap. */
+static _Thread_local struct {
+	const shmq_t *q;
+	uint64_t rd;	 /* the hint the lap runs under */
+	uint64_t next;	 /* earliest due time the lap saw that is not due yet */
+	uint32_t cursor; /* where the next window starts */
+	uint32_t seen;	 /* slots the lap looked at */
+} lap;
+
 /* Looks for a DELAYED message that is due and leases it. Scans only when the shared hint says
- * something is due; publishes the next due time if no nack raced with the scan. */
-static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
+ * something is due, at most DUE_SCAN slots per call (a scan of millions of slots inside one
+ * receive took tens of ms); publishes the next due time after a whole scan (one call, or a lap)
+ * if no nack raced with it. */
+static int due_window(shmq_t *q, struct shmq_msg *m, uint64_t now)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t rd = atomic_load_explicit(&h->redeliver, memory_order_acquire);
 	if (rd_due(rd) > now)
 		return -EAGAIN;
 	uint64_t next = REDELIVER_NONE;
-	uint32_t cap = q->capacity;
-	/* rotate the start so no slot is always last */
-	uint32_t start = atomic_fetch_add_explicit(&q->recv_count, 1, memory_order_relaxed) % cap;
-	for (uint32_t k = 0; k < cap; k++) {
+	uint32_t cap = q->capacity, n = cap < DUE_SCAN ? cap : DUE_SCAN, start;
+	if (n == cap) {
+		/* rotate the start so no slot is always last */
+		start = atomic_fetch_add_explicit(&q->recv_count, 1, memory_order_relaxed) % cap;
+	} else {
+		if (lap.q != q || lap.cursor >= cap) {
+			lap.q = q;
+			lap.cursor = 0;
+			lap.rd = ~rd;
+		}
+		if (lap.rd != rd) {
+			lap.rd = rd;
+			lap.next = REDELIVER_NONE;
+			lap.seen = 0;
+		}
+		start = lap.cursor;
+	}
+	for (uint32_t k = 0; k < n; k++) {
 		uint32_t idx = start + k < cap ? start + k : start + k - cap;
 		struct shmq_slot *s = slot_at(q, idx);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
@@ -771,14 +801,44 @@ static int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		if (!cas_word(s, &w, leased, memory_order_acquire))
 			continue;
 		SHMQ_FAULT("redeliver-after-lease");
+		if (n < cap) {
+			/* the lap goes on after this slot: the windows stay contiguous */
+			lap.cursor = idx + 1;
+			lap.seen += k + 1;
+			if (next < lap.next)
+				lap.next = next;
+		}
 		deliver(q, idx, leased, m, now);
 		count(q, C_RECEIVED, 1);
 		count(q, C_REDELIVERED, 1);
 		return 0;
 	}
+	if (n < cap) {
+		lap.cursor = (uint32_t)(((uint64_t)start + n) % cap);
+		lap.seen += n;
+		if (next < lap.next)
+			lap.next = next;
+		if (lap.seen < cap)
+			return -EAGAIN;
+		next = lap.next;
+		lap.seen = 0;
+		lap.next = REDELIVER_NONE;
+	}
 	/* nothing due: publish when the next one is, unless a nack changed the hint meanwhile */
 	atomic_compare_exchange_strong_explicit(&h->redeliver, &rd, rd_make(next, rd & 0xffff),
 						memory_order_acq_rel, memory_order_relaxed);
+	return -EAGAIN;
+}
+
+/* due_window() up to `windows` times: a receive about to sleep looks further than the others.
+ * The hint is read here first, as due_window() does: the usual receive makes no call. */
+HOT int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now, unsigned windows)
+{
+	if (rd_due(atomic_load_explicit(&q->hdr->redeliver, memory_order_relaxed)) > now)
+		return -EAGAIN;
+	for (unsigned k = 0; k < windows; k++)
+		if (due_window(q, m, now) == 0)
+			return 0;
 	return -EAGAIN;
 }
 
@@ -911,7 +971,7 @@ out:
 
 HOT int try_recv(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_state *rs, enum head_result *why)
 {
-	if (take_due(q, m, now) == 0)
+	if (take_due(q, m, now, rs->force_tail ? IDLE_SLICES : 1) == 0)
 		return 0;
 	if (q->uses_lanes)
 		return take_lanes(q, m, now, rs, why);

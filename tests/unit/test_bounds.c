@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
@@ -217,5 +218,52 @@ Test(bounds, a_receive_does_a_slice_of_the_reclaim_pass_not_all_of_it)
 	if (r)
 		r = shmq_recv(q, &m, 1000);
 	cr_expect_eq(r, 0, "the dead owner's message did not come back");
+	shmq_close(q);
+}
+
+/* ---- the look for due redeliveries ----------------------------------------------------------- */
+
+struct due_look {
+	shmq_t *q;
+	int first; /* the first receive's result */
+	int tries; /* receives until the message came */
+};
+
+static void *receive_due(void *arg)
+{
+	struct due_look *d = arg;
+	struct shmq_msg m;
+	int r = d->first = shmq_recv(d->q, &m, 0);
+	for (d->tries = 1; r == -EAGAIN && d->tries < 100; d->tries++)
+		r = shmq_recv(d->q, &m, 0);
+	if (r == 0)
+		shmq_ack(d->q, &m);
+	return NULL;
+}
+
+Test(bounds, a_receive_looks_at_4096_slots_for_a_due_redelivery_not_all_of_them)
+{
+	struct shmq_config c = tq_config(4 * 4096);
+	c.slot_size = 128;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_mkq(&c);
+	struct shmq_msg m;
+	/* ticket 4096 lives in slot 4096: the second window of a fresh look */
+	for (uint32_t i = 0; i < 4096; i++) {
+		tq_send_u32(q, i);
+		cr_assert_eq(shmq_recv(q, &m, 0), 0);
+		cr_assert_eq(shmq_ack(q, &m), 0);
+	}
+	tq_send_u32(q, 4096);
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(m.slot, 4096);
+	cr_assert_eq(shmq_nack(q, &m, 0), 0);
+	/* a thread of its own: its look starts at slot 0 */
+	struct due_look d = {.q = q};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, receive_due, &d), 0);
+	pthread_join(th, NULL);
+	cr_expect_eq(d.first, -EAGAIN, "the first receive looked past its 4096 slots");
+	cr_expect_eq(d.tries, 2, "the redelivery took %d receives", d.tries);
 	shmq_close(q);
 }
