@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "../common.h"
+#include "layout.h"
 #include "shmq.h"
 #include "shmq_inspect.h"
 
@@ -101,11 +103,7 @@ static struct base make_base(int kind)
 	/* m[3..] stay leased */
 	struct base b;
 	b.bytes = read_shm(name, &b.size);
-	const struct shmq_hdr_view {
-		uint64_t magic;
-		uint32_t version, hdr_size;
-		uint64_t total_size, parts_off, slots_off;
-	} *h = (const void *)b.bytes;
+	const struct shmq_hdr *h = (const void *)b.bytes;
 	b.slots_off = h->slots_off;
 	cr_assert_lt(b.slots_off, b.size);
 	b.slots_len = b.size - b.slots_off;
@@ -374,4 +372,37 @@ Test(corrupt, commands_on_randomly_corrupted_queues_end_in_time_without_a_crash,
 		free(bases[k].bytes);
 	free(ims);
 	free(queue);
+}
+
+/* The issue's example: a producer tail at 2^62 kept `shmq work`'s receive walking the gap, deaf to
+ * SIGTERM. */
+Test(corrupt, work_stops_on_sigterm_within_its_grace_on_a_queue_whose_tail_is_2_62)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, NULL);
+	shmq_close(q);
+	int fd = shm_open(name, O_RDWR, 0);
+	cr_assert_geq(fd, 0);
+	uint64_t tail = 1ULL << 62;
+	off_t at = offsetof(struct shmq_hdr, lane) + offsetof(struct shmq_lane, prod_tail);
+	cr_assert_eq(pwrite(fd, &tail, sizeof(tail), at), (ssize_t)sizeof(tail));
+	close(fd);
+	struct job j = {.what = "work", .argv = {tool, "work", name, "--grace-ms", "200", "--", "true"}};
+	struct image im = {.seed = 0};
+	start(&j, &im);
+	tq_sleep_ms(100);
+	kill(j.pid, SIGTERM);
+	int status = 0;
+	pid_t w = 0;
+	double t0 = tq_now_ms();
+	while ((w = waitpid(j.pid, &status, WNOHANG)) == 0 && tq_now_ms() - t0 < 200 + SLACK_MS + 3000)
+		tq_sleep_ms(5);
+	double took = tq_now_ms() - t0;
+	if (w == 0) {
+		kill(-j.pid, SIGKILL);
+		kill(j.pid, SIGKILL);
+		waitpid(j.pid, &status, 0);
+	}
+	cr_expect_neq(w, 0, "work still ran %.0f ms after SIGTERM", took);
+	cr_expect_leq(took, 200 + SLACK_MS, "work took %.0f ms to stop after SIGTERM", took);
 }
