@@ -33,7 +33,21 @@
 static const char *tool;
 static void init(void) { tool = tq_tool(); }
 
-TestSuite(corrupt, .init = init, .fini = tq_cleanup);
+#define IMAGE_NAME "/shmq-test-corrupt-%d-%d" /* pid, image */
+static int images_made;
+
+/* tq_cleanup, and every image name (a failed assertion leaves some behind) */
+static void fini(void)
+{
+	tq_cleanup();
+	char name[64];
+	for (int i = 0; i < images_made; i++) {
+		snprintf(name, sizeof(name), IMAGE_NAME, (int)getpid(), i);
+		shm_unlink(name);
+	}
+}
+
+TestSuite(corrupt, .init = init, .fini = fini);
 
 #define IMAGES_DEFAULT 500
 #define JOBS 8		  /* commands running at once */
@@ -336,7 +350,8 @@ Test(corrupt, commands_on_randomly_corrupted_queues_end_in_time_without_a_crash,
 			memcpy(im->bytes, b->bytes, b->size);
 			for (uint32_t f = 0, flips = 1 + rnd() % 8; f < flips; f++)
 				im->bytes[pick_offset(b)] ^= (unsigned char)(1 + rnd() % 255);
-			snprintf(im->name, sizeof(im->name), "/shmq-test-corrupt-%d-%d", (int)getpid(), made);
+			snprintf(im->name, sizeof(im->name), IMAGE_NAME, (int)getpid(), made);
+			images_made = made + 1;
 			int fd = shm_open(im->name, O_RDWR | O_CREAT | O_EXCL, 0600);
 			cr_assert_geq(fd, 0, "shm_open(%s): %s", im->name, strerror(errno));
 			cr_assert_eq(pwrite(fd, im->bytes, im->size, 0), (ssize_t)im->size);
