@@ -152,6 +152,17 @@ HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 	}
 }
 
+/* 1 if lane ln's counters are corrupt: hd (read before tl) is past tl, or tl is further ahead of
+ * hd than producers ever take (lane_sane). The gap is judged only if the head has not moved since
+ * hd was read: a caller preempted between its two loads sees both counters move on by any amount,
+ * while a head that stayed put bounds the tail read in between. */
+static int lane_corrupt(struct shmq_lane *ln, uint64_t hd, uint64_t tl, uint64_t cap)
+{
+	if (lane_sane(hd, tl, cap))
+		return 0;
+	return hd > tl || atomic_load_explicit(&ln->cons_head, memory_order_acquire) == hd;
+}
+
 /* The window check shared by claim() and take_run(): loads prod_tail into *t0 and a cons_head no
  * newer than the real one into *c0. The head is read from the handle's cached copy (it only grows:
  * an old value only makes the window look fuller) and re-read from the segment when the window
@@ -186,7 +197,7 @@ static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket
 		window(q, l, &c0, &t0);
 		if (t0 - c0 > q->lane_mask) {
 			/* full as far as the head says: window() has just read it from the segment */
-			if (!lane_sane(c0, t0, cap))
+			if (lane_corrupt(ln, c0, t0, cap))
 				return -EPROTO;
 			if (t0 - c0 >= 2 * cap)
 				return -EAGAIN;
@@ -676,7 +687,7 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 			 * past one: both were stored after their ticket was taken, and read here before
 			 * the tail (acquire; the skip store is seq_cst, the tail's RMW before it) */
 			uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-			if (!lane_sane(hd, tl, cap) || hd == tl || beyond > tl)
+			if (lane_corrupt(h, hd, tl, cap) || hd == tl || beyond > tl)
 				return HEAD_CORRUPT;
 		}
 		if (passed) {
@@ -712,8 +723,8 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		    ++idle_polls % TAIL_EVERY)
 			return HEAD_EMPTY;
 		uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		if (!lane_sane(hd, tl, cap))
-			return HEAD_CORRUPT; /* read after the head: only a corrupt tail is behind it */
+		if (lane_corrupt(h, hd, tl, cap))
+			return HEAD_CORRUPT;
 		if (tl == hd)
 			return HEAD_EMPTY;
 		/* a producer holds ticket hd but has not claimed the slot yet: give it a moment, then
