@@ -105,9 +105,10 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 		       "slot %u: ready for ticket %llu, behind the consumer head %llu: no receive can "
 		       "reach it",
 		       i, (unsigned long long)t, (unsigned long long)head);
-	/* a skip word is 1 + a ticket taken: never past the tail (read after it on a live queue) */
-	uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
-	if (sk > tail)
+	/* a skip word is 1 + a ticket taken: never past the tail read after it (on a live queue the
+	 * tail read before may be older than the skip) */
+	uint64_t sk = atomic_load_explicit(&s->skip, memory_order_acquire);
+	if (sk > tail && (!c->live || sk > LANE_LOAD(c->base, l, prod_tail)))
 		report(c, SHMQ_CHECK_ERROR,
 		       "slot %u: skip word %llu is past the next ticket %llu (receivers would step over "
 		       "tickets never issued)",
