@@ -267,3 +267,63 @@ Test(bounds, a_receive_looks_at_4096_slots_for_a_due_redelivery_not_all_of_them)
 	cr_expect_eq(d.tries, 2, "the redelivery took %d receives", d.tries);
 	shmq_close(q);
 }
+
+/* ---- no false alarms -------------------------------------------------------------------------- */
+
+struct traffic {
+	shmq_t *q;
+	_Atomic int stop;
+	int producer;
+};
+
+static void *traffic_thread(void *arg)
+{
+	struct traffic *t = arg;
+	struct shmq_msg m;
+	for (uint32_t i = 0; !atomic_load(&t->stop); i++) {
+		if (t->producer) {
+			shmq_send(t->q, &i, sizeof(i), 0);
+		} else if (shmq_recv(t->q, &m, 0) == 0) {
+			if (i % 7 == 0)
+				shmq_nack(t->q, &m, 0); /* redeliveries, slots held out of order */
+			else
+				shmq_ack(t->q, &m);
+		}
+	}
+	return NULL;
+}
+
+static void check_under_traffic(const struct shmq_config *c)
+{
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, c);
+	struct traffic t[4];
+	pthread_t th[4];
+	for (int k = 0; k < 4; k++) {
+		t[k] = (struct traffic){.q = q, .producer = k < 2};
+		cr_assert_eq(pthread_create(&th[k], NULL, traffic_thread, &t[k]), 0);
+	}
+	int errors = 0;
+	for (int round = 0; round < 40; round++) {
+		errors += check_errors(name);
+		tq_sleep_ms(5);
+	}
+	for (int k = 0; k < 4; k++) {
+		atomic_store(&t[k].stop, 1);
+		pthread_join(th[k], NULL);
+	}
+	cr_expect_eq(errors, 0, "check reported %d errors on a healthy queue under traffic", errors);
+	shmq_close(q);
+}
+
+Test(bounds, check_of_a_queue_under_traffic_reports_no_errors)
+{
+	struct shmq_config c = tq_config(16);
+	check_under_traffic(&c);
+}
+
+Test(bounds, check_of_a_4_lane_queue_under_traffic_reports_no_errors)
+{
+	struct shmq_config c = tq_lanes_config(16, 4, SHMQ_DISPATCH_ROUND_ROBIN);
+	check_under_traffic(&c);
+}
