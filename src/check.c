@@ -244,6 +244,17 @@ static void check_balance(struct checker *c, const uint64_t counts[16], const ui
 		       (unsigned long long)dead, c->h.dlq_max);
 }
 
+/* Is the claimer of a dedup entry (record i in that epoch) gone? As the library judges it
+ * (shmq_part_alive_in): a record freed or claimed again since names somebody else, whatever its
+ * lock says; an image (no fd) shows only the first. */
+static int claimer_gone(struct checker *c, uint32_t i, uint64_t epoch)
+{
+	uint64_t v = atomic_load_explicit(&cpart(c, i)->state, memory_order_acquire);
+	if (ps_state(v) != PART_ALIVE || ps_epoch(v) != epoch)
+		return 1;
+	return c->fd >= 0 && shmq_lock_probe(c->fd, i) == 0;
+}
+
 static void check_dedup(struct checker *c)
 {
 	const unsigned char *table = c->base + c->h.dedup_off;
@@ -263,12 +274,11 @@ static void check_dedup(struct checker *c)
 		if (own > c->h.max_participants || (st == DE_CLAIMED && !own))
 			report(c, SHMQ_CHECK_ERROR, "dedup entry %u: owner %u is not a participant record", i,
 			       own);
-		else if (st == DE_CLAIMED && c->fd >= 0 && shmq_lock_probe(c->fd, own - 1) == 0)
+		else if (st == DE_CLAIMED && claimer_gone(c, own - 1, de_epoch(w)))
 			report(c, SHMQ_CHECK_WARNING,
-			       "dedup entry %u: claimed by participant %u, whose process is gone (the next "
-			       "use of its "
-			       "key takes it over)",
-			       i, own - 1);
+			       "dedup entry %u: claimed by participant %u (epoch %llu), which is gone (the "
+			       "next use of its key takes it over)",
+			       i, own - 1, (unsigned long long)de_epoch(w));
 		/* a claim writes the key after its CAS: only a recorded entry must hold a sane one */
 		if (st == DE_VALID && (e->key_len == 0 || e->key_len > SHMQ_KEY_MAX))
 			report(c, SHMQ_CHECK_ERROR, "dedup entry %u: key length %u outside 1..%u", i,

@@ -714,6 +714,35 @@ Test(inspect, check_warns_of_a_lease_held_by_a_dead_process)
 	shmq_close(q);
 }
 
+/* A dedup claim names its claimer by record and epoch: a record claimed again since (a newer
+ * epoch) is somebody else, and the claim is as good as dead, whatever that record's lock says. */
+Test(inspect, check_warns_of_a_dedup_claim_whose_record_was_reused_and_not_of_a_live_one)
+{
+	struct shmq_config c = quiet_config(8);
+	c.dedup_entries = 64;
+	const char *n = tq_name(NULL);
+	shmq_t *q = tq_create(n, &c);
+	size_t len;
+	unsigned char *img = image_of(n, &len);
+	shmq_close(q);
+	struct shmq_hdr *h = hdr_of(img);
+	struct shmq_dedup_entry *e = within(img, len, h->dedup_off, SHMQ_DEDUP_ENTRY_SIZE * 2);
+	cr_assert(e);
+	uint64_t v = atomic_load(&part_of(img, len, 0)->state);
+	cr_assert_eq(v & 0xff, PART_ALIVE, "the image keeps its creator's record alive");
+	uint64_t epoch = (v >> 8) & 0xffffffff;
+	atomic_store(&e[0].word, de_make(epoch, 1, DK_PUBLISHED, DE_CLAIMED, 7));
+	atomic_store(&e[1].word, de_make(epoch + 1, 1, DK_PUBLISHED, DE_CLAIMED, 9));
+	struct findings f = check(img, len);
+	cr_expect_eq(f.errors, 0);
+	cr_expect(has(&f, SHMQ_CHECK_WARNING, "dedup entry 1: claimed by participant 0 (epoch"),
+		  "a claim of an older epoch of a live record is not reported");
+	cr_expect(!has(&f, SHMQ_CHECK_WARNING, "dedup entry 0:"),
+		  "a claim of the record's own epoch is reported as gone");
+	dump(&f);
+	free(img);
+}
+
 Test(inspect, check_warns_of_counters_that_do_not_balance)
 {
 	size_t len;
