@@ -262,11 +262,15 @@ struct shmq_hdr {
 	 * lanes were computed at before each first delivery (lanes.c) */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t assign_gen;
 	/* immutable after creation: the creator's time-namespace offsets (ns) of CLOCK_MONOTONIC and
-	 * CLOCK_BOOTTIME, as /proc/self/timens_offsets gives them (0 in the initial namespace). Every
-	 * deadline in the segment is on the creator's CLOCK_MONOTONIC: shmq_open refuses a process
-	 * whose offsets differ (-EXDEV) */
+	 * CLOCK_BOOTTIME, as /proc/self/timens_offsets gives them (0 in the initial namespace), and
+	 * the inode of its time namespace (0: unknown). Every deadline in the segment is on the
+	 * creator's CLOCK_MONOTONIC: shmq_open refuses a process whose offsets differ (-EXDEV).
+	 * timens_offsets_unknown: the creator had unshared a time namespace for its children, so the
+	 * file showed theirs, not its own: then only its namespace's inode identifies its clock */
 	int64_t timens_mono_ns;
 	int64_t timens_boot_ns;
+	uint64_t timens_ino;
+	uint32_t timens_offsets_unknown;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

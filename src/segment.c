@@ -174,15 +174,33 @@ uint64_t shmq_segment_size(const struct shmq_config *cfg)
 	return l.total;
 }
 
-/* The calling process's time-namespace offsets of CLOCK_MONOTONIC and CLOCK_BOOTTIME, in ns, from
- * /proc/self/timens_offsets; zeros where the file does not exist (a kernel without time
- * namespaces: every process is in the initial one) or cannot be read. The file shows the
- * namespace the process's children get, which is its own unless it called
- * unshare(CLONE_NEWTIME) and then wrote new offsets. */
-static void timens_offsets(int64_t *mono, int64_t *boot)
+/* The calling process's time namespace: the offsets of CLOCK_MONOTONIC and CLOCK_BOOTTIME in ns,
+ * from /proc/self/timens_offsets (zeros where the file does not exist: a kernel without time
+ * namespaces, every process in the initial one), and the namespace's inode. The file shows the
+ * namespace the process's children get: after unshare(CLONE_NEWTIME) that is not the process's
+ * own (/proc/self/ns/time and time_for_children differ), and then its own offsets cannot be read:
+ * *known = 0 and only the inode identifies its clock. */
+struct timens {
+	int64_t mono, boot;
+	uint64_t ino;
+	int known;
+};
+
+static uint64_t ns_ino(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static void timens_self(struct timens *t)
 {
 	char buf[512];
-	*mono = *boot = 0;
+	t->mono = t->boot = 0;
+	t->ino = ns_ino("/proc/self/ns/time");
+	uint64_t children = ns_ino("/proc/self/ns/time_for_children");
+	t->known = !t->ino || !children || t->ino == children;
+	if (!t->known)
+		return;
 	int fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -201,20 +219,36 @@ static void timens_offsets(int64_t *mono, int64_t *boot)
 			continue;
 		int64_t ns = (int64_t)sec * 1000000000LL + nsec;
 		if (!strcmp(clock, "monotonic") || !strcmp(clock, "1"))
-			*mono = ns;
+			t->mono = ns;
 		else if (!strcmp(clock, "boottime") || !strcmp(clock, "7"))
-			*boot = ns;
+			t->boot = ns;
 	}
 }
 
 /* Open-time check: every deadline and not-before time in the segment is on its creator's
  * CLOCK_MONOTONIC, so a participant whose clock is offset from it would requeue fresh leases (or
- * never expire any). -EXDEV when our time-namespace offsets differ from the creator's. */
+ * never expire any). -EXDEV when our time-namespace offsets differ from the creator's. Where
+ * either side's offsets are unknown (see timens_self), only the creator's own namespace is
+ * accepted: two namespaces with equal offsets keep equal clocks, but an unknown offset may be
+ * anything. */
 static int timens_check(const struct shmq_hdr *h)
 {
-	int64_t mono, boot;
-	timens_offsets(&mono, &boot);
-	return mono == h->timens_mono_ns && boot == h->timens_boot_ns ? 0 : -EXDEV;
+	struct timens t;
+	timens_self(&t);
+	if (!t.known || h->timens_offsets_unknown)
+		return t.ino && t.ino == h->timens_ino ? 0 : -EXDEV;
+	return t.mono == h->timens_mono_ns && t.boot == h->timens_boot_ns ? 0 : -EXDEV;
+}
+
+/* The creator's side of timens_check. */
+static void timens_stamp(struct shmq_hdr *h)
+{
+	struct timens t;
+	timens_self(&t);
+	h->timens_mono_ns = t.mono;
+	h->timens_boot_ns = t.boot;
+	h->timens_ino = t.ino;
+	h->timens_offsets_unknown = !t.known;
 }
 
 void shmq_format(void *base, const struct shmq_config *cfg)
@@ -243,7 +277,7 @@ void shmq_format(void *base, const struct shmq_config *cfg)
 	h->reclaim_interval_ms = cfg->reclaim_interval_ms;
 	h->dlq_max = cfg->dlq_max ? cfg->dlq_max : (cfg->capacity / 4 ? cfg->capacity / 4 : 1);
 	h->created_ns = now_ns();
-	timens_offsets(&h->timens_mono_ns, &h->timens_boot_ns);
+	timens_stamp(h);
 	h->lanes = lanes_of(cfg->lanes);
 	h->dispatch = cfg->dispatch;
 	for (uint32_t i = 0; i < h->lanes; i++)

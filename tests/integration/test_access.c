@@ -36,10 +36,15 @@ static int open_errno(const char *name)
 
 /* ---- time namespaces --------------------------------------------------------------------------- */
 
-/* Runs fn(name) in a grandchild that lives in a new time namespace whose CLOCK_MONOTONIC is a day
- * ahead of ours; returns its exit status, or -1 after skipping the test when the namespace cannot
- * be made here. */
-static int in_time_namespace(int (*fn)(const char *), const char *name)
+enum ns_where {
+	NS_CHILD,   /* in a grandchild born in the new namespace */
+	NS_UNSHARER /* in the child that unshared it: still in ours, its children in the new one */
+};
+
+/* Runs fn(name) where `where` says, after a child unshared a new time namespace whose
+ * CLOCK_MONOTONIC is a day ahead of ours; returns fn's exit status, or -1 after skipping the test
+ * when the namespace cannot be made here. */
+static int in_time_ns(int (*fn)(const char *), const char *name, enum ns_where where)
 {
 	pid_t c = fork();
 	cr_assert_geq(c, 0, "fork: %s", strerror(errno));
@@ -53,6 +58,8 @@ static int in_time_namespace(int (*fn)(const char *), const char *name)
 		if (fd < 0 || write(fd, off, strlen(off)) != (ssize_t)strlen(off))
 			_exit(252);
 		close(fd);
+		if (where == NS_UNSHARER)
+			_exit(fn(name));
 		pid_t g = fork();
 		if (g < 0)
 			_exit(253);
@@ -79,6 +86,11 @@ static int in_time_namespace(int (*fn)(const char *), const char *name)
 	default:
 		return WEXITSTATUS(st);
 	}
+}
+
+static int in_time_namespace(int (*fn)(const char *), const char *name)
+{
+	return in_time_ns(fn, name, NS_CHILD);
 }
 
 Test(access, a_process_in_another_time_namespace_is_refused_at_open)
@@ -118,6 +130,31 @@ Test(access, a_queue_created_in_a_time_namespace_opens_there_and_is_refused_outs
 	cr_expect_eq(r, -EXDEV, "shmq_open outside the creator's time namespace: %d (%s)", r,
 		     shmq_strerror(r));
 	shmq_close(q);
+}
+
+/* A process that unshared a time namespace for its children is still in its own: /proc/self/
+ * timens_offsets shows its children's offsets, not its clock's. It opens a queue of its namespace,
+ * and one it creates opens for the processes of its namespace (not for its children's). */
+Test(access, a_process_that_unshared_a_time_namespace_for_its_children_keeps_its_own_clock)
+{
+	const char *n = tq_name(NULL);
+	shmq_t *q = tq_create(n, NULL);
+	int r = in_time_ns(open_errno, n, NS_UNSHARER);
+	cr_expect_eq(r, 0, "shmq_open by the unsharer, in our namespace still: errno %d (%s)", r,
+		     strerror(r));
+	shmq_close(q);
+	const char *made = tq_name("made");
+	r = in_time_ns(create_and_reopen, made, NS_UNSHARER);
+	cr_expect_eq(r, 0, "create and reopen by the unsharer: %d (%s)", r,
+		     r >= 100 ? strerror(r - 100) : strerror(r));
+	r = shmq_open(made, &q);
+	cr_expect_eq(r, 0, "shmq_open of the unsharer's queue from its namespace: %d (%s)", r,
+		     shmq_strerror(r));
+	shmq_close(q);
+	r = in_time_namespace(open_errno, made);
+	cr_expect_eq(r, EXDEV,
+		     "shmq_open of the unsharer's queue from its children's namespace: errno %d (%s)", r,
+		     strerror(r));
 }
 
 static void count_errors(void *ctx, int severity, const char *what)
