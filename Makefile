@@ -139,7 +139,7 @@ deps: $(DEPS_OK)
 # reports when a test process exits, after Criterion has already counted the test as passed.
 SAN_REPORT_RE := ERROR: [A-Za-z]+Sanitizer|WARNING: ThreadSanitizer|runtime error:
 # SHMQ_TOOL tells the CLI tests which shmq binary to run.
-run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
+run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
 	rc=$$(cat $(1).rc); \
 	if [ "$$rc" -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $(1).log; then \
 		echo "  FAIL  $(1): sanitizer report (see $(1).log)"; rc=1; \
