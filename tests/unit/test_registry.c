@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../common.h"
+#include "internal.h"
 #include "shmq.h"
 
 TestSuite(registry, .fini = tq_cleanup);
@@ -102,4 +103,19 @@ Test(registry, a_full_registry_takes_a_record_a_reclaim_pass_just_freed)
 	cr_expect_eq(r, 0, "open on a registry whose only free record was just freed: %s", shmq_strerror(r));
 	shmq_close(q);
 	close_all(SHMQ_MAX_PARTICIPANTS - 1);
+}
+
+/* A reclaim pass judged the record's previous participant dead and read its state; the record was
+ * freed and claimed again before the pass's release: that release must leave the newcomer whole. */
+Test(registry, a_stale_release_leaves_the_consumer_role_of_the_records_new_owner_alone)
+{
+	struct shmq_config c = tq_config(16);
+	shmq_t *q = tq_mkq(&c);
+	tq_register_consumer(q);
+	uint64_t v = atomic_load(&q->me->state);
+	uint64_t stale = ps_make(ps_epoch(v) - 1, PART_ALIVE, 0);
+	cr_expect_eq(shmq_part_release(q, q->part, stale), 0, "a release of another epoch frees nothing");
+	cr_expect_eq(atomic_load(&q->me->state), v);
+	cr_expect_eq(atomic_load(&q->me->role), PART_CONSUMER, "the stale release cleared our consumer role");
+	shmq_close(q);
 }
