@@ -235,6 +235,58 @@ Test(lanes_recovery, a_one_lane_key_hash_queue_gives_a_key_to_one_consumer_at_a_
 	shmq_close(p);
 }
 
+static void stop_self(void *arg)
+{
+	(void)arg;
+	raise(SIGSTOP);
+}
+
+/* a, a consumer of a 2-lane key-hash queue, is stopped (SIGSTOP, a debugger, a cgroup freezer)
+ * inside a take, after it joined; c, the other consumer, must still take up lanes once a has been
+ * idle for a lease, and a, continued, must not keep what its stale take got. */
+Test(lanes_recovery, a_consumer_stopped_inside_a_take_does_not_stall_the_others)
+{
+	const char *name = tq_name("khstop");
+	struct shmq_config c = tq_lanes_config(64, 2, SHMQ_DISPATCH_KEY_HASH);
+	c.lease_ms = 200;
+	shmq_t *p = tq_create(name, &c), *cq;
+	cr_assert_eq(shmq_open(name, &cq), 0);
+	tq_register_consumer(cq);
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	pid_t a = fork();
+	cr_assert_neq(a, -1);
+	if (a == 0) {
+		shmq_t *qa;
+		struct shmq_msg m;
+		if (shmq_open(name, &qa))
+			_exit(3);
+		shmq_hook_arm("kh-before-take", stop_self, NULL);
+		int r = shmq_recv(qa, &m, 0); /* joins, and stops inside its take */
+		(void)!write(fds[1], &r, sizeof(r));
+		_exit(0);
+	}
+	close(fds[1]);
+	int st;
+	cr_assert_eq(waitpid(a, &st, WUNTRACED), a);
+	cr_assert(WIFSTOPPED(st), "a did not stop inside its take");
+	for (int i = 0; i < 8; i++) {
+		char k[2] = {(char)('a' + i), 0};
+		cr_assert_eq(shmq_send_routed(p, k, 1, "hello", 5, 0), 0);
+	}
+	struct shmq_msg m;
+	int r = shmq_recv(cq, &m, 3000);
+	cr_expect_eq(r, 0, "c took nothing in 3 s of 8 messages while a is stopped: %s", shmq_strerror(r));
+	kill(a, SIGCONT);
+	int ra = 1;
+	cr_expect_eq(read(fds[0], &ra, sizeof(ra)), (ssize_t)sizeof(ra));
+	cr_expect_eq(ra, -EAGAIN, "a, continued, kept what its stale take got while c serves the lanes");
+	cr_assert_eq(waitpid(a, &st, 0), a);
+	close(fds[0]);
+	shmq_close(cq);
+	shmq_close(p);
+}
+
 /* A receiver waits at the prefetch limit; another thread lifts the limit (0: none). set_prefetch
  * even wakes the waiters for this; they must go on and receive. */
 Test(lanes_recovery, lifting_the_prefetch_limit_releases_a_waiting_receiver)
