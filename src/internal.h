@@ -232,6 +232,8 @@ void shmq_fault_arm(const char *point, unsigned nth);
 SHMQ_HIDDEN void shmq_fault_hit(const char *point);
 /* sleepers the futex wake-ups of this process have woken so far (wait.c) */
 uint64_t shmq_test_woken(void);
+/* slot words this process's key-hash take-ups have read looking for leases (lanes.c) */
+uint64_t shmq_test_kh_scanned(void);
 #define SHMQ_FAULT(p) shmq_fault_hit(p)
 /* A hook: the next time a thread reaches point, it calls fn(arg) there (once). */
 typedef void (*shmq_hook_fn)(void *arg);

@@ -111,10 +111,19 @@ uint32_t shmq_lane_consumers(const struct shmq_assign_ctx *c, uint32_t *owner)
 	return n;
 }
 
+#ifdef SHMQ_TEST
+static _Atomic uint64_t kh_scanned;
+uint64_t shmq_test_kh_scanned(void) { return atomic_load_explicit(&kh_scanned, memory_order_relaxed); }
+#define KH_SCANNED(n) atomic_fetch_add_explicit(&kh_scanned, (n), memory_order_relaxed)
+#else
+#define KH_SCANNED(n) ((void)0)
+#endif
+
 /* Does a live consumer other than us hold a lease in lane l? */
 static int foreign_leases(shmq_t *q, uint32_t l)
 {
 	for (uint32_t k = 0; k <= q->lane_mask; k++) {
+		KH_SCANNED(1);
 		uint64_t w = atomic_load_explicit(&slot_at(q, lane_idx(q, l, k))->word, memory_order_relaxed);
 		unsigned own = w_owner(w);
 		if (w_state(w) == SLOT_LEASED && own != q->owner && own && shmq_part_alive(q, own - 1))

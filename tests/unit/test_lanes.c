@@ -638,6 +638,78 @@ Test(lanes, a_consumer_joining_while_another_takes_from_its_new_lane_waits_for_t
 	shmq_close(a);
 }
 
+/* Three consumers of three lanes, ranked a, b, c; the key's lane 2 is c's. a dies: the survivors'
+ * ranks shift (b now has lanes 0 and 2, c lane 1) and nobody announces it. */
+Test(lanes, a_consumers_death_never_leaves_one_key_in_two_survivors_hands)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_lanes_config(192, 3, SHMQ_DISPATCH_KEY_HASH);
+	c.reclaim_interval_ms = 0;
+	shmq_t *p = tq_create(name, &c);
+	pid_t a = tq_consumer_child(name);
+	shmq_t *b = consumer_q(name), *cq = consumer_q(name);
+	char key[16];
+	key_of_lane(2, 3, key, sizeof(key));
+	send_routed_range(p, key, 0, 3);
+	tq_sleep_ms(ASSIGN_REFRESH_MS + 10); /* b's view is due for a refresh, c's is fresh below */
+	struct shmq_msg m1, m2, m3;
+	cr_assert_eq(shmq_recv(cq, &m1, 0), 0, "c serves the key's lane");
+	cr_expect_eq(value_of(&m1), 0);
+	cr_assert_eq(shmq_ack(cq, &m1), 0);
+	cr_assert_eq(kill(a, SIGKILL), 0);
+	cr_assert_eq(waitpid(a, NULL, 0), a);
+	int rb = shmq_recv(b, &m2, 0);
+	int rc = shmq_recv(cq, &m3, 0);
+	cr_expect(!(rb == 0 && rc == 0), "b holds message %u and c took message %u of one key at once",
+		  rb ? 99 : value_of(&m2), rc ? 99 : value_of(&m3));
+	cr_expect_eq(rb, 0, "b takes the lane up at its refresh");
+	if (rb == 0) {
+		cr_expect_eq(value_of(&m2), 1);
+		cr_assert_eq(shmq_ack(b, &m2), 0);
+		int r = shmq_recv(b, &m2, 0);
+		cr_expect_eq(r, 0, "b serves the lane from now on");
+		if (r == 0)
+			cr_expect_eq(value_of(&m2), 2);
+	}
+	shmq_close(cq);
+	shmq_close(b);
+	shmq_close(p);
+}
+
+/* A consumer waits to take up a lane whose previous consumer holds a lease at the far end of it
+ * (the slot after a lap of the ring): its receives meanwhile must not each read the whole lane. */
+Test(lanes, a_receiver_waiting_to_take_up_a_lane_does_not_scan_the_whole_lane_at_every_call)
+{
+	const char *name = tq_name(NULL);
+	const uint32_t cap = 4096;
+	struct shmq_config c = tq_lanes_config(cap, 1, SHMQ_DISPATCH_KEY_HASH);
+	c.reclaim_interval_ms = 0;
+	shmq_t *p = tq_create(name, &c);
+	shmq_t *y = open_q(name), *x = open_q(name), *w = open_q(name);
+	struct shmq_msg m;
+	for (uint32_t i = 0; i < cap - 8; i++) { /* a lap: the next messages sit at the lane's end */
+		tq_send_u32(p, i);
+		cr_assert_eq(shmq_recv(w, &m, 0), 0);
+		cr_assert_eq(shmq_ack(w, &m), 0);
+	}
+	shmq_close(w);
+	send_routed_range(p, "k", 0, 4);
+	struct shmq_msg mx, my;
+	cr_assert_eq(shmq_recv(x, &mx, 0), 0, "x, alone, serves the lane");
+	/* y joins: the lane is y's (lower record index), once x's lease is settled */
+	uint64_t before = shmq_test_kh_scanned();
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(shmq_recv(y, &my, 0), -EAGAIN, "y took a message while x holds one of its key");
+	uint64_t scanned = shmq_test_kh_scanned() - before;
+	cr_expect_leq(scanned, 2 * cap, "50 receives read %llu slot words of a %u-slot lane",
+		      (unsigned long long)scanned, cap);
+	cr_assert_eq(shmq_ack(x, &mx), 0);
+	cr_expect_eq(shmq_recv(y, &my, 0), 0, "x settled: y takes the lane up");
+	shmq_close(x);
+	shmq_close(y);
+	shmq_close(p);
+}
+
 struct recount_race {
 	shmq_t *q;
 	struct shmq_msg m;
