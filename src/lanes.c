@@ -52,9 +52,8 @@ static int active_consumer(const unsigned char *parts, uint32_t i, int fd, uint3
 			   uint32_t lease_ms)
 {
 	const struct shmq_participant *p = (const void *)(parts + (uint64_t)i * SHMQ_PART_SIZE);
-	/* acquire: pairs with the release CAS that freed the record (shmq_part_release clears role
-	 * before it) and with attach's claim CAS; role is set later, relaxed: a consumer is seen
-	 * as one at the next refresh (within ASSIGN_REFRESH_MS) */
+	/* acquire: pairs with attach's claim CAS (claim_record clears role before it); role is set
+	 * later, relaxed: a consumer is seen as one at the next refresh (within ASSIGN_REFRESH_MS) */
 	uint64_t st = atomic_load_explicit(&p->state, memory_order_acquire);
 	if ((st & 0xff) != PART_ALIVE ||
 	    atomic_load_explicit(&p->role, memory_order_relaxed) != PART_CONSUMER)

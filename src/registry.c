@@ -101,8 +101,8 @@ int shmq_part_alive_in(shmq_t *q, uint32_t i, uint64_t epoch)
 /* Frees record i, observed as v; freed_ms 0: reusable at once (a clean close), else when (odd). */
 static int release(shmq_t *q, uint32_t i, uint64_t v, uint64_t freed_ms)
 {
-	/* before the release CAS: whoever claims the record (acquire) sees no consumer in it */
-	atomic_store_explicit(&part_at(q, i)->role, 0, memory_order_relaxed);
+	/* role is left alone: if the CAS fails the record has been claimed again since v, and the
+	 * role is the newcomer's; the next claimer clears it (claim_record) */
 	uint64_t nv = ps_make(ps_epoch(v), PART_FREE, freed_ms);
 	return atomic_compare_exchange_strong_explicit(&part_at(q, i)->state, &v, nv, memory_order_acq_rel,
 						       memory_order_relaxed);
@@ -202,16 +202,19 @@ static int claim_record(shmq_t *q)
 			 * us. A lock we cannot get belongs to a live process: leave the record alone. */
 			if (lock_byte(q->fd, F_OFD_SETLK, F_WRLCK, i, NULL) < 0)
 				continue;
+			/* Before the claim, under the lock: nobody else may claim the record now, and
+			 * its previous owner is gone, so these are ours to write; the claim CAS
+			 * (release) publishes them with ALIVE. A record reused from a dead consumer
+			 * must not count as one until we receive, and a dead taker's count must not
+			 * hold up lane hand-overs under our name. */
+			atomic_store_explicit(&p->role, 0, memory_order_relaxed);
+			atomic_store_explicit(&p->kh_taking, 0, memory_order_relaxed);
 			uint64_t nv = ps_make(ps_epoch(v) + 1, PART_ALIVE, 0);
 			if (!atomic_compare_exchange_strong_explicit(&p->state, &v, nv, memory_order_acq_rel,
 								     memory_order_relaxed)) {
 				lock_byte(q->fd, F_OFD_SETLK, F_UNLCK, i, NULL);
 				continue;
 			}
-			/* a record reused from a dead consumer must not count as one until we receive */
-			atomic_store_explicit(&p->role, 0, memory_order_relaxed);
-			/* a dead taker's count must not hold up lane hand-overs under our name */
-			atomic_store_explicit(&p->kh_taking, 0, memory_order_relaxed);
 			fold_counters(q, p);
 			p->pid = getpid();
 			p->attached_ms = now;
