@@ -353,7 +353,7 @@ SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
  * from now (re-validated if the consumer set changed since it last looked); end must follow. */
 SHMQ_HIDDEN uint32_t shmq_kh_begin(shmq_t *q, uint64_t now_ms);
 SHMQ_HIDDEN void shmq_kh_end(shmq_t *q);
-/* Key-hash queues: announces a change of the consumer set (bumps assign_gen). */
+/* Key-hash queues: announces a change of the consumer set (bumps assign_gen's generation). */
 SHMQ_HIDDEN void shmq_assignment_changed(shmq_t *q);
 
 /* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */

@@ -13,18 +13,23 @@
  * the others within that time.
  *
  * On a key-hash queue that is not enough: a consumer that lost a lane would serve it from its
- * cached assignment until its next refresh, and one key's messages would be in two hands. So every
- * change a live consumer can announce (its first receive, its return after idling, its close) bumps
- * assign_gen in the header, and each first-delivery take (shmq_kh_begin) first counts itself in its
- * record's kh_taking, then reads assign_gen, and recomputes its lanes if it moved. A lane it gains
- * is taken up only when no other live consumer is inside a take (kh_taking: one may still be
- * working from the old assignment) and none holds a lease in the lane (its last message of a key
- * must be settled before we hand out the next). The two sides pair like Dekker's: the announcer's
- * seq_cst bump before the gainer's seq_cst kh_taking loads, the taker's seq_cst kh_taking
- * increment before its seq_cst generation load; so either the taker sees the new generation, or
- * the gainer sees it inside, or it was out before and its lease is in the slots the gainer scans.
- * A dead consumer announces nothing: its lanes move at the others' next refresh (it takes nothing
- * meanwhile).
+ * cached assignment until its next refresh, and one key's messages would be in two hands. So the
+ * header's assign_gen word holds a generation and the consumer set (a hash of the ranked record
+ * indexes) the views of that generation were computed from: views of one generation then agree,
+ * since the assignment is a function of the set. A consumer that computes another set (someone
+ * died, was counted out for idling, came or left) moves the word to the next generation with its
+ * own set before it uses its view; changes a live consumer makes (its first receive, its return
+ * after idling, its close) also bump the generation, so the others look at once. Each
+ * first-delivery take (shmq_kh_begin) first counts itself in its record's kh_taking, then reads
+ * the word, and recomputes its lanes if the generation moved. After a move every lane is taken up
+ * again as if gained: only when no other live consumer is inside a take (kh_taking: one may still
+ * be working from an older generation) and none holds a lease in the lane (its last message of a
+ * key must be settled before we hand out the next). The two sides pair like Dekker's: the mover's
+ * seq_cst RMW before the gainer's seq_cst load of the word, then of every kh_taking, the taker's
+ * seq_cst kh_taking increment before its seq_cst load of the word; so either the taker sees the
+ * new generation, or the gainer sees it inside, or it was out before and its lease is in the slots
+ * the gainer scans. A dead consumer moves nothing: the first survivor whose refresh finds it gone
+ * does (it takes nothing meanwhile).
  */
 #include <errno.h>
 #include <string.h>
@@ -67,11 +72,13 @@ static int active_consumer(const unsigned char *parts, uint32_t i, int fd, uint3
 }
 
 /* Ranks the active consumers: fills ranks[] with their record indexes (up to max_out), returns
- * how many there are, and *my_rank with self's rank (UINT32_MAX: self is not one). */
+ * how many there are, *my_rank with self's rank (UINT32_MAX: self is not one) and *set with a hash
+ * of the ranked indexes (the assignment is a function of them). */
 static uint32_t rank_consumers(const struct shmq_assign_ctx *c, uint32_t *my_rank, uint32_t *ranks,
-			       uint32_t max_out)
+			       uint32_t max_out, uint32_t *set)
 {
 	uint32_t n = 0;
+	uint64_t h = 0xcbf29ce484222325ULL;
 	*my_rank = UINT32_MAX;
 	for (uint32_t i = 0; i < c->max_parts; i++) {
 		if (!active_consumer(c->parts, i, c->fd, c->self, c->now_ms, c->lease_ms))
@@ -80,14 +87,20 @@ static uint32_t rank_consumers(const struct shmq_assign_ctx *c, uint32_t *my_ran
 			*my_rank = n;
 		if (n < max_out)
 			ranks[n] = i;
+		h = (h ^ i) * 0x100000001b3ULL;
 		n++;
 	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	*set = (uint32_t)h;
 	return n;
 }
 
-uint32_t shmq_lanes_assigned(const struct shmq_assign_ctx *c)
+/* shmq_lanes_assigned, and *set the consumer set it comes from (rank_consumers) */
+static uint32_t lanes_assigned(const struct shmq_assign_ctx *c, uint32_t *set)
 {
-	uint32_t me, n = rank_consumers(c, &me, NULL, 0);
+	uint32_t me, n = rank_consumers(c, &me, NULL, 0, set);
 	if (me == UINT32_MAX || !n)
 		return 0;
 	if (n > c->lanes) {
@@ -101,10 +114,16 @@ uint32_t shmq_lanes_assigned(const struct shmq_assign_ctx *c)
 	return home;
 }
 
+uint32_t shmq_lanes_assigned(const struct shmq_assign_ctx *c)
+{
+	uint32_t set;
+	return lanes_assigned(c, &set);
+}
+
 uint32_t shmq_lane_consumers(const struct shmq_assign_ctx *c, uint32_t *owner)
 {
-	uint32_t me, ranks[SHMQ_LANES_MAX];
-	uint32_t n = rank_consumers(c, &me, ranks, SHMQ_LANES_MAX);
+	uint32_t me, set, ranks[SHMQ_LANES_MAX];
+	uint32_t n = rank_consumers(c, &me, ranks, SHMQ_LANES_MAX, &set);
 	for (uint32_t l = 0; l < c->lanes; l++)
 		owner[l] = n ? ranks[l % (n < c->lanes ? n : c->lanes)] + 1 : 0;
 	return n;
@@ -136,8 +155,9 @@ void shmq_assignment_changed(shmq_t *q)
 	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
 		return;
 	/* seq_cst: after the record change it announces (stored before it), and one half of the
-	 * pair with shmq_kh_begin() (see the top of this file) */
-	atomic_fetch_add_explicit(&q->hdr->assign_gen, 1, memory_order_seq_cst);
+	 * pair with shmq_kh_begin() (see the top of this file). The set is kept: the first consumer
+	 * to compute the new one moves the word again (kh_lanes) */
+	atomic_fetch_add_explicit(&q->hdr->assign_gen, 1ULL << 32, memory_order_seq_cst);
 }
 
 void shmq_consumer_poll(shmq_t *q, uint64_t now)
@@ -226,20 +246,47 @@ static uint64_t kv_make(uint32_t gen, uint32_t waiting, uint32_t serving)
 	return (uint64_t)gen << 32 | (uint64_t)(waiting & 0xffff) << 16 | (serving & 0xffff);
 }
 
-/* The lanes a key-hash take may use, seen at generation gen (see the top of this file). */
-static uint32_t kh_lanes(shmq_t *q, uint64_t now, uint32_t gen)
+/* Tries to move the assignment word from *word (read) to the next generation with consumer set
+ * `set`; *word is then the word that holds (0: it kept moving, look again at the next take). */
+static int move_word(shmq_t *q, uint64_t *word, uint32_t set)
+{
+	for (int k = 0; k < 4; k++) {
+		if ((uint32_t)*word == set)
+			return 1; /* someone moved it to our set already */
+		uint64_t nw = (uint64_t)((uint32_t)(*word >> 32) + 1) << 32 | set;
+		/* seq_cst: the mover's half of the pair (top of file), like shmq_assignment_changed;
+		 * a failure is a seq_cst load of the word that moved it */
+		if (atomic_compare_exchange_strong_explicit(&q->hdr->assign_gen, word, nw,
+							    memory_order_seq_cst, memory_order_seq_cst)) {
+			*word = nw;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* The lanes a key-hash take may use, seen with assignment word `word` (see the top of this file). */
+static uint32_t kh_lanes(shmq_t *q, uint64_t now, uint64_t word)
 {
 	/* relaxed: the handle's own threads; the word is whole, so a view is never mixed */
 	uint64_t v = atomic_load_explicit(&q->kh_view, memory_order_relaxed);
-	uint32_t serving = v & 0xffff, waiting = (v >> 16) & 0xffff;
+	uint32_t serving = v & 0xffff, waiting = (v >> 16) & 0xffff, gen = (uint32_t)(word >> 32);
 	uint64_t at = atomic_load_explicit(&q->home_at_ms, memory_order_relaxed);
 	int same = (uint32_t)(v >> 32) == gen;
 	if (!same || !at || now < at || now - at >= ASSIGN_REFRESH_MS) {
 		struct shmq_assign_ctx c;
+		uint32_t set;
 		assign_ctx(q, now, &c);
-		uint32_t assigned = shmq_lanes_assigned(&c);
-		/* After an announced change every lane is taken up again as if gained: we may have
-		 * lost it and got it back meanwhile, its holder in between still working on a key. */
+		uint32_t assigned = lanes_assigned(&c, &set);
+		/* Another set than the word's: a consumer died, was counted out or came back
+		 * unannounced, and views of this generation may give a lane of ours to its previous
+		 * consumer. Move the word first, so that one re-checks before its next take. */
+		if (set != (uint32_t)word && !move_word(q, &word, set))
+			return 0;
+		same = (uint32_t)(v >> 32) == (uint32_t)(word >> 32);
+		gen = (uint32_t)(word >> 32);
+		/* After a move every lane is taken up again as if gained: we may have lost it and got
+		 * it back meanwhile, its holder in between still working on a key. */
 		serving = same ? serving & assigned : 0;
 		waiting = assigned & ~serving;
 		atomic_store_explicit(&q->home_at_ms, now ? now : 1, memory_order_relaxed);
@@ -262,8 +309,8 @@ uint32_t shmq_kh_begin(shmq_t *q, uint64_t now)
 {
 	/* seq_cst increment, then seq_cst load: our half of the pair (top of file) */
 	atomic_fetch_add_explicit(&q->me->kh_taking, 1, memory_order_seq_cst);
-	uint32_t gen = atomic_load_explicit(&q->hdr->assign_gen, memory_order_seq_cst);
-	return kh_lanes(q, now, gen);
+	uint64_t word = atomic_load_explicit(&q->hdr->assign_gen, memory_order_seq_cst);
+	return kh_lanes(q, now, word);
 }
 
 void shmq_kh_end(shmq_t *q)

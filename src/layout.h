@@ -257,10 +257,12 @@ struct shmq_hdr {
 	/* counters of participant records since reused or freed by a clean close: the totals are
 	 * these plus every record's, and a record shows only its own participant's traffic */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t retired[C_COUNT];
-	/* key-hash queues: bumped after every announced change of the consumer set (a consumer's
-	 * first receive, its return after idling, its close): consumers compare it to the one their
-	 * lanes were computed at before each first delivery (lanes.c) */
-	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t assign_gen;
+	/* key-hash queues: [ generation:32 | consumer set:32 ], the set a hash of the active
+	 * consumers' record indexes. A consumer that computes another set than the word's moves it
+	 * to generation + 1 with its own (CAS), and every announced change (a consumer's first
+	 * receive, its return after idling, its close) bumps the generation: consumers compare the
+	 * generation to the one their lanes were computed at before each first delivery (lanes.c) */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t assign_gen;
 	/* immutable after creation: the creator's time-namespace offsets (ns) of CLOCK_MONOTONIC and
 	 * CLOCK_BOOTTIME, as /proc/self/timens_offsets gives them (0 in the initial namespace), and
 	 * the inode of its time namespace (0: unknown). Every deadline in the segment is on the
