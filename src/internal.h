@@ -53,6 +53,12 @@ struct shmq {
 	struct {
 		_Atomic uint64_t token; /* key-hash: the lease word of our message in hand, 0: none */
 		_Atomic uint32_t idx;	/* its slot */
+		/* a take-up's look for other consumers' leases in the lane (lanes.c): [ generation:32 |
+		 * next slot + 1:32 ] (0: not started), the foreign lease word it stopped at, and when
+		 * that word's holder was last found alive */
+		_Atomic uint64_t scan;
+		_Atomic uint64_t scan_word;
+		_Atomic uint64_t scan_probed_ms;
 	} kh[SHMQ_LANES_MAX];
 	/* a timeout-0 receive's wait for a ticket a producer holds, per lane (ticket + 1; 0: none).
 	 * Such a receive returns at once, so the grace after which take_head() abandons the ticket

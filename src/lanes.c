@@ -137,17 +137,36 @@ uint64_t shmq_test_kh_scanned(void) { return atomic_load_explicit(&kh_scanned, m
 #define KH_SCANNED(n) ((void)0)
 #endif
 
-/* Does a live consumer other than us hold a lease in lane l? */
-static int foreign_leases(shmq_t *q, uint32_t l)
+/* Slot words a take-up reads per receive at most (over all its lanes): a lane of up to that many
+ * slots (the default queue has 1024) is looked through by one receive, one of 2^20 slots by 64,
+ * none of which stalls for the whole lane. */
+#define KH_SCAN_BUDGET 16384u
+
+/* Looks on for leases of other live consumers in lane l from slot *k, reading at most *budget
+ * slot words; 1 once the whole lane was found clear. A lease found stops the look there (*k), and
+ * the next look starts with that one word: while it holds the same lease, its holder is probed
+ * again only every ASSIGN_REFRESH_MS (a dead one's lease does not hold the lane). */
+static int lane_clear(shmq_t *q, uint32_t l, uint32_t *k, uint32_t *budget, uint64_t now)
 {
-	for (uint32_t k = 0; k <= q->lane_mask; k++) {
+	for (; *k <= q->lane_mask && *budget; ++*k, --*budget) {
 		KH_SCANNED(1);
-		uint64_t w = atomic_load_explicit(&slot_at(q, lane_idx(q, l, k))->word, memory_order_relaxed);
+		uint64_t w =
+			atomic_load_explicit(&slot_at(q, lane_idx(q, l, *k))->word, memory_order_relaxed);
 		unsigned own = w_owner(w);
-		if (w_state(w) == SLOT_LEASED && own != q->owner && own && shmq_part_alive(q, own - 1))
-			return 1;
+		if (w_state(w) != SLOT_LEASED || own == q->owner || !own)
+			continue;
+		uint64_t at = atomic_load_explicit(&q->kh[l].scan_probed_ms, memory_order_relaxed);
+		if (atomic_load_explicit(&q->kh[l].scan_word, memory_order_relaxed) == w && now >= at &&
+		    now - at < ASSIGN_REFRESH_MS)
+			return 0; /* the same lease as at the last look: still held */
+		if (!shmq_part_alive(q, own - 1))
+			continue;
+		/* relaxed: hints for this handle's threads; a stale pair costs a probe or a look */
+		atomic_store_explicit(&q->kh[l].scan_word, w, memory_order_relaxed);
+		atomic_store_explicit(&q->kh[l].scan_probed_ms, now, memory_order_relaxed);
+		return 0;
 	}
-	return 0;
+	return *k > q->lane_mask;
 }
 
 void shmq_assignment_changed(shmq_t *q)
@@ -229,15 +248,33 @@ static int others_taking(shmq_t *q)
 	return 0;
 }
 
-/* Of the key-hash lanes in want (assigned to us, not yet served), those we may start serving. */
-static uint32_t takeable(shmq_t *q, uint32_t want)
+/* Of the key-hash lanes in want (assigned to us at generation gen, not yet served), those we may
+ * start serving. A lane's look through its slots starts only when no other consumer is inside a
+ * take; from then on no take from an older generation can start (its load of the word would see
+ * ours), and every lease of one that ended is visible: so the look may go on over several calls,
+ * each slot found clear staying clear of older generations' leases. */
+static uint32_t takeable(shmq_t *q, uint32_t want, uint32_t gen, uint64_t now)
 {
-	if (others_taking(q))
-		return 0;
-	uint32_t ok = 0;
-	for (uint32_t l = 0; want >> l; l++)
-		if ((want >> l & 1) && !foreign_leases(q, l))
+	uint32_t ok = 0, budget = KH_SCAN_BUDGET;
+	int out = 0; /* others_taking() found nobody inside, in this call */
+	for (uint32_t l = 0; want >> l; l++) {
+		if (!(want >> l & 1))
+			continue;
+		/* acquire: pairs with the release store below, made after the others_taking() that
+		 * made older takes' leases visible, by whichever thread of the handle started it */
+		uint64_t sc = atomic_load_explicit(&q->kh[l].scan, memory_order_acquire);
+		uint32_t k = (uint32_t)(sc >> 32) == gen ? (uint32_t)sc : 0;
+		if (!k) {
+			if (!out && others_taking(q))
+				return ok;
+			out = 1;
+			k = 1;
+		}
+		uint32_t slot = k - 1;
+		if (lane_clear(q, l, &slot, &budget, now))
 			ok |= 1u << l;
+		atomic_store_explicit(&q->kh[l].scan, (uint64_t)gen << 32 | (slot + 1), memory_order_release);
+	}
 	return ok;
 }
 
@@ -292,7 +329,7 @@ static uint32_t kh_lanes(shmq_t *q, uint64_t now, uint64_t word)
 		atomic_store_explicit(&q->home_at_ms, now ? now : 1, memory_order_relaxed);
 	}
 	if (waiting) {
-		uint32_t ok = takeable(q, waiting);
+		uint32_t ok = takeable(q, waiting, gen, now);
 		serving |= ok;
 		waiting &= ~ok;
 	}
