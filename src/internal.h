@@ -356,9 +356,11 @@ SHMQ_HIDDEN uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l);
 /* This consumer's home lanes, recomputed every ASSIGN_REFRESH_MS. */
 SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
 /* Key-hash queues: brackets a first-delivery take. begin returns the lanes this consumer may take
- * from now (re-validated if the consumer set changed since it last looked); end must follow. */
-SHMQ_HIDDEN uint32_t shmq_kh_begin(shmq_t *q, uint64_t now_ms);
-SHMQ_HIDDEN void shmq_kh_end(shmq_t *q);
+ * from now (re-validated if the consumer set changed since it last looked) and sets *fence for
+ * end, which must follow; end returns 1 if the take was counted out meanwhile (it outlasted a
+ * lease and another consumer took up lanes): then whatever it took must be given back. */
+SHMQ_HIDDEN uint32_t shmq_kh_begin(shmq_t *q, uint64_t now_ms, uint32_t *fence);
+SHMQ_HIDDEN int shmq_kh_end(shmq_t *q, uint32_t fence);
 /* Key-hash queues: announces a change of the consumer set (bumps assign_gen's generation). */
 SHMQ_HIDDEN void shmq_assignment_changed(shmq_t *q);
 

@@ -30,6 +30,15 @@
  * new generation, or the gainer sees it inside, or it was out before and its lease is in the slots
  * the gainer scans. A dead consumer moves nothing: the first survivor whose refresh finds it gone
  * does (it takes nothing meanwhile).
+ *
+ * A live consumer can stay inside a take for long: stopped by SIGSTOP, a debugger or a freezer.
+ * Waiting for it would stall every take-up. So a gainer that finds a take inside whose consumer
+ * has not polled for a lease (the others count it out of the assignment too) fences it instead: a
+ * CAS adds one to the fences half of its kh_taking word. The take's end, an RMW of the same word,
+ * comes after that CAS or before it: after, it sees the fence and gives back what it took (the
+ * message goes DELAYED, due at once, with its delivery uncounted); before, the CAS fails and the
+ * gainer looks again later, by when the ended take's lease is visible. A take that begins after
+ * the fence reads the word after the gainer's move: its view is current.
  */
 #include <errno.h>
 #include <string.h>
@@ -229,20 +238,32 @@ uint32_t shmq_home_lanes(shmq_t *q, uint64_t now)
 	return home;
 }
 
+/* kh_taking: [ fences:16 | count:16 ] (see the top of this file) */
+#define KH_COUNT_MASK 0xffffu
+#define KH_FENCE (1u << 16)
+
 /* Is another live participant inside a key-hash take? It may be working from an assignment older
- * than ours. */
-static int others_taking(shmq_t *q)
+ * than ours. A take of a participant that has not polled for a lease is fenced, not waited for. */
+static int others_taking(shmq_t *q, uint64_t now)
 {
 	for (uint32_t i = 0; i < q->max_parts; i++) {
 		if (i == q->part)
 			continue;
-		const struct shmq_participant *p = part_at(q, i);
-		/* seq_cst: after our seq_cst generation load, the other half of the pair (top of file);
-		 * reading a count lowered by shmq_kh_end() (release) also makes that take's lease
-		 * CASes visible to the slot scan that follows */
-		if (atomic_load_explicit(&p->kh_taking, memory_order_seq_cst) &&
-		    (atomic_load_explicit(&p->state, memory_order_acquire) & 0xff) == PART_ALIVE &&
-		    shmq_part_alive(q, i))
+		struct shmq_participant *p = part_at(q, i);
+		/* seq_cst: after our seq_cst load of the word, the other half of the pair (top of
+		 * file); reading a count lowered by shmq_kh_end() (release) also makes that take's
+		 * lease CASes visible to the slot scan that follows */
+		uint32_t t = atomic_load_explicit(&p->kh_taking, memory_order_seq_cst);
+		if (!(t & KH_COUNT_MASK) ||
+		    (atomic_load_explicit(&p->state, memory_order_acquire) & 0xff) != PART_ALIVE ||
+		    !shmq_part_alive(q, i))
+			continue;
+		uint64_t last = atomic_load_explicit(&p->last_active_ms, memory_order_relaxed);
+		if (now <= last || now - last <= q->lease_ms)
+			return 1;
+		/* seq_cst: ordered with the take's end (an RMW of the same word): see the top of file */
+		if (!atomic_compare_exchange_strong_explicit(&p->kh_taking, &t, t + KH_FENCE,
+							     memory_order_seq_cst, memory_order_relaxed))
 			return 1;
 	}
 	return 0;
@@ -265,7 +286,7 @@ static uint32_t takeable(shmq_t *q, uint32_t want, uint32_t gen, uint64_t now)
 		uint64_t sc = atomic_load_explicit(&q->kh[l].scan, memory_order_acquire);
 		uint32_t k = (uint32_t)(sc >> 32) == gen ? (uint32_t)sc : 0;
 		if (!k) {
-			if (!out && others_taking(q))
+			if (!out && others_taking(q, now))
 				return ok;
 			out = 1;
 			k = 1;
@@ -342,18 +363,20 @@ static uint32_t kh_lanes(shmq_t *q, uint64_t now, uint64_t word)
 	return serving;
 }
 
-uint32_t shmq_kh_begin(shmq_t *q, uint64_t now)
+uint32_t shmq_kh_begin(shmq_t *q, uint64_t now, uint32_t *fence)
 {
 	/* seq_cst increment, then seq_cst load: our half of the pair (top of file) */
-	atomic_fetch_add_explicit(&q->me->kh_taking, 1, memory_order_seq_cst);
+	*fence = atomic_fetch_add_explicit(&q->me->kh_taking, 1, memory_order_seq_cst) & ~KH_COUNT_MASK;
 	uint64_t word = atomic_load_explicit(&q->hdr->assign_gen, memory_order_seq_cst);
 	return kh_lanes(q, now, word);
 }
 
-void shmq_kh_end(shmq_t *q)
+int shmq_kh_end(shmq_t *q, uint32_t fence)
 {
-	/* release: the lease CASes of this take come first; pairs with others_taking()'s load */
-	atomic_fetch_sub_explicit(&q->me->kh_taking, 1, memory_order_release);
+	/* release: the lease CASes of this take come first; pairs with others_taking()'s load. A
+	 * fence added since our begin: a gainer counted this take out (others_taking) */
+	uint32_t t = atomic_fetch_sub_explicit(&q->me->kh_taking, 1, memory_order_release);
+	return (t & ~KH_COUNT_MASK) != fence;
 }
 
 uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l)

@@ -196,7 +196,9 @@ struct shmq_participant {
 	uint64_t attached_ms;
 	_Atomic uint64_t last_active_ms;
 	_Atomic uint64_t counters[C_COUNT];
-	/* key-hash queues: this participant's threads now inside a first-delivery take (lanes.c) */
+	/* key-hash queues: [ fences:16 | count:16 ], this participant's threads now inside a
+	 * first-delivery take, and how often a consumer that took up lanes counted such a take out
+	 * for being older than a lease (lanes.c) */
 	_Atomic uint32_t kh_taking;
 	/* [ ms:32 | epoch:32 ] when a reclaim pass first found this record's participant (that epoch)
 	 * gone: a sliced pass frees the record only if that was before the pass started */

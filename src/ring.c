@@ -931,6 +931,21 @@ static void kh_leave(shmq_t *q, uint32_t l, const struct shmq_msg *m)
 	atomic_store_explicit(&q->kh[l].token, m ? m->token : 0, memory_order_release);
 }
 
+/* A first delivery this handle leased during a take that was fenced (lanes.c: another consumer
+ * took up lanes while the take outlasted a lease): it goes DELAYED, due at once, with the
+ * delivery count it had before (the lease word still holds our deadline, not a not-before time
+ * of that count: lw_due). From the exact word we leased: if it expired meanwhile, it is back
+ * already. */
+static void kh_give_back(shmq_t *q, const struct shmq_msg *m)
+{
+	uint64_t w = m->token;
+	unsigned d = w_deliv(w);
+	/* release: pairs with take_due()'s acquire, like a nack */
+	if (cas_word(slot_at(q, m->slot), &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d ? d - 1 : 0),
+		     memory_order_release))
+		shmq_note_delayed(q, now_ms());
+}
+
 /* First deliveries from several lanes: the home lanes first (from a rotating one, so none is
  * always last), then, unless the queue is key-hash, any other lane with a backlog (stealing: a
  * lane whose consumer died, lags or never came is drained by the idle ones). On a key-hash queue a
@@ -941,7 +956,7 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 {
 	int steal = q->dispatch != SHMQ_DISPATCH_KEY_HASH, ret = -EAGAIN;
 	/* key-hash: the take is bracketed (shmq_kh_begin/end), and its lanes re-validated */
-	uint32_t home = steal ? shmq_home_lanes(q, now) : shmq_kh_begin(q, now);
+	uint32_t fence = 0, home = steal ? shmq_home_lanes(q, now) : shmq_kh_begin(q, now, &fence);
 	/* the first lane looked at moves on every LANE_RUN receives: taking a run from one lane
 	 * keeps the consumer on the lines the producer of that run just wrote */
 	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed) / LANE_RUN;
@@ -961,7 +976,6 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 			if (!steal)
 				kh_leave(q, l, r == HEAD_TOOK ? m : NULL);
 			if (r == HEAD_TOOK) {
-				count(q, C_RECEIVED, 1);
 				if (pass)
 					count(q, C_STOLEN, 1);
 				ret = 0;
@@ -973,8 +987,12 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 		}
 	}
 out:
-	if (!steal)
-		shmq_kh_end(q);
+	if (!steal && shmq_kh_end(q, fence) && !ret) {
+		kh_give_back(q, m); /* counted out while inside: another consumer serves the lane */
+		ret = -EAGAIN;
+	}
+	if (!ret)
+		count(q, C_RECEIVED, 1);
 	if (ret && *why == HEAD_CORRUPT)
 		ret = -EPROTO;
 	return ret;

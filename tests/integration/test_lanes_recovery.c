@@ -283,6 +283,15 @@ Test(lanes_recovery, a_consumer_stopped_inside_a_take_does_not_stall_the_others)
 	cr_expect_eq(ra, -EAGAIN, "a, continued, kept what its stale take got while c serves the lanes");
 	cr_assert_eq(waitpid(a, &st, 0), a);
 	close(fds[0]);
+	/* nothing lost, and a given-back message counts no delivery */
+	int got = 0;
+	for (int i = 0; i < 8 && r == 0; i++, got++) {
+		cr_expect_eq(m.deliveries, 1, "a message came at delivery %u", m.deliveries);
+		cr_assert_eq(shmq_ack(cq, &m), 0);
+		r = shmq_recv(cq, &m, 1000);
+	}
+	cr_expect_eq(got, 8, "c got %d of the 8 messages", got);
+	cr_expect_eq(tq_stats(cq).redelivered, 1, "a's stale take gave its message back");
 	shmq_close(cq);
 	shmq_close(p);
 }
