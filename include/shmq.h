@@ -341,6 +341,9 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
  * after the same grace as by a waiting receiver), and an empty queue costs two CPU spin-wait hints
  * (x86 pause, aarch64 yield) before -EAGAIN, so a caller that polls in a loop does not keep the
  * slot a producer is writing away from it (tuned on AMD EPYC, where a pause takes ~25 ns).
+ * On a key-hash queue a consumer that takes up a lane after the set of consumers changed looks
+ * through it for the previous consumer's leases, 16384 slots per receive: with bigger lanes, a
+ * timeout-0 receive may answer -EAGAIN for a few calls while it does.
  * -EPROTO if the queue is corrupt: its ticket counters or skip words cannot be true (a head past
  * its tail, a tail or skip word far ahead; with lanes, only when no other lane has a message): the
  * call returns instead of walking the gap, within timeout_ms, and `shmq check` lists what is
