@@ -255,12 +255,45 @@ static int claimer_gone(struct checker *c, uint32_t i, uint64_t epoch)
 	return c->fd >= 0 && shmq_lock_probe(c->fd, i) == 0;
 }
 
+/* Entry i's control byte against its word, read until both hold still (a live queue recycles
+ * entries while we look): a value shmq never writes, an EMPTY byte over a used entry, or another
+ * key's tag over a key the entry holds (CLAIMED, or VALID within its window) would make lookups of
+ * that key miss it, and let its duplicates through. BUSY, or a stale tag over an entry that holds
+ * no key, only costs lookups a look at the entry. */
+static void check_dedup_ctrl(struct checker *c, const struct shmq_dedup_entry *e, const _Atomic uint8_t *ctrl,
+			     uint32_t i)
+{
+	unsigned b = 0;
+	uint64_t w = 0;
+	for (int tries = 0; tries < 3; tries++) {
+		b = atomic_load_explicit(ctrl, memory_order_acquire);
+		w = atomic_load_explicit(&e->word, memory_order_acquire);
+		if (b == atomic_load_explicit(ctrl, memory_order_acquire))
+			break;
+	}
+	unsigned st = de_state(w);
+	int holds =
+		st == DE_CLAIMED || (st == DE_VALID && de_ms(w) && de_ms(w) + c->h.dedup_window_ms > c->now);
+	if (b != DC_EMPTY && b != DC_BUSY && b < DC_TAG)
+		report(c, SHMQ_CHECK_ERROR, "dedup entry %u: control byte 0x%02x is not one shmq writes", i,
+		       b);
+	else if (b == DC_EMPTY && st != DE_EMPTY)
+		report(c, SHMQ_CHECK_ERROR,
+		       "dedup entry %u: control byte EMPTY over a used entry (lookups skip its key)", i);
+	else if (b >= DC_TAG && holds && b != dc_tag(de_tag(w)))
+		report(c, SHMQ_CHECK_ERROR,
+		       "dedup entry %u: control byte 0x%02x names another key than the entry's (tag 0x%02x): "
+		       "lookups of its key miss it",
+		       i, b, dc_tag(de_tag(w)));
+}
+
 static void check_dedup(struct checker *c)
 {
 	const unsigned char *table = c->base + c->h.dedup_off;
 	for (uint32_t i = 0; i < c->h.dedup_entries; i++) {
-		const struct shmq_dedup_entry *e =
-			(const void *)(table + (uint64_t)i * SHMQ_DEDUP_ENTRY_SIZE);
+		const struct shmq_dedup_entry *e = (const void *)(table + dedup_entry_off(i));
+		const struct shmq_dedup_group *g = (const void *)(table + dedup_group_off(i));
+		check_dedup_ctrl(c, e, &g->ctrl[i % DEDUP_PROBES], i);
 		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
 		unsigned st = de_state(w), own = de_owner(w);
 		if (st == DE_EMPTY)

@@ -5,9 +5,20 @@
  * "done" records, which let a consumer recognise a redelivered message whose work is already
  * done. Every entry change is one CAS on its word; a key is written only while its entry is
  * CLAIMED by the writer, and a claim whose owner died (kernel lock probe) is taken over, so no
- * crash leaves a key stuck. Eviction: a key may live in one of DEDUP_PROBES entries from its
- * hash; when all of them hold live keys, the oldest is overwritten before its window ends
- * (counted as dedup_evicted): a full table shortens the window, it never blocks a send.
+ * crash leaves a key stuck. Eviction: a key lives in one of the DEDUP_PROBES entries of the group
+ * its hash picks; when all of them hold live keys, the oldest is overwritten before its window
+ * ends (counted as dedup_evicted): a full table shortens the window, it never blocks a send.
+ *
+ * Presence is decided by the group's control bytes (one cache line): only entries whose byte may
+ * name the key are read. A claimer stores BUSY into the byte of the entry it chose (C1), claims
+ * the entry by CAS (C2), then stores its key's tag (C3) while the claim is its own; so an entry
+ * that holds a key always shows that key's tag or BUSY, and a lookup never misses a live key.
+ * Two senders of one key that claim two entries each read the group again after their tag store
+ * (C4, lost_race): C3 and C4 are seq_cst on both sides, a store-buffer pair, so at least one of
+ * them sees the other's claim. The lower entry wins: a claimer that sees a claim of its key
+ * below its own, or a record of it, gives its own back; one that sees a claim above its own
+ * waits for that claim to settle (its owner saw us and gives it back, or did not and records the
+ * key, which we then find). Waits go only upwards, so they form no cycle.
  */
 #include <errno.h>
 #include <string.h>
@@ -22,7 +33,12 @@ struct dkey {
 	const unsigned char *key;
 	uint32_t len;
 	uint64_t hash;
-	unsigned tag;
+	unsigned tag;  /* the entry word's 9 bits */
+	unsigned ctag; /* the control byte's 7 (dc_tag) */
+	/* set by place(): the key's group, its first entry, the unit of its expiry hints */
+	struct shmq_dedup_group *g;
+	uint32_t base;
+	unsigned shift;
 };
 
 enum find {
@@ -33,9 +49,15 @@ enum find {
 	FIND_RACED,   /* the entry changed under our CAS: look again */
 };
 
+/* A claim in progress: entry idx, which we moved to word `claimed`. */
+struct claim {
+	uint32_t idx;
+	uint64_t claimed;
+};
+
 static struct shmq_dedup_entry *entry_at(const shmq_t *q, uint64_t i)
 {
-	return (struct shmq_dedup_entry *)(q->dedup + (i & q->dedup_mask) * SHMQ_DEDUP_ENTRY_SIZE);
+	return (struct shmq_dedup_entry *)(q->dedup + dedup_entry_off(i & q->dedup_mask));
 }
 
 static int make_key(unsigned kind, const void *key, size_t len, struct dkey *k)
@@ -44,9 +66,40 @@ static int make_key(unsigned kind, const void *key, size_t len, struct dkey *k)
 		return -EINVAL;
 	/* kinds are told apart in the entry word too; the offset only spreads them over the table */
 	uint64_t h = shmq_hash(key, len) + kind * 0x9e3779b97f4a7c15ULL;
+	unsigned tag = (unsigned)(h >> 55);
 	*k = (struct dkey){
-		.kind = kind, .key = key, .len = (uint32_t)len, .hash = h, .tag = (unsigned)(h >> 55)};
+		.kind = kind, .key = key, .len = (uint32_t)len, .hash = h, .tag = tag, .ctag = dc_tag(tag)};
 	return 0;
+}
+
+/* The key's group: entries [base, base + DEDUP_PROBES) (the table holds whole groups: the header
+ * check refuses fewer entries than a group) and their control record. */
+static void place(const shmq_t *q, struct dkey *k)
+{
+	k->base = (uint32_t)k->hash & q->dedup_mask & ~(DEDUP_PROBES - 1);
+	k->g = (struct shmq_dedup_group *)(q->dedup + dedup_group_off(k->base));
+	k->shift = dedup_hint_shift(q->dedup_window_ms);
+	__builtin_prefetch(k->g, 1); /* a claim writes it: on its way while the caller reads the clock */
+}
+
+/* Time ms in the unit of the group's expiry hints (modulo 2^16). */
+static uint16_t unit_of(const struct dkey *k, uint64_t ms) { return (uint16_t)(ms >> k->shift); }
+
+/* Entry j's expiry hint: it holds no live key from time unit `until` on (see pick()). */
+static void hint(const struct dkey *k, uint32_t j, uint16_t until)
+{
+	atomic_store_explicit(&k->g->until[j], until, memory_order_relaxed);
+}
+
+/* May an entry whose control byte is b hold the key of control tag ctag? Its tag, BUSY, or a
+ * value shmq never writes (a corrupted byte costs a look, never a miss); not EMPTY or another
+ * tag. */
+static int may_hold(unsigned b, unsigned ctag) { return b == ctag || (b != DC_EMPTY && b < DC_TAG); }
+
+static int same_key(const struct shmq_dedup_entry *e, const struct dkey *k)
+{
+	uint32_t len = e->key_len;
+	return e->hash == k->hash && len == k->len && !memcmp(e->key, k->key, k->len);
 }
 
 /* Does entry e, seen with word w, hold key k? Seqlock-style: the fields are read between two
@@ -55,8 +108,7 @@ static int holds(const struct shmq_dedup_entry *e, uint64_t w, const struct dkey
 {
 	if (de_kind(w) != k->kind || de_tag(w) != k->tag)
 		return 0;
-	uint32_t len = e->key_len;
-	int same = e->hash == k->hash && len == k->len && !memcmp(e->key, k->key, k->len);
+	int same = same_key(e, k);
 	uint64_t id = e->msg_id;
 	atomic_thread_fence(memory_order_acquire); /* the reads above before the re-load below */
 	if (atomic_load_explicit(&e->word, memory_order_relaxed) != w)
@@ -78,92 +130,154 @@ static int claimer_alive(shmq_t *q, uint64_t w)
 	return own && own <= q->max_parts && shmq_part_alive_in(q, own - 1, de_epoch(w));
 }
 
-/* Looks for key k along its probe run. With claim, takes an entry for it when it is missing:
- * the first empty, released, expired or dead-claimed one, else the oldest live one (eviction). */
-static enum find find(shmq_t *q, const struct dkey *k, int claim, uint32_t *idx, uint64_t *claimed,
+/* Can an entry seen with word w take a new key? Empty, expired, released, or a dead claim. */
+static int reusable(shmq_t *q, uint64_t w, uint64_t now)
+{
+	return de_state(w) == DE_CLAIMED ? !claimer_alive(q, w) : !live(q, w, now);
+}
+
+static uint64_t word_of(const shmq_t *q, uint32_t i)
+{
+	/* acquire: pairs with the release CAS that settled it (a claim over it comes after) */
+	return atomic_load_explicit(&entry_at(q, i)->word, memory_order_acquire);
+}
+
+/* Of the entries of k's group whose control byte b and expiry hint `until` say they hold no live
+ * key (or were never used), the one that expired last: written last, the likeliest in cache. 1:
+ * entry j is the best so far (its age is below *best_age). */
+static int rank(unsigned b, uint16_t until, uint16_t unit, uint32_t j, int *best, uint16_t *best_age)
+{
+	uint16_t age = (uint16_t)(unit - until);
+	if (b != DC_EMPTY && (int16_t)age < 0)
+		return 0; /* live, by its hint */
+	if (b == DC_EMPTY)
+		age = UINT16_MAX - 1; /* never used: cold, but better than none */
+	if (age >= *best_age)
+		return 0;
+	*best_age = age;
+	*best = (int)j;
+	return 1;
+}
+
+/* The entry of k's group (its index in the group, *j, seen with word *w) that a missing key
+ * claims: `best` (from rank()) if its word agrees (0); else the one at the hand, reused (0) or,
+ * a live record, evicted (1); else the first reusable one (0), else the oldest live record (1);
+ * -1: a live participant is claiming every entry. The hints spare reading the words of live
+ * entries; only when neither `best` nor the hand will do are all the words read. */
+static int pick(shmq_t *q, const struct dkey *k, int best, uint64_t now, uint32_t *j, uint64_t *w)
+{
+	if (best >= 0) {
+		uint64_t v = word_of(q, k->base + (uint32_t)best);
+		if (reusable(q, v, now)) {
+			*j = (uint32_t)best;
+			*w = v;
+			return 0;
+		}
+	}
+	uint32_t h = atomic_load_explicit(&k->g->hand, memory_order_relaxed) % DEDUP_PROBES;
+	uint64_t v = word_of(q, k->base + h);
+	if (de_state(v) != DE_CLAIMED || !claimer_alive(q, v)) {
+		*j = h;
+		*w = v;
+		return !reusable(q, v, now);
+	}
+	uint64_t oldest_ms = UINT64_MAX, oldest_w = 0;
+	uint32_t oldest = 0;
+	for (uint32_t i = 0; i < DEDUP_PROBES; i++) {
+		uint64_t v = word_of(q, k->base + i);
+		if (reusable(q, v, now)) {
+			*j = i;
+			*w = v;
+			return 0;
+		}
+		if (de_state(v) != DE_CLAIMED && de_ms(v) < oldest_ms) {
+			oldest_ms = de_ms(v);
+			oldest = i;
+			oldest_w = v;
+		}
+	}
+	if (oldest_ms == UINT64_MAX)
+		return -1;
+	*j = oldest;
+	*w = oldest_w;
+	return 1;
+}
+
+/* Looks for key k in its group. With claim, takes an entry for it when it is missing (*c): a
+ * dead claim that may have been for k (*took_over: its message may be in the queue), else one
+ * pick() chooses. */
+static enum find find(shmq_t *q, const struct dkey *k, int claim, uint64_t now, struct claim *c,
 		      uint64_t *msg_id, int *took_over)
 {
-	uint64_t now = now_ms();
-	int have = 0, same_claim = 0;
-	uint32_t cand = 0, oldest = 0;
-	uint64_t cand_w = 0, oldest_w = 0, oldest_ms = UINT64_MAX;
+	struct shmq_dedup_group *g = k->g;
+	int dead = -1, best = -1;
+	uint16_t unit = unit_of(k, now), best_age = UINT16_MAX;
+	uint64_t w = 0;
 	for (uint32_t j = 0; j < DEDUP_PROBES; j++) {
-		uint32_t i = (uint32_t)(k->hash + j) & q->dedup_mask;
-		struct shmq_dedup_entry *e = entry_at(q, i);
-		/* acquire: pairs with the release CAS that made it VALID: its key bytes are readable */
-		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
-		unsigned st = de_state(w);
-		if (st == DE_EMPTY) {
-			if (!have) {
-				have = 1;
-				cand = i;
-				cand_w = w;
-			}
-			break; /* entries are never emptied again: the key is not further on */
-		}
-		if (st == DE_CLAIMED) {
-			int mine = de_tag(w) == k->tag && de_kind(w) == k->kind;
-			if (claimer_alive(q, w)) {
-				if (mine)
-					return FIND_BUSY;
+		/* relaxed: it only says where to look. A key recorded before this call has its tag
+		 * here (C3 is sequenced before the CAS that recorded it), or BUSY from a later claim. */
+		unsigned b = atomic_load_explicit(&g->ctrl[j], memory_order_relaxed);
+		if (claim && rank(b, atomic_load_explicit(&g->until[j], memory_order_relaxed), unit, j, &best,
+				  &best_age))
+			__builtin_prefetch(entry_at(q, k->base + j), 1); /* the likely claim: ask early */
+		if (!may_hold(b, k->ctag))
+			continue;
+		struct shmq_dedup_entry *e = entry_at(q, k->base + j);
+		uint64_t v = word_of(q, k->base + j);
+		if (de_state(v) == DE_CLAIMED) {
+			if (de_tag(v) != k->tag || de_kind(v) != k->kind)
 				continue;
-			}
-			if (!have) {
-				have = 1;
-				cand = i;
-				cand_w = w;
-				same_claim = mine;
+			if (claimer_alive(q, v))
+				return FIND_BUSY;
+			if (dead < 0) {
+				dead = (int)j;
+				w = v;
 			}
 			continue;
 		}
-		if (live(q, w, now)) {
-			if (holds(e, w, k, msg_id))
-				return FIND_FOUND;
-			if (de_ms(w) < oldest_ms) {
-				oldest_ms = de_ms(w);
-				oldest = i;
-				oldest_w = w;
-			}
-		} else if (!have) {
-			have = 1;
-			cand = i;
-			cand_w = w;
-		}
+		if (live(q, v, now) && holds(e, v, k, msg_id))
+			return FIND_FOUND;
 	}
 	if (!claim)
 		return FIND_MISSING;
+	uint32_t j = (uint32_t)dead;
 	int evict = 0;
-	if (!have) {
-		if (oldest_ms == UINT64_MAX)
-			return FIND_BUSY; /* every entry of the run is being written: wait for one */
-		cand = oldest;
-		cand_w = oldest_w;
-		evict = 1;
-	}
-	/* the claim: exclusive until commit or release; acquire so a taken-over claim's fields
-	 * (msg_id) are read after the word that says they were left by a dead owner */
+	if (dead < 0 && (evict = pick(q, k, best, now, &j, &w)) < 0)
+		return FIND_BUSY; /* every entry of the group is being written: wait for one */
+	/* C1: BUSY before the claim, so a claim is never seen under another key's tag (ordered
+	 * before the word by C2's release half). Any claimer may store BUSY at any time: it only
+	 * makes lookups look at the entry. */
+	atomic_store_explicit(&g->ctrl[j], DC_BUSY, memory_order_relaxed);
+	SHMQ_FAULT("dedup-busy-before-claim");
+	/* C2: the claim, exclusive until commit or release; acquire so a taken-over claim's fields
+	 * (msg_id) are read after the word that says they were left by a dead owner; seq_cst: a
+	 * racer's C4 reads this word */
 	uint64_t nw = de_make(q->epoch, q->owner, k->kind, DE_CLAIMED, k->tag);
-	if (!atomic_compare_exchange_strong_explicit(&entry_at(q, cand)->word, &cand_w, nw,
-						     memory_order_acquire, memory_order_relaxed))
-		return FIND_RACED;
+	if (!atomic_compare_exchange_strong_explicit(&entry_at(q, k->base + j)->word, &w, nw,
+						     memory_order_seq_cst, memory_order_relaxed))
+		return FIND_RACED; /* our BUSY stays: a stale mark, it costs a look */
+	SHMQ_FAULT("dedup-claimed-before-tag");
+	/* C3: our tag, while the claim is ours. The previous holder's tag store came before its
+	 * settle, which our CAS read: ours is the later one, and lookups ordered after our settle
+	 * see it. seq_cst: pairs with a racer's C4 (seq_cst loads after its own C3): of two
+	 * claimers of one key, one sees the other's tag (or a later BUSY), and then its word. C3,
+	 * not C1: a claimer that released a word equal to the one we CASed from (same owner, kind
+	 * and tag: ABA) may have stored its tag after our C1. */
+	atomic_store_explicit(&g->ctrl[j], k->ctag, memory_order_seq_cst);
+	hint(k, j, (uint16_t)(unit_of(k, now) + INT16_MAX)); /* claimed: as far ahead as hints go */
+	atomic_store_explicit(&g->hand, (uint8_t)((j + 1) % DEDUP_PROBES), memory_order_relaxed);
 	if (evict)
 		count(q, C_DEDUP_EVICTED, 1);
-	*idx = cand;
-	*claimed = nw;
-	*took_over = same_claim;
+	c->idx = k->base + j;
+	c->claimed = nw;
+	*took_over = dead >= 0;
 	return FIND_CLAIMED;
 }
 
-/* A claim in progress: entry idx, which we moved to word `claimed`. */
-struct claim {
-	uint32_t idx;
-	uint64_t claimed;
-};
-
-/* Ends our claim: VALID from now (commit), or released (time 0: reusable at once, and it still
- * does not end a probe). Release order: publishes the key bytes with the word. From our own
- * claim word only: nobody takes a live owner's claim, so the CAS fails only if we were taken for
- * dead, and then the entry is not ours to write. */
+/* Ends our claim: VALID from now (commit), or released (time 0: reusable at once). Release
+ * order: publishes the key bytes with the word. From our own claim word only: nobody takes a live
+ * owner's claim, so the CAS fails only if we were taken for dead, and then the entry is not ours
+ * to write. The control byte keeps our tag: a released entry's tag is stale, which costs a look. */
 static void settle(shmq_t *q, const struct claim *c, const struct dkey *k, int commit)
 {
 	struct shmq_dedup_entry *e = entry_at(q, c->idx);
@@ -173,7 +287,12 @@ static void settle(shmq_t *q, const struct claim *c, const struct dkey *k, int c
 	 * so before any later claim (the claim CASes continue its release sequence). A CAS: a claim
 	 * taken over is not ours to touch. */
 	atomic_compare_exchange_strong_explicit(&e->ready, &r, 0, memory_order_relaxed, memory_order_relaxed);
-	uint64_t nw = de_make(commit ? (now_ms() | 1) : 0, q->owner, k->kind, DE_VALID, k->tag);
+	uint64_t now = now_ms(), ms = commit ? now | 1 : 0;
+	/* the first unit that starts at or after the end of its window (live while ms + window >
+	 * now), or now */
+	uint64_t end = ms + q->dedup_window_ms + (1ULL << k->shift) - 1;
+	hint(k, c->idx - k->base, commit ? unit_of(k, end) : unit_of(k, now));
+	uint64_t nw = de_make(ms, q->owner, k->kind, DE_VALID, k->tag);
 	atomic_compare_exchange_strong_explicit(&e->word, &w, nw, memory_order_release, memory_order_relaxed);
 }
 
@@ -185,37 +304,6 @@ static void write_key(shmq_t *q, const struct claim *c, const struct dkey *k)
 	memcpy(e->key, k->key, k->len);
 	/* release: pairs with lost_race()'s acquire, which then reads this claim's hash and key */
 	atomic_store_explicit(&e->ready, c->claimed, memory_order_release);
-}
-
-/* After claiming entry i for k: did another participant claim another entry for k meanwhile
- * (each saw a different first free entry, because one changed between their scans)? The entry
- * earlier in the probe run wins; the later one is given back and its sender waits. */
-static int lost_race(shmq_t *q, const struct dkey *k, uint32_t mine, uint64_t *msg_id)
-{
-	uint64_t now = now_ms();
-	for (uint32_t j = 0; j < DEDUP_PROBES; j++) {
-		uint32_t i = (uint32_t)(k->hash + j) & q->dedup_mask;
-		if (i == mine)
-			return 0; /* ours comes first: others yield to us */
-		struct shmq_dedup_entry *e = entry_at(q, i);
-		uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
-		if (de_state(w) == DE_EMPTY)
-			return 0;
-		if (de_state(w) == DE_CLAIMED && de_tag(w) == k->tag && de_kind(w) == k->kind &&
-		    claimer_alive(q, w)) {
-			/* an earlier claim for this key wins; one for another key with the same tag is
-			 * ignored (yielding to it too could make two claimers yield to each other
-			 * forever); one whose key is not written yet might be ours: yield for now */
-			if (atomic_load_explicit(&e->ready, memory_order_acquire) != w)
-				return 1;
-			if (e->hash == k->hash && e->key_len == k->len && !memcmp(e->key, k->key, k->len))
-				return 1;
-			continue;
-		}
-		if (de_state(w) == DE_VALID && live(q, w, now) && holds(e, w, k, msg_id))
-			return 1;
-	}
-	return 0;
 }
 
 /* Is the message a dead sender was sending under a claim still in the queue? */
@@ -248,16 +336,69 @@ static int wait_busy(unsigned *spins, uint64_t deadline)
 	return 0;
 }
 
+enum race {
+	RACE_WON,     /* ours is the only claim or record of the key in the group */
+	RACE_YIELD,   /* a claim below ours may be for the key: give ours back, look again */
+	RACE_RECORDED /* another entry holds the key (*msg_id): give ours back, a duplicate */
+};
+
+/* After claiming entry `mine` (in the group) for k: does another entry of the group hold k, or
+ * is another participant claiming it right now? C4: seq_cst loads after our C3, as every racer
+ * does after its own. A claim above ours that may be for k is waited for (timeout_ms 0:
+ * a bounded spin), then the group is read again; -EAGAIN past the deadline. */
+static int lost_race(shmq_t *q, const struct dkey *k, uint32_t mine, uint64_t now, int timeout_ms,
+		     uint64_t deadline, uint64_t *msg_id)
+{
+	unsigned spins = 0;
+	for (;;) {
+		int wait = 0;
+		for (uint32_t j = 0; j < DEDUP_PROBES && !wait; j++) {
+			if (j == mine ||
+			    !may_hold(atomic_load_explicit(&k->g->ctrl[j], memory_order_seq_cst), k->ctag))
+				continue;
+			struct shmq_dedup_entry *e = entry_at(q, k->base + j);
+			uint64_t w = atomic_load_explicit(&e->word, memory_order_seq_cst);
+			if (de_state(w) != DE_CLAIMED) {
+				if (live(q, w, now) && holds(e, w, k, msg_id))
+					return RACE_RECORDED;
+				continue;
+			}
+			if (de_tag(w) != k->tag || de_kind(w) != k->kind || !claimer_alive(q, w))
+				continue;
+			/* acquire: pairs with write_key's release. Its key written and another: ignore
+			 * it (a claim is for one key: the word re-read after the key says so); else it
+			 * may be ours */
+			if (atomic_load_explicit(&e->ready, memory_order_acquire) == w) {
+				int same = same_key(e, k);
+				atomic_thread_fence(memory_order_acquire);
+				if (!same && atomic_load_explicit(&e->word, memory_order_relaxed) == w)
+					continue;
+			}
+			if (j < mine)
+				return RACE_YIELD;
+			wait = 1;
+		}
+		if (!wait)
+			return RACE_WON;
+		if (timeout_ms == 0 && spins >= BUSY_SPINS)
+			return -EAGAIN;
+		if (wait_busy(&spins, deadline))
+			return -EAGAIN;
+	}
+}
+
 /* Claims an entry for a key that is not live in the table. 1: found live (*msg_id set), 0:
  * claimed (*c), -EAGAIN: another participant kept recording this key past the deadline
  * (timeout_ms 0: no wait; < 0: no deadline). */
-static int claim_key(shmq_t *q, const struct dkey *k, int timeout_ms, struct claim *c, uint64_t *msg_id)
+static int claim_key(shmq_t *q, struct dkey *k, int timeout_ms, struct claim *c, uint64_t *msg_id)
 {
 	uint64_t deadline = timeout_ms > 0 ? shmq_deadline(timeout_ms) : 0;
 	unsigned spins = 0;
+	place(q, k);
 	for (;;) {
 		int took_over = 0;
-		enum find f = find(q, k, 1, &c->idx, &c->claimed, msg_id, &took_over);
+		uint64_t now = now_ms();
+		enum find f = find(q, k, 1, now, c, msg_id, &took_over);
 		if (f == FIND_FOUND)
 			return 1;
 		if (f == FIND_CLAIMED) {
@@ -270,9 +411,14 @@ static int claim_key(shmq_t *q, const struct dkey *k, int timeout_ms, struct cla
 				return 1;
 			}
 			e->msg_id = 0;
-			if (!lost_race(q, k, c->idx, msg_id))
+			int r = lost_race(q, k, c->idx - k->base, now, timeout_ms, deadline, msg_id);
+			if (r == RACE_WON)
 				return 0;
 			settle(q, c, k, 0);
+			if (r == RACE_RECORDED)
+				return 1;
+			if (r < 0)
+				return r;
 			f = FIND_BUSY;
 		}
 		if (f == FIND_BUSY && (timeout_ms == 0 || wait_busy(&spins, deadline)))
@@ -345,7 +491,7 @@ int shmq_send_keyed_routed(shmq_t *q, const void *rkey, size_t rkey_len, const v
 
 #define DONE_WAIT_MS 1000 /* longest a done check waits for a mark of its key in progress */
 
-static int mark(shmq_t *q, const struct dkey *k)
+static int mark(shmq_t *q, struct dkey *k)
 {
 	struct claim c;
 	uint64_t unused;
@@ -358,14 +504,15 @@ static int mark(shmq_t *q, const struct dkey *k)
 	return 0;
 }
 
-static int check(shmq_t *q, const struct dkey *k)
+static int check(shmq_t *q, struct dkey *k)
 {
-	uint32_t i;
+	struct claim unused_claim;
 	uint64_t unused, deadline = shmq_deadline(DONE_WAIT_MS);
 	int took_over;
 	unsigned spins = 0;
+	place(q, k);
 	for (;;) {
-		enum find f = find(q, k, 0, &i, &unused, &unused, &took_over);
+		enum find f = find(q, k, 0, now_ms(), &unused_claim, &unused, &took_over);
 		if (f == FIND_FOUND) {
 			count(q, C_DONE_HITS, 1);
 			return 1;

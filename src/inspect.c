@@ -264,7 +264,7 @@ static uint64_t dedup_live(const struct shmq_view *v, uint64_t now)
 	uint64_t n = 0;
 	const unsigned char *table = v->base + v->copy.dedup_off;
 	for (uint64_t i = 0; i < v->copy.dedup_entries; i++) {
-		const struct shmq_dedup_entry *e = (const void *)(table + i * SHMQ_DEDUP_ENTRY_SIZE);
+		const struct shmq_dedup_entry *e = (const void *)(table + dedup_entry_off(i));
 		uint64_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
 		n += de_state(w) == DE_VALID && de_ms(w) && de_ms(w) + v->copy.dedup_window_ms > now;
 	}

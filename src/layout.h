@@ -279,16 +279,20 @@ struct shmq_hdr {
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 
 /*
- * The dedup table: open addressing, linear probing over at most DEDUP_PROBES entries from
- * hash & (entries - 1). Entries are never emptied again (an expired or released one is reused in
- * place), so an EMPTY entry ends a probe: the key cannot be further on. Each entry's word:
+ * The dedup table: dedup_entries entries of 128 B (the word, the key and its message id) in groups
+ * of DEDUP_PROBES. A group is a block of 1 + DEDUP_PROBES slots of 128 B: its control record
+ * (struct shmq_dedup_group), then its entries, so a lookup and the claim that follows it stay in
+ * one page. A key lives in the group of hash & (entries - 1): the group is its whole probe run, and
+ * the control record decides presence in one cache line: one byte per entry, an entry is read only
+ * when its byte may name the key. Each entry's word:
  *
  *   63          24 23      13 12  11 10   9 8      0
  *   [ time_ms:40  | owner:11 | kind:2 | state:2 | tag:9 ]     EMPTY, VALID
  *   [ epoch:40    | owner:11 | kind:2 | state:2 | tag:9 ]     CLAIMED
  *
  * state EMPTY / CLAIMED (owner is writing it: a send or a mark in progress) / VALID (time_ms:
- * when it was recorded; live for the window after it; time 0 = released). A claim names its owner
+ * when it was recorded; live for the window after it; time 0 = released). Entries are never
+ * emptied again: an expired or released one is reused in place. A claim names its owner
  * by record index and the record's epoch (ps_epoch) at the claim: the claim is alive only while
  * that record is ALIVE in that epoch and its lock is held, so a newcomer that reuses a dead
  * claimer's record does not bring the claim back to life (a crash still leaves one well-defined
@@ -299,6 +303,15 @@ static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
  * readers re-check the word after reading them (an entry may be recycled meanwhile). One handle's
  * claims of one entry all have the same word, so `ready` is cleared when a claim is settled: a
  * racer never takes a previous claim's key for the current one's.
+ *
+ * Control bytes (DC_*): EMPTY (the entry was never claimed; its word is EMPTY), BUSY (someone is
+ * claiming it, or was: look at the entry), or 0x80 | the top 7 bits of the key's hash (= tag >> 2).
+ * The invariant: while an entry holds key K (CLAIMED for it or VALID), its byte is K's tag or BUSY,
+ * so a lookup that skips the entries whose byte names another tag never misses K. A claimer
+ * stores BUSY before its claim CAS and K's tag after it, while the claim is its own; a stale tag
+ * (a claimer that lost its CAS, died, or an entry released) is BUSY or the tag of a key the entry
+ * no longer holds, and costs a look at the entry, never a miss. Any other value is never written:
+ * lookups treat it as BUSY, `shmq check` reports it.
  */
 #define SHMQ_DEDUP_ENTRY_SIZE 128u
 #define DEDUP_PROBES 16u
@@ -328,16 +341,64 @@ struct shmq_dedup_entry {
 	_Atomic uint64_t word;
 	uint64_t hash;
 	uint64_t msg_id; /* published: the id of the message the key sent */
-	uint32_t key_len;
-	uint32_t pad_;
-	unsigned char key[SHMQ_KEY_MAX];
 	/* = the claim word once the claimer has written hash and key: until then a racer cannot
 	 * tell which key the claim is for */
 	_Atomic uint64_t ready;
+	uint32_t key_len;
+	uint32_t pad_;
+	unsigned char key[SHMQ_KEY_MAX]; /* from byte 40: a key of up to 24 bytes stays in line 0 */
 	unsigned char pad2_[SHMQ_DEDUP_ENTRY_SIZE - 40 - SHMQ_KEY_MAX];
 };
 static_assert(sizeof(struct shmq_dedup_entry) == SHMQ_DEDUP_ENTRY_SIZE, "dedup entry size");
+
+enum {
+	DC_EMPTY = 0x00,
+	DC_BUSY = 0x01,
+	DC_TAG = 0x80 /* | 7 bits of the key's hash */
+};
+/* The control byte of a key whose entry word carries tag9. */
+static inline unsigned dc_tag(unsigned tag9) { return DC_TAG | ((tag9 >> 2) & 0x7f); }
+
+struct shmq_dedup_group {
+	_Atomic uint8_t ctrl[DEDUP_PROBES]; /* entry j of the group: DC_* above */
+	/* entry j's expiry hint: the first time unit (dedup_hint_shift) in which it holds no live key;
+	 * for a claim in progress, a time far ahead. A hint only: it spares claims reading the words
+	 * of live entries; the word decides. */
+	_Atomic uint16_t until[DEDUP_PROBES];
+	/* the entry after the last one claimed (modulo DEDUP_PROBES): when every entry holds a live
+	 * key, claims go round from it, so it is the oldest, the one to evict. A hint too. */
+	_Atomic uint8_t hand;
+	uint8_t pad_[SHMQ_CACHELINE - 3 * DEDUP_PROBES - 1];
+};
+static_assert(sizeof(struct shmq_dedup_group) == SHMQ_CACHELINE, "one control line per group");
+
+/* The expiry hints' unit, 2^shift ms: the smallest that keeps 8 windows inside their 16 bits. */
+static inline unsigned dedup_hint_shift(uint32_t window_ms)
+{
+	unsigned s = 0;
+	while (s < 31 && (window_ms >> s) >= 8192)
+		s++;
+	return s;
+}
+
+/* A group's block: its control record in the first slot, then its entries. */
+#define SHMQ_DEDUP_GROUP_SIZE ((DEDUP_PROBES + 1) * SHMQ_DEDUP_ENTRY_SIZE)
+static_assert(sizeof(struct shmq_dedup_group) <= SHMQ_DEDUP_ENTRY_SIZE, "the control record fits a slot");
+
+/* Bytes of a table of `entries` (a power of two >= DEDUP_PROBES, or 0). */
+static inline uint64_t dedup_table_size(uint32_t entries)
+{
+	return (uint64_t)entries / DEDUP_PROBES * SHMQ_DEDUP_GROUP_SIZE;
+}
+/* Offsets in the table of entry i (< entries) and of the control record of its group. */
+static inline uint64_t dedup_entry_off(uint64_t i)
+{
+	return i / DEDUP_PROBES * SHMQ_DEDUP_GROUP_SIZE + (1 + i % DEDUP_PROBES) * SHMQ_DEDUP_ENTRY_SIZE;
+}
+static inline uint64_t dedup_group_off(uint64_t i) { return i / DEDUP_PROBES * SHMQ_DEDUP_GROUP_SIZE; }
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free to work across processes");
 static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free to work across processes");
+static_assert(ATOMIC_CHAR_LOCK_FREE == 2 && ATOMIC_SHORT_LOCK_FREE == 2,
+	      "8- and 16-bit atomics (dedup control records) must be lock-free to work across processes");
 
 #endif

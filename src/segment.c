@@ -144,7 +144,7 @@ static void layout_of(uint32_t capacity, uint32_t slot_size, uint32_t dedup_entr
 	l->parts_off = SHMQ_HDR_SIZE;
 	l->slots_off = l->parts_off + (uint64_t)SHMQ_MAX_PARTICIPANTS * SHMQ_PART_SIZE;
 	l->dedup_off = l->slots_off + (uint64_t)capacity * slot_size;
-	l->total = l->dedup_off + (uint64_t)dedup_entries * SHMQ_DEDUP_ENTRY_SIZE;
+	l->total = l->dedup_off + dedup_table_size(dedup_entries);
 }
 
 void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)

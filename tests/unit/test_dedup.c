@@ -17,6 +17,7 @@
 #include "../common.h"
 #include "internal.h"
 #include "shmq.h"
+#include "shmq_inspect.h"
 
 TestSuite(dedup, .fini = tq_cleanup);
 
@@ -280,6 +281,22 @@ Test(dedup, a_consumer_killed_between_its_work_record_and_its_ack_is_not_redone)
 	shmq_close(q);
 }
 
+/* A child that attaches, arms `point` and dies there inside a keyed send of "k". */
+static void die_sending(const char *name, const char *point)
+{
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		if (shmq_open(name, &cq))
+			_exit(1);
+		shmq_fault_arm(point, 1);
+		shmq_send_keyed(cq, "k", 1, "from the dead", 13, 0, NULL);
+		_exit(2);
+	}
+	expect_killed(pid);
+}
+
 /* A producer killed at `point` inside a keyed send; then the key is sent again. */
 static void keyed_sender_killed_at(const char *point, int want_resend)
 {
@@ -287,17 +304,7 @@ static void keyed_sender_killed_at(const char *point, int want_resend)
 	struct shmq_config c = tq_config(8);
 	c.reclaim_interval_ms = 0;
 	shmq_t *q = tq_create(name, &c);
-	pid_t pid = fork();
-	cr_assert(pid >= 0);
-	if (pid == 0) {
-		shmq_t *pq;
-		if (shmq_open(name, &pq))
-			_exit(1);
-		shmq_fault_arm(point, 1);
-		shmq_send_keyed(pq, "k", 1, "from the dead", 13, 0, NULL);
-		_exit(2);
-	}
-	expect_killed(pid);
+	die_sending(name, point);
 	int rc = shmq_send_keyed(q, "k", 1, "retry", 5, 0, NULL);
 	cr_expect_eq(rc, want_resend ? 0 : SHMQ_DUPLICATE, "%s: retry of the key returned %d", point, rc);
 	shmq_reclaim(q, NULL); /* retires the dead producer's unpublished slot, if any */
@@ -369,4 +376,250 @@ Test(dedup, a_dead_participants_claim_stays_dead_when_a_newcomer_reuses_its_reco
 	shmq_close(n1);
 	shmq_close(n2);
 	shmq_close(q);
+}
+
+/* ---- the control bytes (the table's index) ---------------------------------------------------- */
+
+static struct shmq_dedup_entry *entry_at_test(shmq_t *q, int i)
+{
+	return (void *)(q->dedup + dedup_entry_off((uint64_t)i));
+}
+
+/* Entry i's control byte. */
+static _Atomic uint8_t *ctrl_of(shmq_t *q, uint32_t i)
+{
+	struct shmq_dedup_group *g = (void *)(q->dedup + dedup_group_off(i));
+	return &g->ctrl[i % DEDUP_PROBES];
+}
+
+/* The entry whose word is in `state` and whose key is key (of kind), or -1. */
+static int entry_holding(shmq_t *q, unsigned kind, const char *key, unsigned state)
+{
+	for (uint32_t i = 0; i <= q->dedup_mask; i++) {
+		struct shmq_dedup_entry *e = entry_at_test(q, (int)i);
+		uint64_t w = atomic_load(&e->word);
+		if (de_state(w) == state && de_kind(w) == kind && e->key_len == strlen(key) &&
+		    !memcmp(e->key, key, e->key_len))
+			return (int)i;
+	}
+	return -1;
+}
+
+struct findings {
+	int errors;
+	char last[256];
+};
+
+static void collect(void *ctx, int severity, const char *what)
+{
+	struct findings *f = ctx;
+	if (severity == SHMQ_CHECK_ERROR) {
+		f->errors++;
+		snprintf(f->last, sizeof(f->last), "%s", what);
+	}
+}
+
+static struct findings check_queue(const char *name)
+{
+	struct findings f = {0};
+	cr_assert_geq(shmq_check_name(name, collect, &f), 0);
+	return f;
+}
+
+Test(dedup, a_stale_tag_or_busy_mark_costs_a_look_and_never_hides_a_key)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(2);
+	c.dedup_entries = 16; /* one group: every key shares the control line */
+	shmq_t *q = tq_create(name, &c);
+	tq_send_u32(q, 0);
+	cr_assert_eq(send_key(q, "kept", "x", NULL), 0);
+	int i = entry_holding(q, DK_PUBLISHED, "kept", DE_VALID);
+	cr_assert_geq(i, 0);
+	cr_expect_eq(*ctrl_of(q, (uint32_t)i), dc_tag(de_tag(atomic_load(&entry_at_test(q, i)->word))),
+		     "a recorded key's byte is its tag");
+
+	/* BUSY over a live key (a claimer that lost its CAS, or died before it): still found */
+	atomic_store(ctrl_of(q, (uint32_t)i), DC_BUSY);
+	cr_expect_eq(send_key(q, "kept", "x", NULL), SHMQ_DUPLICATE, "found under a BUSY byte");
+	cr_expect_eq(check_queue(name).errors, 0, "BUSY is a legal byte");
+
+	/* the queue is full: "gone" claims an entry, fails to reserve and releases it, whose byte
+	 * keeps its tag over an entry that holds no key */
+	cr_assert_eq(send_key(q, "gone", "x", NULL), -EAGAIN);
+	int r = entry_holding(q, DK_PUBLISHED, "gone", DE_VALID);
+	cr_assert_geq(r, 0);
+	uint64_t w = atomic_load(&entry_at_test(q, r)->word);
+	cr_expect_eq(de_ms(w), 0, "released");
+	cr_expect_eq(*ctrl_of(q, (uint32_t)r), dc_tag(de_tag(w)), "a stale tag");
+	struct findings f = check_queue(name);
+	cr_expect_eq(f.errors, 0, "a stale tag is legal: %s", f.last);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(shmq_ack(q, &m), 0);
+	cr_expect_eq(send_key(q, "gone", "x", NULL), 0, "a released entry is no record: the key is new");
+	cr_expect_eq(send_key(q, "gone", "x", NULL), SHMQ_DUPLICATE);
+	cr_expect_eq(send_key(q, "kept", "x", NULL), SHMQ_DUPLICATE);
+	f = check_queue(name);
+	cr_expect_eq(f.errors, 0, "%s", f.last);
+	shmq_close(q);
+}
+
+/* A writer SIGKILLed at `point` of its claim, then the key sent again twice: once, then a duplicate,
+ * with no impossible control byte left behind. */
+static void writer_killed_at(const char *point)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.dedup_entries = 16;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c);
+	die_sending(name, point);
+	int busy = 0;
+	for (uint32_t i = 0; i < 16; i++)
+		busy += *ctrl_of(q, i) == DC_BUSY;
+	cr_expect_eq(busy, 1, "%s: the dead writer's entry is marked BUSY", point);
+	cr_expect_eq(check_queue(name).errors, 0, "%s: the crash left a legal state", point);
+	cr_expect_eq(send_key(q, "k", "retry", NULL), 0, "%s: the key is free for its retry", point);
+	cr_expect_eq(send_key(q, "k", "again", NULL), SHMQ_DUPLICATE, "%s: and then recorded", point);
+	struct findings f = check_queue(name);
+	cr_expect_eq(f.errors, 0, "%s: %s", point, f.last);
+	expect_depth(q, 1);
+	shmq_close(q);
+}
+
+Test(dedup, a_writer_killed_between_its_busy_mark_and_its_claim_hides_no_key)
+{
+	writer_killed_at("dedup-busy-before-claim");
+}
+
+Test(dedup, a_writer_killed_between_its_claim_and_its_tag_hides_no_key)
+{
+	writer_killed_at("dedup-claimed-before-tag");
+}
+
+Test(dedup, a_corrupted_control_byte_is_bounded_and_reported_by_check)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.dedup_entries = 16;
+	shmq_t *q = tq_create(name, &c);
+	cr_assert_eq(shmq_done_mark(q, "job", 3), 0);
+	int i = entry_holding(q, DK_DONE_KEY, "job", DE_VALID);
+	cr_assert_geq(i, 0);
+	_Atomic uint8_t *b = ctrl_of(q, (uint32_t)i);
+	unsigned own = atomic_load(b);
+	for (unsigned v = 0; v < 256; v++) {
+		atomic_store(b, (uint8_t)v);
+		/* BUSY and values shmq never writes cost a look; EMPTY and other tags hide the key */
+		int look = v == own || (v != DC_EMPTY && v < DC_TAG);
+		cr_expect_eq(shmq_done_check(q, "job", 3), look, "byte 0x%02x", v);
+		struct findings f = check_queue(name);
+		cr_expect_eq(f.errors, v == own || v == DC_BUSY ? 0 : 1, "byte 0x%02x: %d errors (%s)", v,
+			     f.errors, f.last);
+	}
+	/* every byte and hint of the group garbage: calls still return, with answers */
+	memset(q->dedup + dedup_group_off(0), 0x5a, sizeof(struct shmq_dedup_group));
+	cr_expect_eq(shmq_done_check(q, "job", 3), 1, "0x5a is never written: a look, and found");
+	cr_expect_eq(shmq_done_mark(q, "job-2", 5), 0);
+	cr_expect_eq(shmq_done_check(q, "job-2", 5), 1);
+	shmq_close(q);
+}
+
+/* ---- a lookup racing recycles ---- */
+
+#define RECYCLE_KEYS 3000
+
+struct recycle_race {
+	const char *name;
+	_Atomic int marked; /* keys 0..marked-1 are recorded done */
+	_Atomic int stop;
+	int misses;
+};
+
+/* Fresh keyed sends into a full queue: each claims an entry, writes its key and tag, fails to
+ * reserve a slot and releases the entry: entries are recycled as fast as a thread can. */
+static void *recycler(void *arg)
+{
+	struct recycle_race *r = arg;
+	shmq_t *q;
+	cr_assert_eq(shmq_open(r->name, &q), 0);
+	char key[32];
+	for (unsigned n = 0; !atomic_load(&r->stop); n++) {
+		snprintf(key, sizeof(key), "churn-%lx-%u", (unsigned long)pthread_self(), n);
+		int rc = shmq_send_keyed(q, key, strlen(key), "x", 1, 0, NULL);
+		cr_assert(rc == -EAGAIN || rc == SHMQ_DUPLICATE, "a send into a full queue: %d", rc);
+	}
+	shmq_close(q);
+	return NULL;
+}
+
+/* Records job-i done, then publishes i (release): a checker that reads i must find it. */
+static void *marker(void *arg)
+{
+	struct recycle_race *r = arg;
+	shmq_t *q;
+	cr_assert_eq(shmq_open(r->name, &q), 0);
+	char key[32];
+	for (int i = 0; i < RECYCLE_KEYS; i++) {
+		snprintf(key, sizeof(key), "job-%d", i);
+		cr_assert_eq(shmq_done_mark(q, key, strlen(key)), 0);
+		atomic_store_explicit(&r->marked, i + 1, memory_order_release);
+	}
+	shmq_close(q);
+	return NULL;
+}
+
+static void *checker(void *arg)
+{
+	struct recycle_race *r = arg;
+	shmq_t *q;
+	cr_assert_eq(shmq_open(r->name, &q), 0);
+	char key[32];
+	int seen = 0;
+	while (seen < RECYCLE_KEYS) {
+		int upto = atomic_load_explicit(&r->marked, memory_order_acquire);
+		for (int i = seen > 16 ? seen - 16 : 0; i < upto; i++) { /* the newest, again and again */
+			snprintf(key, sizeof(key), "job-%d", i);
+			r->misses += shmq_done_check(q, key, strlen(key)) != 1;
+		}
+		seen = upto;
+	}
+	shmq_close(q);
+	return NULL;
+}
+
+/* One round: two recyclers, a marker and a checker on a new queue; the checker's misses. */
+static int recycle_round(const char *tag)
+{
+	const char *name = tq_name(tag);
+	struct shmq_config c = tq_config(4);
+	c.dedup_entries = 8192; /* room for every mark: none is evicted, so a miss is a bug */
+	shmq_t *q = tq_create(name, &c);
+	for (int i = 0; i < 4; i++)
+		tq_send_u32(q, (uint32_t)i); /* full: every keyed send claims, fails, releases */
+	struct recycle_race r = {.name = name};
+	pthread_t rec[2], mk, ck;
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&rec[i], NULL, recycler, &r), 0);
+	cr_assert_eq(pthread_create(&ck, NULL, checker, &r), 0);
+	cr_assert_eq(pthread_create(&mk, NULL, marker, &r), 0);
+	pthread_join(mk, NULL);
+	pthread_join(ck, NULL);
+	atomic_store(&r.stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(rec[i], NULL);
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.dedup_evicted, 0);
+	shmq_close(q);
+	return r.misses;
+}
+
+Test(dedup, a_lookup_racing_recycles_of_its_group_never_misses_a_recorded_key)
+{
+	static const char *const rounds[] = {"r0", "r1", "r2", "r3", "r4", "r5"};
+	for (unsigned i = 0; i < sizeof(rounds) / sizeof(rounds[0]); i++) {
+		int misses = recycle_round(rounds[i]);
+		cr_expect_eq(misses, 0, "round %u: %d lookups missed a recorded key", i, misses);
+	}
 }
