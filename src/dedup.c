@@ -73,13 +73,17 @@ static int make_key(unsigned kind, const void *key, size_t len, struct dkey *k)
 }
 
 /* The key's group: entries [base, base + DEDUP_PROBES) (the table holds whole groups: the header
- * check refuses fewer entries than a group) and their control record. */
-static void place(const shmq_t *q, struct dkey *k)
+ * check refuses fewer entries than a group) and their control record, asked for at once (for
+ * writing when the caller claims: lookups alone leave the line shared). */
+static void place(const shmq_t *q, struct dkey *k, int claim)
 {
 	k->base = (uint32_t)k->hash & q->dedup_mask & ~(DEDUP_PROBES - 1);
 	k->g = (struct shmq_dedup_group *)(q->dedup + dedup_group_off(k->base));
 	k->shift = dedup_hint_shift(q->dedup_window_ms);
-	__builtin_prefetch(k->g, 1); /* a claim writes it: on its way while the caller reads the clock */
+	if (claim) /* on its way while the caller reads the clock */
+		__builtin_prefetch(k->g, 1);
+	else
+		__builtin_prefetch(k->g, 0);
 }
 
 /* Time ms in the unit of the group's expiry hints (modulo 2^16). */
@@ -394,7 +398,7 @@ static int claim_key(shmq_t *q, struct dkey *k, int timeout_ms, struct claim *c,
 {
 	uint64_t deadline = timeout_ms > 0 ? shmq_deadline(timeout_ms) : 0;
 	unsigned spins = 0;
-	place(q, k);
+	place(q, k, 1);
 	for (;;) {
 		int took_over = 0;
 		uint64_t now = now_ms();
@@ -510,7 +514,7 @@ static int check(shmq_t *q, struct dkey *k)
 	uint64_t unused, deadline = shmq_deadline(DONE_WAIT_MS);
 	int took_over;
 	unsigned spins = 0;
-	place(q, k);
+	place(q, k, 0);
 	for (;;) {
 		enum find f = find(q, k, 0, now_ms(), &unused_claim, &unused, &took_over);
 		if (f == FIND_FOUND) {
