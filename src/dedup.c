@@ -164,10 +164,10 @@ static int rank(unsigned b, uint16_t until, uint16_t unit, uint32_t j, int *best
 }
 
 /* The entry of k's group (its index in the group, *j, seen with word *w) that a missing key
- * claims: `best` (from rank()) if its word agrees (0); else the one at the hand, reused (0) or,
- * a live record, evicted (1); else the first reusable one (0), else the oldest live record (1);
- * -1: a live participant is claiming every entry. The hints spare reading the words of live
- * entries; only when neither `best` nor the hand will do are all the words read. */
+ * claims: `best` (from rank()) if its word agrees (0), else the first reusable one (0), else the
+ * oldest live record (1, an eviction); -1: a live participant is claiming every entry. The hints
+ * spare reading the words of live entries; only when none offers an entry (every entry live, or
+ * hints stale) are all the words read. */
 static int pick(shmq_t *q, const struct dkey *k, int best, uint64_t now, uint32_t *j, uint64_t *w)
 {
 	if (best >= 0) {
@@ -177,13 +177,6 @@ static int pick(shmq_t *q, const struct dkey *k, int best, uint64_t now, uint32_
 			*w = v;
 			return 0;
 		}
-	}
-	uint32_t h = atomic_load_explicit(&k->g->hand, memory_order_relaxed) % DEDUP_PROBES;
-	uint64_t v = word_of(q, k->base + h);
-	if (de_state(v) != DE_CLAIMED || !claimer_alive(q, v)) {
-		*j = h;
-		*w = v;
-		return !reusable(q, v, now);
 	}
 	uint64_t oldest_ms = UINT64_MAX, oldest_w = 0;
 	uint32_t oldest = 0;
@@ -269,7 +262,6 @@ static enum find find(shmq_t *q, const struct dkey *k, int claim, uint64_t now, 
 	 * and tag: ABA) may have stored its tag after our C1. */
 	atomic_store_explicit(&g->ctrl[j], k->ctag, memory_order_seq_cst);
 	hint(k, j, (uint16_t)(unit_of(k, now) + INT16_MAX)); /* claimed: as far ahead as hints go */
-	atomic_store_explicit(&g->hand, (uint8_t)((j + 1) % DEDUP_PROBES), memory_order_relaxed);
 	if (evict)
 		count(q, C_DEDUP_EVICTED, 1);
 	c->idx = k->base + j;

@@ -365,10 +365,7 @@ struct shmq_dedup_group {
 	 * for a claim in progress, a time far ahead. A hint only: it spares claims reading the words
 	 * of live entries; the word decides. */
 	_Atomic uint16_t until[DEDUP_PROBES];
-	/* the entry after the last one claimed (modulo DEDUP_PROBES): when every entry holds a live
-	 * key, claims go round from it, so it is the oldest, the one to evict. A hint too. */
-	_Atomic uint8_t hand;
-	uint8_t pad_[SHMQ_CACHELINE - 3 * DEDUP_PROBES - 1];
+	uint8_t pad_[SHMQ_CACHELINE - 3 * DEDUP_PROBES];
 };
 static_assert(sizeof(struct shmq_dedup_group) == SHMQ_CACHELINE, "one control line per group");
 

@@ -594,7 +594,9 @@ static int recycle_round(const char *tag)
 {
 	const char *name = tq_name(tag);
 	struct shmq_config c = tq_config(4);
-	c.dedup_entries = 8192; /* room for every mark: none is evicted, so a miss is a bug */
+	/* 2048 groups for 3000 marks: no group fills (an eviction would be a legal miss), so a
+	 * miss is a bug */
+	c.dedup_entries = 32768;
 	shmq_t *q = tq_create(name, &c);
 	for (int i = 0; i < 4; i++)
 		tq_send_u32(q, (uint32_t)i); /* full: every keyed send claims, fails, releases */
