@@ -726,13 +726,21 @@ Test(inspect, check_warns_of_a_dedup_claim_whose_record_was_reused_and_not_of_a_
 	unsigned char *img = image_of(n, &len);
 	shmq_close(q);
 	struct shmq_hdr *h = hdr_of(img);
-	struct shmq_dedup_entry *e = within(img, len, h->dedup_off, SHMQ_DEDUP_ENTRY_SIZE * 2);
-	cr_assert(e);
+	struct shmq_dedup_entry *e0 =
+		within(img, len, h->dedup_off + dedup_entry_off(0), SHMQ_DEDUP_ENTRY_SIZE);
+	struct shmq_dedup_entry *e1 =
+		within(img, len, h->dedup_off + dedup_entry_off(1), SHMQ_DEDUP_ENTRY_SIZE);
+	cr_assert(e0 && e1);
 	uint64_t v = atomic_load(&part_of(img, len, 0)->state);
 	cr_assert_eq(v & 0xff, PART_ALIVE, "the image keeps its creator's record alive");
 	uint64_t epoch = (v >> 8) & 0xffffffff;
-	atomic_store(&e[0].word, de_make(epoch, 1, DK_PUBLISHED, DE_CLAIMED, 7));
-	atomic_store(&e[1].word, de_make(epoch + 1, 1, DK_PUBLISHED, DE_CLAIMED, 9));
+	atomic_store(&e0->word, de_make(epoch, 1, DK_PUBLISHED, DE_CLAIMED, 7));
+	atomic_store(&e1->word, de_make(epoch + 1, 1, DK_PUBLISHED, DE_CLAIMED, 9));
+	/* and their control bytes, as a claimer writes them (dedup.c) */
+	struct shmq_dedup_group *g = within(img, len, h->dedup_off + dedup_group_off(0), sizeof(*g));
+	cr_assert(g);
+	atomic_store(&g->ctrl[0], dc_tag(7));
+	atomic_store(&g->ctrl[1], dc_tag(9));
 	struct findings f = check(img, len);
 	cr_expect_eq(f.errors, 0);
 	cr_expect(has(&f, SHMQ_CHECK_WARNING, "dedup entry 1: claimed by participant 0 (epoch"),
