@@ -28,6 +28,11 @@ TestSuite(threads, .fini = tq_cleanup);
 #define TOTAL 200000u
 #define PER_PROD (TOTAL / N_PROD)
 #define PILL 0xffffffffu
+/* An early pill goes back this long; it may come back up to PILL_DELIVERIES times (the queue's
+ * max_deliveries): under ASan on a loaded machine the last acks took longer than the default 16
+ * returns of 1 ms each, and pills were dead-lettered before anyone could take them. */
+#define PILL_BACK_MS 5
+#define PILL_DELIVERIES 255
 #define IO_TIMEOUT_MS 10000
 #define BATCH_MAX 37 /* largest batch the batch runs send or receive */
 #define CAPACITY 1024
@@ -191,13 +196,15 @@ static void *consumer(void *arg)
 		else
 			atomic_fetch_add(&r->acked, real);
 		/* One pill per consumer, taken once every message is acked: a nacked message may come
-		 * back after the pills, and somebody must be left to take it. Early pills go back. */
+		 * back after the pills, and somebody must be left to take it. Early pills go back, a
+		 * few ms later each time (see PILL_DELIVERIES: they must not run out of deliveries
+		 * while a slow machine acks the last messages). */
 		for (unsigned k = 0; k < npills; k++) {
 			if (!pill && atomic_load(&r->acked) >= TOTAL) {
 				pill = 1;
 				if (shmq_ack(q, &pills[k]))
 					atomic_fetch_add(&r->err_ack, 1);
-			} else if (shmq_nack(q, &pills[k], 1) == 0) {
+			} else if (shmq_nack(q, &pills[k], PILL_BACK_MS) == 0) {
 				atomic_fetch_add(&r->nacks, 1);
 			}
 		}
@@ -239,6 +246,7 @@ static struct shmq_stats run_lanes(int share_handle, unsigned nack_every, int ba
 	r->lanes = lanes;
 	struct shmq_config c = tq_lanes_config(CAPACITY, lanes, dispatch);
 	c.lease_ms = 60000;
+	c.max_deliveries = PILL_DELIVERIES;
 	for (uint32_t l = 0; dispatch == SHMQ_DISPATCH_WEIGHTED && l < lanes; l++)
 		c.weights[l] = 1 + l;
 	shmq_t *q = tq_create(r->name, &c);
