@@ -146,7 +146,8 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 	}
 	if (st == SLOT_LEASED) {
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-		if (lw_tag(lw) == d && lw_kind(lw) == LW_DEADLINE && lw_ms(lw) + 1000 < c->now)
+		if (lw_tag(lw) == lw_tag_of(w, c->lane_shift) && lw_kind(lw) == LW_DEADLINE &&
+		    lw_ms(lw) + 1000 < c->now)
 			report(c, SHMQ_CHECK_WARNING,
 			       "slot %u: lease expired %llu ms ago (a reclaim pass requeues it)", i,
 			       (unsigned long long)(c->now - lw_ms(lw)));

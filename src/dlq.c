@@ -47,12 +47,12 @@ static int older(const void *a, const void *b)
 }
 
 /* When the dead slot whose word is w was dead-lettered: the not-before time its dead-lettering put
- * in the lease word, tagged with its delivery count (0, oldest of all, if the word holds anything
- * else: a redrive of it between its two CASes, or a corrupted segment). */
-static uint64_t dead_time(struct shmq_slot *s, uint64_t w)
+ * in the lease word, tagged with its delivery (lease_tag: count and lap; 0, oldest of all, if the
+ * word holds anything else: a redrive of it between its two CASes, or a corrupted segment). */
+static uint64_t dead_time(shmq_t *q, struct shmq_slot *s, uint64_t w)
 {
 	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-	return lw_kind(lw) == LW_NOT_BEFORE && lw_tag(lw) == w_deliv(w) ? lw_ms(lw) : 0;
+	return lw_kind(lw) == LW_NOT_BEFORE && lw_tag(lw) == lease_tag(q, w) ? lw_ms(lw) : 0;
 }
 
 /* Collects the dead slots, oldest first. Returns the count, or -ENOMEM. */
@@ -80,7 +80,7 @@ static int collect(shmq_t *q, struct dead_ref **out)
 			room *= 2;
 		}
 		v[n++] = (struct dead_ref){
-			.word = w, .dead_ms = dead_time(s, w), .id = s->id, .slot = (uint32_t)i};
+			.word = w, .dead_ms = dead_time(q, s, w), .id = s->id, .slot = (uint32_t)i};
 	}
 	qsort(v, n, sizeof(*v), older);
 	*out = v;
@@ -124,10 +124,11 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
  * The list is a snapshot: by the time a letter's turn comes, another tool may have purged it and
  * its slot taken a new message, leased by a live consumer. So nothing is written to a slot but
  * through a CAS that fails once it moved on: a purge is one CAS on the word; a redrive CASes the
- * lease word first, from the letter's own value (its dead time, tagged with its delivery count:
- * a reuse zeroes it at the producer's fill, a lease writes a deadline), to a not-before time of
- * tag 0, then the word DEAD -> DELAYED with 0 deliveries. The lease word must change before the
- * word does: left as it was, its tag (the letter's delivery count, often 1) would match the
+ * lease word first, from the letter's own value (its dead time, tagged with its delivery: a reuse
+ * zeroes it at the producer's fill, a lease writes a deadline), to a not-before time of 0 tagged
+ * with the redriven delivery 0, then the word DEAD -> DELAYED with 0 deliveries. The lease word
+ * must change before the word does: left as it was, its tag (the letter's delivery count, often 1,
+ * and its lap, which a redrive keeps) would match the
  * redriven message's first delivery, and a reclaim pass would read it as that delivery's stalled
  * requeue before its consumer wrote the deadline. Stopped between the two (or beaten to the word),
  * the redrive leaves a letter whose dead time reads 0, or a FREE slot whose lease word the next
@@ -157,13 +158,14 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 			 * word load, which pairs with the release CAS that made the slot dead. */
 			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
 			if (atomic_load_explicit(&s->word, memory_order_acquire) != w ||
-			    lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != w_deliv(w) ||
-			    !atomic_compare_exchange_strong_explicit(
-				    &s->lease, &lw, lw_make(0, LW_NOT_BEFORE, 0), memory_order_relaxed,
-				    memory_order_relaxed))
+			    lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != lease_tag(q, w))
 				continue;
-			/* fresh delivery count; due now (tag 0 matches deliveries 0) */
+			/* fresh delivery count; due now (its tag is that of deliveries 0) */
 			nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
+			if (!atomic_compare_exchange_strong_explicit(
+				    &s->lease, &lw, lw_make(0, LW_NOT_BEFORE, lease_tag(q, nw)),
+				    memory_order_relaxed, memory_order_relaxed))
+				continue;
 		} else {
 			nw = w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0);
 		}

@@ -186,10 +186,11 @@ int shmq_view_slot(shmq_view_t *v, uint32_t i, struct shmq_slot_info *out, void 
 				memcpy(buf, p + kl, out->copied);
 		}
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-		if (st == SLOT_LEASED && lw_tag(lw) == w_deliv(w) && lw_kind(lw) == LW_DEADLINE)
+		if (st == SLOT_LEASED && lw_tag(lw) == lw_tag_of(w, v->lane_shift) &&
+		    lw_kind(lw) == LW_DEADLINE)
 			out->due_in_ms = ms_until(lw_ms(lw), now);
 		else if (st == SLOT_DELAYED)
-			out->due_in_ms = ms_until(lw_due(lw, w_deliv(w), now), now);
+			out->due_in_ms = ms_until(lw_due(lw, w, v->lane_shift, now), now);
 		/* seqlock-style: the fields were read between two loads of the same word. The fence
 		 * orders the field loads before the second word load. */
 		atomic_thread_fence(memory_order_acquire);

@@ -115,6 +115,9 @@ static inline int lane_sane(uint64_t hd, uint64_t tl, uint64_t lane_cap)
 #define RR_RUN 16	     /* sends per lane before round-robin dispatch moves on */
 #define ASSIGN_REFRESH_MS 50 /* consumers recompute their lanes this often (lanes.c) */
 
+/* The lease word tag (lw_tag_of) of the delivery whose slot word is w. */
+static inline uint32_t lease_tag(const shmq_t *q, uint64_t w) { return lw_tag_of(w, q->lane_shift); }
+
 /* Slot idx (0 <= idx < capacity) of the whole queue. */
 static inline struct shmq_slot *slot_at(const shmq_t *q, uint64_t idx)
 {

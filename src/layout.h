@@ -89,33 +89,43 @@ static inline int64_t ticket_diff(uint64_t a, uint64_t b40)
 	return (int64_t)(d << (64 - W_TICKET_BITS)) >> (64 - W_TICKET_BITS);
 }
 
-/* The lease word: [ time_ms (55 bits) | kind (1 bit) | tag (8 bits) ]. kind 0 (LW_DEADLINE): the
+/* The lease word: [ time_ms (40 bits) | kind (1 bit) | tag (23 bits) ]. kind 0 (LW_DEADLINE): the
  * lease deadline of a delivery; kind 1 (LW_NOT_BEFORE): the not-before time of a redelivery,
  * written by nack/reclaim just before they move the slot to DELAYED; on a dead slot, the time it
- * was dead-lettered, written the same way just before its word went DEAD. tag = the word's delivery
- * count, so a value left over from another delivery (or another message: producers reset it to 0)
- * is never mistaken for this one's. The kind keeps a reclaim pass from reading a nack's not-before
+ * was dead-lettered, written the same way just before its word went DEAD. tag = lw_tag_of() the
+ * slot word: the delivery count and the lap of the slot's ticket (its 15 bits above the lane's
+ * slot bits), so a value left over from another delivery, or from another message in the same
+ * slot at the same delivery count (producers reset it to 0, which no delivery's tag matches), is
+ * never mistaken for this one's. The kind keeps a reclaim pass from reading a nack's not-before
  * time as an expired deadline. Every writer but the owner's first deadline store (just after its
  * lease CAS, while nobody else may take the lease) CASes it from a value it knows: extend, nack,
  * dead-lettering and reclaim from this delivery's deadline, a redrive from the letter's dead time,
- * so a writer that lost the slot meanwhile writes nothing. */
+ * so a writer that lost the slot meanwhile writes nothing, even once the slot holds a new message
+ * (its lap differs). 2^40 ms of CLOCK_MONOTONIC are 34 years. */
 enum {
 	LW_DEADLINE = 0,
 	LW_NOT_BEFORE = 1
 };
-static inline uint64_t lw_make(uint64_t ms, unsigned kind, unsigned tag)
+#define LW_MS_MASK ((1ULL << 40) - 1)
+#define LW_LAP_BITS 15
+static inline uint64_t lw_make(uint64_t ms, unsigned kind, uint32_t tag)
 {
-	return (ms << 9) | ((uint64_t)(kind & 1) << 8) | (tag & 0xff);
+	return ((ms & LW_MS_MASK) << 24) | ((uint64_t)(kind & 1) << 23) | (tag & 0x7fffff);
 }
-static inline uint64_t lw_ms(uint64_t l) { return l >> 9; }
-static inline unsigned lw_kind(uint64_t l) { return (l >> 8) & 1; }
-static inline unsigned lw_tag(uint64_t l) { return l & 0xff; }
-
-/* When a DELAYED slot whose word has `deliv` deliveries is due. Anything but this delivery's
- * not-before time (a requeue that died between its two CASes) counts as due now. */
-static inline uint64_t lw_due(uint64_t l, unsigned deliv, uint64_t now)
+static inline uint64_t lw_ms(uint64_t l) { return l >> 24; }
+static inline unsigned lw_kind(uint64_t l) { return (l >> 23) & 1; }
+static inline uint32_t lw_tag(uint64_t l) { return l & 0x7fffff; }
+/* The tag of the delivery whose slot word is w, in a lane of 2^lane_shift slots: [ lap:15 | deliv:8 ] */
+static inline uint32_t lw_tag_of(uint64_t w, unsigned lane_shift)
 {
-	return lw_kind(l) == LW_NOT_BEFORE && lw_tag(l) == deliv ? lw_ms(l) : now;
+	return (uint32_t)((w_ticket(w) >> lane_shift) & ((1u << LW_LAP_BITS) - 1)) << 8 | w_deliv(w);
+}
+
+/* When a DELAYED slot whose word is w is due. Anything but this delivery's not-before time (a
+ * requeue that died between its two CASes) counts as due now. */
+static inline uint64_t lw_due(uint64_t l, uint64_t w, unsigned lane_shift, uint64_t now)
+{
+	return lw_kind(l) == LW_NOT_BEFORE && lw_tag(l) == lw_tag_of(w, lane_shift) ? lw_ms(l) : now;
 }
 
 struct shmq_slot {

@@ -72,7 +72,7 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 	}
 	if (st == SLOT_DELAYED) {
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-		uint64_t due = lw_due(lw, d, now);
+		uint64_t due = lw_due(lw, w, q->lane_shift, now);
 		if (due < p->next_due)
 			p->next_due = due;
 		return;
@@ -86,7 +86,7 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 	 * nack or another pass between its two CASes: that one finishes the job, unless it died
 	 * midway (then the slot stays like this for a whole lease). No value of this delivery
 	 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
-	int expired = lw_tag(lw) == d &&
+	int expired = lw_tag(lw) == lease_tag(q, w) &&
 		      (lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + q->lease_ms <= now);
 	if (!dead && !expired)
 		return;
@@ -102,7 +102,8 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 	/* Take the lease word first, from the exact value we judged: an extend or nack by the
 	 * owner CASes it too, so either they win (and we leave the slot alone) or they see our
 	 * not-before time and report -ESTALE. Then the word, from the exact value we saw. */
-	if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, lw_make(due, LW_NOT_BEFORE, d),
+	if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw,
+						     lw_make(due, LW_NOT_BEFORE, lease_tag(q, w)),
 						     memory_order_relaxed, memory_order_relaxed))
 		return;
 	if (!w_is_dead(nw) && due < p->next_due)

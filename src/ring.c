@@ -92,7 +92,7 @@ HOT int await_ack(shmq_t *q, struct shmq_slot *s, uint64_t *w)
 		return 0;
 	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
 	/* lease start = deadline - lease_ms; the header line holds both words */
-	if (lw_tag(lw) == w_deliv(*w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->lease_ms)
+	if (lw_tag(lw) == lease_tag(q, *w) && lw_ms(lw) + FRESH_LEASE_MS < now_ms() + q->lease_ms)
 		return 0;
 	for (int k = 0; k < ACK_PEEKS; k++) {
 		cpu_relax();
@@ -598,12 +598,12 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 	/* The holder fields, then the deadline, all after the CAS that made us the owner. Until the
 	 * deadline is there, a reclaim pass sees a tag mismatch (no lease word of a slot about to be
 	 * leased has this delivery's tag: producers zero it, requeues tag it with the previous
-	 * delivery, a redrive with 0) and treats the lease as fresh: only our death loses it, so
+	 * delivery, a redrive with delivery 0) and treats the lease as fresh: only our death loses it, so
 	 * these stores cannot land on a slot that moved on. relaxed: informational; the release
 	 * store of the deadline publishes them. */
 	atomic_store_explicit(&s->last_owner, q->owner, memory_order_relaxed);
 	atomic_store_explicit(&s->last_pid, q->pid, memory_order_relaxed);
-	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, w_deliv(leased)),
+	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, lease_tag(q, leased)),
 			      memory_order_release);
 	/* tell sleeping receivers there is a lease to watch again (a read of a line that is
 	 * written once per reclaim pass, and a write only after a pass found nothing held) */
@@ -798,7 +798,7 @@ static int due_window(shmq_t *q, struct shmq_msg *m, uint64_t now)
 		if (w_state(w) != SLOT_DELAYED)
 			continue;
 		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
-		uint64_t due = lw_due(lw, w_deliv(w), now);
+		uint64_t due = lw_due(lw, w, q->lane_shift, now);
 		if (due > now) {
 			if (due < next)
 				next = due;
@@ -1437,14 +1437,16 @@ static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
 	return slot_at(q, m->slot);
 }
 
-/* Replaces this delivery's lease deadline with `nv`. Fails (-ESTALE) if the lease word no longer
- * holds a deadline of delivery `deliv`: a reclaim pass (or another thread settling the same
- * delivery) got there first. relaxed: the word CAS or re-check that follows orders it. */
-static int set_lease(struct shmq_slot *s, unsigned deliv, uint64_t nv)
+/* Replaces the lease deadline of the delivery whose slot word is w with `nv`. Fails (-ESTALE) if
+ * the lease word no longer holds a deadline of that delivery: a reclaim pass (or another thread
+ * settling the same delivery) got there first, or the slot holds another message by now (the
+ * tag's lap differs, so its holder's deadline is left alone). relaxed: the word CAS or re-check
+ * that follows orders it. */
+static int set_lease(shmq_t *q, struct shmq_slot *s, uint64_t w, uint64_t nv)
 {
 	uint64_t cur = atomic_load_explicit(&s->lease, memory_order_relaxed);
 	do {
-		if (lw_tag(cur) != deliv || lw_kind(cur) != LW_DEADLINE)
+		if (lw_tag(cur) != lease_tag(q, w) || lw_kind(cur) != LW_DEADLINE)
 			return -ESTALE;
 	} while (!atomic_compare_exchange_weak_explicit(&s->lease, &cur, nv, memory_order_relaxed,
 							memory_order_relaxed));
@@ -1542,7 +1544,7 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead, enum shmq_counter c)
 {
 	SHMQ_HOOK("dead-letter");
-	if (set_lease(s, w_deliv(w), lw_make(now_ms(), LW_NOT_BEFORE, w_deliv(w))))
+	if (set_lease(q, s, w, lw_make(now_ms(), LW_NOT_BEFORE, lease_tag(q, w))))
 		return stale(q);
 	/* release: publishes the dead time with the state; pairs with the DLQ's acquire load */
 	if (!cas_word(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))
@@ -1572,7 +1574,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	/* the not-before time goes in first, tagged with this delivery; the release CAS on the word
 	 * publishes it. A CAS, because a reclaim pass that found our deadline expired CASes it too:
 	 * whoever wins the lease word moves the word. */
-	if (set_lease(s, d, lw_make(due, LW_NOT_BEFORE, d)))
+	if (set_lease(q, s, w, lw_make(due, LW_NOT_BEFORE, lease_tag(q, w))))
 		return stale(q);
 	SHMQ_FAULT("nack-before-cas");
 	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
@@ -1607,7 +1609,7 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
 	uint64_t ms = lease_ms > 0 ? (uint64_t)lease_ms : q->lease_ms;
 	if (atomic_load_explicit(&s->word, memory_order_acquire) != m->token)
 		return stale(q);
-	if (set_lease(s, w_deliv(m->token), lw_make(now_ms() + ms, LW_DEADLINE, w_deliv(m->token))))
+	if (set_lease(q, s, m->token, lw_make(now_ms() + ms, LW_DEADLINE, lease_tag(q, m->token))))
 		return stale(q);
 	/* a reclaim that completed before our CAS left no deadline of this delivery to replace, so
 	 * it failed above; this re-check catches an ack/nack of the same delivery by another thread */

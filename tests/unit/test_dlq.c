@@ -228,7 +228,7 @@ Test(dlq, a_redrive_from_a_stale_list_leaves_the_reused_slots_live_lease_alone)
 	cr_expect_eq(shmq_dlq_redrive(q, UINT32_MAX), 0, "the letter it listed is gone");
 	cr_assert(r.ok, "the purge, reuse and lease in between did not happen");
 	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
-	cr_expect(lw_kind(lw) == LW_DEADLINE && lw_tag(lw) == r.m.deliveries,
+	cr_expect(lw_kind(lw) == LW_DEADLINE && lw_tag(lw) == lease_tag(q, r.m.token),
 		  "the new message's lease word is its deadline (kind %u tag %u)", lw_kind(lw), lw_tag(lw));
 	cr_expect_eq(shmq_extend(r.other, &r.m, 0), 0, "its holder can extend it");
 	cr_expect_eq(shmq_ack(r.other, &r.m), 0);
@@ -274,6 +274,56 @@ Test(dlq, a_reject_that_lost_its_lease_leaves_the_dead_time_of_the_pass_that_won
 	cr_expect(dl[0].dead_ms >= r.before && dl[0].dead_ms <= r.after,
 		  "dead at %llu ms, the pass ran in [%llu, %llu]", (unsigned long long)dl[0].dead_ms,
 		  (unsigned long long)r.before, (unsigned long long)r.after);
+	shmq_close(r.other);
+	shmq_close(q);
+}
+
+struct lap_race {
+	shmq_t *other;
+	struct shmq_msg m; /* the other consumer's live lease on the slot's next message */
+	int ok;
+};
+
+/* Between a reject's check of its slot word and its lease CAS: the rejecter's lease expired, the
+ * message came back to another consumer, which acked it, and slot 0 (of 2) took a new message that
+ * the other consumer leased, at the same delivery count (1) as the stale lease. */
+static void lose_and_reuse(void *arg)
+{
+	struct lap_race *r = arg;
+	struct shmq_msg m;
+	tq_sleep_ms(40); /* the rejecter's 20 ms lease runs out */
+	r->ok = shmq_reclaim(r->other, NULL) == 1;
+	r->ok &= shmq_recv(r->other, &m, 0) == 0 && m.deliveries == 2 && shmq_ack(r->other, &m) == 0;
+	tq_send_u32(r->other, 1); /* ticket 1: slot 1 */
+	r->ok &= shmq_recv(r->other, &m, 0) == 0 && shmq_ack(r->other, &m) == 0;
+	tq_send_u32(r->other, 2); /* ticket 2: slot 0 again */
+	r->ok &= shmq_recv(r->other, &r->m, 0) == 0 && r->m.slot == 0 && r->m.deliveries == 1;
+}
+
+Test(dlq, a_stale_reject_leaves_the_reused_slots_live_lease_alone)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(2);
+	c.lease_ms = 20;
+	c.retry_base_ms = 0;
+	c.retry_max_ms = 0;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(name, &c);
+	struct lap_race r = {0};
+	cr_assert_eq(shmq_open(name, &r.other), 0);
+	tq_send_u32(q, 0);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(m.slot, 0);
+	shmq_hook_arm("dead-letter", lose_and_reuse, &r);
+	cr_expect_eq(shmq_reject(q, &m), -ESTALE, "its delivery is long gone");
+	cr_assert(r.ok, "the expiry, redelivery, reuse and new lease in between did not happen");
+	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
+	cr_expect_eq(lw_kind(lw), LW_DEADLINE, "the new message's lease word is still its deadline");
+	cr_expect_eq(shmq_extend(r.other, &r.m, 0), 0, "its holder can extend it");
+	cr_expect_eq(shmq_ack(r.other, &r.m), 0);
+	struct shmq_dead_letter dl[2];
+	cr_expect_eq(shmq_dlq_list(q, dl, 2), 0, "nothing was dead-lettered");
 	shmq_close(r.other);
 	shmq_close(q);
 }
