@@ -77,7 +77,9 @@ struct shmq_config {
 	uint32_t dlq_max;		  /* dead letters kept, <= capacity (0: capacity / 4). When the DLQ is
 					   * full the oldest dead letter is dropped and counted (dlq_dropped).
 					   * With lanes, also at most half of each lane (letters stay in their
-					   * slots: a lane full of them would take no sends). */
+					   * slots: a lane full of them would take no sends). A participant
+					   * killed while dead-lettering may delay a drop until the next
+					   * reclaim pass. */
 	uint32_t reclaim_interval_ms;	  /* receivers run a reclaim pass (opened by one receiver per
 					   * interval, elected by CAS) this often, so expired leases and a
 					   * dead consumer's messages come back with no watchdog running

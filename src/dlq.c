@@ -8,6 +8,17 @@
  * any other field of a slot that may have moved on since it was listed (see settle()). The DLQ
  * holds at most dlq_max letters; the oldest beyond that are dropped and counted (dlq_dropped),
  * never silently.
+ *
+ * Finding the oldest takes a pass over the whole ring (collect), too much for every dead-lettering
+ * (a receive's reclaim slice or a reject would pay O(capacity)). So the header keeps a count of
+ * letters per lane, a hint: raised after a slot went dead, lowered after a redrive, purge or drop,
+ * and set by every pass to what it counted (by a CAS from the value read before it counted, so
+ * a change meanwhile is applied as a difference instead). Dead-lettering runs the pass only when
+ * the hint says there is something to drop. A participant killed between its CAS and its count
+ * leaves the hint one off: too high costs one pass, which corrects it; too low delays a drop until
+ * the next pass (any redrive, purge or enforcement, or the last slice of a reclaim pass, which
+ * counts the dead slots it saw and runs one if the hint is lower than those and a bound could be
+ * exceeded). It never makes a pass drop more than the bounds say: the pass counts for itself.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -60,6 +71,7 @@ static int collect(shmq_t *q, struct dead_ref **out)
 {
 	uint64_t cap = q->capacity;
 	size_t n = 0, room = 16;
+	SHMQ_HOOK("dlq-collect"); /* a test counts the passes over the whole ring */
 	struct dead_ref *v = malloc(room * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -116,6 +128,22 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 	return n;
 }
 
+/* Lane l's hint after a pass that read it as `hint`, then counted the lane's letters and settled
+ * some (`left`: those it did not try to settle; `gone`: those it settled). Unchanged meanwhile: what
+ * the pass counted. Else others changed it too: down by ours, never below 0. */
+static void settle_hint(shmq_t *q, uint32_t l, uint32_t hint, uint32_t left, uint32_t gone)
+{
+	_Atomic uint32_t *c = &q->hdr->dlq_count[l];
+	if (hint == left + gone && !gone)
+		return;
+	if (atomic_compare_exchange_strong_explicit(c, &hint, left, memory_order_relaxed,
+						    memory_order_relaxed))
+		return;
+	while (gone && !atomic_compare_exchange_weak_explicit(c, &hint, hint > gone ? hint - gone : 0,
+							      memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
 /* Redrives or deletes dead letters, oldest first: up to max of them, and never so many that fewer
  * than keep are left, except that a lane holding more than lane_keep has its oldest beyond that
  * deleted whatever keep says (with lanes, letters stay in their slots, and a key-hash lane full of
@@ -136,6 +164,11 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned lane_keep)
 {
 	struct dead_ref *v;
+	uint32_t hint[SHMQ_LANES_MAX], gone[SHMQ_LANES_MAX] = {0};
+	/* the hints before the count. acquire: pairs with shmq_dlq_added()'s release, so a letter
+	 * whose count we see is in the slots collect() reads */
+	for (uint32_t l = 0; l < q->lanes; l++)
+		hint[l] = atomic_load_explicit(&q->hdr->dlq_count[l], memory_order_acquire);
 	int n = collect(q, &v);
 	if (n < 0)
 		return n;
@@ -171,10 +204,14 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 		}
 		/* release: pairs with take_due()'s / claim()'s acquire */
 		if (atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
-							    memory_order_relaxed))
+							    memory_order_relaxed)) {
 			done++;
+			gone[l]++;
+		}
 	}
 	free(v);
+	for (uint32_t l = 0; l < q->lanes; l++)
+		settle_hint(q, l, hint[l], per[l], gone[l]);
 	if (done && redrive)
 		shmq_note_delayed(q, 0);
 	else if (done)
@@ -206,9 +243,28 @@ int shmq_dlq_purge(shmq_t *q, unsigned max)
 	return n;
 }
 
-void shmq_dlq_enforce(shmq_t *q)
+void shmq_dlq_added(shmq_t *q, uint32_t l, unsigned n)
 {
-	int n = settle(q, UINT32_MAX, 0, q->dlq_max, q->lanes > 1 ? (q->lane_mask + 1) / 2 : UINT32_MAX);
+	/* release: pairs with settle()'s acquire load; our slot went dead before */
+	if (l < q->lanes && n)
+		atomic_fetch_add_explicit(&q->hdr->dlq_count[l], n, memory_order_release);
+}
+
+void shmq_dlq_enforce(shmq_t *q, uint64_t seen)
+{
+	/* with lanes, letters stay in their lanes: at most half of one is kept (see settle()) */
+	unsigned lane_keep = q->lanes > 1 ? (q->lane_mask + 1) / 2 : UINT32_MAX;
+	uint64_t total = 0;
+	int over = 0;
+	for (uint32_t l = 0; l < q->lanes; l++) {
+		uint32_t c = atomic_load_explicit(&q->hdr->dlq_count[l], memory_order_relaxed);
+		total += c;
+		over |= c > lane_keep;
+	}
+	over |= total > q->dlq_max || (seen > total && (seen > q->dlq_max || seen > lane_keep));
+	if (!over)
+		return;
+	int n = settle(q, UINT32_MAX, 0, q->dlq_max, lane_keep);
 	if (n > 0 && q->me)
 		count(q, C_DLQ_DROPPED, (uint64_t)n);
 }

@@ -367,8 +367,12 @@ SHMQ_HIDDEN int shmq_kh_end(shmq_t *q, uint32_t fence);
 /* Key-hash queues: announces a change of the consumer set (bumps assign_gen's generation). */
 SHMQ_HIDDEN void shmq_assignment_changed(shmq_t *q);
 
-/* dlq.c: after a slot went dead, drops the oldest dead letters beyond dlq_max */
-SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q);
+/* dlq.c: after n slots of lane l went dead: raises the lane's dead-letter hint */
+SHMQ_HIDDEN void shmq_dlq_added(shmq_t *q, uint32_t l, unsigned n);
+/* Drops the oldest dead letters beyond dlq_max (and beyond half a lane, with lanes), if the hints
+ * say there are any, or if `seen` (dead slots a whole reclaim pass saw, 0: none) says the hints are
+ * too low for a bound. Only then a pass over the whole ring. */
+SHMQ_HIDDEN void shmq_dlq_enforce(shmq_t *q, uint64_t seen);
 
 /* segment.c */
 SHMQ_HIDDEN int shmq_normalize_name(const char *name, char *out, size_t outsz);

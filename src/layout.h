@@ -285,6 +285,13 @@ struct shmq_hdr {
 	int64_t timens_boot_ns;
 	uint64_t timens_ino;
 	uint32_t timens_offsets_unknown;
+	/* dead letters per lane, a hint (dlq.c): raised after a slot went dead, lowered after its
+	 * redrive, purge or drop, set by every DLQ pass to what it counted. Dead-lettering runs the
+	 * DLQ's pass over the whole ring only when these say it has something to drop */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint32_t dlq_count[SHMQ_LANES_MAX];
+	/* dead slots the slices of the receivers' reclaim pass saw so far: its last slice checks the
+	 * hints against them */
+	_Atomic uint32_t reclaim_dead;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

@@ -42,6 +42,8 @@ struct pass {
 	struct shmq_reclaim_result r;
 	uint64_t now, next_due;
 	uint32_t held;
+	uint32_t dead;			      /* dead slots seen (those it dead-lettered too) */
+	uint32_t dead_lane[SHMQ_LANES_MAX];   /* slots it dead-lettered, per lane */
 	uint8_t alive[SHMQ_MAX_PARTICIPANTS]; /* 1: found alive in this pass (0: probe again) */
 };
 
@@ -77,6 +79,8 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 			p->next_due = due;
 		return;
 	}
+	if (w_is_dead(w))
+		p->dead++;
 	if (st != SLOT_LEASED)
 		return;
 	p->held++;
@@ -113,9 +117,11 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 						     memory_order_relaxed))
 		return;
 	SHMQ_FAULT("reclaim-mid-pass");
-	if (w_is_dead(nw))
+	if (w_is_dead(nw)) {
 		p->r.dead_lettered++;
-	else if (dead)
+		p->dead_lane[idx_lane(q, (uint32_t)i)]++;
+		p->dead++;
+	} else if (dead)
 		p->r.dead_owner++;
 	else
 		p->r.expired++;
@@ -128,8 +134,8 @@ static int record_dead(shmq_t *q, uint32_t i, uint64_t *v)
 	return (*v & 0xff) == PART_ALIVE && !shmq_part_alive(q, i);
 }
 
-/* Counts what p did and follows it up; whole: p ended a pass. */
-static void pass_report(shmq_t *q, struct pass *p, int whole)
+/* Counts what p did and follows it up; whole: p ended a pass, which saw `seen` dead slots. */
+static void pass_report(shmq_t *q, struct pass *p, int whole, uint64_t seen)
 {
 	struct shmq_hdr *h = q->hdr;
 	if (p->next_due != REDELIVER_NONE)
@@ -140,8 +146,10 @@ static void pass_report(shmq_t *q, struct pass *p, int whole)
 	add(q, C_RECL_DEAD_OWNER, p->r.dead_owner);
 	add(q, C_RETIRED_WRITES, p->r.retired_writes);
 	add(q, C_DEAD_LETTERED, p->r.dead_lettered);
-	if (p->r.dead_lettered)
-		shmq_dlq_enforce(q);
+	for (uint32_t l = 0; l < q->lanes && p->r.dead_lettered; l++)
+		shmq_dlq_added(q, l, p->dead_lane[l]);
+	if (p->r.dead_lettered || seen)
+		shmq_dlq_enforce(q, seen);
 	if (p->r.retired_writes)
 		shmq_notify(q, &h->space_seq, &h->space_sleepers, (unsigned)p->r.retired_writes);
 }
@@ -166,7 +174,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		if (dead_at_start[i] && record_dead(q, i, &v) && shmq_part_release(q, i, v))
 			p.r.participants_freed++;
 	atomic_store_explicit(&q->hdr->reclaim_held, p.held, memory_order_relaxed);
-	pass_report(q, &p, 1);
+	pass_report(q, &p, 1, p.dead);
 	if (res)
 		*res = p.r;
 	return (int)(p.r.expired + p.r.dead_owner + p.r.retired_writes + p.r.dead_lettered);
@@ -226,6 +234,7 @@ void shmq_reclaim_start(shmq_t *q)
 	 * pass is looked at after start_ms (a starter that stores late only makes it earlier) */
 	atomic_store_explicit(&h->reclaim_done, done_make(now_ms(), 0, pass), memory_order_relaxed);
 	atomic_store_explicit(&h->reclaim_acc, 0, memory_order_relaxed);
+	atomic_store_explicit(&h->reclaim_dead, 0, memory_order_relaxed);
 	atomic_compare_exchange_strong_explicit(&h->reclaim_pos, &pos, pass << RECLAIM_POS_BITS,
 						memory_order_release, memory_order_relaxed);
 }
@@ -250,6 +259,8 @@ int shmq_reclaim_step(shmq_t *q, uint32_t budget)
 		reclaim_slot(q, &p, i);
 	if (p.held)
 		atomic_fetch_add_explicit(&h->reclaim_acc, p.held, memory_order_relaxed);
+	if (p.dead)
+		atomic_fetch_add_explicit(&h->reclaim_dead, p.dead, memory_order_relaxed);
 	/* count the slots done, if the pass is still the current one */
 	uint64_t d = atomic_load_explicit(&h->reclaim_done, memory_order_relaxed), nd;
 	int last = 0;
@@ -265,12 +276,14 @@ int shmq_reclaim_step(shmq_t *q, uint32_t budget)
 			break;
 		}
 	}
+	uint64_t seen = 0;
 	if (last) {
 		free_dead_records(q, (uint32_t)(d >> 32));
 		atomic_store_explicit(&h->reclaim_held,
 				      atomic_exchange_explicit(&h->reclaim_acc, 0, memory_order_relaxed),
 				      memory_order_relaxed);
+		seen = atomic_exchange_explicit(&h->reclaim_dead, 0, memory_order_relaxed);
 	}
-	pass_report(q, &p, last);
+	pass_report(q, &p, last, seen);
 	return to == cap;
 }

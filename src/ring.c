@@ -1541,8 +1541,9 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
  * CASes, like a requeue: the dead time goes in the lease word, from this delivery's deadline (so
  * it fails, and writes nothing, once a reclaim pass or a settle by another thread took it), then
  * the word. Killed between the two, a reclaim pass finishes the job a lease later. */
-static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead, enum shmq_counter c)
+static int dead_letter(shmq_t *q, uint32_t idx, uint64_t w, unsigned dead, enum shmq_counter c)
 {
+	struct shmq_slot *s = slot_at(q, idx);
 	SHMQ_HOOK("dead-letter");
 	if (set_lease(q, s, w, lw_make(now_ms(), LW_NOT_BEFORE, lease_tag(q, w))))
 		return stale(q);
@@ -1552,7 +1553,9 @@ static int dead_letter(shmq_t *q, struct shmq_slot *s, uint64_t w, unsigned dead
 	count(q, c, 1);
 	count(q, C_DEAD_LETTERED, 1);
 	settled(q, 1);
-	shmq_dlq_enforce(q);
+	SHMQ_FAULT("dead-letter-before-count");
+	shmq_dlq_added(q, idx_lane(q, idx), 1);
+	shmq_dlq_enforce(q, 0);
 	return 0;
 }
 
@@ -1568,7 +1571,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
 		return stale(q);
 	if (d >= q->max_deliveries)
-		return dead_letter(q, s, w, SLOT_DEAD_MAX, C_NACKED);
+		return dead_letter(q, m->slot, w, SLOT_DEAD_MAX, C_NACKED);
 	uint64_t delay = delay_ms < 0 ? shmq_backoff_ms(q, d) : (uint64_t)delay_ms;
 	uint64_t due = now_ms() + delay;
 	/* the not-before time goes in first, tagged with this delivery; the release CAS on the word
@@ -1596,7 +1599,7 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 	uint64_t w = m->token;
 	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
 		return stale(q);
-	return dead_letter(q, s, w, SLOT_DEAD_REJECTED, C_REJECTED);
+	return dead_letter(q, m->slot, w, SLOT_DEAD_REJECTED, C_REJECTED);
 }
 
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)

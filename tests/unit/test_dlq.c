@@ -5,7 +5,9 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../common.h"
@@ -325,5 +327,83 @@ Test(dlq, a_stale_reject_leaves_the_reused_slots_live_lease_alone)
 	struct shmq_dead_letter dl[2];
 	cr_expect_eq(shmq_dlq_list(q, dl, 2), 0, "nothing was dead-lettered");
 	shmq_close(r.other);
+	shmq_close(q);
+}
+
+/* Sets *(int *)arg: the hook point was reached. */
+static void mark(void *arg) { *(int *)arg = 1; }
+
+Test(dlq, a_receive_whose_reclaim_slice_dead_letters_a_lease_does_not_scan_the_ring)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(4096);
+	c.max_deliveries = 1;
+	c.lease_ms = 20;
+	c.reclaim_interval_ms = 10;
+	shmq_t *q = tq_create(name, &c), *r;
+	cr_assert_eq(shmq_open(name, &r), 0);
+	tq_send_u32(q, 1);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0); /* leased, never settled: expires at max deliveries */
+	tq_sleep_ms(60);
+	int scanned = 0;
+	shmq_hook_arm("dlq-collect", mark, &scanned);
+	struct shmq_stats st;
+	for (int k = 0; k < 1000 && (st = tq_stats(q)).dead_lettered == 0; k++) {
+		cr_assert_eq(shmq_recv(r, &m, 0), -EAGAIN);
+		tq_sleep_ms(1);
+	}
+	cr_assert_eq(st.dead_lettered, 1, "a receive's reclaim slice dead-lettered the expired lease");
+	cr_expect_eq(scanned, 0, "the DLQ holds 1 letter of %u allowed: no pass over the ring", st.dlq_max);
+	struct shmq_dead_letter dl[2];
+	cr_expect_eq(shmq_dlq_list(q, dl, 2), 1);
+	shmq_close(r);
+	shmq_close(q);
+}
+
+Test(dlq, a_reject_below_the_dlq_bound_does_not_scan_the_ring)
+{
+	struct shmq_config c = tq_config(4096);
+	shmq_t *q = tq_mkq(&c);
+	tq_send_u32(q, 1);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	int scanned = 0;
+	shmq_hook_arm("dlq-collect", mark, &scanned);
+	cr_assert_eq(shmq_reject(q, &m), 0);
+	cr_expect_eq(scanned, 0, "the DLQ holds 1 letter: no pass over the ring");
+	shmq_close(q);
+}
+
+Test(dlq, a_dead_letter_left_uncounted_by_a_killed_rejecter_is_dropped_by_the_next_pass)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(16);
+	c.dlq_max = 2;
+	c.reclaim_interval_ms = 0; /* reclaim only when the test says */
+	shmq_t *q = tq_create(name, &c);
+	tq_send_u32(q, 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		struct shmq_msg m;
+		if (shmq_open(name, &cq) || shmq_recv(cq, &m, 0))
+			_exit(1);
+		shmq_fault_arm("dead-letter-before-count", 1);
+		shmq_reject(cq, &m);
+		_exit(2);
+	}
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child did not die at its fault point");
+	reject_all(q, (uint32_t[]){1, 2}, 2);
+	struct shmq_dead_letter dl[4];
+	cr_expect_eq(shmq_dlq_list(q, dl, 4), 3, "the uncounted letter delays the drop");
+	cr_assert_geq(shmq_reclaim(q, NULL), 0);
+	cr_assert_eq(shmq_dlq_list(q, dl, 4), 2, "the pass saw 3 letters and dropped the oldest");
+	cr_expect_eq(payload_u32(dl[0].data), 1);
+	cr_expect_eq(payload_u32(dl[1].data), 2);
+	cr_expect_eq(tq_stats(q).dlq_dropped, 1);
 	shmq_close(q);
 }
