@@ -213,7 +213,7 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 	for (uint32_t l = 0; l < q->lanes; l++)
 		settle_hint(q, l, hint[l], per[l], gone[l]);
 	if (done && redrive)
-		shmq_note_delayed(q, 0);
+		shmq_note_delayed(q, 0, done);
 	else if (done)
 		shmq_notify(q, &q->hdr->space_seq, &q->hdr->space_sleepers, done);
 	return (int)done;

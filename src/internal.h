@@ -316,7 +316,9 @@ static inline int shmq_reclaim_open(shmq_t *q)
 
 /* ring.c */
 SHMQ_HIDDEN uint64_t shmq_backoff_ms(const shmq_t *q, unsigned deliveries);
-SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms);
+/* After n messages (0: none, only a due time seen) were made DELAYED, the earliest due at due_ms:
+ * moves the redelivery hint and wakes as many sleepers as it has to (see ring.c). */
+SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms, unsigned n);
 #define REDELIVER_NONE ((1ULL << 48) - 1)
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }
 static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16) | (epoch & 0xffff); }

@@ -139,7 +139,7 @@ static void pass_report(shmq_t *q, struct pass *p, int whole, uint64_t seen)
 {
 	struct shmq_hdr *h = q->hdr;
 	if (p->next_due != REDELIVER_NONE)
-		shmq_note_delayed(q, p->next_due);
+		shmq_note_delayed(q, p->next_due, (unsigned)(p->r.expired + p->r.dead_owner));
 	add(q, C_RECLAIM_PASSES, whole);
 	add(q, C_RETRIED, p->r.expired + p->r.dead_owner);
 	add(q, C_RECL_EXPIRED, p->r.expired);

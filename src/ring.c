@@ -943,7 +943,7 @@ static void kh_give_back(shmq_t *q, const struct shmq_msg *m)
 	/* release: pairs with take_due()'s acquire, like a nack */
 	if (cas_word(slot_at(q, m->slot), &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d ? d - 1 : 0),
 		     memory_order_release))
-		shmq_note_delayed(q, now_ms());
+		shmq_note_delayed(q, now_ms(), 1);
 }
 
 /* First deliveries from several lanes: the home lanes first (from a rotating one, so none is
@@ -1519,7 +1519,7 @@ uint64_t shmq_backoff_ms(const shmq_t *q, unsigned deliveries)
 	return d > max ? max : d;
 }
 
-void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
+void shmq_note_delayed(shmq_t *q, uint64_t due_ms, unsigned n)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t rd = atomic_load_explicit(&h->redeliver, memory_order_relaxed);
@@ -1530,11 +1530,16 @@ void shmq_note_delayed(shmq_t *q, uint64_t due_ms)
 		/* release: a consumer that sees the hint sees the DELAYED slot behind it */
 	} while (!atomic_compare_exchange_weak_explicit(&h->redeliver, &rd, nv, memory_order_release,
 							memory_order_relaxed));
-	/* A sleeper sets its timer from the hint as it goes to sleep: one of them must look again
-	 * if the hint moved earlier, none if not (their timers already come sooner). One, not all:
-	 * a reclaim pass that finds a message due in an hour must not wake every consumer. */
+	/* A sleeper sets its timer from the hint as it goes to sleep: if the hint moved earlier, as
+	 * many must look again as there are new messages (one, if we only saw a due time), each to
+	 * take one or sleep until it is due; none if not (their timers already come sooner), unless
+	 * the messages are due now: then as many as there are, or a redrive or a requeue of n would
+	 * get one consumer while the others sleep on. Never all: a reclaim pass that finds a message
+	 * due in an hour must not wake every consumer. */
 	if (due_ms < rd_due(rd))
-		shmq_notify(q, &h->data_seq, &h->data_sleepers, 1);
+		shmq_notify(q, &h->data_seq, &h->data_sleepers, n ? n : 1);
+	else if (n && due_ms <= now_ms())
+		shmq_notify(q, &h->data_seq, &h->data_sleepers, n);
 }
 
 /* Moves the delivery whose slot word is w to the dead-letter state `dead` (counted as c too). Two
@@ -1585,7 +1590,7 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	count(q, C_NACKED, 1);
 	count(q, C_RETRIED, 1);
 	settled(q, 1);
-	shmq_note_delayed(q, due);
+	shmq_note_delayed(q, due, 1);
 	return 0;
 }
 

@@ -289,3 +289,86 @@ Test(wake, each_message_wakes_one_of_eight_sleeping_consumers_while_the_first_wo
 		kill_wait(cons[i]);
 	shmq_close(q);
 }
+
+/* ---- item: a redrive or a requeue of n messages wakes n sleepers ------------------------------- */
+
+#define DUE_NOW 4 /* messages made due at once, for HERD sleepers */
+
+/* Starts HERD receiver children and waits until they are all asleep. */
+static void start_sleepers(shmq_t *q, const char *name, pid_t *cons, int fd)
+{
+	for (int i = 0; i < HERD; i++)
+		cons[i] = receiver_child(name, fd);
+	await_asleep(q, cons, HERD, HERD, 0);
+}
+
+/* Each of the DUE_NOW messages reached a different child, then they all die. */
+static void expect_all_taken(int fd, pid_t *cons)
+{
+	for (int k = 0; k < DUE_NOW; k++) {
+		uint64_t id;
+		cr_expect(read_id(fd, &id), "only %d of the %d messages were received", k, DUE_NOW);
+	}
+	for (int i = 0; i < HERD; i++)
+		kill_wait(cons[i]);
+}
+
+Test(wake, a_redrive_of_several_letters_wakes_as_many_sleeping_consumers)
+{
+	struct shmq_config c = tq_config(16);
+	c.reclaim_interval_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	for (uint32_t k = 0; k < DUE_NOW; k++) {
+		struct shmq_msg m;
+		tq_send_u32(q, k);
+		cr_assert_eq(shmq_recv(q, &m, 0), 0);
+		cr_assert_eq(shmq_reject(q, &m), 0);
+	}
+	pid_t cons[HERD];
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	start_sleepers(q, name, cons, fds[1]);
+	uint64_t w0 = shmq_test_woken();
+	cr_assert_eq(shmq_dlq_redrive(q, UINT32_MAX), DUE_NOW);
+	uint64_t woken = shmq_test_woken() - w0;
+	cr_expect_eq(woken, DUE_NOW, "%d letters redriven, due now, woke %llu of %d sleepers", DUE_NOW,
+		     (unsigned long long)woken, HERD);
+	expect_all_taken(fds[0], cons);
+	shmq_close(q);
+}
+
+Test(wake, a_reclaim_that_requeues_several_leases_of_a_dead_consumer_wakes_as_many_sleepers)
+{
+	struct shmq_config c = tq_config(16);
+	c.reclaim_interval_ms = 0; /* reclaim only when the test says */
+	c.retry_base_ms = 0;	   /* requeued messages are due at once */
+	c.retry_max_ms = 0;
+	const char *name = tq_name(NULL);
+	shmq_t *q = tq_create(name, &c);
+	for (uint32_t k = 0; k < DUE_NOW; k++)
+		tq_send_u32(q, k);
+	pid_t dead = fork();
+	cr_assert_neq(dead, -1);
+	if (dead == 0) {
+		shmq_t *cq;
+		struct shmq_msg m[DUE_NOW];
+		if (shmq_open(name, &cq) || shmq_recv_batch(cq, m, DUE_NOW, 0) != DUE_NOW)
+			_exit(1);
+		_exit(0); /* leaves its leases behind */
+	}
+	cr_assert(exits_in_bound(dead), "the consumer did not lease the messages");
+	pid_t cons[HERD];
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	start_sleepers(q, name, cons, fds[1]);
+	uint64_t w0 = shmq_test_woken();
+	struct shmq_reclaim_result res;
+	cr_assert_eq(shmq_reclaim(q, &res), DUE_NOW);
+	cr_assert_eq(res.dead_owner, DUE_NOW);
+	uint64_t woken = shmq_test_woken() - w0;
+	cr_expect_eq(woken, DUE_NOW, "%d leases requeued, due now, woke %llu of %d sleepers", DUE_NOW,
+		     (unsigned long long)woken, HERD);
+	expect_all_taken(fds[0], cons);
+	shmq_close(q);
+}
