@@ -228,13 +228,23 @@ void shmq_reclaim_start(shmq_t *q)
 	uint64_t pos = atomic_load_explicit(&h->reclaim_pos, memory_order_relaxed);
 	if (reclaim_pos_open(pos, q->capacity))
 		return;
+	SHMQ_HOOK("reclaim-start-loaded");
 	uint64_t pass = (pos >> RECLAIM_POS_BITS) + 1;
 	/* the count and the start time first: a slice of this pass finds them tagged with its
-	 * pass. release: pairs with the slices' acquire CAS on reclaim_pos, so every slot of the
-	 * pass is looked at after start_ms (a starter that stores late only makes it earlier) */
-	atomic_store_explicit(&h->reclaim_done, done_make(now_ms(), 0, pass), memory_order_relaxed);
+	 * pass. By a CAS from the previous pass's value, read while the position still showed that
+	 * pass over: a starter stalled since its load of the position (others opened this pass and
+	 * counted slices into it meanwhile) then changes nothing, where a store reset the open
+	 * pass's count (it never ended, and freed no record) and moved its start_ms past scans
+	 * already done. acquire: a count whose slices we see is read before the position is. */
+	uint64_t d = atomic_load_explicit(&h->reclaim_done, memory_order_acquire);
+	if (atomic_load_explicit(&h->reclaim_pos, memory_order_relaxed) != pos ||
+	    !atomic_compare_exchange_strong_explicit(&h->reclaim_done, &d, done_make(now_ms(), 0, pass),
+						     memory_order_relaxed, memory_order_relaxed))
+		return;
 	atomic_store_explicit(&h->reclaim_acc, 0, memory_order_relaxed);
 	atomic_store_explicit(&h->reclaim_dead, 0, memory_order_relaxed);
+	/* release: pairs with the slices' acquire CAS on reclaim_pos, so every slot of the pass is
+	 * looked at after start_ms (a starter that stores late only makes it earlier) */
 	atomic_compare_exchange_strong_explicit(&h->reclaim_pos, &pos, pass << RECLAIM_POS_BITS,
 						memory_order_release, memory_order_relaxed);
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../common.h"
+#include "internal.h"
 #include "layout.h"
 #include "shmq.h"
 #include "shmq_inspect.h"
@@ -218,6 +219,42 @@ Test(bounds, a_receive_does_a_slice_of_the_reclaim_pass_not_all_of_it)
 	if (r)
 		r = shmq_recv(q, &m, 1000);
 	cr_expect_eq(r, 0, "the dead owner's message did not come back");
+	shmq_close(q);
+}
+
+struct late_start {
+	shmq_t *other;
+};
+
+/* Another receiver opens the pass and does its first slice, while the starter that loaded the
+ * closed position is stalled. */
+static void open_and_slice(void *arg)
+{
+	struct late_start *ls = arg;
+	shmq_reclaim_start(ls->other);
+	shmq_reclaim_step(ls->other, RECLAIM_SLICE);
+}
+
+Test(bounds, a_stalled_reclaim_starter_leaves_the_open_passs_count_alone)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(4 * RECLAIM_SLICE);
+	c.slot_size = 128;
+	c.reclaim_interval_ms = 0; /* passes only as the test drives them */
+	shmq_t *q = tq_create(name, &c);
+	struct late_start ls;
+	cr_assert_eq(shmq_open(name, &ls.other), 0);
+	shmq_hook_arm("reclaim-start-loaded", open_and_slice, &ls);
+	shmq_reclaim_start(q);
+	int slices = 1;
+	while (!shmq_reclaim_step(q, RECLAIM_SLICE) && slices < 8)
+		slices++;
+	cr_assert_eq(slices, 3, "the pass had 4 slices, the first done by the other receiver");
+	uint64_t d = atomic_load(&q->hdr->reclaim_done);
+	cr_expect_eq((d >> 8) & RECLAIM_POS_MASK, 4 * RECLAIM_SLICE, "the pass counted %llu slots of %u",
+		     (unsigned long long)((d >> 8) & RECLAIM_POS_MASK), 4 * RECLAIM_SLICE);
+	cr_expect_eq(tq_stats(q).reclaim_passes, 1, "the pass ended");
+	shmq_close(ls.other);
 	shmq_close(q);
 }
 
