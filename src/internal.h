@@ -298,6 +298,8 @@ SHMQ_HIDDEN uint32_t shmq_slots_held(shmq_t *q, int writing_too);
 /* reclaim.c: the receivers' pass, in slices. start opens a pass unless one is open; step does up
  * to budget slots of the open one (1: it claimed the last of them). */
 #define RECLAIM_SLICE 4096u
+/* reclaim_held while a pass is open and the previous one saw leases (see reclaim.c) */
+#define RECLAIM_HELD_OPEN 0x80000000u
 SHMQ_HIDDEN void shmq_reclaim_start(shmq_t *q);
 SHMQ_HIDDEN int shmq_reclaim_step(shmq_t *q, uint32_t budget);
 /* reclaim_pos: [ pass:40 | next slot to claim:24 ]; pass 0 is none (a new segment is all zero) */

@@ -256,8 +256,10 @@ struct shmq_hdr {
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t redeliver;
 	/* when receivers run their next reclaim pass (ms); the receiver whose CAS moves it runs it */
 	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t reclaim_next_ms;
-	/* leased + being-written slots the last reclaim pass saw: 0 lets sleeping receivers wake for
-	 * passes less often (nothing can expire or be orphaned until somebody leases again) */
+	/* leased + being-written slots the last reclaim pass saw (RECLAIM_HELD_OPEN while a pass
+	 * runs after one that saw some; 1 after a lease that found it 0 or OPEN): 0 lets sleeping
+	 * receivers wake for passes less often (nothing can expire or be orphaned until somebody
+	 * leases again). See reclaim.c */
 	_Atomic uint32_t reclaim_held;
 	/* the receivers' pass, done in slices (reclaim.c): [ pass:40 | next slot to claim:24 ], the
 	 * slot count when every slot of the pass is claimed. On this line: every receive reads it. */

@@ -134,6 +134,32 @@ static int record_dead(shmq_t *q, uint32_t i, uint64_t *v)
 	return (*v & 0xff) == PART_ALIVE && !shmq_part_alive(q, i);
 }
 
+/*
+ * reclaim_held: 0 tells sleeping receivers that nothing is leased (they wake for passes only every
+ * RECLAIM_IDLE_MS); deliver() writes 1 on a lease that finds it 0 or RECLAIM_HELD_OPEN. A pass
+ * counts the slots held as it goes, so a lease taken on a slot it already looked at is not in its
+ * count: its end must not store a 0 over that lease's 1. So its start turns a count into OPEN (still
+ * "held" to sleepers), the first lease during the pass turns OPEN (or 0) into 1, and the end
+ * replaces only OPEN, or a 0 by a count: a 1 stays until a pass that saw no lease all through.
+ */
+static void held_open(struct shmq_hdr *h)
+{
+	uint32_t v = atomic_load_explicit(&h->reclaim_held, memory_order_relaxed);
+	if (v && v != RECLAIM_HELD_OPEN)
+		atomic_compare_exchange_strong_explicit(&h->reclaim_held, &v, RECLAIM_HELD_OPEN,
+							memory_order_relaxed, memory_order_relaxed);
+}
+
+static void held_close(struct shmq_hdr *h, uint32_t n)
+{
+	uint32_t v = atomic_load_explicit(&h->reclaim_held, memory_order_relaxed);
+	if (n >= RECLAIM_HELD_OPEN)
+		n = RECLAIM_HELD_OPEN - 1; /* a corrupt count: still "held" */
+	if (v == RECLAIM_HELD_OPEN || (v == 0 && n))
+		atomic_compare_exchange_strong_explicit(&h->reclaim_held, &v, n, memory_order_relaxed,
+							memory_order_relaxed);
+}
+
 /* Counts what p did and follows it up; whole: p ended a pass, which saw `seen` dead slots. */
 static void pass_report(shmq_t *q, struct pass *p, int whole, uint64_t seen)
 {
@@ -162,6 +188,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		return -EINVAL;
 	struct pass p;
 	pass_init(&p);
+	held_open(q->hdr);
 	/* who is dead before the scan starts: only their records may be freed afterwards */
 	uint8_t dead_at_start[SHMQ_MAX_PARTICIPANTS];
 	uint64_t v;
@@ -173,7 +200,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 	for (uint32_t i = 0; i < q->max_parts; i++)
 		if (dead_at_start[i] && record_dead(q, i, &v) && shmq_part_release(q, i, v))
 			p.r.participants_freed++;
-	atomic_store_explicit(&q->hdr->reclaim_held, p.held, memory_order_relaxed);
+	held_close(q->hdr, p.held);
 	pass_report(q, &p, 1, p.dead);
 	if (res)
 		*res = p.r;
@@ -243,6 +270,7 @@ void shmq_reclaim_start(shmq_t *q)
 		return;
 	atomic_store_explicit(&h->reclaim_acc, 0, memory_order_relaxed);
 	atomic_store_explicit(&h->reclaim_dead, 0, memory_order_relaxed);
+	held_open(h);
 	/* release: pairs with the slices' acquire CAS on reclaim_pos, so every slot of the pass is
 	 * looked at after start_ms (a starter that stores late only makes it earlier) */
 	atomic_compare_exchange_strong_explicit(&h->reclaim_pos, &pos, pass << RECLAIM_POS_BITS,
@@ -289,9 +317,7 @@ int shmq_reclaim_step(shmq_t *q, uint32_t budget)
 	uint64_t seen = 0;
 	if (last) {
 		free_dead_records(q, (uint32_t)(d >> 32));
-		atomic_store_explicit(&h->reclaim_held,
-				      atomic_exchange_explicit(&h->reclaim_acc, 0, memory_order_relaxed),
-				      memory_order_relaxed);
+		held_close(h, atomic_exchange_explicit(&h->reclaim_acc, 0, memory_order_relaxed));
 		seen = atomic_exchange_explicit(&h->reclaim_dead, 0, memory_order_relaxed);
 	}
 	pass_report(q, &p, last, seen);

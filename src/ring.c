@@ -606,8 +606,10 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, lease_tag(q, leased)),
 			      memory_order_release);
 	/* tell sleeping receivers there is a lease to watch again (a read of a line that is
-	 * written once per reclaim pass, and a write only after a pass found nothing held) */
-	if (!atomic_load_explicit(&q->hdr->reclaim_held, memory_order_relaxed))
+	 * written once per reclaim pass, and a write only after a pass found nothing held, or once
+	 * per pass while one is open: its count may have missed us, see reclaim.c) */
+	uint32_t held = atomic_load_explicit(&q->hdr->reclaim_held, memory_order_relaxed);
+	if (!held || held == RECLAIM_HELD_OPEN)
 		atomic_store_explicit(&q->hdr->reclaim_held, 1, memory_order_relaxed);
 	/* never trust a length from the segment */
 	uint32_t kl = slot_key_len(s, q->max_payload);

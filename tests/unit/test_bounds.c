@@ -258,6 +258,25 @@ Test(bounds, a_stalled_reclaim_starter_leaves_the_open_passs_count_alone)
 	shmq_close(q);
 }
 
+Test(bounds, a_lease_taken_behind_a_sliced_reclaim_pass_is_not_forgotten)
+{
+	struct shmq_config c = tq_config(2 * RECLAIM_SLICE);
+	c.slot_size = 128;
+	c.reclaim_interval_ms = 0; /* passes only as the test drives them */
+	shmq_t *q = tq_mkq(&c);
+	shmq_reclaim_start(q);
+	cr_assert_eq(shmq_reclaim_step(q, RECLAIM_SLICE), 0);
+	/* slot 0, looked at already by the first slice */
+	tq_send_u32(q, 1);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_assert_eq(m.slot, 0);
+	cr_assert_eq(shmq_reclaim_step(q, RECLAIM_SLICE), 1);
+	cr_expect_neq(atomic_load(&q->hdr->reclaim_held), 0,
+		      "the pass's end says nothing is leased: sleepers wake for passes once a second");
+	shmq_close(q);
+}
+
 /* ---- the look for due redeliveries ----------------------------------------------------------- */
 
 struct due_look {
