@@ -1313,14 +1313,32 @@ int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight)
 		return -ECHILD;
 	if (!q)
 		return -EINVAL;
-	/* start from the truth (the slot words, which the counter drifts from when leases are lost):
-	 * leases taken while no limit was set were not counted */
-	uint64_t v = atomic_load_explicit(&q->acct, memory_order_relaxed);
-	/* a take too: a recount in progress must not overwrite this */
-	atomic_store_explicit(&q->acct,
-			      ((v & ~ACCT_LOW) + ACCT_TAKE) | (max_inflight ? shmq_slots_held(q, 0) : 0),
-			      memory_order_relaxed);
-	atomic_store_explicit(&q->prefetch, max_inflight, memory_order_relaxed);
+	/* the limit first: a receive that reads it after this counts its units (pending) or, if it
+	 * began without a limit, its leases (unlimited_done). seq_cst store and fence: pair with
+	 * unlimited_done()'s load, so either it sees the limit or our look at the slots sees its
+	 * leases */
+	atomic_store_explicit(&q->prefetch, max_inflight, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	/* Then the count, from the truth (the slot words, which the counter drifts from when leases
+	 * are lost; leases taken while no limit was set were not counted) plus the units of receives
+	 * in progress (pending: taken under the old limit, not leases yet), read in the recount's
+	 * order (see prefetch_take). A take too, so a recount in progress cannot overwrite it; by a
+	 * CAS, so a take meanwhile makes us count again, and after a few such, we only raise the
+	 * count: a unit counted twice only makes the limit strict until the next recount. */
+	for (int k = 0;; k++) {
+		uint64_t v = atomic_load_explicit(&q->acct, memory_order_acquire);
+		uint32_t held = 0;
+		if (max_inflight) {
+			held = atomic_load_explicit(&q->pending, memory_order_acquire);
+			held += shmq_slots_held(q, 0);
+		}
+		if (k >= 4 && acct_inflight(v) > held)
+			held = acct_inflight(v);
+		if (atomic_compare_exchange_strong_explicit(&q->acct, &v,
+							    ((v & ~ACCT_LOW) + ACCT_TAKE) | held,
+							    memory_order_relaxed, memory_order_relaxed))
+			break;
+	}
 	if (atomic_load_explicit(&q->inflight_waiters, memory_order_seq_cst))
 		shmq_futex_wake_all(inflight_futex(q));
 	return 0;
@@ -1333,6 +1351,19 @@ static void prefetch_done(shmq_t *q, unsigned got, unsigned used)
 	/* release: pairs with the recount's acquire load of pending; our leases' CASes come first */
 	atomic_fetch_sub_explicit(&q->pending, got, memory_order_release);
 	give_back(q, got - used);
+}
+
+/* A receive that took no units (no limit when it began) is over, having leased n messages: if a
+ * limit was set meanwhile, its count (shmq_set_prefetch) may have looked at the slots before our
+ * leases, so they are counted now. One that it saw is then counted twice, which only makes the
+ * limit strict until the next recount. A load of a line of the handle that receives only read.
+ * seq_cst: pairs with shmq_set_prefetch()'s store and fence (our lease CASes, locked RMWs, come
+ * before it on x86; elsewhere a window of a few instructions is left, whose worst is one message
+ * past the limit until the handle drains). */
+static void unlimited_done(shmq_t *q, unsigned n)
+{
+	if (__builtin_expect(atomic_load_explicit(&q->prefetch, memory_order_seq_cst) != 0, 0))
+		atomic_fetch_add_explicit(&q->acct, ACCT_TAKE + n, memory_order_release);
 }
 
 /* The remaining part of timeout_ms after a wait that began at start_ns. */
@@ -1351,12 +1382,15 @@ static int timeout_left(int timeout_ms, uint64_t start_ns)
 static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms, unsigned *units)
 {
 	*units = 0;
-	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed))
+	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed)) {
+		SHMQ_HOOK("recv-unlimited");
 		return recv_one(q, m, timeout_ms);
+	}
 	uint64_t start = now_ns();
 	int r = prefetch_take(q, n, timeout_ms, units);
 	if (r)
 		return r;
+	SHMQ_HOOK("recv-units-taken");
 	r = recv_one(q, m, timeout_left(timeout_ms, start));
 	if (r) {
 		prefetch_done(q, *units, 0);
@@ -1375,6 +1409,8 @@ int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	int r = recv_first(q, m, 1, timeout_ms, &units);
 	if (units)
 		prefetch_done(q, units, 1);
+	else if (!r)
+		unlimited_done(q, 1);
 	return r;
 }
 
@@ -1417,6 +1453,8 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	count(q, C_RECEIVED, i - 1); /* recv_one counted the first */
 	if (units)
 		prefetch_done(q, units, i);
+	else
+		unlimited_done(q, i);
 	return (int)i;
 }
 

@@ -509,6 +509,46 @@ Test(lanes, prefetch_recounts_leases_the_handle_lost)
 	shmq_close(q);
 }
 
+struct limit_change {
+	shmq_t *q;
+	uint32_t limit;
+};
+
+static void set_limit(void *arg)
+{
+	struct limit_change *lc = arg;
+	shmq_set_prefetch(lc->q, lc->limit);
+}
+
+/* A limit of 1 set at `point` inside a receive (with `before` set before it, 0: none): the lease
+ * that receive takes counts, so the handle holds one message and takes no second. */
+static void limit_set_inside_a_receive(const char *point, uint32_t before)
+{
+	struct shmq_config c = tq_config(64);
+	shmq_t *q = tq_mkq(&c);
+	send_n(q, 3);
+	if (before)
+		cr_assert_eq(shmq_set_prefetch(q, before), 0);
+	struct limit_change lc = {q, 1};
+	shmq_hook_arm(point, set_limit, &lc);
+	struct shmq_msg m[2];
+	cr_assert_eq(shmq_recv(q, &m[0], 0), 0);
+	cr_expect_eq(shmq_recv(q, &m[1], 0), -EAGAIN, "a second lease is over the limit of 1");
+	cr_assert_eq(shmq_ack(q, &m[0]), 0);
+	cr_expect_eq(shmq_recv(q, &m[1], 0), 0, "the ack makes room");
+	shmq_close(q);
+}
+
+Test(lanes, a_prefetch_limit_set_while_a_receive_runs_counts_its_lease)
+{
+	limit_set_inside_a_receive("recv-unlimited", 0);
+}
+
+Test(lanes, a_prefetch_limit_changed_while_a_receive_runs_counts_its_lease)
+{
+	limit_set_inside_a_receive("recv-units-taken", 4);
+}
+
 struct held {
 	shmq_t *q;
 	struct shmq_msg m;
