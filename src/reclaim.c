@@ -84,7 +84,16 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 	if (st != SLOT_LEASED)
 		return;
 	p->held++;
+	SHMQ_HOOK("reclaim-leased-seen");
 	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
+	/* The word again: the lease word must be one read while the slot still held the delivery we
+	 * judge. Else a dead owner's lease, lost meanwhile (requeued, redelivered, the slot reused
+	 * by a message leased anew), would have us CAS the new holder's live deadline, whatever its
+	 * tag says: only our word CAS would fail. acquire above: pairs with a holder's release
+	 * deadline store (deliver), so a deadline of a later lease read above comes with a word
+	 * that is not w any more. */
+	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
+		return;
 	int dead = owner_dead(q, p->alive, w_owner(w));
 	/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
 	 * nack or another pass between its two CASes: that one finishes the job, unless it died

@@ -407,3 +407,58 @@ Test(dlq, a_dead_letter_left_uncounted_by_a_killed_rejecter_is_dropped_by_the_ne
 	cr_expect_eq(tq_stats(q).dlq_dropped, 1);
 	shmq_close(q);
 }
+
+struct reclaim_race {
+	shmq_t *other;
+	struct shmq_msg m; /* the other consumer's live lease on the slot's next message */
+	int ok;
+};
+
+/* Between a reclaim pass's read of a dead consumer's lease (slot 0 of 2) and its look at the lease
+ * word: another pass requeued it, and the other consumer took it, acked it, and leased the next
+ * message in that slot, at the same delivery count (1) as the dead consumer's. */
+static void requeue_and_reuse(void *arg)
+{
+	struct reclaim_race *r = arg;
+	struct shmq_msg m;
+	r->ok = shmq_reclaim(r->other, NULL) == 1;
+	r->ok &= shmq_recv(r->other, &m, 0) == 0 && m.deliveries == 2 && shmq_ack(r->other, &m) == 0;
+	tq_send_u32(r->other, 1); /* ticket 1: slot 1 */
+	r->ok &= shmq_recv(r->other, &m, 0) == 0 && shmq_ack(r->other, &m) == 0;
+	tq_send_u32(r->other, 2); /* ticket 2: slot 0 again */
+	r->ok &= shmq_recv(r->other, &r->m, 0) == 0 && r->m.slot == 0 && r->m.deliveries == 1;
+}
+
+Test(dlq, a_stale_reclaim_of_a_dead_consumers_lease_leaves_the_reused_slots_live_lease_alone)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(2);
+	c.retry_base_ms = 0;
+	c.retry_max_ms = 0;
+	c.reclaim_interval_ms = 0; /* reclaim only when the test says */
+	shmq_t *q = tq_create(name, &c);
+	tq_send_u32(q, 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *cq;
+		struct shmq_msg m;
+		if (shmq_open(name, &cq) || shmq_recv(cq, &m, 0) || m.slot != 0)
+			_exit(1);
+		_exit(0); /* dies holding the lease */
+	}
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the consumer did not lease the message");
+	struct reclaim_race r = {0};
+	cr_assert_eq(shmq_open(name, &r.other), 0);
+	shmq_hook_arm("reclaim-leased-seen", requeue_and_reuse, &r);
+	shmq_reclaim(q, NULL);
+	cr_assert(r.ok, "the requeue, redelivery, reuse and new lease in between did not happen");
+	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
+	cr_expect_eq(lw_kind(lw), LW_DEADLINE, "the new message's lease word is still its deadline");
+	cr_expect_eq(shmq_extend(r.other, &r.m, 0), 0, "its holder can extend it");
+	cr_expect_eq(shmq_ack(r.other, &r.m), 0);
+	shmq_close(r.other);
+	shmq_close(q);
+}
