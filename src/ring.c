@@ -1206,6 +1206,7 @@ static unsigned take_run_head(shmq_t *q, uint32_t l, struct shmq_msg *m, unsigne
 #define PREFETCH_RECOUNT_MS 10 /* a receiver waiting at the limit recounts from the segment this often */
 #define ACCT_LOW 0xffffffffULL
 #define ACCT_TAKE (1ULL << 32) /* one more take, in q->acct */
+#define SET_RECOUNTS 4	       /* shmq_set_prefetch looks at the slots at most this often */
 
 /* The units in use, of an acct value. */
 static inline uint32_t acct_inflight(uint64_t v) { return (uint32_t)(v & ACCT_LOW); }
@@ -1324,18 +1325,17 @@ int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight)
 	 * in progress (pending: taken under the old limit, not leases yet), read in the recount's
 	 * order (see prefetch_take). A take too, so a recount in progress cannot overwrite it; by a
 	 * CAS, so a take meanwhile makes us count again, and after a few such, we only raise the
-	 * count: a unit counted twice only makes the limit strict until the next recount. */
+	 * count to the last one (no more looks at the slots): a unit counted twice only makes the
+	 * limit strict until the next recount. */
+	uint32_t held = 0;
 	for (int k = 0;; k++) {
 		uint64_t v = atomic_load_explicit(&q->acct, memory_order_acquire);
-		uint32_t held = 0;
-		if (max_inflight) {
+		if (max_inflight && k < SET_RECOUNTS) {
 			held = atomic_load_explicit(&q->pending, memory_order_acquire);
 			held += shmq_slots_held(q, 0);
 		}
-		if (k >= 4 && acct_inflight(v) > held)
-			held = acct_inflight(v);
-		if (atomic_compare_exchange_strong_explicit(&q->acct, &v,
-							    ((v & ~ACCT_LOW) + ACCT_TAKE) | held,
+		uint32_t nc = k >= SET_RECOUNTS && acct_inflight(v) > held ? acct_inflight(v) : held;
+		if (atomic_compare_exchange_strong_explicit(&q->acct, &v, ((v & ~ACCT_LOW) + ACCT_TAKE) | nc,
 							    memory_order_relaxed, memory_order_relaxed))
 			break;
 	}
