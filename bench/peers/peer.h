@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * peer.h: one transport under test (shmq itself, or a peer: pipe, Unix sockets, POSIX mq, ZeroMQ,
- * Boost.Interprocess, iceoryx, the cache-line floor, a bare SPSC ring, Redis Streams, JetStream),
+ * Boost.Interprocess, iceoryx, the cache-line floor, a bare SPSC ring, a minimal leased ring, Redis
+ * Streams, JetStream),
  * as the harness (bench/harness.c) and the crash bench (bench/crash.c) drive it.
  *
  * The life of a channel: the parent calls create() before it forks; each process that uses the

@@ -11,6 +11,7 @@
 #define PEERS(X)                                                                                             \
 	X(floor)                                                                                             \
 	X(spsc)                                                                                              \
+	X(leased)                                                                                            \
 	X(shmq)                                                                                              \
 	X(pipe)                                                                                              \
 	X(unix_stream)                                                                                       \
