@@ -4,8 +4,10 @@
  *
  * Every transport of bench/peers/ (registry.c) is measured in every scenario it supports:
  *
- *   latency     ping-pong over two channels; one-way = RTT / 2, every sample in a histogram;
- *               64 B and 1 KiB, busy-poll and blocking where the transport has them
+ *   latency     ping-pong over two channels (send; the echo receives, acks and sends back;
+ *               receive + ack); one-way = RTT / 2, every sample in a histogram; 64 B and 1 KiB,
+ *               busy-poll (shmq: timeout-0 receives in a loop) and blocking (shmq: timeout -1)
+ *               where the transport has them. The floor bounces one word in one line instead.
  *   throughput  1 producer -> 1 consumer for --duration, 64 B and 1 KiB, single and batch (32)
  *               calls; the consumer checks every sequence number (in order); then 2 producers x 2
  *               consumers for MPMC transports (per-producer order, and no loss or duplicate overall)
@@ -57,6 +59,7 @@
 #define TP_DEPTH 1024
 #define WAKE_GAP_NS 2000000ull /* between two wake-up samples: the consumer is asleep again */
 #define SETTLE_NS 100000000ull /* before the idle-CPU window: spinning phases are over */
+#define WORD_STOP (1ull << 61) /* a PEER_WORD transport's end of the round trips */
 
 /* ---- options ---------------------------------------------------------------------------------- */
 
@@ -78,6 +81,7 @@ enum scen {
 	SC_BLOCKED
 };
 static const char *scen_names[] = {"latency", "throughput", "mpmc", "resources"};
+#define NSCEN ((int)(sizeof(scen_names) / sizeof(scen_names[0])))
 
 struct variant {
 	enum scen sc;
@@ -318,14 +322,78 @@ static void go(void)
 		_exit(1);
 }
 
+/* Round trip i took t0..t1: its one-way time goes in the histogram after the warm-up. 1 when the
+ * run has measured long enough (a slow transport gets fewer samples, not more time). */
+static int lat_sample(uint64_t i, uint64_t t0, uint64_t t1, uint64_t *deadline)
+{
+	uint64_t warm = (uint64_t)opt.lat_warm;
+	if (i < warm)
+		return 0;
+	if (i == warm)
+		*deadline = t0 + (uint64_t)(opt.lat_cap * 1e9);
+	hist_add(&sh->h, (t1 - t0 + 1) / 2);
+	return t1 >= *deadline;
+}
+
+static uint64_t lat_total(void) { return (uint64_t)opt.lat_warm + (uint64_t)opt.round_trips; }
+
+/* a PEER_WORD transport: the round trip's number is the whole message, both ways on channel 0 */
+static void word_send(const struct job *j, void *ep, uint64_t v)
+{
+	int r = j->ops->send(ep, &v, sizeof(v));
+	if (r)
+		child_fail("send: %s", strerror(-r));
+}
+
+static uint64_t word_recv(const struct job *j, void *ep)
+{
+	uint64_t v;
+	int r = j->ops->recv(ep, &v, sizeof(v));
+	if (r != (int)sizeof(v))
+		child_fail("recv: %s", r < 0 ? strerror(-r) : "not one word");
+	return v;
+}
+
+static int word_client(struct job *j)
+{
+	void *ep = xattach(j, 0, PEER_SENDER);
+	go();
+	uint64_t total = lat_total(), i, deadline = 0, back;
+	for (i = 0; i < total; i++) {
+		uint64_t t0 = now_ns();
+		word_send(j, ep, i);
+		back = word_recv(j, ep);
+		uint64_t t1 = now_ns();
+		if (back != i)
+			child_fail("echo of round trip %" PRIu64 " carried %" PRIu64, i, back);
+		if (lat_sample(i, t0, t1, &deadline))
+			break;
+	}
+	word_send(j, ep, WORD_STOP);
+	j->ops->detach(ep);
+	return 0;
+}
+
+static int word_echo(struct job *j)
+{
+	void *ep = xattach(j, 0, PEER_RECEIVER);
+	go();
+	for (uint64_t v; (v = word_recv(j, ep)) != WORD_STOP;)
+		word_send(j, ep, v);
+	j->ops->detach(ep);
+	return 0;
+}
+
 /* latency: sends request i, waits for its echo; one-way = RTT / 2 */
 static int lat_client(void *arg)
 {
 	struct job *j = arg;
+	if (j->ops->flags & PEER_WORD)
+		return word_client(j);
 	void *req = xattach(j, 0, PEER_SENDER), *rsp = xattach(j, 1, PEER_RECEIVER);
 	unsigned char *m = xalloc(j->size), *back = xalloc(j->size);
 	go();
-	uint64_t warm = (uint64_t)opt.lat_warm, total = warm + (uint64_t)opt.round_trips, i, deadline = 0;
+	uint64_t total = lat_total(), i, deadline = 0;
 	for (i = 0; i < total; i++) {
 		msg_fill(m, j->size, i, 0);
 		uint64_t t0 = now_ns();
@@ -334,13 +402,8 @@ static int lat_client(void *arg)
 		uint64_t t1 = now_ns();
 		if (msg_seq(back) != i)
 			child_fail("echo of round trip %" PRIu64 " carried %" PRIu64, i, msg_seq(back));
-		if (i < warm)
-			continue;
-		if (i == warm)
-			deadline = t0 + (uint64_t)(opt.lat_cap * 1e9);
-		hist_add(&sh->h, (t1 - t0 + 1) / 2);
-		if (t1 >= deadline)
-			break; /* a slow transport gets fewer samples, not more time */
+		if (lat_sample(i, t0, t1, &deadline))
+			break;
 	}
 	msg_fill(m, j->size, i, ID_STOP);
 	xsend(j, req, m);
@@ -352,6 +415,8 @@ static int lat_client(void *arg)
 static int lat_echo(void *arg)
 {
 	struct job *j = arg;
+	if (j->ops->flags & PEER_WORD)
+		return word_echo(j);
 	void *req = xattach(j, 0, PEER_RECEIVER), *rsp = xattach(j, 1, PEER_SENDER);
 	unsigned char *m = xalloc(j->size);
 	go();
@@ -569,22 +634,23 @@ static int supports(const struct transport *t, int v)
 	case SC_LAT:
 		return va->blocking ? !!(f & PEER_BLOCKING) : !!(f & PEER_BUSY_POLL);
 	case SC_TP:
-		return !va->batch || (t->ops->send_batch && t->ops->recv_batch);
+		return !(f & PEER_WORD) && (!va->batch || (t->ops->send_batch && t->ops->recv_batch));
 	case SC_MPMC:
-		return !!(f & PEER_MPMC);
+		return !!(f & PEER_MPMC) && !(f & PEER_WORD);
 	case SC_BLOCKED:
-		return !!(f & PEER_BLOCKING);
+		return !!(f & PEER_BLOCKING) && !(f & PEER_WORD);
 	}
 	return 0;
 }
 
 static const char *unsupported_why(const struct transport *t, int v)
 {
+	if ((t->ops->flags & PEER_WORD) && variants[v].sc != SC_LAT)
+		return "n/a: one word, ping-pong only";
 	switch (variants[v].sc) {
 	case SC_LAT:
 		return variants[v].blocking ? "n/a: no blocking recv" : "n/a: no busy-poll";
 	case SC_TP:
-		(void)t;
 		return "n/a: no batch calls";
 	case SC_MPMC:
 		return "n/a: not MPMC";
@@ -691,7 +757,8 @@ static void run_one(int v, int t, int rep)
 	memset(res, 0, sizeof(*res));
 	res->state = RES_FAILED;
 
-	int nprod = va->sc == SC_MPMC ? 2 : 1, ncons = nprod, nchan = va->sc == SC_LAT ? 2 : 1;
+	int nprod = va->sc == SC_MPMC ? 2 : 1, ncons = nprod;
+	int nchan = va->sc != SC_LAT ? 1 : (o->flags & PEER_WORD) ? 1 : 2;
 	int blocking = va->blocking;
 	if (blocking < 0) {
 		/* throughput busy-polls where it can (the bare ring can only do that), unless the
@@ -961,7 +1028,7 @@ static int n_noisy(int v, int t)
 	return n;
 }
 
-static int scen_on[4];
+static int scen_on[NSCEN];
 
 static int runnable(const struct transport *t) { return t->selected && !t->status[0]; }
 
@@ -1190,7 +1257,8 @@ static void print_targets(void)
 
 static void json_flags(FILE *f, unsigned fl)
 {
-	static const char *names[] = {"mpmc", "busy_poll", "blocking", "acks", "reference", "needs_daemon"};
+	static const char *names[] = {"mpmc",	   "busy_poll",	   "blocking", "acks",
+				      "reference", "needs_daemon", "word"};
 	const char *sep = "";
 	fputc('[', f);
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -1329,8 +1397,7 @@ static int write_json(const char *path, const char *shared_caches)
 				    {F_RSS_RECV, "peak_rss_kib_receiver"},
 				    {F_SEG, "segment_bytes"}};
 			int lat = va->sc == SC_LAT || va->sc == SC_BLOCKED;
-			int nf = 6; /* both lists have six fields */
-			for (int k = 0; k < nf; k++) {
+			for (int k = 0; k < 6; k++) { /* both lists have six fields */
 				fprintf(f, "%s\"%s\": ", k ? ", " : "", lat ? lat_f[k].key : tp_f[k].key);
 				json_spread(f, sp(v, t, lat ? lat_f[k].f : tp_f[k].f));
 			}
@@ -1453,7 +1520,8 @@ static void usage(FILE *f)
 		   "               [--duration S] [--round-trips N] [--watchdog S]\n"
 		   "  --quick           fewer samples, 0.5 s runs, 1 repeat unless --repeats is given\n"
 		   "  --repeats N       runs of each measurement, interleaved (default 3)\n"
-		   "  --only LIST       transports (comma-separated), e.g. shmq,pipe,floor,bare-ring\n"
+		   "  --only LIST       transports (comma-separated), e.g. shmq,pipe,floor,bare-ring,\n"
+		   "                    leased-ring,handoff\n"
 		   "  --scenarios LIST  latency,throughput,mpmc,resources (default: all)\n"
 		   "  --out DIR         where bench.json and the plots go (default bench-results)\n"
 		   "  --duration S      seconds per throughput run, warm-up excluded (default 2)\n"
@@ -1575,20 +1643,23 @@ static void parse_args(int argc, char **argv)
 		opt.watchdog_s = 5;
 	opt.wake_samples = opt.quick ? 50 : 200;
 	opt.lat_warm = opt.round_trips / 10 > 1000 ? opt.round_trips / 10 : 1000;
-	for (int s = 0; s < 4; s++)
+	for (int s = 0; s < NSCEN; s++)
 		scen_on[s] = !opt.scenarios || in_list(opt.scenarios, scen_names[s], NULL);
 	if (opt.scenarios) {
 		char buf[512];
 		snprintf(buf, sizeof(buf), "%s", opt.scenarios);
-		for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save))
-			if (strcmp(w, "latency") && strcmp(w, "throughput") && strcmp(w, "mpmc") &&
-			    strcmp(w, "resources")) {
+		for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+			int known = 0;
+			for (int s = 0; s < NSCEN; s++)
+				known |= !strcmp(w, scen_names[s]);
+			if (!known) {
 				fprintf(stderr,
 					"harness: --scenarios: unknown '%s' (latency, throughput, mpmc, "
 					"resources)\n",
 					w);
 				exit(2);
 			}
+		}
 	}
 }
 

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * floor.c: the physical lower bound of one-way latency between two CPUs, as a transport. A channel
- * is two cache-line-aligned slots in a MAP_SHARED anonymous mapping, each a sequence word followed
- * by the message (a 64-byte message ends in the slot's second line). Message i goes to slot i % 2:
- * the sender waits for the slot's word to read i (free), copies the message in and publishes it by
- * storing i + 1 with release; the receiver spins on that word with acquire, copies the message out
- * and frees the slot for message i + 2 by storing i + 2. Every message costs the line's trip from
- * one CPU to the other and nothing else: no shared index, no syscall, and the receiver's release of
- * a slot is off the path of the next message (it goes to the other slot). One sender, one receiver,
- * busy-poll only; its throughput is a 2-slot handoff: a reference, not a queue.
+ * floor.c: the physical lower bound of a round trip between two processes on two CPUs. A channel
+ * is one cache line in a MAP_SHARED anonymous mapping holding one 8-byte word, and the two sides
+ * bounce it: each stores its value with release and spins with acquire loads until the word
+ * carries the other side's mark. A round trip is the line's trip to the other CPU and back and
+ * nothing else: no payload, no copy, no second line, no index, no syscall. Any queue's round trip
+ * is measured against this one.
+ *
+ * It is a ping-pong, not a queue (PEER_WORD): one channel serves both directions, a value is at
+ * most 62 bits, and a side may send only after it received (or first, for the sender): a second
+ * send before the other side's answer overwrites the first. Busy-poll only; no throughput figure.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -19,16 +20,16 @@
 
 #include "peers/peer.h"
 
-#define SLOTS 2
+#define MARK_BITS 2 /* the low bits say who wrote the word: 1 the sender side, 2 the receiver side */
+#define VALUE_MAX ((1ull << 62) - 1)
 
 struct peer_chan {
-	unsigned char *base; /* SLOTS x slot_size: sequence word, then msg_size bytes */
-	size_t msg_size, slot_size;
+	_Atomic uint64_t *word; /* alone in its line (the mapping is page-aligned) */
 };
 
 struct ep {
-	struct peer_chan *c;
-	uint64_t i; /* the next message this side sends or receives */
+	_Atomic uint64_t *word;
+	uint64_t mine, theirs; /* the marks this side writes and waits for */
 };
 
 static inline void relax(void)
@@ -38,69 +39,64 @@ static inline void relax(void)
 #endif
 }
 
-static inline _Atomic uint64_t *seq_of(struct peer_chan *c, uint64_t i)
-{
-	return (_Atomic uint64_t *)(void *)(c->base + (i % SLOTS) * c->slot_size);
-}
-
 static const char *floor_probe(void) { return NULL; }
 
 static struct peer_chan *floor_create(const struct peer_params *p)
 {
+	(void)p;
 	struct peer_chan *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->msg_size = p->msg_size;
-	c->slot_size = (sizeof(uint64_t) + p->msg_size + 63) / 64 * 64;
-	c->base = mmap(NULL, SLOTS * c->slot_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (c->base == MAP_FAILED) {
+	void *m = mmap(NULL, 64, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED) {
 		fprintf(stderr, "floor: mmap: %s\n", strerror(errno));
 		free(c);
 		return NULL;
 	}
-	for (uint64_t k = 0; k < SLOTS; k++)
-		atomic_init(seq_of(c, k), k); /* slot k is free for message k */
+	c->word = m;
+	atomic_init(c->word, 0); /* no mark: nothing sent yet */
 	return c;
 }
 
 static void *floor_attach(struct peer_chan *c, enum peer_role role)
 {
-	(void)role;
 	struct ep *e = calloc(1, sizeof(*e));
-	if (e)
-		e->c = c;
+	if (!e)
+		return NULL;
+	e->word = c->word;
+	e->mine = role == PEER_SENDER ? 1 : 2;
+	e->theirs = 3 - e->mine;
 	return e;
 }
 
+/* msg: the 8-byte value */
 static int floor_send(void *ep, const void *msg, size_t len)
 {
 	struct ep *e = ep;
-	if (len > e->c->msg_size)
+	uint64_t v;
+	if (len != sizeof(v))
 		return -EMSGSIZE;
-	_Atomic uint64_t *seq = seq_of(e->c, e->i);
-	/* acquire: pairs with the receiver's release freeing the slot, after it copied it out */
-	while (atomic_load_explicit(seq, memory_order_acquire) != e->i)
-		relax();
-	memcpy((void *)(seq + 1), msg, len);
-	/* release: the message before the word that publishes it */
-	atomic_store_explicit(seq, e->i + 1, memory_order_release);
-	e->i++;
+	memcpy(&v, msg, sizeof(v));
+	if (v > VALUE_MAX)
+		return -ERANGE;
+	/* release: pairs with the other side's acquire in floor_recv (the value is all there is, but
+	 * the caller's writes before the send are visible to the receiver, as with any queue) */
+	atomic_store_explicit(e->word, v << MARK_BITS | e->mine, memory_order_release);
 	return 0;
 }
 
 static int floor_recv(void *ep, void *buf, size_t cap)
 {
 	struct ep *e = ep;
-	size_t n = e->c->msg_size < cap ? e->c->msg_size : cap;
-	_Atomic uint64_t *seq = seq_of(e->c, e->i);
-	/* acquire: pairs with the sender's release, so the bytes are there */
-	while (atomic_load_explicit(seq, memory_order_acquire) != e->i + 1)
+	uint64_t w;
+	if (cap < sizeof(w))
+		return -EMSGSIZE;
+	/* acquire: pairs with the other side's release in floor_send */
+	while (((w = atomic_load_explicit(e->word, memory_order_acquire)) & 3) != e->theirs)
 		relax();
-	memcpy(buf, (const void *)(seq + 1), n);
-	/* release: our reads of the slot before the sender may reuse it */
-	atomic_store_explicit(seq, e->i + SLOTS, memory_order_release);
-	e->i++;
-	return (int)n;
+	w >>= MARK_BITS;
+	memcpy(buf, &w, sizeof(w));
+	return (int)sizeof(w);
 }
 
 static void floor_detach(void *ep) { free(ep); }
@@ -109,15 +105,15 @@ static void floor_destroy(struct peer_chan *c)
 {
 	if (!c)
 		return;
-	munmap(c->base, SLOTS * c->slot_size);
+	munmap((void *)c->word, 64);
 	free(c);
 }
 
 const struct peer_ops peer_floor = {
 	.name = "floor",
-	.describe = "cache-line handoff between two CPUs (sequence word + message per slot, release/"
-		    "acquire, spin, 2 slots): the physical floor of latency; throughput is a 2-slot handoff",
-	.flags = PEER_BUSY_POLL | PEER_REFERENCE,
+	.describe = "one 8-byte word bounced in one cache line between two processes (release store, "
+		    "acquire spin): the physical floor of a round trip; ping-pong only",
+	.flags = PEER_BUSY_POLL | PEER_REFERENCE | PEER_WORD,
 	.probe = floor_probe,
 	.create = floor_create,
 	.attach = floor_attach,

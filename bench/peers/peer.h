@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * peer.h: one transport under test (shmq itself, or a peer: pipe, Unix sockets, POSIX mq, ZeroMQ,
- * Boost.Interprocess, iceoryx, the cache-line floor, a bare SPSC ring, a minimal leased ring, Redis
- * Streams, JetStream),
+ * Boost.Interprocess, iceoryx, the cache-line floor, a two-slot message handoff, a bare SPSC ring,
+ * a minimal leased ring, Redis Streams, JetStream),
  * as the harness (bench/harness.c) and the crash bench (bench/crash.c) drive it.
  *
  * The life of a channel: the parent calls create() before it forks; each process that uses the
@@ -37,6 +37,10 @@ enum peer_flags {
 	PEER_ACKS = 1u << 3,	     /* has ack(): a message taken but not acked is redelivered */
 	PEER_REFERENCE = 1u << 4,    /* a floor or bound (cache line, bare ring), not a usable queue */
 	PEER_NEEDS_DAEMON = 1u << 5, /* start()/stop() run a server process */
+	/* moves one 8-byte value, not a message, and only as a ping-pong: ONE channel serves both
+	 * directions (the side attached as PEER_SENDER sends first, then the two alternate); send and
+	 * recv take len == 8. The harness runs it in the latency scenario only. */
+	PEER_WORD = 1u << 6,
 };
 
 struct peer_params {

@@ -10,6 +10,7 @@
 
 #define PEERS(X)                                                                                             \
 	X(floor)                                                                                             \
+	X(handoff)                                                                                           \
 	X(spsc)                                                                                              \
 	X(leased)                                                                                            \
 	X(shmq)                                                                                              \
