@@ -9,8 +9,10 @@
  *               busy-poll (shmq: timeout-0 receives in a loop) and blocking (shmq: timeout -1)
  *               where the transport has them. The floor bounces one word in one line instead.
  *   throughput  1 producer -> 1 consumer for --duration, 64 B and 1 KiB, single and batch (32)
- *               calls; the consumer checks every sequence number (in order); then 2 producers x 2
- *               consumers for MPMC transports (per-producer order, and no loss or duplicate overall)
+ *               calls, the same capacity (1024) for every ring; the consumer checks every sequence
+ *               number (in order) and samples the backlog, so each run says whether the consumer
+ *               kept up or worked through a backlog; then 2 producers x 2 consumers for MPMC
+ *               transports (per-producer order, and no loss or duplicate overall)
  *   resources   peak RSS, CPU time per message, shm segment size (from /dev/shm), CPU used by a
  *               consumer blocked in recv with nothing to receive, and its wake-up latency
  *
@@ -112,6 +114,19 @@ enum {
 	V_BLOCKED
 };
 
+/* a throughput run's mode, from the backlog the consumers saw (samples in the measured window):
+ * BACKLOG when most samples held at least half the capacity, KEEPING_UP when most held less than
+ * an eighth, MIXED otherwise. The same ring can run in either: a consumer that keeps up polls the
+ * slot the producer is writing, a consumer working through a backlog reads slots long written. */
+enum mode {
+	MODE_NONE,
+	MODE_KEEPING_UP,
+	MODE_MIXED,
+	MODE_BACKLOG
+};
+static const char mode_letter[] = {'-', 'K', 'M', 'B'};
+static const char *mode_names[] = {"n/a", "keeping up", "mixed", "backlog"};
+
 #define NPCT 5
 static const double pct_at[NPCT] = {50, 90, 99, 99.9, 100};
 static const char *pct_names[NPCT] = {"p50", "p90", "p99", "p99.9", "max"};
@@ -143,9 +158,11 @@ struct result {
 	/* latency (one-way ns) or wake-up (ns) */
 	double pct[NPCT], mean;
 	uint64_t samples;
-	/* throughput */
+	/* throughput; mode and depth from the consumers' backlog samples */
 	double msgs_s, mb_s, cpu_ns_msg;
 	uint64_t msgs;
+	int mode;
+	double depth;
 	long rss_send_kib, rss_recv_kib;
 	double seg_bytes;
 	/* blocked consumer */
@@ -157,12 +174,17 @@ static char skip_why[NVAR][MAX_TP][320]; /* a failed measurement is not repeated
 /* ---- what the children share with the parent (one MAP_SHARED mapping, reset per run) ---------- */
 
 struct side {
-	_Alignas(64) _Atomic uint64_t count; /* consumer: messages received so far (every message) */
-	uint64_t sent;			     /* producer: messages sent */
-	uint64_t win_n0, win_n1;	     /* messages at the start and end of the measured window */
+	/* consumer: messages received so far (every message); producer: messages sent so far (every
+	 * 32 messages, or batch), for the consumers' backlog samples */
+	_Alignas(64) _Atomic uint64_t count;
+	uint64_t sent;		 /* producer: messages sent */
+	uint64_t win_n0, win_n1; /* messages at the start and end of the measured window */
 	uint64_t win_t0, win_t1;
 	double win_cpu0, win_cpu1;
 	uint64_t per_cnt[2], per_sum[2]; /* consumer: per producer, count and sum of sequence numbers */
+	/* consumer: backlog samples in the measured window: how many, their sum, how many held at
+	 * least half the capacity, how many less than an eighth */
+	uint64_t depth_n, depth_sum, depth_hi, depth_lo;
 };
 
 struct shared {
@@ -444,6 +466,7 @@ static int tp_producer(void *arg)
 	int measuring = 0;
 	for (;;) {
 		if (n > 1 || (seq & (BATCH - 1)) == 0) { /* the clock every 32 messages */
+			atomic_store_explicit(&s->count, seq, memory_order_relaxed);
 			uint64_t t = now_ns();
 			if (!measuring && t >= t_meas) {
 				measuring = 1;
@@ -502,6 +525,22 @@ static uint64_t received_total(int ncons)
 	return n;
 }
 
+/* in a consumer: one sample of the backlog (sent so far, as the producers last said, less
+ * received so far) */
+static void sample_depth(struct side *s, int nprod, int ncons)
+{
+	uint64_t sent = 0, got = 0;
+	for (int k = 0; k < nprod; k++)
+		sent += atomic_load_explicit(&sh->side[k].count, memory_order_relaxed);
+	for (int c = 0; c < ncons; c++)
+		got += atomic_load_explicit(&sh->side[PROC_MAX / 2 + c].count, memory_order_relaxed);
+	uint64_t d = sent > got ? sent - got : 0;
+	s->depth_n++;
+	s->depth_sum += d;
+	s->depth_hi += d >= TP_DEPTH / 2;
+	s->depth_lo += d < TP_DEPTH / 8;
+}
+
 /* throughput consumer: checks every message; side slots PROC_MAX/2.. are the consumers' */
 static int tp_consumer(void *arg)
 {
@@ -553,6 +592,8 @@ static int tp_consumer(void *arg)
 		atomic_store_explicit(&s->count, count, memory_order_relaxed);
 		if (n > 1 || (count & (BATCH - 1)) == 0 || stop) {
 			uint64_t t = now_ns();
+			if (measuring && !measured)
+				sample_depth(s, j->nprod, j->ncons);
 			if (!measuring && t >= t_meas) {
 				measuring = 1;
 				s->win_n0 = count;
@@ -929,8 +970,10 @@ static void run_one(int v, int t, int rep)
 		/* the rate from the consumers' windows; CPU per message from the children's whole lives
 		 * (setup included, a few ms against the run) over every message they moved */
 		double rate = 0, all = 0;
+		uint64_t dn = 0, dsum = 0, dhi = 0, dlo = 0;
 		for (int c = 0; c < ncons; c++) {
 			const struct side *s = &sh->side[PROC_MAX / 2 + c];
+			dn += s->depth_n, dsum += s->depth_sum, dhi += s->depth_hi, dlo += s->depth_lo;
 			double secs = (double)(s->win_t1 - s->win_t0) / 1e9;
 			if (!s->win_t1 || secs <= 0) {
 				snprintf(res->err, sizeof(res->err),
@@ -944,6 +987,11 @@ static void run_one(int v, int t, int rep)
 			all += (double)atomic_load(&s->count);
 		}
 		res->cpu_ns_msg = all > 0 ? children_cpu / all * 1e9 : NAN;
+		res->depth = dn ? (double)dsum / (double)dn : NAN;
+		res->mode = !dn		   ? MODE_NONE
+			    : dhi * 2 > dn ? MODE_BACKLOG
+			    : dlo * 2 > dn ? MODE_KEEPING_UP
+					   : MODE_MIXED;
 		res->msgs_s = rate;
 		res->mb_s = rate * (double)va->size / 1e6;
 	}
@@ -970,7 +1018,8 @@ enum field {
 	F_RSS_SEND,
 	F_RSS_RECV,
 	F_SEG,
-	F_IDLE
+	F_IDLE,
+	F_DEPTH
 };
 
 static double field(const struct result *r, int f)
@@ -996,6 +1045,8 @@ static double field(const struct result *r, int f)
 		return r->seg_bytes;
 	case F_IDLE:
 		return r->idle_cpu;
+	case F_DEPTH:
+		return r->depth;
 	}
 	return NAN;
 }
@@ -1094,9 +1145,11 @@ static void print_latency(int v, const char *title)
 static void print_throughput(int v, const char *title)
 {
 	char c1[64], c2[64], c3[64], why[256];
-	printf("%s: median of %d runs [min-max]\n", title, opt.repeats);
-	printf("  %-15s %-6s %-26s %-24s %-22s noisy\n", "", "recv", "M msgs/s", "MB/s",
-	       "CPU ns/msg (all sides)");
+	printf("%s: median of %d runs [min-max]; mode of each run: B backlog, K keeping up, M mixed\n"
+	       "(backlog: messages sent but not yet received, median of the runs' means)\n",
+	       title, opt.repeats);
+	printf("  %-15s %-6s %-26s %-24s %-22s %-14s noisy\n", "", "recv", "M msgs/s", "MB/s",
+	       "CPU ns/msg (all sides)", "mode backlog");
 	for (int t = 0; t < ntp; t++) {
 		if (!tps[t].selected)
 			continue;
@@ -1112,8 +1165,14 @@ static void print_throughput(int v, const char *title)
 		fmt_spread(c2, sizeof(c2), sp(v, t, F_MB_S), 1);
 		fmt_spread(c3, sizeof(c3), sp(v, t, F_CPU_MSG), 0);
 		int blk = results[v][t][0].blocking;
-		printf(" %-6s %-26s %-24s %-22s %d/%d", blk ? "block" : "busy", c1, c2, c3, n_noisy(v, t),
-		       n_ok(v, t));
+		char mode[MAX_REPEATS + 16];
+		int ml = 0;
+		for (int r = 0; r < opt.repeats; r++)
+			if (results[v][t][r].state == RES_OK)
+				mode[ml++] = mode_letter[results[v][t][r].mode];
+		snprintf(mode + ml, sizeof(mode) - (size_t)ml, " %.0f", med(v, t, F_DEPTH));
+		printf(" %-6s %-26s %-24s %-22s %-14s %d/%d", blk ? "block" : "busy", c1, c2, c3, mode,
+		       n_noisy(v, t), n_ok(v, t));
 		if (v == V_MPMC && n_ok(V_TP64, t))
 			printf("   %.2fx its 1P1C", m.med * 1e6 / med(V_TP64, t, F_MSGS_S));
 		printf("\n");
@@ -1307,6 +1366,8 @@ static void json_result(FILE *f, int v, const struct result *r)
 			r->msgs, r->rss_send_kib, r->rss_recv_kib);
 		fputs(", \"segment_bytes\": ", f);
 		json_num(f, r->seg_bytes);
+		fprintf(f, ", \"mode\": \"%s\", \"mean_backlog\": ", mode_names[r->mode]);
+		json_num(f, r->depth);
 	}
 	fputc('}', f);
 }
@@ -1400,6 +1461,10 @@ static int write_json(const char *path, const char *shared_caches)
 			for (int k = 0; k < 6; k++) { /* both lists have six fields */
 				fprintf(f, "%s\"%s\": ", k ? ", " : "", lat ? lat_f[k].key : tp_f[k].key);
 				json_spread(f, sp(v, t, lat ? lat_f[k].f : tp_f[k].f));
+			}
+			if (va->sc == SC_TP || va->sc == SC_MPMC) {
+				fputs(", \"mean_backlog\": ", f);
+				json_spread(f, sp(v, t, F_DEPTH));
 			}
 			if (va->sc == SC_BLOCKED) {
 				fputs(", \"idle_cpu_s_per_s\": ", f);
