@@ -15,6 +15,8 @@
  *               transports (per-producer order, and no loss or duplicate overall)
  *   resources   peak RSS, CPU time per message, shm segment size (from /dev/shm), CPU used by a
  *               consumer blocked in recv with nothing to receive, and its wake-up latency
+ *   keyed       shmq only: send + recv + ack in one process, plain against keyed (a fresh
+ *               16-byte idempotency key per message), alternating, ns per message
  *
  * Each measurement runs in processes forked for it (pinned to distinct CPUs when there are >= 2),
  * starts after all of them are set up, excludes a warm-up, is repeated --repeats times interleaved
@@ -44,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/keyed.h"
 #include "lib/machine.h"
 #include "lib/proc.h"
 #include "lib/report.h"
@@ -68,7 +71,7 @@
 static struct {
 	int quick, repeats;
 	double duration, warmup, lat_cap, idle;
-	long round_trips, lat_warm;
+	long round_trips, lat_warm, keyed_msgs;
 	unsigned wake_samples;
 	unsigned watchdog_s;
 	const char *out, *only, *scenarios;
@@ -80,9 +83,10 @@ enum scen {
 	SC_LAT,
 	SC_TP,
 	SC_MPMC,
-	SC_BLOCKED
+	SC_BLOCKED,
+	SC_KEYED
 };
-static const char *scen_names[] = {"latency", "throughput", "mpmc", "resources"};
+static const char *scen_names[] = {"latency", "throughput", "mpmc", "resources", "keyed"};
 #define NSCEN ((int)(sizeof(scen_names) / sizeof(scen_names[0])))
 
 struct variant {
@@ -94,11 +98,17 @@ struct variant {
 };
 
 static const struct variant variants[] = {
-	{SC_LAT, 64, 0, 0, "latency_64_busy_poll"},	   {SC_LAT, 64, 1, 0, "latency_64_blocking"},
-	{SC_LAT, 1024, 0, 0, "latency_1024_busy_poll"},	   {SC_LAT, 1024, 1, 0, "latency_1024_blocking"},
-	{SC_TP, 64, -1, 0, "throughput_64_single"},	   {SC_TP, 64, -1, 1, "throughput_64_batch32"},
-	{SC_TP, 1024, -1, 0, "throughput_1024_single"},	   {SC_TP, 1024, -1, 1, "throughput_1024_batch32"},
-	{SC_MPMC, 64, -1, 0, "throughput_2p2c_64_single"}, {SC_BLOCKED, 64, 1, 0, "blocked_consumer_64"},
+	{SC_LAT, 64, 0, 0, "latency_64_busy_poll"},
+	{SC_LAT, 64, 1, 0, "latency_64_blocking"},
+	{SC_LAT, 1024, 0, 0, "latency_1024_busy_poll"},
+	{SC_LAT, 1024, 1, 0, "latency_1024_blocking"},
+	{SC_TP, 64, -1, 0, "throughput_64_single"},
+	{SC_TP, 64, -1, 1, "throughput_64_batch32"},
+	{SC_TP, 1024, -1, 0, "throughput_1024_single"},
+	{SC_TP, 1024, -1, 1, "throughput_1024_batch32"},
+	{SC_MPMC, 64, -1, 0, "throughput_2p2c_64_single"},
+	{SC_BLOCKED, 64, 1, 0, "blocked_consumer_64"},
+	{SC_KEYED, 64, 0, 0, "keyed_64"},
 };
 #define NVAR ((int)(sizeof(variants) / sizeof(variants[0])))
 enum {
@@ -111,7 +121,8 @@ enum {
 	V_TP1K,
 	V_TP1KB,
 	V_MPMC,
-	V_BLOCKED
+	V_BLOCKED,
+	V_KEYED
 };
 
 /* a throughput run's mode, from the backlog the consumers saw (samples in the measured window):
@@ -167,6 +178,8 @@ struct result {
 	double seg_bytes;
 	/* blocked consumer */
 	double idle_cpu; /* CPU seconds per second */
+	/* keyed: ns per send + recv + ack */
+	double plain_ns, keyed_ns;
 };
 static struct result (*results)[MAX_TP][MAX_REPEATS];
 static char skip_why[NVAR][MAX_TP][320]; /* a failed measurement is not repeated */
@@ -195,6 +208,7 @@ struct shared {
 	_Atomic int producers_done, consumers_done;
 	struct side side[PROC_MAX];
 	struct hist h;
+	double plain_ns, keyed_ns; /* keyed */
 };
 static struct shared *sh;
 
@@ -283,6 +297,7 @@ struct job {
 	int index; /* producer or consumer number */
 	int nprod, ncons;
 	int batch;
+	char qname[SHMQ_NAME_MAX]; /* keyed: the queue */
 };
 static struct job jobs[PROC_MAX];
 
@@ -665,6 +680,25 @@ static int blk_producer(void *arg)
 	return 0;
 }
 
+/* keyed: plain against keyed send + recv + ack in one process (lib/keyed.h) */
+static int keyed_run(void *arg)
+{
+	struct job *j = arg;
+	shmq_t *q;
+	int r = shmq_open(j->qname, &q);
+	if (r)
+		child_fail("open %s: %s", j->qname, shmq_strerror(r));
+	double plain, keyed;
+	go();
+	if ((r = keyed_measure(q, (uint64_t)opt.keyed_msgs, &plain, &keyed)))
+		child_fail("send + recv + ack: %s",
+			   r == -EEXIST ? "a fresh key was taken for a duplicate" : shmq_strerror(r));
+	sh->plain_ns = plain;
+	sh->keyed_ns = keyed;
+	shmq_close(q);
+	return 0;
+}
+
 /* ---- one measurement -------------------------------------------------------------------------- */
 
 static int supports(const struct transport *t, int v)
@@ -680,6 +714,8 @@ static int supports(const struct transport *t, int v)
 		return !!(f & PEER_MPMC) && !(f & PEER_WORD);
 	case SC_BLOCKED:
 		return !!(f & PEER_BLOCKING) && !(f & PEER_WORD);
+	case SC_KEYED:
+		return !strcmp(t->ops->name, "shmq");
 	}
 	return 0;
 }
@@ -697,6 +733,8 @@ static const char *unsupported_why(const struct transport *t, int v)
 		return "n/a: not MPMC";
 	case SC_BLOCKED:
 		return "n/a: no blocking recv";
+	case SC_KEYED:
+		return "n/a: shmq only";
 	}
 	return "n/a";
 }
@@ -798,8 +836,8 @@ static void run_one(int v, int t, int rep)
 	memset(res, 0, sizeof(*res));
 	res->state = RES_FAILED;
 
-	int nprod = va->sc == SC_MPMC ? 2 : 1, ncons = nprod;
-	int nchan = va->sc != SC_LAT ? 1 : (o->flags & PEER_WORD) ? 1 : 2;
+	int nprod = va->sc == SC_MPMC ? 2 : 1, ncons = va->sc == SC_KEYED ? 0 : nprod;
+	int nchan = va->sc == SC_KEYED ? 0 : va->sc != SC_LAT ? 1 : (o->flags & PEER_WORD) ? 1 : 2;
 	int blocking = va->blocking;
 	if (blocking < 0) {
 		/* throughput busy-polls where it can (the bare ring can only do that), unless the
@@ -822,7 +860,16 @@ static void run_one(int v, int t, int rep)
 	memset(sh, 0, sizeof(*sh));
 	hist_init(&sh->h);
 
+	char qname[SHMQ_NAME_MAX] = "";
 	int r = create_chans(o, &p, nchan, tags, ch);
+	if (!r && va->sc == SC_KEYED) {
+		snprintf(qname, sizeof(qname), "/shmq-bench-h%d-%u", (int)main_pid, serial++);
+		if ((r = keyed_queue_create(qname, TP_DEPTH))) {
+			snprintf(res->err, sizeof(res->err), "create %s: %s", qname, shmq_strerror(r));
+			qname[0] = 0;
+			goto out;
+		}
+	}
 	if (r == -ETIMEDOUT) {
 		snprintf(res->err, sizeof(res->err), "create hung");
 		snprintf(tr->status, sizeof(tr->status), "failed: create hung (%s)", va->key);
@@ -832,7 +879,7 @@ static void run_one(int v, int t, int rep)
 		snprintf(res->err, sizeof(res->err), "create failed (see stderr)");
 		goto out;
 	}
-	res->seg_bytes = shm_bytes(tags[0]);
+	res->seg_bytes = nchan ? shm_bytes(tags[0]) : NAN;
 
 	r = proc_group_init(&g);
 	if (r) {
@@ -847,8 +894,11 @@ static void run_one(int v, int t, int rep)
 				       .nprod = nprod,
 				       .ncons = ncons,
 				       .batch = va->batch};
+		snprintf(jobs[k].qname, sizeof(jobs[k].qname), "%s", qname);
 		int (*fn)(void *);
-		if (va->sc == SC_LAT)
+		if (va->sc == SC_KEYED)
+			fn = keyed_run;
+		else if (va->sc == SC_LAT)
 			fn = k ? lat_echo : lat_client;
 		else if (va->sc == SC_BLOCKED)
 			fn = k ? blk_consumer : blk_producer;
@@ -890,6 +940,8 @@ static void run_one(int v, int t, int rep)
 		expect = (uint64_t)(opt.lat_cap * 1e9) + 1000000000ull;
 	else if (va->sc == SC_BLOCKED)
 		expect = sh->t_idle_end - t_go + (opt.wake_samples + 50) * WAKE_GAP_NS;
+	else if (va->sc == SC_KEYED)
+		expect = 10000000000ull; /* a bound far above what the run takes */
 	else
 		expect = sh->t_stop - t_go;
 	proc_go(&g);
@@ -942,7 +994,10 @@ static void run_one(int v, int t, int rep)
 	}
 	res->other_load = load_other(m0, children_cpu + proc_self_cpu_s() - own0);
 
-	if (va->sc == SC_LAT || va->sc == SC_BLOCKED) {
+	if (va->sc == SC_KEYED) {
+		res->plain_ns = sh->plain_ns;
+		res->keyed_ns = sh->keyed_ns;
+	} else if (va->sc == SC_LAT || va->sc == SC_BLOCKED) {
 		res->samples = sh->h.count;
 		if (!res->samples) {
 			snprintf(res->err, sizeof(res->err), "no samples");
@@ -998,6 +1053,8 @@ static void run_one(int v, int t, int rep)
 	res->state = RES_OK;
 out:
 	proc_group_end(&g);
+	if (qname[0])
+		shmq_unlink(qname);
 	if (res->state != RES_OK)
 		snprintf(skip_why[v][t], sizeof(skip_why[v][t]), "%s", res->err);
 	if (destroy_chans(o))
@@ -1019,7 +1076,10 @@ enum field {
 	F_RSS_RECV,
 	F_SEG,
 	F_IDLE,
-	F_DEPTH
+	F_DEPTH,
+	F_PLAIN,
+	F_KEYED,
+	F_KEYED_RATIO
 };
 
 static double field(const struct result *r, int f)
@@ -1047,6 +1107,12 @@ static double field(const struct result *r, int f)
 		return r->idle_cpu;
 	case F_DEPTH:
 		return r->depth;
+	case F_PLAIN:
+		return r->plain_ns;
+	case F_KEYED:
+		return r->keyed_ns;
+	case F_KEYED_RATIO:
+		return r->keyed_ns / r->plain_ns;
 	}
 	return NAN;
 }
@@ -1369,6 +1435,12 @@ static void json_result(FILE *f, int v, const struct result *r)
 		fprintf(f, ", \"mode\": \"%s\", \"mean_backlog\": ", mode_names[r->mode]);
 		json_num(f, r->depth);
 	}
+	if (va->sc == SC_KEYED) {
+		fputs(", \"plain_ns\": ", f);
+		json_num(f, r->plain_ns);
+		fputs(", \"keyed_ns\": ", f);
+		json_num(f, r->keyed_ns);
+	}
 	fputc('}', f);
 }
 
@@ -1397,9 +1469,9 @@ static int write_json(const char *path, const char *shared_caches)
 		"\"latency_warmup_round_trips\": %ld, \"latency_cap_s\": %g, \"idle_s\": %g, "
 		"\"wake_samples\": %u, "
 		"\"batch\": %d, \"latency_depth\": %d, \"throughput_depth\": %d, \"watchdog_s\": %u, "
-		"\"noisy_load_cpus\": %g},\n",
+		"\"noisy_load_cpus\": %g, \"keyed_messages\": %ld},\n",
 		opt.repeats, opt.duration, opt.warmup, opt.round_trips, opt.lat_warm, opt.lat_cap, opt.idle,
-		opt.wake_samples, BATCH, LAT_DEPTH, TP_DEPTH, opt.watchdog_s, NOISY_LOAD);
+		opt.wake_samples, BATCH, LAT_DEPTH, TP_DEPTH, opt.watchdog_s, NOISY_LOAD, opt.keyed_msgs);
 	fputs("  \"transports\": [", f);
 	for (int t = 0; t < ntp; t++) {
 		fprintf(f, "%s\n    {\"name\": ", t ? "," : "");
@@ -1458,7 +1530,15 @@ static int write_json(const char *path, const char *shared_caches)
 				    {F_RSS_RECV, "peak_rss_kib_receiver"},
 				    {F_SEG, "segment_bytes"}};
 			int lat = va->sc == SC_LAT || va->sc == SC_BLOCKED;
-			for (int k = 0; k < 6; k++) { /* both lists have six fields */
+			if (va->sc == SC_KEYED) {
+				fputs("\"plain_ns\": ", f);
+				json_spread(f, sp(v, t, F_PLAIN));
+				fputs(", \"keyed_ns\": ", f);
+				json_spread(f, sp(v, t, F_KEYED));
+				fputs(", \"keyed_over_plain\": ", f);
+				json_spread(f, sp(v, t, F_KEYED_RATIO));
+			}
+			for (int k = 0; k < 6 && va->sc != SC_KEYED; k++) { /* both lists have six fields */
 				fprintf(f, "%s\"%s\": ", k ? ", " : "", lat ? lat_f[k].key : tp_f[k].key);
 				json_spread(f, sp(v, t, lat ? lat_f[k].f : tp_f[k].f));
 			}
@@ -1587,7 +1667,7 @@ static void usage(FILE *f)
 		   "  --repeats N       runs of each measurement, interleaved (default 3)\n"
 		   "  --only LIST       transports (comma-separated), e.g. shmq,pipe,floor,bare-ring,\n"
 		   "                    leased-ring,handoff\n"
-		   "  --scenarios LIST  latency,throughput,mpmc,resources (default: all)\n"
+		   "  --scenarios LIST  latency,throughput,mpmc,resources,keyed (default: all)\n"
 		   "  --out DIR         where bench.json and the plots go (default bench-results)\n"
 		   "  --duration S      seconds per throughput run, warm-up excluded (default 2)\n"
 		   "  --round-trips N   latency round trips per run (default 100000; a run stops after\n"
@@ -1708,6 +1788,7 @@ static void parse_args(int argc, char **argv)
 		opt.watchdog_s = 5;
 	opt.wake_samples = opt.quick ? 50 : 200;
 	opt.lat_warm = opt.round_trips / 10 > 1000 ? opt.round_trips / 10 : 1000;
+	opt.keyed_msgs = opt.quick ? 40000 : 200000;
 	for (int s = 0; s < NSCEN; s++)
 		scen_on[s] = !opt.scenarios || in_list(opt.scenarios, scen_names[s], NULL);
 	if (opt.scenarios) {
@@ -1720,7 +1801,7 @@ static void parse_args(int argc, char **argv)
 			if (!known) {
 				fprintf(stderr,
 					"harness: --scenarios: unknown '%s' (latency, throughput, mpmc, "
-					"resources)\n",
+					"resources, keyed)\n",
 					w);
 				exit(2);
 			}
