@@ -429,10 +429,16 @@ $(SUITE_BINS): $(BUILD)/bench/%: $(OBJ)/bench/%.o $(PEER_OBJS) $(LIB_A) $(STAMP)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PEER_OBJS) $(LIB_A) \
 		$(BENCH_LIBS) $(PEER_LIBS)
 
-# the standalone benches get the suites' statistics and process helpers (no peers, no servers)
+# the standalone benches get the suites' statistics and process helpers (no peers, no servers);
+# hotpath also holds shmq against the floor and the reference rings of bench/peers/
 STANDALONE_LIB_OBJS := $(OBJ)/bench/lib/stats.o $(OBJ)/bench/lib/proc.o
+HOTPATH_OBJS := $(OBJ)/bench/peers/floor.o $(OBJ)/bench/peers/spsc.o $(OBJ)/bench/peers/leased.o \
+	$(OBJ)/bench/lib/keyed.o
+$(BUILD)/bench/hotpath: EXTRA_BENCH_OBJS = $(HOTPATH_OBJS)
+$(BUILD)/bench/hotpath: $(HOTPATH_OBJS)
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(STANDALONE_LIB_OBJS) $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
-	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STANDALONE_LIB_OBJS) $(LIB_A) \
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STANDALONE_LIB_OBJS) \
+		$(EXTRA_BENCH_OBJS) $(LIB_A) \
 		$(BENCH_LIBS)
 
 -include $(ALL_OBJS:.o=.d)
