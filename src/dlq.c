@@ -159,8 +159,9 @@ static void settle_hint(shmq_t *q, uint32_t l, uint32_t hint, uint32_t left, uin
  * and its lap, which a redrive keeps) would match the
  * redriven message's first delivery, and a reclaim pass would read it as that delivery's stalled
  * requeue before its consumer wrote the deadline. Stopped between the two (or beaten to the word),
- * the redrive leaves a letter whose dead time reads 0, or a FREE slot whose lease word the next
- * producer zeroes anyway. */
+ * the redrive leaves a letter whose dead time reads 0 and whose lease word is the one it wrote,
+ * which the next redrive recognises and finishes (a purge takes it too), or a FREE slot whose
+ * lease word the next producer zeroes anyway. */
 static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned lane_keep)
 {
 	struct dead_ref *v;
@@ -190,14 +191,18 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 			 * a deadline and fails the shape test). acquire: the lease load stays before the
 			 * word load, which pairs with the release CAS that made the slot dead. */
 			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
-			if (atomic_load_explicit(&s->word, memory_order_acquire) != w ||
-			    lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != lease_tag(q, w))
-				continue;
 			/* fresh delivery count; due now (its tag is that of deliveries 0) */
 			nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
-			if (!atomic_compare_exchange_strong_explicit(
-				    &s->lease, &lw, lw_make(0, LW_NOT_BEFORE, lease_tag(q, nw)),
-				    memory_order_relaxed, memory_order_relaxed))
+			uint64_t due_now = lw_make(0, LW_NOT_BEFORE, lease_tag(q, nw));
+			if (atomic_load_explicit(&s->word, memory_order_acquire) != w)
+				continue;
+			/* due_now already: a redrive of this letter (the tag names its ticket) stopped
+			 * between its two CASes, or is between them now; either way only the word is
+			 * left to move, and one of us wins it */
+			if (lw != due_now &&
+			    (lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != lease_tag(q, w) ||
+			     !atomic_compare_exchange_strong_explicit(
+				     &s->lease, &lw, due_now, memory_order_relaxed, memory_order_relaxed)))
 				continue;
 		} else {
 			nw = w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0);

@@ -150,6 +150,33 @@ Test(dlq, redrive_puts_the_oldest_back_with_a_fresh_delivery_count)
 	shmq_close(q);
 }
 
+/* A redrive CASes the lease word, then the slot word. One SIGKILLed between the two leaves the
+ * letter DEAD with the lease word the redrive wrote (due now, the tag of deliveries 0): the next
+ * redrive must finish it, not skip a letter it no longer recognises. */
+Test(dlq, a_redrive_killed_between_its_two_cases_is_finished_by_the_next_redrive)
+{
+	struct shmq_config c = tq_config(8);
+	c.dlq_max = 8;
+	shmq_t *q = tq_mkq(&c);
+	reject_all(q, (uint32_t[]){42}, 1);
+	struct shmq_dead_letter dl[2];
+	cr_assert_eq(shmq_dlq_list(q, dl, 2), 1);
+	struct shmq_slot *s = slot_at(q, id_slot(q, dl[0].id));
+	uint64_t w = atomic_load(&s->word);
+	cr_assert(w_is_dead(w), "the letter's slot is dead");
+	/* the redrive's first CAS, as it writes it; its second never came */
+	uint64_t nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
+	atomic_store(&s->lease, lw_make(0, LW_NOT_BEFORE, lease_tag(q, nw)));
+	cr_expect_eq(shmq_dlq_redrive(q, UINT32_MAX), 1, "the half-redriven letter was not redriven");
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 1000), 0, "the redriven message was not delivered");
+	cr_expect_eq(payload_u32(m.data), 42);
+	cr_expect_eq(m.deliveries, 1);
+	cr_expect_eq(shmq_ack(q, &m), 0);
+	cr_expect_eq(shmq_dlq_list(q, dl, 2), 0, "nothing is left in the DLQ");
+	shmq_close(q);
+}
+
 Test(dlq, purge_deletes_the_oldest_and_frees_their_slots)
 {
 	struct shmq_config c = tq_config(8);
