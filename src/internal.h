@@ -279,8 +279,10 @@ SHMQ_HIDDEN uint64_t shmq_deadline(int timeout_ms);
 
 /* registry.c */
 /* Claims a record for q, whose fd is its segment's descriptor from shm_open: on success q->fd is
- * a new description of the same object that holds our lock, and the caller closes the old one. */
-SHMQ_HIDDEN int shmq_part_attach(shmq_t *q);
+ * a new description of the same object that holds our lock, and the caller closes the old one.
+ * lenient 0 takes only records free for longer than the reuse delay, 1 any free one; -EUSERS: none
+ * (the caller may run a reclaim pass and ask again). */
+SHMQ_HIDDEN int shmq_part_attach(shmq_t *q, int lenient);
 /* Frees (or leaves to reclaim) q's record, drops its lock and closes q->fd. A foreign handle's
  * record and lock are its parent's: they are left alone. */
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
@@ -294,6 +296,8 @@ SHMQ_HIDDEN int shmq_lock_probe(int fd, uint32_t i);
 SHMQ_HIDDEN int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v);
 /* Slots this handle holds LEASED (and, with writing_too, WRITING), counted from the slot words. */
 SHMQ_HIDDEN uint32_t shmq_slots_held(shmq_t *q, int writing_too);
+/* Key-hash queues: announces a change of the consumer set (bumps assign_gen). */
+SHMQ_HIDDEN void shmq_assignment_changed(shmq_t *q);
 
 /* reclaim.c: the receivers' pass, in slices. start opens a pass unless one is open; step does up
  * to budget slots of the open one (1: it claimed the last of them). */
@@ -316,14 +320,16 @@ static inline int shmq_reclaim_open(shmq_t *q)
 				q->capacity);
 }
 
-/* ring.c */
+/* redeliver.c: the backoff before redelivery n, and the header's redelivery hint (see layout.h) */
 SHMQ_HIDDEN uint64_t shmq_backoff_ms(const shmq_t *q, unsigned deliveries);
 /* After n messages (0: none, only a due time seen) were made DELAYED, the earliest due at due_ms:
- * moves the redelivery hint and wakes as many sleepers as it has to (see ring.c). */
+ * moves the redelivery hint and wakes as many sleepers as it has to (see redeliver.c). */
 SHMQ_HIDDEN void shmq_note_delayed(shmq_t *q, uint64_t due_ms, unsigned n);
 #define REDELIVER_NONE ((1ULL << 48) - 1)
 static inline uint64_t rd_due(uint64_t v) { return v >> 16; }
 static inline uint64_t rd_make(uint64_t due, uint64_t epoch) { return (due << 16) | (epoch & 0xffff); }
+
+/* ring.c */
 
 /* shmq_send_reserve into lane l; strict: wait for room there (per-key order), else move on */
 SHMQ_HIDDEN int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq_reservation *r,
@@ -368,8 +374,6 @@ SHMQ_HIDDEN uint32_t shmq_home_lanes(shmq_t *q, uint64_t now_ms);
  * lease and another consumer took up lanes): then whatever it took must be given back. */
 SHMQ_HIDDEN uint32_t shmq_kh_begin(shmq_t *q, uint64_t now_ms, uint32_t *fence);
 SHMQ_HIDDEN int shmq_kh_end(shmq_t *q, uint32_t fence);
-/* Key-hash queues: announces a change of the consumer set (bumps assign_gen's generation). */
-SHMQ_HIDDEN void shmq_assignment_changed(shmq_t *q);
 
 /* dlq.c: after n slots of lane l went dead: raises the lane's dead-letter hint */
 SHMQ_HIDDEN void shmq_dlq_added(shmq_t *q, uint32_t l, unsigned n);

@@ -178,16 +178,6 @@ static int lane_clear(shmq_t *q, uint32_t l, uint32_t *k, uint32_t *budget, uint
 	return *k > q->lane_mask;
 }
 
-void shmq_assignment_changed(shmq_t *q)
-{
-	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
-		return;
-	/* seq_cst: after the record change it announces (stored before it), and one half of the
-	 * pair with shmq_kh_begin() (see the top of this file). The set is kept: the first consumer
-	 * to compute the new one moves the word again (kh_lanes) */
-	atomic_fetch_add_explicit(&q->hdr->assign_gen, 1ULL << 32, memory_order_seq_cst);
-}
-
 void shmq_consumer_poll(shmq_t *q, uint64_t now)
 {
 	/* relaxed, our own record (the line our counters are on): assigners elsewhere read role

@@ -185,10 +185,11 @@ static void disown(shmq_t *q)
 
 /* ---- records ------------------------------------------------------------------------------- */
 
-static int claim_record(shmq_t *q)
+/* lenient 0: only records free for longer than the reuse delay; 1: also those freed just now */
+static int claim_record(shmq_t *q, int lenient)
 {
 	uint64_t now = now_ms();
-	for (int round = 0; round < 2; round++) {
+	for (int round = 0; round < 1 + lenient; round++) {
 		for (uint32_t i = 0; i < q->max_parts; i++) {
 			struct shmq_participant *p = part_at(q, i);
 			uint64_t v = atomic_load_explicit(&p->state, memory_order_acquire);
@@ -225,20 +226,16 @@ static int claim_record(shmq_t *q)
 			q->me = p;
 			return 0;
 		}
-		/* no record free for long enough: a reclaim pass requeues what dead owners held and
-		 * frees their records; then look once more, taking one freed just now if need be */
-		if (round == 0)
-			shmq_reclaim(q, NULL);
 	}
 	return -EUSERS;
 }
 
-int shmq_part_attach(shmq_t *q)
+int shmq_part_attach(shmq_t *q, int lenient)
 {
 	int map_fd = q->fd, err = own_description(q);
 	if (err)
 		return err;
-	if ((err = claim_record(q))) {
+	if ((err = claim_record(q, lenient))) {
 		disown(q);
 		q->fd = map_fd;
 	}
@@ -281,6 +278,16 @@ void shmq_part_detach(shmq_t *q)
 	q->me = NULL;
 	if (was == PART_CONSUMER && q->uses_lanes)
 		shmq_notify(q, &q->hdr->data_seq, &q->hdr->data_sleepers, SHMQ_WAKE_ALL);
+}
+
+void shmq_assignment_changed(shmq_t *q)
+{
+	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH)
+		return;
+	/* seq_cst: after the record change it announces (stored before it), and one half of the
+	 * pair with shmq_kh_begin() (see the top of lanes.c). The set is kept: the first consumer
+	 * to compute the new one moves the word again (kh_lanes) */
+	atomic_fetch_add_explicit(&q->hdr->assign_gen, 1ULL << 32, memory_order_seq_cst);
 }
 
 /* Frees record i, observed as v, of a participant that is gone. The caller must already have

@@ -405,6 +405,18 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->pid = getpid();
 }
 
+/* Claims a participant record for q. With none free for long enough, a reclaim pass requeues what
+ * dead owners held and frees their records; then look once more, taking a record freed just now
+ * if need be. The pass runs here, above the registry, which never calls a policy. */
+static int attach(shmq_t *q)
+{
+	int err = shmq_part_attach(q, 0);
+	if (err != -EUSERS)
+		return err;
+	shmq_reclaim(q, NULL);
+	return shmq_part_attach(q, 1);
+}
+
 int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 {
 	struct shmq_config def;
@@ -450,7 +462,7 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	shmq_format(base, cfg);
 	handle_init(q, base, total, fd, base);
 
-	if ((err = shmq_part_attach(q))) {
+	if ((err = attach(q))) {
 		munmap(base, total);
 		/* -ENOENT: NAME was unlinked (and perhaps made anew) meanwhile: not ours to unlink */
 		if (err == -ENOENT)
@@ -595,7 +607,7 @@ int shmq_open_opts(const char *name, const struct shmq_open_options *opts, shmq_
 	}
 	memcpy(q->name, m.name, sizeof(q->name));
 	handle_init(q, m.base, m.size, m.fd, &m.hdr);
-	if ((err = shmq_part_attach(q))) {
+	if ((err = attach(q))) {
 		munmap(m.base, m.size);
 		close(m.fd);
 		free(q);
