@@ -125,7 +125,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 all: lib tool
@@ -147,9 +147,13 @@ run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=supp
 	exit $$rc
 
 # Criterion prints a "Synthesis:" line per binary; the first failing binary stops make.
-test: all tests
+test: all tests layers
 	$(Q)$(call run_tests,$(UNIT_BIN))
 	$(Q)$(call run_tests,$(INTEG_BIN))
+
+# no call cycle between the library's modules (docs/design.md, "Source layout")
+layers: $(LIB_OBJS)
+	$(Q)$(call msg,CHECK,tests/layers.sh)sh tests/layers.sh $(LIB_OBJS)
 
 unit: $(UNIT_BIN)
 	$(Q)$(call run_tests,$(UNIT_BIN))
