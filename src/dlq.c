@@ -184,7 +184,8 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 			continue;
 		per[l]--; /* whoever wins the word below, the letter leaves its lane */
 		struct shmq_slot *s = slot_at(q, v[i].slot);
-		uint64_t w = v[i].word, nw;
+		uint64_t w = v[i].word;
+		int moved;
 		if (redrive) {
 			/* the lease word, then the word still the letter's: lw was read while the slot
 			 * was this letter, or before its dead-lettering wrote the dead time (then lw is
@@ -192,24 +193,21 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 			 * word load, which pairs with the release CAS that made the slot dead. */
 			uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
 			/* fresh delivery count; due now (its tag is that of deliveries 0) */
-			nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
+			uint64_t nw = w_make(w_ticket(w), SLOT_DELAYED, 0, 0);
 			uint64_t due_now = lw_make(0, LW_NOT_BEFORE, lease_tag(q, nw));
-			if (atomic_load_explicit(&s->word, memory_order_acquire) != w)
-				continue;
 			/* due_now already: a redrive of this letter (the tag names its ticket) stopped
 			 * between its two CASes, or is between them now; either way only the word is
-			 * left to move, and one of us wins it */
-			if (lw != due_now &&
-			    (lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != lease_tag(q, w) ||
-			     !atomic_compare_exchange_strong_explicit(
-				     &s->lease, &lw, due_now, memory_order_relaxed, memory_order_relaxed)))
+			 * left to move (the lease CAS below changes nothing), and one of us wins it */
+			if (atomic_load_explicit(&s->word, memory_order_acquire) != w ||
+			    (lw != due_now &&
+			     (lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != lease_tag(q, w))))
 				continue;
+			moved = slot_requeue(s, lw, due_now, w, nw) == 2;
 		} else {
-			nw = w_make(w_ticket(w) + cap, SLOT_FREE, 0, 0);
+			/* release: pairs with slot_claim()'s acquire */
+			moved = slot_free(s, w, cap, memory_order_release);
 		}
-		/* release: pairs with take_due()'s / claim()'s acquire */
-		if (atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
-							    memory_order_relaxed)) {
+		if (moved) {
 			done++;
 			gone[l]++;
 		}

@@ -9,10 +9,15 @@
 #include <sched.h>
 #include <time.h>
 
+#include "fault.h"
+#include "lane.h"
 #include "layout.h"
 #include "shmq.h"
+#include "slot.h"
 
+#ifndef SHMQ_HIDDEN
 #define SHMQ_HIDDEN __attribute__((visibility("hidden")))
+#endif
 
 struct shmq {
 	struct shmq_hdr *hdr;
@@ -28,6 +33,8 @@ struct shmq {
 	uint32_t lane_mask;  /* slots per lane - 1 */
 	uint32_t lane_shift; /* log2(slots per lane) */
 	uint32_t dispatch;
+	/* the slots and lanes as the ring core (lane.h) sees them: copies of the fields above */
+	struct shmq_lane_view view;
 	int uses_lanes; /* receives go through lane assignment: lanes > 1, or a key-hash queue */
 	uint32_t weights[SHMQ_LANES_MAX];
 	uint32_t slot_size;
@@ -98,20 +105,6 @@ struct shmq {
  * load of a field the calls read anyway: no syscall (getpid) per call. */
 static inline int foreign(const shmq_t *q) { return q && q->foreign; }
 
-/* Tickets a lane may have outstanding (prod_tail - cons_head). claim() takes no ticket once that
- * is two laps: a producer walks at most one lap past a full window, to a slot freed out of order.
- * Producers racing past that check each add one more: GAP_RACERS of them is already absurd. Past
- * this, and whenever cons_head > prod_tail, the counters are corrupt (-EPROTO, `shmq check`). */
-#define GAP_RACERS (1u << 16)
-static inline uint64_t lane_gap_max(uint64_t lane_cap) { return 2 * lane_cap + GAP_RACERS; }
-
-/* 1 if lane counters read in this order (cons_head hd first, then prod_tail tl: the tail only
- * grows, so hd <= tl) can be true. */
-static inline int lane_sane(uint64_t hd, uint64_t tl, uint64_t lane_cap)
-{
-	return hd <= tl && tl - hd <= lane_gap_max(lane_cap);
-}
-
 #define RR_RUN 16	     /* sends per lane before round-robin dispatch moves on */
 #define ASSIGN_REFRESH_MS 50 /* consumers recompute their lanes this often (lanes.c) */
 
@@ -140,8 +133,6 @@ static inline uint32_t id_slot(const shmq_t *q, uint64_t id)
 static inline uint64_t id_ticket(const shmq_t *q, uint64_t id) { return id / q->lanes; }
 /* the lane slot idx belongs to */
 static inline uint32_t idx_lane(const shmq_t *q, uint32_t idx) { return idx >> q->lane_shift; }
-
-static inline unsigned char *slot_payload(struct shmq_slot *s) { return (unsigned char *)(s + 1); }
 
 /* The key length of a slot as far as it can be trusted: never past the key limit or the payload
  * area (the segment is shared, so a corrupted value must not move a read out of bounds). */
@@ -234,26 +225,6 @@ static inline uint32_t random_u32(void)
 	return (uint32_t)(st >> 32);
 }
 
-/* Fault injection, compiled only into test builds: a test arms a point, and the process kills
- * itself with SIGKILL when it reaches that point for the n-th time. */
-#ifdef SHMQ_TEST
-void shmq_fault_arm(const char *point, unsigned nth);
-SHMQ_HIDDEN void shmq_fault_hit(const char *point);
-/* sleepers the futex wake-ups of this process have woken so far (wait.c) */
-uint64_t shmq_test_woken(void);
-/* slot words this process's key-hash take-ups have read looking for leases (lanes.c) */
-uint64_t shmq_test_kh_scanned(void);
-#define SHMQ_FAULT(p) shmq_fault_hit(p)
-/* A hook: the next time a thread reaches point, it calls fn(arg) there (once). */
-typedef void (*shmq_hook_fn)(void *arg);
-void shmq_hook_arm(const char *point, shmq_hook_fn fn, void *arg);
-SHMQ_HIDDEN void shmq_hook_hit(const char *point);
-#define SHMQ_HOOK(p) shmq_hook_hit(p)
-#else
-#define SHMQ_FAULT(p) ((void)0)
-#define SHMQ_HOOK(p) ((void)0)
-#endif
-
 /* wait.c: the sleepers word beside each futex word is a flag with a generation (odd: someone
  * may sleep), never a count: see wait.c */
 #define SHMQ_WAKE_ALL 0x7fffffffu
@@ -288,6 +259,8 @@ SHMQ_HIDDEN int shmq_part_attach(shmq_t *q, int lenient);
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
 /* 1 alive, 0 dead (its record may be reclaimed), for participant index i */
 SHMQ_HIDDEN int shmq_part_alive(shmq_t *q, uint32_t i);
+/* shmq_part_alive for the ring core's view (lane.h): ctx is the handle, owner = index + 1 */
+SHMQ_HIDDEN int shmq_owner_alive(void *ctx, unsigned owner);
 /* 1: record i is ALIVE in epoch `epoch` and its owner lives; 0: that participant is gone (its record
  * may have been freed and claimed again since) */
 SHMQ_HIDDEN int shmq_part_alive_in(shmq_t *q, uint32_t i, uint64_t epoch);

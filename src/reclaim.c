@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * reclaim.c: one recovery pass. Any participant may run it at any time, as often and as
- * concurrently as it likes: every repair is a CAS from the exact word the pass observed, so two
- * passes never requeue one delivery twice, and a pass never undoes what an owner did meanwhile.
+ * reclaim.c: the recovery policy. A pass may run at any time, as often and as concurrently as
+ * anyone likes: every repair is a CAS from the exact word the pass observed, so two passes never
+ * requeue one delivery twice, and a pass never undoes what an owner did meanwhile. This file
+ * decides when and over which slots (a whole pass, or the receivers' slices), counts what was
+ * done and wakes whom it concerns; the repair of one slot is the ring core's (lane_repair_slot):
  *
  *   LEASED, deadline passed or owner dead -> DELAYED (backoff) or dead-lettered at max deliveries
  *   WRITING, owner dead                   -> FREE (ticket moves on: consumers step over it)
@@ -13,23 +15,6 @@
 #include <string.h>
 
 #include "internal.h"
-
-/* Only "alive" is remembered for the rest of the pass. "Dead" is probed again for every slot,
- * after its word was read: a record found dead may be freed by another pass and claimed by a
- * newcomer while this pass runs (a pass can be preempted for seconds), and a newcomer locks its
- * byte before it writes any slot word with its id. So a word read, then a probe that finds the
- * byte unlocked, means that word's owner is really gone; a verdict from before the read does not.
- * Trusting a cached "dead" once retired a live producer's slot, and its late writes then tore the
- * next message written there. */
-static int owner_dead(shmq_t *q, uint8_t *alive, unsigned owner)
-{
-	if (owner == 0 || owner > q->max_parts)
-		return 1; /* no valid owner recorded: nobody will ever settle it */
-	uint32_t i = owner - 1;
-	if (!alive[i])
-		alive[i] = (uint8_t)shmq_part_alive(q, i);
-	return !alive[i];
-}
 
 static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
 {
@@ -54,86 +39,41 @@ static void pass_init(struct pass *p)
 	p->next_due = REDELIVER_NONE;
 }
 
-/* The pass's repair of slot i (see the top of the file). */
+static uint64_t backoff(void *ctx, unsigned deliveries) { return shmq_backoff_ms(ctx, deliveries); }
+
+/* The pass's repair of slot i (lane.c), counted. */
 static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 {
-	uint64_t lap = (uint64_t)q->lane_mask + 1, now = p->now;
-	struct shmq_slot *s = slot_at(q, i);
-	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-	unsigned st = w_state(w), d = w_deliv(w);
-	if (st == SLOT_WRITING) {
-		p->held++;
-		if (!owner_dead(q, p->alive, w_owner(w)))
-			return;
-		/* release: pairs with claim()'s acquire, like an abort */
-		if (atomic_compare_exchange_strong_explicit(&s->word, &w,
-							    w_make(w_ticket(w) + lap, SLOT_FREE, 0, 0),
-							    memory_order_release, memory_order_relaxed))
-			p->r.retired_writes++;
-		return;
-	}
-	if (st == SLOT_DELAYED) {
-		uint64_t lw = atomic_load_explicit(&s->lease, memory_order_relaxed);
-		uint64_t due = lw_due(lw, w, q->lane_shift, now);
-		if (due < p->next_due)
-			p->next_due = due;
-		return;
-	}
-	if (w_is_dead(w))
-		p->dead++;
-	if (st != SLOT_LEASED)
-		return;
-	p->held++;
-	SHMQ_HOOK("reclaim-leased-seen");
-	uint64_t lw = atomic_load_explicit(&s->lease, memory_order_acquire);
-	/* The word again: the lease word must be one read while the slot still held the delivery we
-	 * judge. Else a dead owner's lease, lost meanwhile (requeued, redelivered, the slot reused
-	 * by a message leased anew), would have us CAS the new holder's live deadline, whatever its
-	 * tag says: only our word CAS would fail. acquire above: pairs with a holder's release
-	 * deadline store (deliver), so a deadline of a later lease read above comes with a word
-	 * that is not w any more. */
-	if (atomic_load_explicit(&s->word, memory_order_relaxed) != w)
-		return;
-	int dead = owner_dead(q, p->alive, w_owner(w));
-	/* A deadline of this delivery counts as given. A not-before time on a LEASED slot is a
-	 * nack or another pass between its two CASes: that one finishes the job, unless it died
-	 * midway (then the slot stays like this for a whole lease). No value of this delivery
-	 * yet: the owner is between its lease CAS and its deadline store; only death counts. */
-	int expired = lw_tag(lw) == lease_tag(q, w) &&
-		      (lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + q->lease_ms <= now);
-	if (!dead && !expired)
-		return;
-	uint64_t nw, due = now;
-	if (d >= q->max_deliveries) {
-		/* the dead time is the not-before time the lease CAS below writes (due) */
-		nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
-	} else {
-		/* one backoff engine for nack, expiry and crash alike */
-		due = now + shmq_backoff_ms(q, d);
-		nw = w_make(w_ticket(w), SLOT_DELAYED, w_owner(w), d);
-	}
-	/* Take the lease word first, from the exact value we judged: an extend or nack by the
-	 * owner CASes it too, so either they win (and we leave the slot alone) or they see our
-	 * not-before time and report -ESTALE. Then the word, from the exact value we saw. */
-	if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw,
-						     lw_make(due, LW_NOT_BEFORE, lease_tag(q, w)),
-						     memory_order_relaxed, memory_order_relaxed))
-		return;
-	if (!w_is_dead(nw) && due < p->next_due)
-		p->next_due = due;
-	/* release: publishes the new lease word with the state; pairs with take_due()'s acquire */
-	if (!atomic_compare_exchange_strong_explicit(&s->word, &w, nw, memory_order_release,
-						     memory_order_relaxed))
-		return;
-	SHMQ_FAULT("reclaim-mid-pass");
-	if (w_is_dead(nw)) {
+	struct lane_repair r = {
+		.now_ms = p->now,
+		.lease_ms = q->lease_ms,
+		.max_deliveries = q->max_deliveries,
+		.backoff_ms = backoff,
+		.backoff_ctx = q,
+		.alive = p->alive,
+	};
+	struct lane_seen seen;
+	switch (lane_repair_slot(&q->view, &r, (uint32_t)i, &seen)) {
+	case LR_NONE:
+		break;
+	case LR_RETIRED:
+		p->r.retired_writes++;
+		break;
+	case LR_EXPIRED:
+		p->r.expired++;
+		break;
+	case LR_DEAD_OWNER:
+		p->r.dead_owner++;
+		break;
+	case LR_DEAD_LETTER:
 		p->r.dead_lettered++;
 		p->dead_lane[idx_lane(q, (uint32_t)i)]++;
-		p->dead++;
-	} else if (dead)
-		p->r.dead_owner++;
-	else
-		p->r.expired++;
+		break;
+	}
+	p->held += seen.held;
+	p->dead += seen.dead;
+	if (seen.due < p->next_due)
+		p->next_due = seen.due;
 }
 
 /* 1 if record i, observed as *v, is held by a participant that is gone. */

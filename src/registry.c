@@ -85,6 +85,8 @@ int shmq_part_alive(shmq_t *q, uint32_t i)
 	return shmq_lock_probe(q->fd, i) != 0;
 }
 
+int shmq_owner_alive(void *ctx, unsigned owner) { return shmq_part_alive(ctx, owner - 1); }
+
 int shmq_part_alive_in(shmq_t *q, uint32_t i, uint64_t epoch)
 {
 	if (i >= q->max_parts)
@@ -222,6 +224,7 @@ static int claim_record(shmq_t *q, int lenient)
 			atomic_store_explicit(&p->last_active_ms, now, memory_order_relaxed);
 			q->part = i;
 			q->owner = i + 1;
+			q->view.owner = q->owner;
 			q->epoch = (uint32_t)ps_epoch(nv);
 			q->me = p;
 			return 0;

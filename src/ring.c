@@ -40,21 +40,6 @@ enum head_result {
 
 #define HEAD_STEPS 1024 /* tickets take_head() steps over per call; the caller checks its deadline */
 
-static inline int cas_word(struct shmq_slot *s, uint64_t *expect, uint64_t desired, memory_order mo)
-{
-	return atomic_compare_exchange_strong_explicit(&s->word, expect, desired, mo, memory_order_acquire);
-}
-
-/* Marks ticket t abandoned at slot s (skip = max(skip, t + 1)). seq_cst: one half of the Dekker
- * pair with claim()'s CAS-then-load of skip. */
-static void skip_past(struct shmq_slot *s, uint64_t t)
-{
-	uint64_t sk = atomic_load_explicit(&s->skip, memory_order_relaxed);
-	while (sk < t + 1 && !atomic_compare_exchange_weak_explicit(
-				     &s->skip, &sk, t + 1, memory_order_seq_cst, memory_order_relaxed))
-		;
-}
-
 static inline void touch(shmq_t *q)
 {
 	atomic_store_explicit(&q->me->last_active_ms, now_ms(), memory_order_relaxed);
@@ -111,56 +96,27 @@ HOT int await_ack(shmq_t *q, struct shmq_slot *s, uint64_t *w)
  * and we abandon it) and the caller takes another. */
 HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 {
-	uint64_t cap = (uint64_t)q->lane_mask + 1;
-	struct shmq_slot *s = slot_at(q, lane_idx(q, l, t));
-	/* No load first: the CAS from the usual word (freed for exactly this ticket) moves the line
-	 * here once, where a load then a CAS would move it twice while the consumer that acked it
-	 * still holds it. A failed CAS loads the real word (acquire) for the cases below. */
+	struct shmq_slot *s;
+	/* the usual word: freed for exactly this ticket (see slot_claim) */
 	uint64_t w = w_make(t, SLOT_FREE, 0, 0);
-	int waited = 0; /* await_ack() once at most: not per pass (the first pass only guesses w) */
-	for (;;) {
-		int64_t d = ticket_diff(t, w_ticket(w));
-		if (w_state(w) == SLOT_FREE && d >= 0) {
-			/* acquire: pairs with the release that freed the slot (ack, abort, retire), so
-			 * the previous holder's reads of the payload are done before we write */
-			if (!cas_word(s, &w, w_make(t, SLOT_WRITING, q->owner, 0), memory_order_seq_cst))
-				continue;
-			/* seq_cst CAS above, seq_cst load here; the consumer side stores skip (seq_cst)
-			 * then reloads the word: one of us sees the other (Dekker) */
-			if (atomic_load_explicit(&s->skip, memory_order_seq_cst) > t) {
-				w = w_make(t, SLOT_WRITING, q->owner, 0);
-				cas_word(s, &w, w_make(t + cap, SLOT_FREE, 0, 0), memory_order_release);
-				return -EAGAIN;
-			}
-			SHMQ_FAULT("send-after-claim");
-			*out = s;
-			return 0;
-		}
-		if (d > 0 && w_state(w) != SLOT_FREE) {
-			/* occupied by an older message. One leased a moment ago is usually acked within
-			 * microseconds: wait for that once, holding the ticket (far less than the grace
-			 * after which consumers abandon a ticket taken and unused), instead of looking
-			 * before the ticket is taken, which would move the line here twice on every
-			 * send (a load, then the CAS) */
-			if (!waited++ && await_ack(q, s, &w))
-				continue;
-			/* still occupied: abandon ticket t at this slot */
-			skip_past(s, t);
-		}
-		/* else a consumer already abandoned ticket t (the slot moved past it) */
-		return -EAGAIN;
+	enum slot_claim_result r = lane_claim(&q->view, l, t, &s, &w);
+	if (__builtin_expect(r == CLAIM_HELD, 0)) {
+		/* occupied by an older message. One leased a moment ago is usually acked within
+		 * microseconds: wait for that once, holding the ticket (far less than the grace after
+		 * which consumers abandon a ticket taken and unused), instead of looking before the
+		 * ticket is taken, which would move the line here twice on every send (a load, then
+		 * the CAS) */
+		if (await_ack(q, s, &w))
+			r = slot_claim(s, t, q->owner, (uint64_t)q->lane_mask + 1, &w);
+		/* still occupied: abandon ticket t at this slot */
+		if (r == CLAIM_HELD)
+			slot_skip_past(s, t);
 	}
-}
-
-/* 1 if lane ln's counters are corrupt: hd (read before tl) is past tl, or tl is further ahead of
- * hd than producers ever take (lane_sane). The gap is judged only if the head has not moved since
- * hd was read: a caller preempted between its two loads sees both counters move on by any amount,
- * while a head that stayed put bounds the tail read in between. */
-static int lane_corrupt(struct shmq_lane *ln, uint64_t hd, uint64_t tl, uint64_t cap)
-{
-	if (lane_sane(hd, tl, cap))
-		return 0;
-	return hd > tl || atomic_load_explicit(&ln->cons_head, memory_order_acquire) == hd;
+	if (r != CLAIM_OK)
+		return -EAGAIN;
+	SHMQ_FAULT("send-after-claim");
+	*out = s;
+	return 0;
 }
 
 /* The window check shared by claim() and take_run(): loads prod_tail into *t0 and a cons_head no
@@ -231,9 +187,7 @@ static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket
 				room = 1;
 			}
 		}
-		/* relaxed: the ticket only names a slot; the CAS on that slot orders everything */
-		uint64_t t = atomic_fetch_add_explicit(&ln->prod_tail, 1, memory_order_relaxed);
-		SHMQ_FAULT("send-after-ticket");
+		uint64_t t = lane_take_ticket(&q->view, l);
 		if (claim_ticket(q, l, t, out) == 0) {
 			*ticket = t;
 			return 0;
@@ -308,11 +262,7 @@ HOT void fill(struct shmq_slot *s, uint64_t id, uint32_t len, uint32_t key_len, 
 HOT int publish_word(shmq_t *q, struct shmq_slot *s, uint64_t t)
 {
 	SHMQ_FAULT("send-before-publish");
-	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-	/* release (in seq_cst): pairs with the consumer's acquire lease CAS (or the acquire word it
-	 * returns when it fails); the payload, id
-	 * and len written before are visible to whoever sees READY. seq_cst for shmq_notify_sc. */
-	return cas_word(s, &w, w_make(t, SLOT_READY, 0, 0), memory_order_seq_cst) ? 0 : -ESTALE;
+	return slot_publish(s, t, q->owner) ? -ESTALE : 0;
 }
 
 static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
@@ -328,12 +278,10 @@ static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint3
 }
 
 /* Gives a claimed slot back unpublished (WRITING -> FREE, the ticket moves on with the slot:
- * consumers step over it). release: pairs with claim's acquire, as any freeing CAS. */
+ * consumers step over it). */
 static int unclaim(shmq_t *q, struct shmq_slot *s, uint64_t t)
 {
-	uint64_t w = w_make(t, SLOT_WRITING, q->owner, 0);
-	return cas_word(s, &w, w_make(t + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_release) ? 0
-												    : -ESTALE;
+	return slot_unclaim(s, t, q->owner, (uint64_t)q->lane_mask + 1) ? 0 : -ESTALE;
 }
 
 /* Copies a message's payload into a claimed slot. Test builds split the copy around a fault point
@@ -635,83 +583,39 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 				  uint64_t *waited_ticket, uint64_t *wait_since, int force_tail)
 {
 	static _Thread_local unsigned idle_polls;
-	struct shmq_lane *h = &q->hdr->lane[l];
-	uint64_t cap = (uint64_t)q->lane_mask + 1;
+	const struct shmq_lane_view *v = &q->view;
 	for (unsigned steps = 0;; steps++) {
 		if (steps == HEAD_STEPS)
 			return HEAD_WAIT;
-		uint64_t hd = atomic_load_explicit(&h->cons_head, memory_order_acquire);
-		uint32_t idx = lane_idx(q, l, hd);
-		struct shmq_slot *s = slot_at(q, idx);
-		/* The lease CAS comes first, from the word a published first delivery has: the line
-		 * then moves here once, for writing, where a load then a CAS would fetch it to read
-		 * and then again to write, right when the message is due (A/B: one-way p50
-		 * -6%, 1P1C +2%). A failed CAS loads the real word (acquire) for the cases below.
-		 * acquire: pairs with publish()'s release, making the payload visible. */
-		uint64_t w = w_make(hd, SLOT_READY, 0, 0);
-		uint64_t leased = w_make(hd, SLOT_LEASED, q->owner, 1);
-		int took = cas_word(s, &w, leased, memory_order_acquire);
-		int64_t d = ticket_diff(hd, w_ticket(w));
-		unsigned st = w_state(w);
-		if (took || (d == 0 && st == SLOT_READY)) {
-			/* READY for hd with other fields: publish never writes one (check.c reports
-			 * it as corrupt), but lease it from the word seen, as before this CAS came first */
-			if (!took && !cas_word(s, &w, leased, memory_order_acquire))
-				continue;
-			/* the payload line is the other miss of a delivery: the caller reads it next */
-			__builtin_prefetch(slot_payload(s), 0, 3);
-			SHMQ_FAULT("recv-before-head");
-			/* failure is fine: someone helped move the head past our ticket already */
-			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
-								memory_order_release, memory_order_relaxed);
-			SHMQ_FAULT("recv-after-lease");
-			deliver(q, idx, leased, m, now);
+		struct lane_at a;
+		switch (lane_head_step(v, l, &a)) {
+		case LH_TOOK:
+			deliver(q, a.idx, a.w, m, now);
 			return HEAD_TOOK;
-		}
-		int passed = d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING);
-		/* what must be <= prod_tail when this step needs more than the word: a skip word
-		 * (1 + a ticket taken), or a slot's ticket more than a lap past hd, less the lap
-		 * (a freed slot is one lap ahead of a ticket taken). 0: nothing to check. */
-		uint64_t beyond = d < -(int64_t)cap ? hd - (uint64_t)d - cap : 0;
-		if (!passed && (d > 0 || st == SLOT_FREE)) {
-			/* skip may also come from a later ticket of this slot (hd + k * cap), abandoned
-			 * by a producer that found the slot taken: possibly by hd's own message, claimed
-			 * after our look at the word. So: skip, then the word again, both seq_cst. If
-			 * the word is unchanged, hd's producer has not claimed yet, and its seq_cst
-			 * skip load after its claim will see this skip too (it abandons hd as we do). */
-			uint64_t sk = atomic_load_explicit(&s->skip, memory_order_seq_cst);
-			passed = sk > hd && atomic_load_explicit(&s->word, memory_order_seq_cst) == w;
-			if (passed)
-				beyond = sk;
-		}
-		if (beyond) {
-			/* a skip is 1 + a ticket taken (so <= prod_tail), a slot's ticket at most a lap
-			 * past one: both were stored after their ticket was taken, and read here before
-			 * the tail (acquire; the skip store is seq_cst, the tail's RMW before it) */
-			uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-			if (lane_corrupt(h, hd, tl, cap) || hd == tl || beyond > tl)
-				return HEAD_CORRUPT;
-		}
-		if (passed) {
-			atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1,
-								memory_order_release, memory_order_relaxed);
+		case LH_PASSED:
+		case LH_AGAIN:
 			continue;
-		}
-		if (d == 0 && st == SLOT_WRITING) {
+		case LH_CORRUPT:
+			return HEAD_CORRUPT;
+		case LH_WRITING:
 			/* a producer is writing our ticket: wait; a dead one is retired below */
-			if (*waited_ticket != hd) {
-				*waited_ticket = hd;
+			if (*waited_ticket != a.hd) {
+				*waited_ticket = a.hd;
 				*wait_since = now_ms();
-			} else if (now_ms() - *wait_since >= WRITER_PROBE_MS &&
-				   !shmq_part_alive(q, w_owner(w) - 1)) {
-				if (cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_release))
+			} else if (now_ms() - *wait_since >= WRITER_PROBE_MS) {
+				int r = lane_retire_writer(v, &a);
+				if (r == 1)
 					count(q, C_RETIRED_WRITES, 1);
-				/* a batch producer leaves a run of slots WRITING: probe the next one at
-				 * once (the probe, not the wait, decides) */
-				*waited_ticket = hd + 1;
-				continue;
+				if (r) {
+					/* a batch producer leaves a run of slots WRITING: probe the next
+					 * one at once (the probe, not the wait, decides) */
+					*waited_ticket = a.hd + 1;
+					continue;
+				}
 			}
 			return HEAD_WAIT;
+		case LH_UNCLAIMED:
+			break;
 		}
 		/* The slot has no message for ticket hd yet. Unclaimed (FREE for hd): as good as empty,
 		 * unless a producer took ticket hd and has not claimed the slot yet, which only
@@ -721,33 +625,27 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		 * last check before a sleep (force_tail), and every poll once a producer was seen
 		 * holding ticket hd (its grace must run out, or a dead one's ticket would stall
 		 * the lane for a poller that comes back every TAIL_EVERY polls) read it. */
-		if (d == 0 && st == SLOT_FREE && !force_tail && *waited_ticket != hd &&
-		    ++idle_polls % TAIL_EVERY)
+		if (ticket_diff(a.hd, w_ticket(a.w)) == 0 && w_state(a.w) == SLOT_FREE && !force_tail &&
+		    *waited_ticket != a.hd && ++idle_polls % TAIL_EVERY)
 			return HEAD_EMPTY;
-		uint64_t tl = atomic_load_explicit(&h->prod_tail, memory_order_acquire);
-		if (lane_corrupt(h, hd, tl, cap))
+		int held = lane_ticket_held(v, l, a.hd);
+		if (held < 0)
 			return HEAD_CORRUPT;
-		if (tl == hd)
+		if (!held)
 			return HEAD_EMPTY;
 		/* a producer holds ticket hd but has not claimed the slot yet: give it a moment, then
 		 * abandon the ticket (a live producer notices and takes another one) */
-		if (*waited_ticket != hd) {
-			*waited_ticket = hd;
+		if (*waited_ticket != a.hd) {
+			*waited_ticket = a.hd;
 			*wait_since = now_ms();
 			return HEAD_WAIT;
 		}
 		if (now_ms() - *wait_since < ABANDON_GRACE_MS)
 			return HEAD_WAIT;
-		if (st == SLOT_FREE) {
-			cas_word(s, &w, w_make(hd + cap, SLOT_FREE, 0, 0), memory_order_seq_cst);
-		} else {
-			skip_past(s, hd);
-			/* the reload after the seq_cst skip store is the other half of claim()'s check */
-			(void)atomic_load_explicit(&s->word, memory_order_seq_cst);
-		}
+		lane_abandon(v, &a);
 		/* the grace runs on for the next ticket: a batch producer killed holding a run of
 		 * tickets costs one grace, not one per ticket (a live holder takes another ticket) */
-		*waited_ticket = hd + 1;
+		*waited_ticket = a.hd + 1;
 	}
 }
 
@@ -811,7 +709,7 @@ static int due_window(shmq_t *q, struct shmq_msg *m, uint64_t now)
 			continue; /* cannot happen: max_deliveries <= 255 dead-letters first */
 		uint64_t leased = w_make(w_ticket(w), SLOT_LEASED, q->owner, d);
 		/* acquire: pairs with the release CAS that made it DELAYED (nack / reclaim) */
-		if (!cas_word(s, &w, leased, memory_order_acquire))
+		if (!slot_lease(s, &w, leased))
 			continue;
 		SHMQ_FAULT("redeliver-after-lease");
 		if (n < cap) {
@@ -943,7 +841,7 @@ static void kh_give_back(shmq_t *q, const struct shmq_msg *m)
 	uint64_t w = m->token;
 	unsigned d = w_deliv(w);
 	/* release: pairs with take_due()'s acquire, like a nack */
-	if (cas_word(slot_at(q, m->slot), &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d ? d - 1 : 0),
+	if (slot_cas(slot_at(q, m->slot), &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d ? d - 1 : 0),
 		     memory_order_release))
 		shmq_note_delayed(q, now_ms(), 1);
 }
@@ -1186,7 +1084,7 @@ static unsigned take_run_head(shmq_t *q, uint32_t l, struct shmq_msg *m, unsigne
 		uint64_t w = w_make(hd + k, SLOT_READY, 0, 0);
 		uint64_t leased = w_make(hd + k, SLOT_LEASED, q->owner, 1);
 		/* acquire: pairs with publish()'s release, making the payload visible */
-		if (!cas_word(slot_at(q, idx), &w, leased, memory_order_acquire))
+		if (!slot_lease(slot_at(q, idx), &w, leased))
 			break;
 		deliver(q, idx, leased, &m[k], now);
 	}
@@ -1477,22 +1375,6 @@ static struct shmq_slot *msg_slot(shmq_t *q, const struct shmq_msg *m)
 	return slot_at(q, m->slot);
 }
 
-/* Replaces the lease deadline of the delivery whose slot word is w with `nv`. Fails (-ESTALE) if
- * the lease word no longer holds a deadline of that delivery: a reclaim pass (or another thread
- * settling the same delivery) got there first, or the slot holds another message by now (the
- * tag's lap differs, so its holder's deadline is left alone). relaxed: the word CAS or re-check
- * that follows orders it. */
-static int set_lease(shmq_t *q, struct shmq_slot *s, uint64_t w, uint64_t nv)
-{
-	uint64_t cur = atomic_load_explicit(&s->lease, memory_order_relaxed);
-	do {
-		if (lw_tag(cur) != lease_tag(q, w) || lw_kind(cur) != LW_DEADLINE)
-			return -ESTALE;
-	} while (!atomic_compare_exchange_weak_explicit(&s->lease, &cur, nv, memory_order_relaxed,
-							memory_order_relaxed));
-	return 0;
-}
-
 static int stale(shmq_t *q)
 {
 	count(q, C_STALE, 1);
@@ -1506,10 +1388,8 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
-	uint64_t w = m->token;
-	/* release (in seq_cst): pairs with claim()'s acquire CAS; our reads of the payload are done
-	 * before a producer may overwrite it. seq_cst for shmq_notify_sc. */
-	if (!cas_word(s, &w, w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0), memory_order_seq_cst))
+	/* our reads of the payload are done before a producer may overwrite it (see lane_ack) */
+	if (!lane_ack(&q->view, s, m->token))
 		return stale(q);
 	count(q, C_ACKED, 1);
 	settled(q, 1);
@@ -1526,12 +1406,10 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 	unsigned acked = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct shmq_slot *s = msg_slot(q, &m[i]);
-		uint64_t w = m[i].token;
 		if (!s)
 			continue;
 		/* as in shmq_ack */
-		if (cas_word(s, &w, w_make(w_ticket(w) + q->lane_mask + 1, SLOT_FREE, 0, 0),
-			     memory_order_seq_cst))
+		if (lane_ack(&q->view, s, m[i].token))
 			acked++;
 		else
 			count(q, C_STALE, 1);
@@ -1552,10 +1430,10 @@ static int dead_letter(shmq_t *q, uint32_t idx, uint64_t w, unsigned dead, enum 
 {
 	struct shmq_slot *s = slot_at(q, idx);
 	SHMQ_HOOK("dead-letter");
-	if (set_lease(q, s, w, lw_make(now_ms(), LW_NOT_BEFORE, lease_tag(q, w))))
+	if (slot_set_lease(s, lease_tag(q, w), lw_make(now_ms(), LW_NOT_BEFORE, lease_tag(q, w))))
 		return stale(q);
 	/* release: publishes the dead time with the state; pairs with the DLQ's acquire load */
-	if (!cas_word(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))
+	if (!slot_cas(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))
 		return stale(q);
 	count(q, c, 1);
 	count(q, C_DEAD_LETTERED, 1);
@@ -1584,10 +1462,10 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 	/* the not-before time goes in first, tagged with this delivery; the release CAS on the word
 	 * publishes it. A CAS, because a reclaim pass that found our deadline expired CASes it too:
 	 * whoever wins the lease word moves the word. */
-	if (set_lease(q, s, w, lw_make(due, LW_NOT_BEFORE, lease_tag(q, w))))
+	if (slot_set_lease(s, lease_tag(q, w), lw_make(due, LW_NOT_BEFORE, lease_tag(q, w))))
 		return stale(q);
 	SHMQ_FAULT("nack-before-cas");
-	if (!cas_word(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
+	if (!slot_cas(s, &w, w_make(w_ticket(w), SLOT_DELAYED, q->owner, d), memory_order_release))
 		return stale(q);
 	count(q, C_NACKED, 1);
 	count(q, C_RETRIED, 1);
@@ -1619,7 +1497,8 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
 	uint64_t ms = lease_ms > 0 ? (uint64_t)lease_ms : q->lease_ms;
 	if (atomic_load_explicit(&s->word, memory_order_acquire) != m->token)
 		return stale(q);
-	if (set_lease(q, s, m->token, lw_make(now_ms() + ms, LW_DEADLINE, lease_tag(q, m->token))))
+	if (slot_set_lease(s, lease_tag(q, m->token),
+			   lw_make(now_ms() + ms, LW_DEADLINE, lease_tag(q, m->token))))
 		return stale(q);
 	/* a reclaim that completed before our CAS left no deadline of this delivery to replace, so
 	 * it failed above; this re-check catches an ack/nack of the same delivery by another thread */

@@ -283,12 +283,13 @@ void shmq_format(void *base, const struct shmq_config *cfg)
 	for (uint32_t i = 0; i < h->lanes; i++)
 		h->weights[i] = cfg->weights[i] ? cfg->weights[i] : 1;
 	atomic_init(&h->redeliver, rd_make(REDELIVER_NONE, 0));
-	unsigned char *slots = (unsigned char *)base + h->slots_off;
 	uint32_t lane_cap = cfg->capacity / h->lanes;
-	for (uint32_t i = 0; i < cfg->capacity; i++) {
-		struct shmq_slot *s = (struct shmq_slot *)(slots + (uint64_t)i * cfg->slot_size);
-		atomic_init(&s->word, w_make(i % lane_cap, SLOT_FREE, 0, 0)); /* its lane's first ticket */
-	}
+	lane_format(&(struct shmq_lane_view){.slots = (unsigned char *)base + h->slots_off,
+					     .lane = h->lane,
+					     .slot_size = cfg->slot_size,
+					     .lanes = h->lanes,
+					     .lane_mask = lane_cap - 1,
+					     .lane_shift = (uint32_t)__builtin_ctz(lane_cap)});
 	/* pairs with the acquire load in shmq_validate_header: whoever sees the magic sees the rest */
 	atomic_store_explicit(&h->magic, SHMQ_MAGIC, memory_order_release);
 }
@@ -403,6 +404,18 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->dedup_mask = h->dedup_entries ? h->dedup_entries - 1 : 0;
 	q->dedup_window_ms = h->dedup_window_ms;
 	q->pid = getpid();
+	q->view = (struct shmq_lane_view){
+		.slots = q->slots,
+		.lane = q->hdr->lane,
+		.slot_size = q->slot_size,
+		.lanes = q->lanes,
+		.lane_mask = q->lane_mask,
+		.lane_shift = q->lane_shift,
+		.owner = q->owner,
+		.max_owner = q->max_parts,
+		.alive = shmq_owner_alive,
+		.ctx = q,
+	};
 }
 
 /* Claims a participant record for q. With none free for long enough, a reclaim pass requeues what
