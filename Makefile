@@ -3,7 +3,7 @@
 # shmq build.  One Makefile serves three build trees:
 #   make            -> build/        (-O2 -g, jemalloc in the tool and benches)
 #   make asan       -> build-asan/   (ASan + UBSan, libc malloc), runs unit + integration tests
-#   make tsan       -> build-tsan/   (TSan, libc malloc), runs the thread and worker tests as plain programs
+#   make tsan       -> build-tsan/   (TSan, libc malloc), runs the thread, worker and ring-core tests as plain programs
 #   make fuzz       -> build/fuzz/   (clang libFuzzer + ASan + UBSan), fuzzes the inspection code
 # The sanitizer targets re-invoke make with BUILD=<dir> SAN=<asan|tsan>.
 #
@@ -68,8 +68,9 @@ LIB_SRCS := $(sort $(wildcard src/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
-# the thread and worker tests again, each as a plain program for TSan (see tests/common.h, TQ_PLAIN)
-TSAN_SRCS := tests/integration/test_threads.c tests/integration/test_worker.c
+# the thread and worker tests and the ring core's unit tests (its threaded one on malloc'd memory)
+# again, each as a plain program for TSan (see tests/common.h, TQ_PLAIN)
+TSAN_SRCS := tests/integration/test_threads.c tests/integration/test_worker.c tests/unit/test_lane.c
 # bench/harness.c and bench/crash.c drive the transports of bench/peers/ (adapters, one per
 # transport, plus what the two share in bench/lib/); the other bench/*.c are standalone programs.
 SUITE_MAINS := bench/harness.c bench/crash.c
@@ -86,7 +87,7 @@ TESTLIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/test/%.o)
 TOOL_OBJS := $(TOOL_SRCS:%.c=$(OBJ)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
-TSAN_OBJS := $(TSAN_SRCS:tests/integration/%.c=$(OBJ)/tsan/%.o)
+TSAN_OBJS := $(patsubst %.c,$(OBJ)/tsan/%.o,$(notdir $(TSAN_SRCS)))
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 SUITE_OBJS := $(SUITE_SRCS:%.c=$(OBJ)/%.o)
 PEER_OBJS := $(PEER_SRCS:%.c=$(OBJ)/%.o) $(PEER_CXX_SRCS:%.cc=$(OBJ)/%.o)
@@ -102,7 +103,7 @@ TOOL := $(BUILD)/shmq
 DEMO_WORKER := $(BUILD)/demo-worker
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
-TSAN_BINS := $(TSAN_SRCS:tests/integration/test_%.c=$(BUILD)/tests/tsan-%)
+TSAN_BINS := $(patsubst test_%.c,$(BUILD)/tests/tsan-%,$(notdir $(TSAN_SRCS)))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 SUITE_BINS := $(SUITE_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK := $(BUILD)/.deps-ok
@@ -369,6 +370,9 @@ $(OBJ)/tests/%.o: tests/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
 
 $(OBJ)/tsan/%.o: tests/integration/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$< (plain))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -DTQ_PLAIN -c -o $@ $<
+
+$(OBJ)/tsan/%.o: tests/unit/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$< (plain))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -DTQ_PLAIN -c -o $@ $<
 
 # Debian's iceoryx headers include each other from a versioned directory
