@@ -322,6 +322,39 @@ static void an_expired_lease_is_requeued_and_the_last_delivery_dead_lettered(voi
 	TQ_EXPECT(atomic_load(&s->lease) == lw_make(100, LW_NOT_BEFORE, 3),
 		  "its dead time in the lease word");
 	TQ_EXPECT(seen.due == UINT64_MAX, "a dead letter is never due");
+	TQ_EXPECT(seen.dead == 1, "the pass counts the letter it made");
+	rig_free(&r);
+}
+
+/* The lease word's tag is the delivery count and the lap of the slot's ticket: a word left by the
+ * message the slot held one lap earlier, at the same delivery count, is not this delivery's. */
+static void a_lease_word_of_the_slots_previous_lap_is_not_this_deliverys(void)
+{
+	struct rig r;
+	rig_init(&r, 1, 4);
+	struct lane_seen seen;
+	struct shmq_slot *s = slot(&r, 0, 4);
+	uint64_t old = w_make(0, SLOT_LEASED, 2, 1), w = w_make(4, SLOT_LEASED, 2, 1);
+	TQ_REQUIRE(lw_tag_of(old, r.v.lane_shift) != lw_tag_of(w, r.v.lane_shift), "the laps differ");
+	/* ticket 4 (lap 1) leased by live owner 2, before its deadline store: the expired deadline
+	 * of ticket 0's delivery 1 is still in the lease word */
+	atomic_store(&s->word, w);
+	atomic_store(&s->lease, lw_make(100, LW_DEADLINE, lw_tag_of(old, r.v.lane_shift)));
+	TQ_EXPECT(repair(&r, 1000, &seen) == LR_NONE, "the old lap's deadline does not expire the new lease");
+	TQ_EXPECT(atomic_load(&s->word) == w, "the new delivery keeps its slot");
+	/* a settle of the old lap's delivery finds no deadline of its own and writes nothing */
+	atomic_store(&s->lease, lw_make(2000, LW_DEADLINE, lw_tag_of(w, r.v.lane_shift)));
+	TQ_EXPECT(slot_set_lease(s, lw_tag_of(old, r.v.lane_shift), lw_make(50, LW_NOT_BEFORE, 1)) == -1,
+		  "a stale settle fails on the new lap's deadline");
+	TQ_EXPECT(atomic_load(&s->lease) == lw_make(2000, LW_DEADLINE, lw_tag_of(w, r.v.lane_shift)),
+		  "the new holder's deadline is left alone");
+	TQ_EXPECT(slot_set_lease(s, lw_tag_of(w, r.v.lane_shift),
+				 lw_make(3000, LW_DEADLINE, lw_tag_of(w, r.v.lane_shift))) == 0,
+		  "its holder can extend it");
+	TQ_EXPECT(repair(&r, 2500, &seen) == LR_NONE, "within the extended lease it is kept");
+	TQ_EXPECT(repair(&r, 3000, &seen) == LR_EXPIRED, "its own deadline expires it");
+	TQ_EXPECT(atomic_load(&s->lease) == lw_make(4000, LW_NOT_BEFORE, lw_tag_of(w, r.v.lane_shift)),
+		  "requeued with its own tag");
 	rig_free(&r);
 }
 
@@ -505,6 +538,10 @@ Test(lane, an_expired_lease_is_requeued_and_the_last_delivery_dead_lettered)
 {
 	an_expired_lease_is_requeued_and_the_last_delivery_dead_lettered();
 }
+Test(lane, a_lease_word_of_the_slots_previous_lap_is_not_this_deliverys)
+{
+	a_lease_word_of_the_slots_previous_lap_is_not_this_deliverys();
+}
 Test(lane, a_holder_that_died_before_its_deadline_store_loses_the_lease_only_to_death)
 {
 	a_holder_that_died_before_its_deadline_store_loses_the_lease_only_to_death();
@@ -540,6 +577,8 @@ int main(void)
 		 a_dead_holders_lease_is_requeued_with_backoff},
 		{"an_expired_lease_is_requeued_and_the_last_delivery_dead_lettered",
 		 an_expired_lease_is_requeued_and_the_last_delivery_dead_lettered},
+		{"a_lease_word_of_the_slots_previous_lap_is_not_this_deliverys",
+		 a_lease_word_of_the_slots_previous_lap_is_not_this_deliverys},
 		{"a_holder_that_died_before_its_deadline_store_loses_the_lease_only_to_death",
 		 a_holder_that_died_before_its_deadline_store_loses_the_lease_only_to_death},
 		{"a_requeue_killed_between_its_lease_and_word_is_finished_a_lease_later",
