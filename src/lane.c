@@ -24,8 +24,8 @@ static int owner_dead(const struct shmq_lane_view *v, uint8_t *alive, unsigned o
 	return !alive[owner - 1];
 }
 
-enum lane_repaired lane_repair_slot(const struct shmq_lane_view *v, const struct lane_repair *r, uint32_t idx,
-				    struct lane_seen *seen)
+static inline enum lane_repaired repair(const struct shmq_lane_view *v, const struct lane_repair *r,
+					uint64_t idx, struct lane_seen *seen)
 {
 	uint64_t now = r->now_ms;
 	struct shmq_slot *s = lv_slot(v, idx);
@@ -94,4 +94,28 @@ enum lane_repaired lane_repair_slot(const struct shmq_lane_view *v, const struct
 		return LR_DEAD_LETTER;
 	}
 	return dead ? LR_DEAD_OWNER : LR_EXPIRED;
+}
+
+enum lane_repaired lane_repair_slot(const struct shmq_lane_view *v, const struct lane_repair *r, uint32_t idx,
+				    struct lane_seen *seen)
+{
+	return repair(v, r, idx, seen);
+}
+
+void lane_repair_range(const struct shmq_lane_view *v, const struct lane_repair *r, uint64_t from,
+		       uint64_t to, struct lane_repairs *out)
+{
+	for (uint64_t i = from; i < to; i++) {
+		struct lane_seen seen;
+		enum lane_repaired done = repair(v, r, i, &seen);
+		out->retired += done == LR_RETIRED;
+		out->expired += done == LR_EXPIRED;
+		out->dead_owner += done == LR_DEAD_OWNER;
+		out->dead_lettered += done == LR_DEAD_LETTER;
+		out->dead_lane[(i >> v->lane_shift) & (SHMQ_LANES_MAX - 1)] += done == LR_DEAD_LETTER;
+		out->held += seen.held;
+		out->dead += seen.dead;
+		if (seen.due < out->next_due)
+			out->next_due = seen.due;
+	}
 }

@@ -268,6 +268,20 @@ struct lane_seen {
 	uint64_t due;
 };
 
+/* What lane_repair_range() did over its slots, added to what *out held; next_due: the earliest
+ * due time seen, if earlier than the one *out held; dead: dead slots seen (those it dead-lettered
+ * too); dead_lane: the letters it made, per lane (for the lanes' dead-letter hints, dlq.c). */
+struct lane_repairs {
+	uint32_t retired, expired, dead_owner, dead_lettered;
+	uint32_t held, dead;
+	uint32_t dead_lane[SHMQ_LANES_MAX];
+	uint64_t next_due;
+};
+
+/* The repair of slots [from, to): what a reclaim pass (or a slice of one) does, in one call. */
+SHMQ_HIDDEN void lane_repair_range(const struct shmq_lane_view *v, const struct lane_repair *r, uint64_t from,
+				   uint64_t to, struct lane_repairs *out);
+
 SHMQ_HIDDEN enum lane_repaired lane_repair_slot(const struct shmq_lane_view *v, const struct lane_repair *r,
 						uint32_t idx, struct lane_seen *seen);
 

@@ -41,8 +41,8 @@ static void pass_init(struct pass *p)
 
 static uint64_t backoff(void *ctx, unsigned deliveries) { return shmq_backoff_ms(ctx, deliveries); }
 
-/* The pass's repair of slot i (lane.c), counted. */
-static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
+/* The pass's repair of slots [from, to) (lane.c), counted. */
+static void reclaim_range(shmq_t *q, struct pass *p, uint64_t from, uint64_t to)
 {
 	struct lane_repair r = {
 		.now_ms = p->now,
@@ -52,28 +52,17 @@ static void reclaim_slot(shmq_t *q, struct pass *p, uint64_t i)
 		.backoff_ctx = q,
 		.alive = p->alive,
 	};
-	struct lane_seen seen;
-	switch (lane_repair_slot(&q->view, &r, (uint32_t)i, &seen)) {
-	case LR_NONE:
-		break;
-	case LR_RETIRED:
-		p->r.retired_writes++;
-		break;
-	case LR_EXPIRED:
-		p->r.expired++;
-		break;
-	case LR_DEAD_OWNER:
-		p->r.dead_owner++;
-		break;
-	case LR_DEAD_LETTER:
-		p->r.dead_lettered++;
-		p->dead_lane[idx_lane(q, (uint32_t)i)]++;
-		break;
-	}
-	p->held += seen.held;
-	p->dead += seen.dead;
-	if (seen.due < p->next_due)
-		p->next_due = seen.due;
+	struct lane_repairs out = {.next_due = p->next_due};
+	lane_repair_range(&q->view, &r, from, to, &out);
+	p->r.retired_writes += out.retired;
+	p->r.expired += out.expired;
+	p->r.dead_owner += out.dead_owner;
+	p->r.dead_lettered += out.dead_lettered;
+	p->held += out.held;
+	p->dead += out.dead;
+	for (uint32_t l = 0; l < q->lanes; l++)
+		p->dead_lane[l] += out.dead_lane[l];
+	p->next_due = out.next_due;
 }
 
 /* 1 if record i, observed as *v, is held by a participant that is gone. */
@@ -143,8 +132,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 	uint64_t v;
 	for (uint32_t i = 0; i < q->max_parts; i++)
 		dead_at_start[i] = (uint8_t)record_dead(q, i, &v);
-	for (uint64_t i = 0; i < q->capacity; i++)
-		reclaim_slot(q, &p, i);
+	reclaim_range(q, &p, 0, q->capacity);
 	/* a record re-claimed since the probe is left alone (the CAS would fail anyway) */
 	for (uint32_t i = 0; i < q->max_parts; i++)
 		if (dead_at_start[i] && record_dead(q, i, &v) && shmq_part_release(q, i, v))
@@ -242,8 +230,7 @@ int shmq_reclaim_step(shmq_t *q, uint32_t budget)
 	uint64_t pass = pos >> RECLAIM_POS_BITS;
 	struct pass p;
 	pass_init(&p);
-	for (uint64_t i = from; i < to; i++)
-		reclaim_slot(q, &p, i);
+	reclaim_range(q, &p, from, to);
 	if (p.held)
 		atomic_fetch_add_explicit(&h->reclaim_acc, p.held, memory_order_relaxed);
 	if (p.dead)

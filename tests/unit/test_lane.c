@@ -412,6 +412,43 @@ static void a_redrive_killed_between_its_lease_and_word_leaves_a_dead_letter_nob
 	rig_free(&r);
 }
 
+static void a_pass_over_a_range_counts_each_repair_and_the_earliest_due_time(void)
+{
+	struct rig r;
+	rig_init(&r, 1, 8);
+	atomic_store(&r.dead[4], 1);
+	atomic_store(&slot(&r, 0, 0)->word, w_make(0, SLOT_WRITING, 4, 0)); /* a dead writer */
+	atomic_store(&slot(&r, 0, 1)->word, w_make(1, SLOT_LEASED, 4, 2));  /* a dead holder */
+	atomic_store(&slot(&r, 0, 1)->lease, lw_make(90000, LW_DEADLINE, 2));
+	atomic_store(&slot(&r, 0, 2)->word, w_make(2, SLOT_LEASED, 2, 1)); /* a live, valid lease */
+	atomic_store(&slot(&r, 0, 2)->lease, lw_make(90000, LW_DEADLINE, 1));
+	atomic_store(&slot(&r, 0, 3)->word, w_make(3, SLOT_DELAYED, 2, 1)); /* due at 1500 */
+	atomic_store(&slot(&r, 0, 3)->lease, lw_make(1500, LW_NOT_BEFORE, 1));
+	atomic_store(&slot(&r, 0, 4)->word, w_make(4, SLOT_DEAD_EXPIRED, 2, 3)); /* a dead letter */
+	atomic_store(&slot(&r, 0, 5)->word, w_make(5, SLOT_LEASED, 2, 3)); /* its last delivery, expired */
+	atomic_store(&slot(&r, 0, 5)->lease, lw_make(50, LW_DEADLINE, 3));
+	uint8_t alive[MAX_OWNER] = {0};
+	struct lane_repair rp = {.now_ms = 100,
+				 .lease_ms = 500,
+				 .max_deliveries = 3,
+				 .backoff_ms = fixed_backoff,
+				 .alive = alive};
+	struct lane_repairs out = {.next_due = UINT64_MAX};
+	lane_repair_range(&r.v, &rp, 0, 8, &out);
+	TQ_EXPECT(out.retired == 1 && out.dead_owner == 1 && out.expired == 0 && out.dead_lettered == 1,
+		  "one write retired, one lease requeued (got %u, %u, %u, %u)", out.retired, out.dead_owner,
+		  out.expired, out.dead_lettered);
+	TQ_EXPECT(out.held == 4, "four slots were held when looked at (got %u)", out.held);
+	TQ_EXPECT(out.dead == 2 && out.dead_lane[0] == 1,
+		  "two dead slots seen, one of them dead-lettered in lane 0 (got %u, %u)", out.dead,
+		  out.dead_lane[0]);
+	TQ_EXPECT(out.next_due == 1500, "the earliest due time is the delayed slot's (got %llu)",
+		  (unsigned long long)out.next_due);
+	TQ_EXPECT(atomic_load(&slot(&r, 0, 1)->lease) == lw_make(2100, LW_NOT_BEFORE, 2),
+		  "the requeue is due after its backoff (2 s for a second delivery)");
+	rig_free(&r);
+}
+
 static void corrupt_lane_counters_end_a_take_instead_of_a_walk(void)
 {
 	struct rig r;
@@ -554,6 +591,10 @@ Test(lane, a_redrive_killed_between_its_lease_and_word_leaves_a_dead_letter_nobo
 {
 	a_redrive_killed_between_its_lease_and_word_leaves_a_dead_letter_nobody_takes();
 }
+Test(lane, a_pass_over_a_range_counts_each_repair_and_the_earliest_due_time)
+{
+	a_pass_over_a_range_counts_each_repair_and_the_earliest_due_time();
+}
 Test(lane, corrupt_lane_counters_end_a_take_instead_of_a_walk)
 {
 	corrupt_lane_counters_end_a_take_instead_of_a_walk();
@@ -585,6 +626,8 @@ int main(void)
 		 a_requeue_killed_between_its_lease_and_word_is_finished_a_lease_later},
 		{"a_redrive_killed_between_its_lease_and_word_leaves_a_dead_letter_nobody_takes",
 		 a_redrive_killed_between_its_lease_and_word_leaves_a_dead_letter_nobody_takes},
+		{"a_pass_over_a_range_counts_each_repair_and_the_earliest_due_time",
+		 a_pass_over_a_range_counts_each_repair_and_the_earliest_due_time},
 		{"corrupt_lane_counters_end_a_take_instead_of_a_walk",
 		 corrupt_lane_counters_end_a_take_instead_of_a_walk},
 		{"mpmc_threads_move_every_message_once_in_order",
