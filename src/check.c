@@ -14,7 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "handle.h"
+#include "lane.h"
+#include "registry.h"
+#include "segment.h"
 #include "shmq_inspect.h"
 
 struct checker {

@@ -23,7 +23,13 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "fault.h"
+#include "handle.h"
+#include "lanes.h"
+#include "registry.h"
+#include "ring.h"
+#include "wait.h"
 
 #define BUSY_SPINS 64	     /* polls of a key another participant is recording, before sleeping */
 #define BUSY_SLEEP_NS 100000 /* then this long between polls */

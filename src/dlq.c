@@ -24,7 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "dlq.h"
+#include "fault.h"
+#include "handle.h"
+#include "redeliver.h"
+#include "slot.h"
+#include "wait.h"
 
 const char *shmq_dead_reason_str(unsigned reason)
 {

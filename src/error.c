@@ -2,7 +2,7 @@
 /* error.c: static texts for the errors the library returns. */
 #include <errno.h>
 
-#include "internal.h"
+#include "shmq.h"
 
 const char *shmq_strerror(int err)
 {

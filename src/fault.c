@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* fault.c: fault-injection points for the crash tests, and hooks that let a test step in between
  * two steps of the library (to build a race by hand); empty outside test builds. */
-#include "internal.h"
+#include "fault.h"
 
 #ifdef SHMQ_TEST
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static const char *armed;

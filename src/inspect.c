@@ -11,7 +11,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "handle.h"
+#include "lanes.h"
+#include "registry.h"
+#include "segment.h"
+#include "slot.h"
 #include "shmq_inspect.h"
 
 static_assert(SHMQ_SEGMENT_MAGIC == SHMQ_MAGIC, "the public magic is the layout's");

@@ -43,7 +43,10 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "handle.h"
+#include "lanes.h"
+#include "registry.h"
 
 uint64_t shmq_hash(const void *key, size_t len)
 {

@@ -14,7 +14,14 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "dlq.h"
+#include "handle.h"
+#include "lane.h"
+#include "reclaim.h"
+#include "redeliver.h"
+#include "registry.h"
+#include "wait.h"
 
 static void add(shmq_t *q, enum shmq_counter c, uint64_t n)
 {

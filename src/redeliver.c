@@ -5,7 +5,9 @@
  * hint (the earliest due time of a DELAYED slot) that nack, reclaim and redrive move earlier and
  * receivers read before they scan for due slots. A policy: it calls only the futex layer (wait.c).
  */
-#include "internal.h"
+#include "handle.h"
+#include "redeliver.h"
+#include "wait.h"
 
 uint64_t shmq_backoff_ms(const shmq_t *q, unsigned deliveries)
 {

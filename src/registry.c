@@ -22,7 +22,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "handle.h"
+#include "registry.h"
+#include "wait.h"
 
 /* Lock bytes live far past the end of the segment: locking there needs no file space. */
 #define LOCK_BASE (1LL << 40)

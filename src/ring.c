@@ -14,7 +14,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "dlq.h"
+#include "fault.h"
+#include "handle.h"
+#include "lane.h"
+#include "lanes.h"
+#include "reclaim.h"
+#include "redeliver.h"
+#include "registry.h"
+#include "ring.h"
+#include "slot.h"
+#include "wait.h"
 
 #define SPIN_LIMIT 256	     /* polls before a blocking call sleeps */
 #define ABANDON_GRACE_MS 2   /* a ticket taken but unused this long is abandoned by consumers */

@@ -13,7 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "handle.h"
+#include "lane.h"
+#include "redeliver.h"
+#include "registry.h"
+#include "segment.h"
 
 void shmq_config_init(struct shmq_config *cfg)
 {

@@ -34,7 +34,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "clock.h"
+#include "fault.h"
+#include "handle.h"
+#include "wait.h"
 
 uint64_t shmq_deadline(int timeout_ms)
 {
