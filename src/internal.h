@@ -12,6 +12,7 @@
 #include "lane.h"
 #include "lanes.h"
 #include "layout.h"
+#include "prefetch.h"
 #include "reclaim.h"
 #include "redeliver.h"
 #include "registry.h"
