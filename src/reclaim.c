@@ -266,3 +266,34 @@ int shmq_reclaim_step(shmq_t *q, uint32_t budget)
 	pass_report(q, &p, last, seen);
 	return to == cap;
 }
+
+/* The rate-limited reclaim pass of receivers (config.reclaim_interval_ms): without it, expired
+ * leases and a dead consumer's messages would wait for someone to call shmq_reclaim. One receiver
+ * per interval wins the CAS and opens a pass; while it is open every receive does a slice of it
+ * (RECLAIM_SLICE slots), and a receive about to sleep (deadline_ns: its deadline, 0 for the others)
+ * up to `slices` of them, before its deadline: it looks for messages again between those (a
+ * whole pass over millions of slots takes tens of ms). Returns when the next one is due
+ * (UINT64_MAX: never; now while a pass is open). */
+uint64_t shmq_reclaim_due(shmq_t *q, uint64_t now, uint64_t deadline_ns, unsigned slices)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint32_t iv = q->reclaim_interval_ms;
+	if (!iv)
+		return UINT64_MAX;
+	/* relaxed: the pass itself reads every slot with acquire; these only share out the work.
+	 * Both words are on one line, read by every receive and written once per slice. */
+	uint64_t next = atomic_load_explicit(&h->reclaim_next_ms, memory_order_relaxed);
+	if (!shmq_reclaim_open(q)) {
+		if (now < next && next - now <= iv)
+			return next;
+		if (!atomic_compare_exchange_strong_explicit(&h->reclaim_next_ms, &next, now + iv,
+							     memory_order_relaxed, memory_order_relaxed))
+			return now + iv;
+		shmq_reclaim_start(q);
+	}
+	for (int k = 1; !shmq_reclaim_step(q, RECLAIM_SLICE) && shmq_reclaim_open(q) && deadline_ns &&
+			k < (int)slices && now_ns() < deadline_ns;
+	     k++)
+		;
+	return shmq_reclaim_open(q) ? now : now + iv;
+}

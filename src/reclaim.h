@@ -15,6 +15,10 @@
 #define RECLAIM_HELD_OPEN 0x80000000u
 SHMQ_HIDDEN void shmq_reclaim_start(shmq_t *q);
 SHMQ_HIDDEN int shmq_reclaim_step(shmq_t *q, uint32_t budget);
+/* The receivers' rate-limited pass (config.reclaim_interval_ms), a slice of it per call, up to
+ * `slices` for a receive about to sleep before deadline_ns (0: one). Returns when the next one is
+ * due (UINT64_MAX: never; now while a pass is open). */
+SHMQ_HIDDEN uint64_t shmq_reclaim_due(shmq_t *q, uint64_t now, uint64_t deadline_ns, unsigned slices);
 /* reclaim_pos: [ pass:40 | next slot to claim:24 ]; pass 0 is none (a new segment is all zero) */
 #define RECLAIM_POS_BITS 24
 #define RECLAIM_POS_MASK ((1ULL << RECLAIM_POS_BITS) - 1)

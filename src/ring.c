@@ -766,37 +766,6 @@ HOT int take_due(shmq_t *q, struct shmq_msg *m, uint64_t now, unsigned windows)
 	return -EAGAIN;
 }
 
-/* The rate-limited reclaim pass of receivers (config.reclaim_interval_ms): without it, expired
- * leases and a dead consumer's messages would wait for someone to call shmq_reclaim. One receiver
- * per interval wins the CAS and opens a pass; while it is open every receive does a slice of it
- * (RECLAIM_SLICE slots), and a receive about to sleep (deadline_ns: its deadline, 0 for the others)
- * up to IDLE_SLICES of them, before its deadline: it looks for messages again between those (a
- * whole pass over millions of slots takes tens of ms). Returns when the next one is due
- * (UINT64_MAX: never; now while a pass is open). */
-static uint64_t maybe_reclaim(shmq_t *q, uint64_t now, uint64_t deadline_ns)
-{
-	struct shmq_hdr *h = q->hdr;
-	uint32_t iv = q->reclaim_interval_ms;
-	if (!iv)
-		return UINT64_MAX;
-	/* relaxed: the pass itself reads every slot with acquire; these only share out the work.
-	 * Both words are on one line, read by every receive and written once per slice. */
-	uint64_t next = atomic_load_explicit(&h->reclaim_next_ms, memory_order_relaxed);
-	if (!shmq_reclaim_open(q)) {
-		if (now < next && next - now <= iv)
-			return next;
-		if (!atomic_compare_exchange_strong_explicit(&h->reclaim_next_ms, &next, now + iv,
-							     memory_order_relaxed, memory_order_relaxed))
-			return now + iv;
-		shmq_reclaim_start(q);
-	}
-	for (int k = 1; !shmq_reclaim_step(q, RECLAIM_SLICE) && shmq_reclaim_open(q) && deadline_ns &&
-			k < IDLE_SLICES && now_ns() < deadline_ns;
-	     k++)
-		;
-	return shmq_reclaim_open(q) ? now : now + iv;
-}
-
 /* Per-call receive state: take_head()'s wait bookkeeping, per lane (tickets of two lanes are
  * unrelated numbers). */
 struct recv_state {
@@ -991,7 +960,7 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	/* one coarse clock read per call for lease deadlines and the reclaim check; re-read only
 	 * once the call has to wait */
 	uint64_t now_c = now_ms();
-	uint64_t reclaim_at = maybe_reclaim(q, now_c, 0);
+	uint64_t reclaim_at = shmq_reclaim_due(q, now_c, 0, IDLE_SLICES);
 	shmq_consumer_poll(q, now_c);
 	for (unsigned spins = 0;; spins++) {
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
@@ -1032,7 +1001,7 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 		 * read before it, at the top of this round */
 		count(q, C_CONS_WAITS, 1);
 		if (now_c >= reclaim_at)
-			reclaim_at = maybe_reclaim(q, now_c, deadline);
+			reclaim_at = shmq_reclaim_due(q, now_c, deadline, IDLE_SLICES);
 		shmq_sleep_register(&h->data_sleepers);
 		rs.force_tail = 1;
 		r = try_recv(q, m, now_c, &rs, &why);
