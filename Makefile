@@ -269,6 +269,9 @@ bench-run: $(SUITE_BINS) $(BENCH_BINS)
 bench-crash-run: $(SUITE_BINS)
 	$(Q)$(call msg,RUN,$(BUILD)/bench/crash)mkdir -p $(BENCH_OUT) && $(BUILD)/bench/crash --out $(BENCH_OUT) $(BENCH_ARGS)
 
+# The peers compile against whatever the bench packages provide (a missing one is skipped): once
+# make bench has installed them (its stamp is then newer than peers compiled before), rebuild them.
+$(PEER_OBJS): $(wildcard $(BENCH_DEPS_OK))
 $(BENCH_DEPS_OK): | $(DEPS_OK)
 	$(Q)missing=; \
 	for p in $(BENCH_PACKAGES); do \
