@@ -313,20 +313,38 @@ struct lap_race {
 	int ok;
 };
 
-/* Between a reject's check of its slot word and its lease CAS: the rejecter's lease expired, the
- * message came back to another consumer, which acked it, and slot 0 (of 2) took a new message that
- * the other consumer leased, at the same delivery count (1) as the stale lease. */
-static void lose_and_reuse(void *arg)
+/* The other consumer's part of both races: a reclaim pass requeues the lease of slot 0 (of 2),
+ * the other consumer takes that message and acks it, and leases the slot's next message, at the
+ * same delivery count (1) as the stale lease. */
+static void requeue_and_reuse(void *arg)
 {
 	struct lap_race *r = arg;
 	struct shmq_msg m;
-	tq_sleep_ms(40); /* the rejecter's 20 ms lease runs out */
 	r->ok = shmq_reclaim(r->other, NULL) == 1;
 	r->ok &= shmq_recv(r->other, &m, 0) == 0 && m.deliveries == 2 && shmq_ack(r->other, &m) == 0;
 	tq_send_u32(r->other, 1); /* ticket 1: slot 1 */
 	r->ok &= shmq_recv(r->other, &m, 0) == 0 && shmq_ack(r->other, &m) == 0;
 	tq_send_u32(r->other, 2); /* ticket 2: slot 0 again */
 	r->ok &= shmq_recv(r->other, &r->m, 0) == 0 && r->m.slot == 0 && r->m.deliveries == 1;
+}
+
+/* Between a reject's check of its slot word and its lease CAS: the rejecter's lease expired, the
+ * message came back to another consumer, which acked it, and slot 0 took a new message that the
+ * other consumer leased. */
+static void lose_and_reuse(void *arg)
+{
+	tq_sleep_ms(40); /* the rejecter's 20 ms lease runs out */
+	requeue_and_reuse(arg);
+}
+
+/* After either race: slot 0's lease word is still the other consumer's deadline, which it can
+ * extend and ack. */
+static void expect_live_lease_untouched(shmq_t *q, struct lap_race *r)
+{
+	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
+	cr_expect_eq(lw_kind(lw), LW_DEADLINE, "the new message's lease word is still its deadline");
+	cr_expect_eq(shmq_extend(r->other, &r->m, 0), 0, "its holder can extend it");
+	cr_expect_eq(shmq_ack(r->other, &r->m), 0);
 }
 
 Test(dlq, a_stale_reject_leaves_the_reused_slots_live_lease_alone)
@@ -347,10 +365,7 @@ Test(dlq, a_stale_reject_leaves_the_reused_slots_live_lease_alone)
 	shmq_hook_arm("dead-letter", lose_and_reuse, &r);
 	cr_expect_eq(shmq_reject(q, &m), -ESTALE, "its delivery is long gone");
 	cr_assert(r.ok, "the expiry, redelivery, reuse and new lease in between did not happen");
-	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
-	cr_expect_eq(lw_kind(lw), LW_DEADLINE, "the new message's lease word is still its deadline");
-	cr_expect_eq(shmq_extend(r.other, &r.m, 0), 0, "its holder can extend it");
-	cr_expect_eq(shmq_ack(r.other, &r.m), 0);
+	expect_live_lease_untouched(q, &r);
 	struct shmq_dead_letter dl[2];
 	cr_expect_eq(shmq_dlq_list(q, dl, 2), 0, "nothing was dead-lettered");
 	shmq_close(r.other);
@@ -435,27 +450,9 @@ Test(dlq, a_dead_letter_left_uncounted_by_a_killed_rejecter_is_dropped_by_the_ne
 	shmq_close(q);
 }
 
-struct reclaim_race {
-	shmq_t *other;
-	struct shmq_msg m; /* the other consumer's live lease on the slot's next message */
-	int ok;
-};
-
 /* Between a reclaim pass's read of a dead consumer's lease (slot 0 of 2) and its look at the lease
- * word: another pass requeued it, and the other consumer took it, acked it, and leased the next
- * message in that slot, at the same delivery count (1) as the dead consumer's. */
-static void requeue_and_reuse(void *arg)
-{
-	struct reclaim_race *r = arg;
-	struct shmq_msg m;
-	r->ok = shmq_reclaim(r->other, NULL) == 1;
-	r->ok &= shmq_recv(r->other, &m, 0) == 0 && m.deliveries == 2 && shmq_ack(r->other, &m) == 0;
-	tq_send_u32(r->other, 1); /* ticket 1: slot 1 */
-	r->ok &= shmq_recv(r->other, &m, 0) == 0 && shmq_ack(r->other, &m) == 0;
-	tq_send_u32(r->other, 2); /* ticket 2: slot 0 again */
-	r->ok &= shmq_recv(r->other, &r->m, 0) == 0 && r->m.slot == 0 && r->m.deliveries == 1;
-}
-
+ * word (hook reclaim-leased-seen): another pass requeued it, and requeue_and_reuse's consumer took
+ * it, acked it, and leased the slot's next message. */
 Test(dlq, a_stale_reclaim_of_a_dead_consumers_lease_leaves_the_reused_slots_live_lease_alone)
 {
 	const char *name = tq_name(NULL);
@@ -477,15 +474,12 @@ Test(dlq, a_stale_reclaim_of_a_dead_consumers_lease_leaves_the_reused_slots_live
 	int st;
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the consumer did not lease the message");
-	struct reclaim_race r = {0};
+	struct lap_race r = {0};
 	cr_assert_eq(shmq_open(name, &r.other), 0);
 	shmq_hook_arm("reclaim-leased-seen", requeue_and_reuse, &r);
 	shmq_reclaim(q, NULL);
 	cr_assert(r.ok, "the requeue, redelivery, reuse and new lease in between did not happen");
-	uint64_t lw = atomic_load(&slot_at(q, 0)->lease);
-	cr_expect_eq(lw_kind(lw), LW_DEADLINE, "the new message's lease word is still its deadline");
-	cr_expect_eq(shmq_extend(r.other, &r.m, 0), 0, "its holder can extend it");
-	cr_expect_eq(shmq_ack(r.other, &r.m), 0);
+	expect_live_lease_untouched(q, &r);
 	shmq_close(r.other);
 	shmq_close(q);
 }
