@@ -136,26 +136,28 @@ static inline enum lane_head lane_head_step(const struct shmq_lane_view *v, uint
 	a->hd = hd;
 	a->idx = idx;
 	a->s = s;
-	/* The lease CAS comes first, from the word a published first delivery has: the line then
-	 * moves here once, for writing, where a load then a CAS would fetch it to read and then
-	 * again to write, right when the message is due. A failed CAS loads the real word
-	 * (acquire) for the cases below. acquire: pairs with slot_publish()'s release. */
-	uint64_t w = w_make(hd, SLOT_READY, 0, 0);
+	/* A load first, and the lease CAS only once the word is READY for hd: a consumer polling
+	 * an empty slot with CASes would own its line exclusively, and the producer's claim and
+	 * publish would each have to take it back (the line would cross cores three or four times
+	 * per message instead of twice). acquire: pairs with slot_publish()'s release, for the
+	 * cases below that act on what the word says. */
+	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 	uint64_t leased = w_make(hd, SLOT_LEASED, v->owner, 1);
-	int took = slot_lease(s, &w, leased);
 	int64_t d = ticket_diff(hd, w_ticket(w));
 	unsigned st = w_state(w);
 	a->w = w;
-	if (took || (d == 0 && st == SLOT_READY)) {
-		/* READY for hd with other fields: publish never writes one (check.c reports it as
-		 * corrupt), but lease it from the word seen */
-		if (!took && !slot_lease(s, &w, leased)) {
+	if (d == 0 && st == SLOT_READY) {
+		/* the payload line is the other miss of a delivery, read right after the lease: ask
+		 * for it before the CAS, a full barrier that nothing after it would overlap */
+		__builtin_prefetch(slot_payload(s), 0, 3);
+		/* acquire: pairs with slot_publish()'s release, making the payload visible. (READY
+		 * for hd with other fields: publish never writes one, check.c reports it as corrupt,
+		 * but it is leased from the word seen.) */
+		if (!slot_lease(s, &w, leased)) {
 			a->w = w;
 			return LH_AGAIN;
 		}
 		a->w = leased;
-		/* the payload line is the other miss of a delivery: the caller reads it next */
-		__builtin_prefetch(slot_payload(s), 0, 3);
 		SHMQ_FAULT("recv-before-head");
 		/* failure is fine: someone helped move the head past our ticket already */
 		atomic_compare_exchange_strong_explicit(&h->cons_head, &hd, hd + 1, memory_order_release,
