@@ -30,6 +30,7 @@
 #include "wait.h"
 
 #define SPIN_LIMIT 256	     /* polls before a blocking call sleeps */
+#define CLOCK_EVERY 32	     /* polls of a waiting receive between clock reads (recv_one) */
 #define ABANDON_GRACE_MS 2   /* a ticket taken but unused this long is abandoned by consumers */
 #define WRITER_PROBE_MS 10   /* a slot being written this long gets its writer's liveness probed */
 #define FULL_RECHECK_MS 50   /* a sleeping producer re-checks at least this often */
@@ -964,10 +965,12 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	shmq_consumer_poll(q, now_c);
 	for (unsigned spins = 0;; spins++) {
 		uint32_t seen = atomic_load_explicit(&h->data_seq, memory_order_acquire);
-		if (spins >= SPIN_LIMIT / 4) {
+		if (spins > SPIN_LIMIT) {
+			/* back from a sleep: still polling */
 			now_c = now_ms();
-			if (spins > SPIN_LIMIT) /* back from a sleep: still polling */
-				shmq_consumer_poll(q, now_c);
+			shmq_consumer_poll(q, now_c);
+		} else if (spins && spins % CLOCK_EVERY == 0) {
+			now_c = now_ms();
 		}
 		int r = try_recv(q, m, now_c, &rs, &why);
 		if (r != -EAGAIN)
@@ -987,15 +990,23 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 				cpu_relax();
 			return -EAGAIN;
 		}
-		if (spins == 0)
+		if (spins < SPIN_LIMIT) {
+			/* the clock every CLOCK_EVERY polls, never on each: a poll is a few loads,
+			 * a precise clock read several times that. A -1 wait has no deadline. */
+			if (timeout_ms > 0 && spins % CLOCK_EVERY == 0) {
+				if (spins == 0)
+					deadline = shmq_deadline(timeout_ms);
+				else if (now_ns() >= deadline)
+					return -EAGAIN;
+			}
+			cpu_relax();
+			continue;
+		}
+		if (!deadline)
 			deadline = shmq_deadline(timeout_ms);
 		uint64_t now = now_ns();
 		if (now >= deadline)
 			return -EAGAIN;
-		if (spins < SPIN_LIMIT) {
-			cpu_relax();
-			continue;
-		}
 		/* sleep: register, re-check, then wait for a publish, the next due redelivery or
 		 * the deadline. The registration pairs with shmq_notify(_sc) (wait.c); `seen` was
 		 * read before it, at the top of this round */
