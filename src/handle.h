@@ -99,6 +99,11 @@ struct shmq {
 	struct shmq *fork_prev, *fork_next; /* this process's attached handles (registry.c) */
 };
 
+/* Thread-local state of the library: initial-exec, so that an access is one %fs-relative load
+ * and not a call to __tls_get_addr (libshmq.so is linked into programs, not dlopen'ed late in
+ * quantity: the few bytes come from the static TLS surplus the loader keeps for such objects) */
+#define SHMQ_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
 /* A handle this process inherited across fork() (registry.c): calls on it fail with -ECHILD. One
  * load of a field the calls read anyway: no syscall (getpid) per call. */
 static inline int foreign(const shmq_t *q) { return q && q->foreign; }
@@ -173,7 +178,7 @@ static inline void cpu_relax(void)
 static inline uint32_t random_u32(void)
 {
 	/* xorshift per thread: jitter needs spread, not quality */
-	static _Thread_local uint64_t st;
+	static SHMQ_TLS uint64_t st;
 	if (!st)
 		st = now_ns() | 1;
 	st ^= st << 13;

@@ -586,7 +586,22 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 	m->token = leased;
 }
 
-#define TAIL_EVERY 16 /* an idle poller reads prod_tail on one poll in this many (see take_head) */
+#define TAIL_EVERY 1024 /* an idle poller reads prod_tail on one poll in this many (see take_head) */
+
+/* polls of this thread that found lane l's head slot FREE for its ticket (see take_head), per
+ * lane: one count for all lanes would give the one-in-TAIL_EVERY tail read to the same lane every
+ * time when a receive looks at several in a fixed order */
+static SHMQ_TLS unsigned idle_polls[SHMQ_LANES_MAX];
+
+/* For a step that found the head slot unclaimed (a->w FREE for a->hd, or an older message's):
+ * 1 if it counts as empty without reading prod_tail, which it does on all but one in TAIL_EVERY
+ * such polls of lane l (see take_head). */
+static inline int idle_poll(const struct lane_at *a, uint32_t l)
+{
+	if (ticket_diff(a->hd, w_ticket(a->w)) != 0 || w_state(a->w) != SLOT_FREE)
+		return 0;
+	return ++idle_polls[l] % TAIL_EVERY != 0;
+}
 
 /* Takes the next first delivery at lane l's cons_head, stepping over abandoned tickets (the caller
  * counts it). *wait_since remembers since when the consumer has waited on a ticket a producer holds
@@ -596,7 +611,6 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uint64_t now,
 				  uint64_t *waited_ticket, uint64_t *wait_since, int force_tail)
 {
-	static _Thread_local unsigned idle_polls;
 	const struct shmq_lane_view *v = &q->view;
 	for (unsigned steps = 0;; steps++) {
 		if (steps == HEAD_STEPS)
@@ -637,10 +651,12 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		 * on every poll would pull it away from the very producer it waits for (one more
 		 * miss on each send's critical path). So only every TAIL_EVERY-th such poll, the
 		 * last check before a sleep (force_tail), and every poll once a producer was seen
-		 * holding ticket hd (its grace must run out, or a dead one's ticket would stall
-		 * the lane for a poller that comes back every TAIL_EVERY polls) read it. */
-		if (ticket_diff(a.hd, w_ticket(a.w)) == 0 && w_state(a.w) == SLOT_FREE && !force_tail &&
-		    *waited_ticket != a.hd && ++idle_polls % TAIL_EVERY)
+		 * holding ticket hd, in this call or (timeout 0) an earlier one (zw: its grace must
+		 * run out, or a dead one's ticket would stall the lane for a poller that comes back
+		 * every TAIL_EVERY polls) read it. */
+		if (!force_tail && *waited_ticket != a.hd &&
+		    atomic_load_explicit(&q->zw[l].ticket, memory_order_relaxed) != a.hd + 1 &&
+		    idle_poll(&a, l))
 			return HEAD_EMPTY;
 		int held = lane_ticket_held(v, l, a.hd);
 		if (held < 0)
@@ -669,7 +685,7 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
  * receives: windows of DUE_SCAN slots from its own cursor, one after the other. A lap of windows
  * under one value of the hint (no nack, no reclaim pass noted a time meanwhile) saw every slot,
  * and may publish the next due time. Thread-local: no two threads share a lap. */
-static _Thread_local struct {
+static SHMQ_TLS struct {
 	const shmq_t *q;
 	uint64_t rd;	 /* the hint the lap runs under */
 	uint64_t next;	 /* earliest due time the lap saw that is not due yet */
