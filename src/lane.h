@@ -129,7 +129,8 @@ enum lane_head {
 /* One step at lane l's cons_head: leases the first delivery there, or steps over an abandoned
  * ticket, or says why not. A step that needs more than the word's say (a skip, a slot more than
  * a lap ahead) is checked against prod_tail, so corrupt counters end in LH_CORRUPT, not a walk. */
-static inline enum lane_head lane_head_step(const struct shmq_lane_view *v, uint32_t l, struct lane_at *a)
+static inline __attribute__((always_inline)) enum lane_head lane_head_step(const struct shmq_lane_view *v,
+									   uint32_t l, struct lane_at *a)
 {
 	struct shmq_lane *h = &v->lane[l];
 	uint64_t cap = lv_lap(v);

@@ -185,13 +185,13 @@ void shmq_consumer_poll(shmq_t *q, uint64_t now)
 {
 	/* relaxed, our own record (the line our counters are on): assigners elsewhere read role
 	 * and the time as "a consumer, still polling" at their next refresh */
+	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH) {
+		shmq_consumer_mark(q, now);
+		return;
+	}
 	int joined = atomic_load_explicit(&q->me->role, memory_order_relaxed) != PART_CONSUMER;
 	if (joined)
 		atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
-	if (q->dispatch != SHMQ_DISPATCH_KEY_HASH) {
-		atomic_store_explicit(&q->me->last_active_ms, now, memory_order_relaxed);
-		return;
-	}
 	/* key-hash: the others count a consumer out after a lease without polling; back from a
 	 * pause that long (three quarters of it, to be sure), we may have lost our lanes meanwhile
 	 * without noticing, so we take them all up again as a newcomer does, and announce it */

@@ -33,6 +33,14 @@ SHMQ_HIDDEN uint64_t shmq_hash(const void *key, size_t len);
 /* Records that this handle receives (a consumer, for the lane assignment and stat) and polled at
  * now_ms; every receive call does, and again after each sleep. */
 SHMQ_HIDDEN void shmq_consumer_poll(shmq_t *q, uint64_t now_ms);
+/* shmq_consumer_poll() for a queue that is not key-hash, inline for the fast path: two relaxed
+ * accesses to our own record */
+static inline void shmq_consumer_mark(shmq_t *q, uint64_t now_ms)
+{
+	if (__builtin_expect(atomic_load_explicit(&q->me->role, memory_order_relaxed) != PART_CONSUMER, 0))
+		atomic_store_explicit(&q->me->role, PART_CONSUMER, memory_order_relaxed);
+	atomic_store_explicit(&q->me->last_active_ms, now_ms, memory_order_relaxed);
+}
 /* Undelivered first deliveries of lane l (tickets taken, not yet passed by consumers), read
  * relaxed: an estimate, for where to send and where to look. */
 SHMQ_HIDDEN uint64_t shmq_lane_backlog(shmq_t *q, uint32_t l);

@@ -33,4 +33,16 @@ static inline int shmq_reclaim_open(shmq_t *q)
 				q->capacity);
 }
 
+/* 1 if the receivers' pass has nothing for a receive at `now` (ms) to do: no pass open, the next
+ * one not due. The check shmq_reclaim_due() makes first, without a call, for the fast path. */
+static inline int shmq_reclaim_quiet(shmq_t *q, uint64_t now)
+{
+	uint32_t iv = q->reclaim_interval_ms;
+	if (!iv)
+		return 1;
+	/* relaxed, as in shmq_reclaim_due */
+	uint64_t next = atomic_load_explicit(&q->hdr->reclaim_next_ms, memory_order_relaxed);
+	return now < next && next - now <= iv && !shmq_reclaim_open(q);
+}
+
 #endif

@@ -133,6 +133,11 @@ HOT int claim_ticket(shmq_t *q, uint32_t l, uint64_t t, struct shmq_slot **out)
 	return 0;
 }
 
+/* Tickets outstanding from which the slot next in line is likely still leased a moment ago
+ * (the last eighth of the window): claim() looks before it takes a ticket, the fast path leaves
+ * the send to it. */
+static inline uint64_t near_full(uint64_t cap) { return cap - cap / 8 - 1; }
+
 /* The window check shared by claim() and take_run(): loads prod_tail into *t0 and a cons_head no
  * newer than the real one into *c0. The head is read from the handle's cached copy (it only grows:
  * an old value only makes the window look fuller) and re-read from the segment when the window
@@ -181,7 +186,7 @@ static int claim(shmq_t *q, uint32_t l, struct shmq_slot **out, uint64_t *ticket
 			 * to ack). Otherwise a slot still held is waited for in claim_ticket(), and
 			 * the usual send moves the line once. (c0 may be stale: then this looks
 			 * more often than needed, never less.) */
-			if (cap - (t0 - c0) <= cap / 8 + 1) {
+			if (t0 - c0 >= near_full(cap)) {
 				struct shmq_slot *s = slot_at(q, lane_idx(q, l, t0));
 				uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
 				await_ack(q, s, &w);
@@ -279,7 +284,7 @@ HOT int publish_word(shmq_t *q, struct shmq_slot *s, uint64_t t)
 	return slot_publish(s, t, q->owner) ? -ESTALE : 0;
 }
 
-static int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
+HOT int publish(shmq_t *q, uint32_t l, struct shmq_slot *s, uint64_t t, uint32_t len, uint32_t key_len)
 {
 	fill(s, msg_id(q, l, t), len, key_len, now_coarse_ns());
 	if (publish_word(q, s, t))
@@ -390,8 +395,49 @@ HOT int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len,
 	return publish(q, l, s, t, (uint32_t)len, 0);
 }
 
+/* The fast path of a send: one lane, the window short of near full by the cached head (so the
+ * slot next in line was freed long ago, see claim()), the ticket's slot FREE for it: a ticket,
+ * the claim, the copy, the publish. -EAGAIN sends the caller to the general path, with nothing
+ * taken, or with the ticket lost as claim() loses one (abandoned at a slot still held). */
+HOT int send_fast(shmq_t *q, const void *data, size_t len)
+{
+	uint64_t c0 = atomic_load_explicit(&q->lc[0].head_cache, memory_order_relaxed);
+	uint64_t t0 = atomic_load_explicit(&q->hdr->lane[0].prod_tail, memory_order_relaxed);
+	uint64_t nf = near_full((uint64_t)q->lane_mask + 1);
+	struct shmq_slot *s;
+	if (t0 - c0 >= nf) {
+		/* the cached head only ever lags: refresh it (once in most of a lap while the
+		 * consumers keep up) before leaving the send to the general path */
+		c0 = atomic_load_explicit(&q->hdr->lane[0].cons_head, memory_order_relaxed);
+		atomic_store_explicit(&q->lc[0].head_cache, c0, memory_order_relaxed);
+		if (t0 - c0 >= nf)
+			return -EAGAIN;
+	}
+	uint64_t t = lane_take_ticket(&q->view, 0);
+	if (claim_ticket(q, 0, t, &s))
+		return -EAGAIN;
+	if (len)
+		write_payload(s, data, len);
+	int r = publish(q, 0, s, t, (uint32_t)len, 0);
+	/* The next ticket's slot was freed long ago while the window is less than half full: ask
+	 * for its lines now, while nobody waits on us, instead of on the next send's critical path */
+	if (t + 1 - c0 < nf / 2) {
+		struct shmq_slot *ns = slot_at(q, lane_idx(q, 0, t + 1));
+		slot_prefetch_w(ns);
+		slot_prefetch_w(slot_payload(ns));
+	}
+	return r;
+}
+
 int shmq_send(shmq_t *q, const void *data, size_t len, int timeout_ms)
 {
+	/* one load of a line the call reads anyway decides; the general path checks it all again */
+	if (__builtin_expect(q && q->lanes == 1 && !q->foreign && len <= q->max_payload && (data || !len),
+			     1)) {
+		int r = send_fast(q, data, len);
+		if (r != -EAGAIN)
+			return r;
+	}
 	if (foreign(q))
 		return -ECHILD;
 	return send_to(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, data, len, timeout_ms);
@@ -554,7 +600,7 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
  * Consuming
  */
 
-static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m, uint64_t now)
+HOT void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m, uint64_t now)
 {
 	struct shmq_slot *s = slot_at(q, idx);
 	/* The holder fields, then the deadline, all after the CAS that made us the owner. Until the
@@ -588,6 +634,16 @@ static void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m
 
 #define TAIL_EVERY 1024 /* an idle poller reads prod_tail on one poll in this many (see take_head) */
 
+/* The end of a poll (timeout 0) that found nothing. A caller polling in a loop would otherwise
+ * load the head slot's line back to back, and the producer about to claim and publish it would
+ * have to take it back from us for each (a shared copy here makes each of its writes wait for
+ * an invalidation): a pause lets it through. */
+static inline void empty_pause(void)
+{
+	for (int k = 0; k < EMPTY_PAUSES; k++)
+		cpu_relax();
+}
+
 /* polls of this thread that found lane l's head slot FREE for its ticket (see take_head), per
  * lane: one count for all lanes would give the one-in-TAIL_EVERY tail read to the same lane every
  * time when a receive looks at several in a fixed order */
@@ -595,11 +651,14 @@ static SHMQ_TLS unsigned idle_polls[SHMQ_LANES_MAX];
 
 /* For a step that found the head slot unclaimed (a->w FREE for a->hd, or an older message's):
  * 1 if it counts as empty without reading prod_tail, which it does on all but one in TAIL_EVERY
- * such polls of lane l (see take_head). */
-static inline int idle_poll(const struct lane_at *a, uint32_t l)
+ * such polls (see take_head). `count`: 0 to ask without counting this poll (the fast path, which
+ * leaves the one in TAIL_EVERY to the general path, where it is counted). */
+static inline int idle_poll(const struct lane_at *a, uint32_t l, int count)
 {
 	if (ticket_diff(a->hd, w_ticket(a->w)) != 0 || w_state(a->w) != SLOT_FREE)
 		return 0;
+	if (!count)
+		return (idle_polls[l] + 1) % TAIL_EVERY != 0;
 	return ++idle_polls[l] % TAIL_EVERY != 0;
 }
 
@@ -656,7 +715,7 @@ static enum head_result take_head(shmq_t *q, uint32_t l, struct shmq_msg *m, uin
 		 * every TAIL_EVERY polls) read it. */
 		if (!force_tail && *waited_ticket != a.hd &&
 		    atomic_load_explicit(&q->zw[l].ticket, memory_order_relaxed) != a.hd + 1 &&
-		    idle_poll(&a, l))
+		    idle_poll(&a, l, 1))
 			return HEAD_EMPTY;
 		int held = lane_ticket_held(v, l, a.hd);
 		if (held < 0)
@@ -967,7 +1026,8 @@ static int zero_wait_carry(shmq_t *q, struct recv_state *rs)
 	return again;
 }
 
-HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
+/* recv_one() for a call that read the coarse clock already (now_c; 0: not yet). */
+HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms, uint64_t now_c)
 {
 	struct shmq_hdr *h = q->hdr;
 	uint64_t deadline = 0;
@@ -976,7 +1036,8 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 	enum head_result why;
 	/* one coarse clock read per call for lease deadlines and the reclaim check; re-read only
 	 * once the call has to wait */
-	uint64_t now_c = now_ms();
+	if (!now_c)
+		now_c = now_ms();
 	uint64_t reclaim_at = shmq_reclaim_due(q, now_c, 0, IDLE_SLICES);
 	shmq_consumer_poll(q, now_c);
 	for (unsigned spins = 0;; spins++) {
@@ -999,11 +1060,7 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 				return r;
 			if (again && why == HEAD_WAIT)
 				zero_wait_carry(q, &rs); /* where the second look left off */
-			/* a caller polling with timeout 0 would otherwise run the lease CAS on the head
-			 * slot back to back, and the producer about to write that slot would wait for
-			 * its line every time: a pause lets it through (EMPTY_PAUSES) */
-			for (int k = 0; k < EMPTY_PAUSES; k++)
-				cpu_relax();
+			empty_pause();
 			return -EAGAIN;
 		}
 		if (spins < SPIN_LIMIT) {
@@ -1119,19 +1176,20 @@ static int timeout_left(int timeout_ms, uint64_t start_ns)
  * is (*units = 0: nothing counted); with one, first up to n units of the allowance (*units, to be
  * settled by shmq_prefetch_done() once the caller knows how many it used), waited for within the same
  * timeout. */
-static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms, unsigned *units)
+static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms, unsigned *units,
+		      uint64_t now_c)
 {
 	*units = 0;
 	if (!atomic_load_explicit(&q->prefetch, memory_order_relaxed)) {
 		SHMQ_HOOK("recv-unlimited");
-		return recv_one(q, m, timeout_ms);
+		return recv_one(q, m, timeout_ms, now_c);
 	}
 	uint64_t start = now_ns();
 	int r = shmq_prefetch_take(q, n, timeout_ms, units);
 	if (r)
 		return r;
 	SHMQ_HOOK("recv-units-taken");
-	r = recv_one(q, m, timeout_left(timeout_ms, start));
+	r = recv_one(q, m, timeout_left(timeout_ms, start), 0);
 	if (r) {
 		shmq_prefetch_done(q, *units, 0);
 		*units = 0;
@@ -1139,14 +1197,56 @@ static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms,
 	return r;
 }
 
+/* The fast path of a receive: no lanes to choose from, no prefetch limit (the caller checked),
+ * no redelivery and no reclaim slice due, the message at the head READY: the head step, the
+ * lease, nothing more. -EAGAIN sends the caller to the general path, which looks again. */
+#define RECV_GENERAL 1 /* recv_fast(): the general path decides */
+
+HOT int recv_fast(shmq_t *q, struct shmq_msg *m, int timeout_ms, uint64_t now)
+{
+	struct lane_at a;
+	if (!shmq_reclaim_quiet(q, now) ||
+	    rd_due(atomic_load_explicit(&q->hdr->redeliver, memory_order_relaxed)) <= now)
+		return RECV_GENERAL;
+	enum lane_head r = lane_head_step(&q->view, 0, &a);
+	if (r == LH_TOOK) {
+		shmq_consumer_mark(q, now);
+		deliver(q, a.idx, a.w, m, now);
+		count(q, C_RECEIVED, 1);
+		return 0;
+	}
+	/* A poll (timeout 0) of an empty queue ends here, as the general path would end it (see
+	 * take_head), unless a ticket held by a producer carries over from an earlier call. */
+	if (r == LH_UNCLAIMED && timeout_ms == 0 &&
+	    atomic_load_explicit(&q->zw[0].ticket, memory_order_relaxed) != a.hd + 1 && idle_poll(&a, 0, 0)) {
+		idle_polls[0]++;
+		shmq_consumer_mark(q, now);
+		empty_pause();
+		return -EAGAIN;
+	}
+	return RECV_GENERAL;
+}
+
 int shmq_recv(shmq_t *q, struct shmq_msg *m, int timeout_ms)
 {
+	uint64_t now_c = 0;
+	/* loads of the handle decide; the general path checks it all again */
+	if (__builtin_expect(q && m && !q->uses_lanes && !q->foreign &&
+				     !atomic_load_explicit(&q->prefetch, memory_order_relaxed),
+			     1)) {
+		now_c = now_ms();
+		int r = recv_fast(q, m, timeout_ms, now_c);
+		if (r == 0)
+			shmq_prefetch_unlimited_done(q, 1);
+		if (r != RECV_GENERAL)
+			return r;
+	}
 	if (foreign(q))
 		return -ECHILD;
 	if (!q || !m)
 		return -EINVAL;
 	unsigned units;
-	int r = recv_first(q, m, 1, timeout_ms, &units);
+	int r = recv_first(q, m, 1, timeout_ms, &units, now_c);
 	if (units)
 		shmq_prefetch_done(q, units, 1);
 	else if (!r)
@@ -1161,7 +1261,7 @@ int shmq_recv_batch(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms)
 	if (!q || !m || n == 0)
 		return -EINVAL;
 	unsigned units;
-	int r = recv_first(q, &m[0], n, timeout_ms, &units);
+	int r = recv_first(q, &m[0], n, timeout_ms, &units, 0);
 	if (r)
 		return r;
 	unsigned got = units ? units : n, i = 1;
