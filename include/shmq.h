@@ -318,7 +318,11 @@ int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight);
 /* Zero-copy send: reserve a slot for up to `len` bytes (-EMSGSIZE, -EAGAIN as shmq_send), write
  * into r->data, then commit `len` (<= reserved) bytes, or abort. A reservation not committed by a
  * process that dies is retired by shmq_reclaim. commit/abort return -ESTALE if the slot was
- * retired meanwhile (the reservation was held past the retire grace while its owner looked dead). */
+ * retired meanwhile (the reservation was held past the retire grace while its owner looked dead).
+ * First deliveries of a lane go in send order: a reservation held open (like a producer preempted
+ * between its claim and its publish) holds back the first deliveries of the messages sent after
+ * it in its lane until it is committed or aborted, or its process dies (then it is retired within
+ * about 10 ms of a receiver's wait). Other lanes, redeliveries and sends are not held. */
 int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms);
 int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len);
 int shmq_send_abort(shmq_t *q, struct shmq_reservation *r);
