@@ -395,37 +395,51 @@ HOT int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len,
 	return publish(q, l, s, t, (uint32_t)len, 0);
 }
 
-/* The fast path of a send: one lane, the window short of near full by the cached head (so the
- * slot next in line was freed long ago, see claim()), the ticket's slot FREE for it: a ticket,
- * the claim, the copy, the publish. -EAGAIN sends the caller to the general path, with nothing
- * taken, or with the ticket lost as claim() loses one (abandoned at a slot still held). */
-HOT int send_fast(shmq_t *q, const void *data, size_t len)
+/* The fast path's claim: one lane, the window short of near full by the cached head (so the slot
+ * next in line was freed long ago, see claim()), the ticket's slot FREE for it. 0 with the slot
+ * (WRITING for ticket *t) and the head *c0 the window was judged by, or -EAGAIN for the general
+ * path, with nothing taken, or with the ticket lost as claim() loses one (abandoned at a slot
+ * still held). */
+HOT int claim_fast(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t *c0)
 {
-	uint64_t c0 = atomic_load_explicit(&q->lc[0].head_cache, memory_order_relaxed);
+	*c0 = atomic_load_explicit(&q->lc[0].head_cache, memory_order_relaxed);
 	uint64_t t0 = atomic_load_explicit(&q->hdr->lane[0].prod_tail, memory_order_relaxed);
 	uint64_t nf = near_full((uint64_t)q->lane_mask + 1);
-	struct shmq_slot *s;
-	if (t0 - c0 >= nf) {
+	if (t0 - *c0 >= nf) {
 		/* the cached head only ever lags: refresh it (once in most of a lap while the
 		 * consumers keep up) before leaving the send to the general path */
-		c0 = atomic_load_explicit(&q->hdr->lane[0].cons_head, memory_order_relaxed);
-		atomic_store_explicit(&q->lc[0].head_cache, c0, memory_order_relaxed);
-		if (t0 - c0 >= nf)
+		*c0 = atomic_load_explicit(&q->hdr->lane[0].cons_head, memory_order_relaxed);
+		atomic_store_explicit(&q->lc[0].head_cache, *c0, memory_order_relaxed);
+		if (t0 - *c0 >= nf)
 			return -EAGAIN;
 	}
-	uint64_t t = lane_take_ticket(&q->view, 0);
-	if (claim_ticket(q, 0, t, &s))
-		return -EAGAIN;
-	if (len)
-		write_payload(s, data, len);
-	int r = publish(q, 0, s, t, (uint32_t)len, 0);
-	/* The next ticket's slot was freed long ago while the window is less than half full: ask
-	 * for its lines now, while nobody waits on us, instead of on the next send's critical path */
-	if (t + 1 - c0 < nf / 2) {
+	*t = lane_take_ticket(&q->view, 0);
+	return claim_ticket(q, 0, *t, s);
+}
+
+/* After a fast send of ticket t: while the window is under half full (by the head c0), the next
+ * ticket's slot was freed long ago, so its lines are asked for now, while nobody waits on us,
+ * instead of on the next send's critical path. */
+HOT void prefetch_next(shmq_t *q, uint64_t t, uint64_t c0)
+{
+	if (t + 1 - c0 < near_full((uint64_t)q->lane_mask + 1) / 2) {
 		struct shmq_slot *ns = slot_at(q, lane_idx(q, 0, t + 1));
 		slot_prefetch_w(ns);
 		slot_prefetch_w(slot_payload(ns));
 	}
+}
+
+/* The fast path of a send: claim_fast(), the copy, the publish. -EAGAIN: the general path. */
+HOT int send_fast(shmq_t *q, const void *data, size_t len)
+{
+	struct shmq_slot *s;
+	uint64_t t, c0;
+	if (claim_fast(q, &s, &t, &c0))
+		return -EAGAIN;
+	if (len)
+		write_payload(s, data, len);
+	int r = publish(q, 0, s, t, (uint32_t)len, 0);
+	prefetch_next(q, t, c0);
 	return r;
 }
 
@@ -463,9 +477,13 @@ int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq
 		return -EINVAL;
 	if (len > q->max_payload)
 		return -EMSGSIZE;
-	int err = claim_wait(q, &l, &s, &t, timeout_ms, strict);
-	if (err)
-		return err;
+	uint64_t c0;
+	/* one lane: the fast path's claim first (keyed sends come this way) */
+	if (q->lanes > 1 || l != 0 || claim_fast(q, &s, &t, &c0)) {
+		int err = claim_wait(q, &l, &s, &t, timeout_ms, strict);
+		if (err)
+			return err;
+	}
 	r->data = slot_payload(s);
 	r->cap = q->max_payload;
 	r->slot = lane_idx(q, l, t);
