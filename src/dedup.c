@@ -41,10 +41,12 @@ struct dkey {
 	uint64_t hash;
 	unsigned tag;  /* the entry word's 9 bits */
 	unsigned ctag; /* the control byte's 7 (dc_tag) */
-	/* set by place(): the key's group, its first entry, the unit of its expiry hints */
+	/* set by place(): the key's group, its first entry, the unit of its expiry hints, and the
+	 * entry of the group a claim takes when it is free (see find) */
 	struct shmq_dedup_group *g;
 	uint32_t base;
 	unsigned shift;
+	uint32_t pref;
 };
 
 enum find {
@@ -86,10 +88,16 @@ static void place(const shmq_t *q, struct dkey *k, int claim)
 	k->base = (uint32_t)k->hash & q->dedup_mask & ~(DEDUP_PROBES - 1);
 	k->g = (struct shmq_dedup_group *)(q->dedup + dedup_group_off(k->base));
 	k->shift = dedup_hint_shift(q->dedup_window_ms);
-	if (claim) /* on its way while the caller reads the clock */
+	/* bits the group index (low) and the tag (top) do not use */
+	k->pref = (uint32_t)(k->hash >> 32) % DEDUP_PROBES;
+	if (claim) {
+		/* on their way while the caller reads the clock: the control record, and the entry
+		 * a claim takes if it is free, so the two transfers overlap */
 		__builtin_prefetch(k->g, 1);
-	else
+		__builtin_prefetch(entry_at(q, k->base + k->pref), 1);
+	} else {
 		__builtin_prefetch(k->g, 0);
+	}
 }
 
 /* Time ms in the unit of the group's expiry hints (modulo 2^16). */
@@ -152,14 +160,21 @@ static uint64_t word_of(const shmq_t *q, uint32_t i)
 	return atomic_load_explicit(&entry_at(q, i)->word, memory_order_acquire);
 }
 
+/* 1 if an entry whose control byte is b and expiry hint `until` holds no live key at time unit
+ * `unit`, by the hint: never used, or expired. */
+static int hint_free(unsigned b, uint16_t until, uint16_t unit)
+{
+	return b == DC_EMPTY || (int16_t)(uint16_t)(unit - until) >= 0;
+}
+
 /* Of the entries of k's group whose control byte b and expiry hint `until` say they hold no live
  * key (or were never used), the one that expired last: written last, the likeliest in cache. 1:
  * entry j is the best so far (its age is below *best_age). */
 static int rank(unsigned b, uint16_t until, uint16_t unit, uint32_t j, int *best, uint16_t *best_age)
 {
 	uint16_t age = (uint16_t)(unit - until);
-	if (b != DC_EMPTY && (int16_t)age < 0)
-		return 0; /* live, by its hint */
+	if (!hint_free(b, until, unit))
+		return 0;
 	if (b == DC_EMPTY)
 		age = UINT16_MAX - 1; /* never used: cold, but better than none */
 	if (age >= *best_age)
@@ -216,12 +231,21 @@ static enum find find(shmq_t *q, const struct dkey *k, int claim, uint64_t now, 
 	int dead = -1, best = -1;
 	uint16_t unit = unit_of(k, now), best_age = UINT16_MAX;
 	uint64_t w = 0;
+	/* A claim takes the key's preferred entry when its hint says it is free: place() asked for
+	 * that entry with the control record. Otherwise the one rank() finds (the most recently
+	 * expired), asked for as soon as it is found. relaxed: hints. */
+	int ranking = claim;
+	if (claim && hint_free(atomic_load_explicit(&g->ctrl[k->pref], memory_order_relaxed),
+			       atomic_load_explicit(&g->until[k->pref], memory_order_relaxed), unit)) {
+		best = (int)k->pref;
+		ranking = 0;
+	}
 	for (uint32_t j = 0; j < DEDUP_PROBES; j++) {
 		/* relaxed: it only says where to look. A key recorded before this call has its tag
 		 * here (C3 is sequenced before the CAS that recorded it), or BUSY from a later claim. */
 		unsigned b = atomic_load_explicit(&g->ctrl[j], memory_order_relaxed);
-		if (claim && rank(b, atomic_load_explicit(&g->until[j], memory_order_relaxed), unit, j, &best,
-				  &best_age))
+		if (ranking && rank(b, atomic_load_explicit(&g->until[j], memory_order_relaxed), unit, j,
+				    &best, &best_age))
 			__builtin_prefetch(entry_at(q, k->base + j), 1); /* the likely claim: ask early */
 		if (!may_hold(b, k->ctag))
 			continue;

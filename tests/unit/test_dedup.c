@@ -104,12 +104,15 @@ Test(dedup, a_queue_without_a_window_refuses_keyed_calls)
 
 Test(dedup, a_full_table_evicts_the_oldest_key_of_the_run_and_counts_it)
 {
-	/* 16 entries, 16 probes: every key competes for the whole table */
+	/* 16 entries, 16 probes: every key competes for the whole table. A record's time is the
+	 * coarse clock's (a tick of up to 4 ms) made odd: keys sent 5 ms apart are told apart by
+	 * age, and the oldest is the one evicted (among records of the same time, any one may be) */
 	shmq_t *q = mkq_window(256, 600000, 16);
 	char key[24];
 	for (int i = 0; i < 40; i++) {
 		snprintf(key, sizeof(key), "key-%d", i);
 		cr_assert_eq(send_key(q, key, "x", NULL), 0, "key %d", i);
+		tq_sleep_ms(5);
 	}
 	expect_depth(q, 40);
 	struct shmq_stats st = tq_stats(q);
