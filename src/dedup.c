@@ -114,6 +114,31 @@ static void hint(const struct dkey *k, uint32_t j, uint16_t until)
  * tag. */
 static int may_hold(unsigned b, unsigned ctag) { return b == ctag || (b != DC_EMPTY && b < DC_TAG); }
 
+/* may_hold() of the 8 control bytes in word v at once: 0x80 in each byte of the result whose
+ * control byte may hold the key of control tag ctag, 0 elsewhere. Exact (no carry crosses a
+ * byte: (b & 0x7f) + 0x7f <= 0xfe). */
+#define BYTES_01 0x0101010101010101ULL
+#define BYTES_7F 0x7f7f7f7f7f7f7f7fULL
+#define BYTES_80 0x8080808080808080ULL
+static uint64_t nonzero_bytes(uint64_t v) { return (((v & BYTES_7F) + BYTES_7F) | v) & BYTES_80; }
+static uint64_t may_hold8(uint64_t v, unsigned ctag)
+{
+	uint64_t tagged = ~nonzero_bytes(v ^ (BYTES_01 * ctag)) & BYTES_80;
+	uint64_t busy = nonzero_bytes(v) & ~v; /* not EMPTY, below DC_TAG */
+	return tagged | busy;
+}
+
+/* The index within its word of the control byte whose 0x80 bit is bit `bit` of a may_hold8()
+ * result (the word was loaded from memory: byte order decides). */
+static uint32_t byte_of_bit(unsigned bit)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return bit / 8;
+#else
+	return 7 - bit / 8;
+#endif
+}
+
 static int same_key(const struct shmq_dedup_entry *e, const struct dkey *k)
 {
 	uint32_t len = e->key_len;
@@ -240,15 +265,21 @@ static enum find find(shmq_t *q, const struct dkey *k, int claim, uint64_t now, 
 		best = (int)k->pref;
 		ranking = 0;
 	}
-	for (uint32_t j = 0; j < DEDUP_PROBES; j++) {
-		/* relaxed: it only says where to look. A key recorded before this call has its tag
-		 * here (C3 is sequenced before the CAS that recorded it), or BUSY from a later claim. */
-		unsigned b = atomic_load_explicit(&g->ctrl[j], memory_order_relaxed);
-		if (ranking && rank(b, atomic_load_explicit(&g->until[j], memory_order_relaxed), unit, j,
-				    &best, &best_age))
+	/* relaxed: the control bytes only say where to look. A key recorded before this call has its
+	 * tag here (C3 is sequenced before the CAS that recorded it), or BUSY from a later claim. The
+	 * bytes are matched 8 at a time; the entries they name are looked at in order. */
+	uint32_t cand = 0;
+	for (uint32_t i = 0; i < DEDUP_PROBES / 8; i++)
+		for (uint64_t m =
+			     may_hold8(atomic_load_explicit(&g->ctrl_w[i], memory_order_relaxed), k->ctag);
+		     m; m &= m - 1)
+			cand |= 1u << (8 * i + byte_of_bit((unsigned)__builtin_ctzll(m)));
+	for (uint32_t j = 0; ranking && j < DEDUP_PROBES; j++)
+		if (rank(atomic_load_explicit(&g->ctrl[j], memory_order_relaxed),
+			 atomic_load_explicit(&g->until[j], memory_order_relaxed), unit, j, &best, &best_age))
 			__builtin_prefetch(entry_at(q, k->base + j), 1); /* the likely claim: ask early */
-		if (!may_hold(b, k->ctag))
-			continue;
+	for (; cand; cand &= cand - 1) {
+		uint32_t j = (uint32_t)__builtin_ctz(cand);
 		struct shmq_dedup_entry *e = entry_at(q, k->base + j);
 		uint64_t v = word_of(q, k->base + j);
 		if (de_state(v) == DE_CLAIMED) {

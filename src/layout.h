@@ -379,7 +379,11 @@ enum {
 static inline unsigned dc_tag(unsigned tag9) { return DC_TAG | ((tag9 >> 2) & 0x7f); }
 
 struct shmq_dedup_group {
-	_Atomic uint8_t ctrl[DEDUP_PROBES]; /* entry j of the group: DC_* above */
+	union {
+		_Atomic uint8_t ctrl[DEDUP_PROBES]; /* entry j of the group: DC_* above */
+		/* the same bytes, 8 to a word: a lookup matches them 8 at a time (dedup.c) */
+		_Atomic uint64_t ctrl_w[DEDUP_PROBES / 8];
+	};
 	/* entry j's expiry hint: the first time unit (dedup_hint_shift) in which it holds no live key;
 	 * for a claim in progress, a time far ahead. A hint only: it spares claims reading the words
 	 * of live entries; the word decides. */

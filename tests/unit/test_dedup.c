@@ -529,6 +529,45 @@ Test(dedup, a_corrupted_control_byte_is_bounded_and_reported_by_check)
 	shmq_close(q);
 }
 
+/* Lookups match the control bytes of a group 8 at a time: whichever entry of the group holds a
+ * key, and whatever its neighbours' bytes are, the key's byte alone decides whether it is looked
+ * at (its tag, BUSY or a value never written: yes; EMPTY or another tag: no). The record is moved
+ * to each entry of the group in turn, built directly in the table. */
+Test(dedup, a_key_is_found_at_every_entry_of_its_group_whatever_its_neighbours_bytes)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.dedup_entries = 16; /* one group */
+	shmq_t *q = tq_create(name, &c);
+	cr_assert_eq(shmq_done_mark(q, "job", 3), 0);
+	int at = entry_holding(q, DK_DONE_KEY, "job", DE_VALID);
+	cr_assert_geq(at, 0);
+	unsigned own = atomic_load(ctrl_of(q, (uint32_t)at));
+	struct shmq_dedup_entry rec;
+	memcpy(&rec, entry_at_test(q, at), sizeof(rec));
+	static const uint8_t fills[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0x81, 0xfe, 0xff};
+	static const uint8_t probes[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0xfe, 0xff};
+	for (int j = 0; j < 16; j++) {
+		/* the record at entry j, every other entry EMPTY (a look at one finds nothing) */
+		for (int i = 0; i < 16; i++)
+			memset(entry_at_test(q, i), 0, sizeof(rec));
+		memcpy(entry_at_test(q, j), &rec, sizeof(rec));
+		for (size_t f = 0; f < sizeof(fills) + 1; f++) {
+			uint8_t fill = f < sizeof(fills) ? fills[f] : (uint8_t)own;
+			for (int i = 0; i < 16; i++)
+				atomic_store(ctrl_of(q, (uint32_t)i), fill);
+			for (size_t p = 0; p < sizeof(probes) + 1; p++) {
+				unsigned v = p < sizeof(probes) ? probes[p] : own;
+				atomic_store(ctrl_of(q, (uint32_t)j), (uint8_t)v);
+				int look = v == own || (v != DC_EMPTY && v < DC_TAG);
+				cr_expect_eq(shmq_done_check(q, "job", 3), look,
+					     "entry %d, byte 0x%02x, others 0x%02x", j, v, fill);
+			}
+		}
+	}
+	shmq_close(q);
+}
+
 /* ---- a lookup racing recycles ---- */
 
 #define RECYCLE_KEYS 3000
