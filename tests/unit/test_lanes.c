@@ -583,6 +583,45 @@ Test(lanes, a_receiver_at_the_prefetch_limit_wakes_when_another_thread_acks)
 	shmq_close(q);
 }
 
+/* The key hash places keys (key-hash lanes, dedup groups and preferred entries): keys of every
+ * length up to SHMQ_KEY_MAX, counters in their first bytes and text alike, spread evenly over
+ * its low bits and over the bits above 32, and keys differing in one byte anywhere differ in
+ * hash. (A key hashed bytes shorter than a word and the tail of longer ones too.) */
+Test(lanes, the_key_hash_spreads_keys_of_every_length_evenly)
+{
+	enum {
+		KEYS = 3200,
+		BUCKETS = 16
+	};
+	for (unsigned len = 1; len <= SHMQ_KEY_MAX; len++) {
+		unsigned low[BUCKETS] = {0}, high[BUCKETS] = {0};
+		unsigned keys = len == 1 ? 256 : KEYS;
+		for (unsigned i = 0; i < keys; i++) {
+			unsigned char key[SHMQ_KEY_MAX];
+			memset(key, 'k', sizeof(key));
+			memcpy(key, &i, len < sizeof(i) ? len : sizeof(i));
+			uint64_t h = shmq_hash(key, len);
+			low[h % BUCKETS]++;
+			high[(h >> 32) % BUCKETS]++;
+		}
+		for (unsigned b = 0; b < BUCKETS; b++) {
+			/* mean keys / 16; a fair hash stays well within half of it either way */
+			cr_expect(low[b] * BUCKETS * 2 > keys && low[b] * BUCKETS < 2 * keys,
+				  "length %u: %u keys in low bucket %u of %u", len, low[b], b, BUCKETS);
+			cr_expect(high[b] * BUCKETS * 2 > keys && high[b] * BUCKETS < 2 * keys,
+				  "length %u: %u keys in high bucket %u of %u", len, high[b], b, BUCKETS);
+		}
+		unsigned char a[SHMQ_KEY_MAX], c[SHMQ_KEY_MAX];
+		memset(a, 'x', sizeof(a));
+		for (unsigned at = 0; at < len; at++) {
+			memcpy(c, a, sizeof(c));
+			c[at] ^= 0x01;
+			cr_expect_neq(shmq_hash(a, len), shmq_hash(c, len), "length %u: byte %u ignored", len,
+				      at);
+		}
+	}
+}
+
 /* A routing key that key-hash dispatch sends to lane `lane` of `lanes`. */
 static void key_of_lane(uint32_t lane, uint32_t lanes, char *key, size_t size)
 {
