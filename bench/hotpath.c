@@ -7,6 +7,7 @@
  *   hotpath pingpong [--messages N] [--repeats R] [--blocking]   one-way p50/p99 = RTT / 2
  *   hotpath stream   [--messages N] [--repeats R]                1P1C send / recv + ack, M msg/s
  *   hotpath batch    [--messages N] [--repeats R]                1P1C batches of 32, M msg/s
+ *   hotpath mpmc     [--messages N] [--repeats R]                2P2C, blocking calls, M msg/s
  *   hotpath targets  [--repeats R]                               issue 14's ratios, one run
  *
  * 64-byte messages, 128-byte slots, 1024 slots; sender on CPU 0, receiver on CPU 1 (when there
@@ -21,11 +22,13 @@
  *
  * `targets` measures, R rounds interleaved (default 5): the floor (one word bounced in one line,
  * bench/peers/floor.c), shmq's round trip with busy-poll and blocking receives, the bare SPSC ring
- * and the minimal leased ring (bench/peers/), shmq 1P1C with single and batch calls, and keyed
- * against plain send + recv + ack (bench/lib/keyed.c); then prints the ratios the harness prints
- * against issue 14's targets (all but 2P2C, which needs the harness's four processes), each met
- * or MISSED. The rings run through their harness adapters (one indirect call and a copy per
- * message more than a bare loop would take): what they cost shmq is in its favour.
+ * and the minimal leased ring (bench/peers/), shmq 1P1C with single and batch calls, 2P2C, and
+ * keyed against plain send + recv + ack (bench/lib/keyed.c); then prints the ratios the harness
+ * prints against issue 14's targets, each met or MISSED. 2P2C runs four processes on the two
+ * CPUs: its producers and consumers block (spin, then futex) rather than busy-poll, so that a
+ * spinner does not hold the CPU another needs; its 1P1C reference is the busy-poll stream. The rings run
+ * through their harness adapters (one indirect call and a copy per message more than a bare loop would take):
+ * what they cost shmq is in its favour.
  *
  * On a noisy machine, alternate two builds run by run (`for i in 1..9: A; B`) and compare
  * medians: figures of one build taken minutes apart vary more than most changes do.
@@ -34,10 +37,12 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +72,7 @@ static const char *prog = "hotpath";
 /* What a run leaves behind, for cleanup() on every exit of the parent: the other process and
  * the queues' names. */
 static pid_t parent_pid, child_pid;
+static pid_t extra_pid[3]; /* mpmc(): the other producers and consumer */
 static char names[2][64];
 static uint64_t empty_polls, recv_calls; /* stream: receives that found the queue empty, and
 					  * those that took messages, this run */
@@ -80,6 +86,12 @@ static void cleanup(void)
 		waitpid(child_pid, NULL, 0);
 		child_pid = 0;
 	}
+	for (int i = 0; i < 3; i++)
+		if (extra_pid[i] > 0) {
+			kill(extra_pid[i], SIGKILL);
+			waitpid(extra_pid[i], NULL, 0);
+			extra_pid[i] = 0;
+		}
 	for (int i = 0; i < 2; i++)
 		if (names[i][0]) {
 			shmq_unlink(names[i]);
@@ -153,9 +165,9 @@ static void ack(shmq_t *q, struct shmq_msg *m)
 		bench_die(prog, "ack", r);
 }
 
-/* Forks the other process of a run: 0 in it (pinned to CPU 0, and killed with us), its pid in
- * the parent. */
-static pid_t spawn(void)
+/* Forks a process pinned to cpu (best effort: a mask without the CPU runs unpinned) and killed
+ * with us: 0 in it, its pid in the parent. */
+static pid_t fork_pinned(int cpu)
 {
 	fflush(stdout);
 	pid_t p = fork();
@@ -168,9 +180,18 @@ static pid_t spawn(void)
 		if (getppid() != parent_pid) /* the parent died before the line above */
 			_exit(1);
 		if (two_cpus())
-			(void)proc_pin(0); /* best effort: a mask without the CPU runs unpinned */
-		return 0;
+			(void)proc_pin(cpu);
 	}
+	return p;
+}
+
+/* Forks the other process of a run: 0 in it (pinned to CPU 0), its pid in the parent (pinned to
+ * CPU 1). */
+static pid_t spawn(void)
+{
+	pid_t p = fork_pinned(0);
+	if (p == 0)
+		return 0;
 	child_pid = p;
 	if (two_cpus())
 		(void)proc_pin(1);
@@ -350,6 +371,117 @@ static double stream(unsigned n, int batch)
 	return (double)(n - first) / secs / 1e6;
 }
 
+/* ---- 2P2C ----------------------------------------------------------------------------------- */
+
+/* What the four processes of mpmc() share: messages received so far, those out of their
+ * producer's order, and when the first and the last were received (CLOCK_MONOTONIC seconds: one
+ * clock for all processes). */
+struct mpmc_shared {
+	_Atomic uint64_t got;
+	_Atomic uint64_t bad;
+	_Atomic double t_first, t_last;
+};
+
+#define PRODUCER_BIT 63
+
+/* Forks process k of mpmc() on cpu: 0 in it, its pid in the parent. */
+static pid_t spawn_extra(int k, int cpu)
+{
+	pid_t p = fork_pinned(cpu);
+	if (p == 0)
+		return 0;
+	extra_pid[k] = p;
+	return p;
+}
+
+/* A consumer of mpmc(): receives until n messages were received by the two, checking that each
+ * producer's messages come in the order it sent them (first deliveries of one lane are in
+ * ticket order, and each consumer sees a subsequence of it). */
+static void mpmc_consume(shmq_t *q, struct mpmc_shared *sh, uint64_t n)
+{
+	uint64_t last[2] = {0, 0};
+	int seen[2] = {0, 0};
+	struct shmq_msg m;
+	while (atomic_load_explicit(&sh->got, memory_order_relaxed) < n) {
+		int r = shmq_recv(q, &m, BLOCK_MS);
+		if (r == -EAGAIN)
+			continue;
+		if (r)
+			bench_die(prog, "recv", r);
+		uint64_t v;
+		memcpy(&v, m.data, sizeof(v));
+		unsigned p = (unsigned)(v >> PRODUCER_BIT);
+		uint64_t seq = v & ~(1ULL << PRODUCER_BIT);
+		if (seen[p] && seq <= last[p])
+			atomic_fetch_add(&sh->bad, 1);
+		seen[p] = 1;
+		last[p] = seq;
+		ack(q, &m);
+		double t = bench_now_s(), zero = 0;
+		atomic_compare_exchange_strong(&sh->t_first, &zero, t);
+		if (atomic_fetch_add_explicit(&sh->got, 1, memory_order_relaxed) + 1 == n)
+			atomic_store(&sh->t_last, t);
+	}
+}
+
+/* 2P2C M msg/s: two producers send n / 2 messages each, two consumers receive and ack them all,
+ * every call blocking (BLOCK_MS at a time: spin, then futex). One producer and one consumer per
+ * CPU. The rate counts from the first receive to the last. */
+static double mpmc(unsigned n)
+{
+	snprintf(names[0], sizeof(names[0]), "/shmq-hotpath-mpmc-%d", (int)parent_pid);
+	shmq_close(make_queue(names[0]));
+	struct mpmc_shared *sh =
+		mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		bench_die(prog, "mmap", -errno);
+	memset(sh, 0, sizeof(*sh));
+	uint64_t each = n / 2;
+	for (int p = 0; p < 2; p++) {
+		if (spawn_extra(p, p) == 0) {
+			shmq_t *q = open_queue(names[0]);
+			unsigned char buf[MSG] = {0};
+			for (uint64_t i = 0; i < each; i++) {
+				uint64_t v = (uint64_t)p << PRODUCER_BIT | i;
+				memcpy(buf, &v, sizeof(v));
+				int r;
+				while ((r = shmq_send(q, buf, MSG, BLOCK_MS)) == -EAGAIN)
+					;
+				if (r)
+					bench_die(prog, "send", r);
+			}
+			_exit(0);
+		}
+	}
+	if (spawn_extra(2, 0) == 0) {
+		mpmc_consume(open_queue(names[0]), sh, 2 * each);
+		_exit(0);
+	}
+	if (two_cpus())
+		(void)proc_pin(1);
+	shmq_t *q = open_queue(names[0]);
+	mpmc_consume(q, sh, 2 * each);
+	for (int i = 0; i < 3; i++) {
+		int st;
+		pid_t p = extra_pid[i];
+		extra_pid[i] = 0;
+		if (waitpid(p, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "%s: an mpmc process failed\n", prog);
+			exit(1);
+		}
+	}
+	if (atomic_load(&sh->bad)) {
+		fprintf(stderr, "%s: mpmc: %llu messages out of their producer's order\n", prog,
+			(unsigned long long)atomic_load(&sh->bad));
+		exit(1);
+	}
+	double rate = (double)(2 * each - 1) / (atomic_load(&sh->t_last) - atomic_load(&sh->t_first)) / 1e6;
+	munmap(sh, sizeof(*sh));
+	shmq_close(q);
+	cleanup();
+	return rate;
+}
+
 /* ---- targets: shmq against the floor and the reference rings ---------------------------------- */
 
 static void on_watchdog(int sig)
@@ -485,6 +617,7 @@ enum {
 	T_LEASED,
 	T_SINGLE,
 	T_BATCH,
+	T_MPMC,
 	T_PLAIN,
 	T_KEYED,
 	T_KEYED_RATIO, /* computed per round */
@@ -523,15 +656,17 @@ static void targets(unsigned rounds)
 		f[r][T_BATCH] = stream(n_tp, 1);
 		modes[1][r] = mode_of(polls_per_recv());
 		alarm(WATCHDOG_S);
+		f[r][T_MPMC] = mpmc(n_tp);
+		alarm(WATCHDOG_S);
 		keyed(&f[r][T_PLAIN], &f[r][T_KEYED]);
 		f[r][T_KEYED_RATIO] = f[r][T_KEYED] / f[r][T_PLAIN];
 		alarm(0);
 		printf("round %u: one-way p50 ns floor %.1f, shmq busy %.1f, blocking %.1f; 1P1C M msg/s "
-		       "bare "
-		       "ring %.2f, leased ring %.2f, shmq %.2f (%c), batch %.2f (%c); keyed %.0f / plain "
-		       "%.0f ns\n",
+		       "bare ring %.2f, leased ring %.2f, shmq %.2f (%c), batch %.2f (%c); 2P2C %.2f; keyed "
+		       "%.0f / plain %.0f ns\n",
 		       r + 1, f[r][T_FLOOR], f[r][T_BUSY], f[r][T_BLOCK], f[r][T_RING], f[r][T_LEASED],
-		       f[r][T_SINGLE], modes[0][r], f[r][T_BATCH], modes[1][r], f[r][T_KEYED], f[r][T_PLAIN]);
+		       f[r][T_SINGLE], modes[0][r], f[r][T_BATCH], modes[1][r], f[r][T_MPMC], f[r][T_KEYED],
+		       f[r][T_PLAIN]);
 		fflush(stdout);
 	}
 	double m[T_N], m999[3];
@@ -544,10 +679,11 @@ static void targets(unsigned rounds)
 		m999[k] = spread_of(p999[k], (int)rounds).med;
 	printf("\nmedians of %u rounds, 64 B: one-way p50 floor %.1f ns, shmq busy poll %.1f, blocking %.1f "
 	       "(p99.9 %.1f / %.1f / %.1f);\n1P1C bare ring %.2f M msg/s, leased ring %.2f, shmq %.2f "
-	       "(modes %s), batch %.2f (modes %s); send + recv + ack plain %.0f ns, keyed %.0f\n\n",
+	       "(modes %s), batch %.2f (modes %s), 2P2C %.2f; send + recv + ack plain %.0f ns, keyed "
+	       "%.0f\n\n",
 	       rounds, m[T_FLOOR], m[T_BUSY], m[T_BLOCK], m999[0], m999[1], m999[2], m[T_RING], m[T_LEASED],
-	       m[T_SINGLE], modes[0], m[T_BATCH], modes[1], m[T_PLAIN], m[T_KEYED]);
-	printf("Targets of issue 14 (ratios of medians; 2P2C: see the harness)\n");
+	       m[T_SINGLE], modes[0], m[T_BATCH], modes[1], m[T_MPMC], m[T_PLAIN], m[T_KEYED]);
+	printf("Targets of issue 14 (ratios of medians)\n");
 	target_line("round trip p50, busy poll (timeout 0 in a loop): shmq / floor", "<= 1.25",
 		    m[T_BUSY] / m[T_FLOOR], 1.25, 1);
 	target_line("round trip p50, blocking receive: shmq / floor", "<= 1.25", m[T_BLOCK] / m[T_FLOOR],
@@ -558,6 +694,8 @@ static void targets(unsigned rounds)
 	target_line("1P1C msgs/s, single calls: shmq / bare ring", ">= 1.5", m[T_SINGLE] / m[T_RING], 1.5, 0);
 	target_line("1P1C msgs/s, batch calls: shmq batch / bare ring single", ">= 2", m[T_BATCH] / m[T_RING],
 		    2, 0);
+	target_line("2P2C msgs/s (blocking calls): shmq / shmq 1P1C", ">= 0.5", m[T_MPMC] / m[T_SINGLE], 0.5,
+		    0);
 	target_line("keyed send + recv + ack: keyed / plain (median of rounds' ratios)", "<= 3",
 		    m[T_KEYED_RATIO], 3, 1);
 	printf("  for reference: leased ring / bare ring 1P1C %.3f\n", m[T_LEASED] / m[T_RING]);
@@ -567,7 +705,7 @@ static void targets(unsigned rounds)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s pingpong|stream|batch [--messages N] [--repeats R] [--blocking]\n"
+		"usage: %s pingpong|stream|batch|mpmc [--messages N] [--repeats R] [--blocking]\n"
 		"       %s targets [--repeats R]\n",
 		prog, prog);
 	exit(2);
@@ -579,9 +717,11 @@ int main(int argc, char **argv)
 		usage();
 	const char *mode = argv[1];
 	int is_ping = !strcmp(mode, "pingpong"), is_stream = !strcmp(mode, "stream"),
-	    is_batch = !strcmp(mode, "batch"), is_targets = !strcmp(mode, "targets");
-	if (!is_ping && !is_stream && !is_batch && !is_targets) {
-		fprintf(stderr, "%s: unknown mode '%s' (pingpong, stream, batch or targets)\n", prog, mode);
+	    is_batch = !strcmp(mode, "batch"), is_targets = !strcmp(mode, "targets"),
+	    is_mpmc = !strcmp(mode, "mpmc");
+	if (!is_ping && !is_stream && !is_batch && !is_targets && !is_mpmc) {
+		fprintf(stderr, "%s: unknown mode '%s' (pingpong, stream, batch, mpmc or targets)\n", prog,
+			mode);
 		exit(2);
 	}
 	unsigned n = is_ping ? 200000 : 5000000, repeats = 5;
@@ -620,6 +760,9 @@ int main(int argc, char **argv)
 			v[r] = l.p50;
 			printf("run %u: one-way p50 %.1f ns, p99 %.1f ns, p99.9 %.1f ns\n", r + 1, l.p50,
 			       l.p99, l.p999);
+		} else if (is_mpmc) {
+			v[r] = mpmc(n);
+			printf("run %u: %.2f M msg/s\n", r + 1, v[r]);
 		} else {
 			v[r] = stream(n, is_batch);
 			double polls = polls_per_recv();
