@@ -68,9 +68,10 @@ LIB_SRCS := $(sort $(wildcard src/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
-# the thread and worker tests and the ring core's unit tests (its threaded one on malloc'd memory)
+# the thread, counter and worker tests and the ring core's unit tests (its threaded one on malloc'd memory)
 # again, each as a plain program for TSan (see tests/common.h, TQ_PLAIN)
-TSAN_SRCS := tests/integration/test_threads.c tests/integration/test_worker.c tests/unit/test_lane.c
+TSAN_SRCS := tests/integration/test_threads.c tests/integration/test_worker.c tests/unit/test_lane.c \
+	tests/integration/test_counters.c
 # bench/harness.c and bench/crash.c drive the transports of bench/peers/ (adapters, one per
 # transport, plus what the two share in bench/lib/); the other bench/*.c are standalone programs.
 SUITE_MAINS := bench/harness.c bench/crash.c

@@ -196,10 +196,9 @@ static void check_participants(struct checker *c, uint8_t *part_state)
 		}
 		if ((v & 0xff) == PART_ALIVE && p->pid <= 0)
 			report(c, SHMQ_CHECK_ERROR, "participant %u: alive with pid %d", i, p->pid);
-		uint64_t rcv = atomic_load_explicit(&p->counters[C_RECEIVED], memory_order_relaxed);
-		uint64_t settled = atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
-				   atomic_load_explicit(&p->counters[C_NACKED], memory_order_relaxed) +
-				   atomic_load_explicit(&p->counters[C_REJECTED], memory_order_relaxed);
+		uint64_t rcv = part_count(p, C_RECEIVED);
+		uint64_t settled =
+			part_count(p, C_ACKED) + part_count(p, C_NACKED) + part_count(p, C_REJECTED);
 		/* a participant settles only deliveries it received (its lease tokens are its own),
 		 * and counts a receive before it can settle it */
 		if (settled > rcv)
@@ -216,7 +215,7 @@ static void sum_counters(const struct checker *c, uint64_t tot[C_COUNT])
 		tot[k] = RETIRED_LOAD(c->base, k);
 	for (uint32_t i = 0; i < c->h.max_participants; i++)
 		for (int k = 0; k < C_COUNT; k++)
-			tot[k] += atomic_load_explicit(&cpart(c, i)->counters[k], memory_order_relaxed);
+			tot[k] += part_count(cpart(c, i), k);
 }
 
 /* tot: the counters summed before the slot scan. On a live queue whose counters moved during

@@ -81,6 +81,8 @@ struct shmq {
 	_Atomic uint32_t inflight_waiters;
 	_Atomic uint64_t recount_ms;
 	struct shmq_participant *me;
+	/* the thread that writes me->counters (shmq_count_tid), 0: none yet; set once (count.c) */
+	_Atomic uint64_t count_owner;
 	unsigned char *slots; /* process-local copies of validated offsets: never re-read from the header */
 	unsigned char *parts;
 	uint32_t max_parts;
@@ -159,11 +161,37 @@ static inline struct shmq_participant *part_at(const shmq_t *q, uint32_t i)
 	return (struct shmq_participant *)(q->parts + (uint64_t)i * SHMQ_PART_SIZE);
 }
 
+/* This thread's number for count(), unique among the threads the process ever had; COUNT_NO_TID
+ * until the thread first counts on a handle it does not own (count.c). initial-exec: a load at a
+ * fixed offset from the thread pointer, not a __tls_get_addr call per count. */
+#define COUNT_NO_TID UINT64_MAX
+extern SHMQ_HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local uint64_t shmq_count_tid;
+/* count() for a thread other than q's counting thread: claims the handle's counting row if it has
+ * none yet, else adds to the shared row. */
+SHMQ_HIDDEN void shmq_count_other(shmq_t *q, enum shmq_counter c, uint64_t n);
+
+/* n added to counter c of the counting thread's row, by that thread: its only writer */
+static inline void count_own(shmq_t *q, enum shmq_counter c, uint64_t n)
+{
+	_Atomic uint64_t *v = &q->me->counters[c];
+	atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+/* Adds n to counter c of this participant. Only this handle's threads write its record's counters,
+ * so their lines stay in our cache; and one thread, the first that counted (count_owner), writes
+ * its row with a load and a store, no locked instruction: it is the row's only writer, so nothing
+ * can come between the two. The handle's other threads add to the shared row (a locked add). A
+ * counting thread that exits leaves its row to nobody: the threads after it use the shared row
+ * (exact, only slower). Relaxed throughout: readers sum both rows of every record
+ * (part_count) and want no ordering with anything else. */
 static inline void count(shmq_t *q, enum shmq_counter c, uint64_t n)
 {
-	/* only this participant (possibly several threads sharing the handle) writes its counters,
-	 * so the line stays in our cache: the RMW is uncontended */
-	atomic_fetch_add_explicit(&q->me->counters[c], n, memory_order_relaxed);
+	/* relaxed: count_owner is our own number only if this thread stored it */
+	if (__builtin_expect(atomic_load_explicit(&q->count_owner, memory_order_relaxed) == shmq_count_tid,
+			     1))
+		count_own(q, c, n);
+	else
+		shmq_count_other(q, c, n);
 }
 
 static inline void cpu_relax(void)

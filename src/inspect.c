@@ -215,10 +215,8 @@ static uint64_t activity(const struct shmq_view *v)
 		sum += LANE_LOAD(v->base, l, prod_tail) * 31 + LANE_LOAD(v->base, l, cons_head);
 	for (uint32_t i = 0; i < v->max_parts; i++) {
 		const struct shmq_participant *p = vpart(v, i);
-		sum += atomic_load_explicit(&p->counters[C_ACKED], memory_order_relaxed) +
-		       atomic_load_explicit(&p->counters[C_NACKED], memory_order_relaxed) +
-		       atomic_load_explicit(&p->counters[C_RETRIED], memory_order_relaxed) +
-		       atomic_load_explicit(&p->counters[C_DEAD_LETTERED], memory_order_relaxed);
+		sum += part_count(p, C_ACKED) + part_count(p, C_NACKED) + part_count(p, C_RETRIED) +
+		       part_count(p, C_DEAD_LETTERED);
 	}
 	return sum;
 }
@@ -359,7 +357,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 		const struct shmq_participant *p = vpart(v, i);
 		uint64_t c[C_COUNT];
 		for (int k = 0; k < C_COUNT; k++) {
-			c[k] = atomic_load_explicit(&p->counters[k], memory_order_relaxed);
+			c[k] = part_count(p, k);
 			tot[k] += c[k];
 		}
 		/* acquire: pairs with attach's CAS, so pid and times belong to this claim */

@@ -3,7 +3,7 @@
  * The segment layout and the slot word. Everything here lives in shared memory: no pointers,
  * only offsets; every field read from a segment is bounds-checked by its user.
  *
- *   [ header: 4 KiB ][ participant records: SHMQ_MAX_PARTICIPANTS * 256 B ][ slots: capacity * slot_size ]
+ *   [ header: 4 KiB ][ participant records: SHMQ_MAX_PARTICIPANTS * 512 B ][ slots: capacity * slot_size ]
  *   [ dedup table: dedup_entries * 128 B ]
  *
  * Each slot starts with one 64-bit atomic word that is the whole truth about the slot:
@@ -23,6 +23,7 @@
 
 #include <assert.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "shmq.h"
@@ -31,7 +32,7 @@
 #define SHMQ_LAYOUT_VERSION 5u
 #define SHMQ_HDR_SIZE 4096u
 #define SHMQ_CACHELINE 64u
-#define SHMQ_PART_SIZE 256u
+#define SHMQ_PART_SIZE 512u
 
 enum shmq_slot_state {
 	SLOT_FREE = 0,		/* no message; usable by a producer holding a ticket >= the word's ticket */
@@ -144,7 +145,9 @@ struct shmq_slot {
 static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
 
 /* Per-participant counters: each participant writes only its own (trap: shared counters make
- * every participant fight over one cache line). Relaxed atomics; readers sum them. */
+ * every participant fight over one cache line), in two rows: `counters`, written by one thread of
+ * the handle only (load + store, no locked instruction), and `counters_shared`, added to by its
+ * other threads (handle.h, count()). Relaxed atomics; readers sum both rows (part_count). */
 enum shmq_counter {
 	C_SENT,
 	C_RECEIVED,
@@ -205,6 +208,7 @@ struct shmq_participant {
 	_Atomic uint32_t role; /* PART_CONSUMER once it has received: lanes are shared out among those */
 	uint64_t attached_ms;
 	_Atomic uint64_t last_active_ms;
+	/* the counters of the handle's counting thread, its only writer while the record is ours */
 	_Atomic uint64_t counters[C_COUNT];
 	/* key-hash queues: [ fences:16 | count:16 ], this participant's threads now inside a
 	 * first-delivery take, and how often a consumer that took up lanes counted such a take out
@@ -213,8 +217,21 @@ struct shmq_participant {
 	/* [ ms:32 | epoch:32 ] when a reclaim pass first found this record's participant (that epoch)
 	 * gone: a sliced pass frees the record only if that was before the pass started */
 	_Atomic uint64_t dead_seen;
+	uint64_t unused_; /* up to the next line (not _Alignas: an image needs 8-byte alignment only) */
+	/* the counters of the handle's other threads (fetch_add): on lines of their own, so they
+	 * do not take the counting thread's lines away from it */
+	_Atomic uint64_t counters_shared[C_COUNT];
 };
 static_assert(sizeof(struct shmq_participant) <= SHMQ_PART_SIZE, "participant record fits");
+static_assert(offsetof(struct shmq_participant, counters_shared) % SHMQ_CACHELINE == 0,
+	      "the shared row starts a line");
+
+/* Counter k of record p: both rows. */
+static inline uint64_t part_count(const struct shmq_participant *p, enum shmq_counter k)
+{
+	return atomic_load_explicit(&p->counters[k], memory_order_relaxed) +
+	       atomic_load_explicit(&p->counters_shared[k], memory_order_relaxed);
+}
 
 struct shmq_hdr {
 	/* line 0-1: immutable after creation */

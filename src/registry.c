@@ -42,13 +42,15 @@ static int just_freed(uint64_t now, uint64_t freed)
 	return freed && ((now + 1 - freed) & PS_FREED_MASK) <= REUSE_DELAY_MS;
 }
 
-/* Moves record p's counters into the header's retired totals, so a newcomer's record starts at 0
- * and the totals keep everything. A reader summing meanwhile may miss the moved amounts for a
- * moment (snapshots are approximate on a live queue anyway). */
+/* Moves record p's counters, both rows, into the header's retired totals, so a newcomer's record
+ * starts at 0 and the totals keep everything. A reader summing meanwhile may miss the moved
+ * amounts for a moment (snapshots are approximate on a live queue anyway). Nobody counts on p
+ * meanwhile: its previous owner is gone (a claim), or is the caller, closing the handle. */
 static void fold_counters(shmq_t *q, struct shmq_participant *p)
 {
 	for (int k = 0; k < C_COUNT; k++) {
-		uint64_t v = atomic_exchange_explicit(&p->counters[k], 0, memory_order_relaxed);
+		uint64_t v = atomic_exchange_explicit(&p->counters[k], 0, memory_order_relaxed) +
+			     atomic_exchange_explicit(&p->counters_shared[k], 0, memory_order_relaxed);
 		if (v)
 			atomic_fetch_add_explicit(&q->hdr->retired[k], v, memory_order_relaxed);
 	}
