@@ -17,6 +17,12 @@
 #define SHMQ_HIDDEN __attribute__((visibility("hidden")))
 #endif
 
+/* A per-handle sequence: two halves, see seq_next() */
+struct handle_seq {
+	_Atomic uint32_t own;	 /* stepped by the handle's counting thread only */
+	_Atomic uint32_t shared; /* by its other threads */
+};
+
 struct shmq {
 	struct shmq_hdr *hdr;
 	unsigned char *base;
@@ -43,14 +49,14 @@ struct shmq {
 		_Alignas(SHMQ_CACHELINE) _Atomic uint64_t head_cache;
 		_Atomic uint32_t scan_cursor; /* where a producer's next look for a free slot starts */
 	} lc[SHMQ_LANES_MAX];
-	_Atomic uint32_t rr_next;	 /* round-robin dispatch */
+	struct handle_seq rr_next;	 /* round-robin dispatch */
 	int32_t wrr_cur[SHMQ_LANES_MAX]; /* smooth weighted round robin state, under wrr_lock */
 	_Atomic int wrr_lock;
 	/* consumer side: the lanes this handle was assigned (bit l: lane l), refreshed from the
 	 * participant registry every ASSIGN_REFRESH_MS */
 	_Atomic uint32_t home;
-	_Atomic uint64_t home_at_ms;  /* when home was computed; 0: never */
-	_Atomic uint32_t lane_cursor; /* rotates the home lane a receive looks at first */
+	_Atomic uint64_t home_at_ms;   /* when home was computed; 0: never */
+	struct handle_seq lane_cursor; /* rotates the home lane a receive looks at first */
 	/* key-hash: [ assign_gen:32 | waiting:16 | serving:16 ], the lanes this handle serves, those
 	 * assigned to it that it waits to take up, and the generation they were computed at: one
 	 * word, so threads sharing the handle never pair one generation with another's lanes */
@@ -166,9 +172,19 @@ static inline struct shmq_participant *part_at(const shmq_t *q, uint32_t i)
  * fixed offset from the thread pointer, not a __tls_get_addr call per count. */
 #define COUNT_NO_TID UINT64_MAX
 extern SHMQ_HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local uint64_t shmq_count_tid;
-/* count() for a thread other than q's counting thread: claims the handle's counting row if it has
- * none yet, else adds to the shared row. */
-SHMQ_HIDDEN void shmq_count_other(shmq_t *q, enum shmq_counter c, uint64_t n);
+/* For a thread whose number is not q's count_owner: 1 if it has just become q's counting thread
+ * (q had none), else 0 (count.c). */
+SHMQ_HIDDEN int shmq_count_claim(shmq_t *q);
+
+/* 1 if the calling thread is q's counting thread: the first thread that counted on q or stepped
+ * one of its sequences (then the only one that may write q's counting row and the `own` halves of
+ * q's sequences), 0 for its other threads. Relaxed: count_owner is this thread's number only if
+ * this thread stored it. */
+static inline int counting_thread(shmq_t *q)
+{
+	uint64_t owner = atomic_load_explicit(&q->count_owner, memory_order_relaxed);
+	return __builtin_expect(owner == shmq_count_tid, 1) || shmq_count_claim(q);
+}
 
 /* n added to counter c of the counting thread's row, by that thread: its only writer */
 static inline void count_own(shmq_t *q, enum shmq_counter c, uint64_t n)
@@ -178,20 +194,32 @@ static inline void count_own(shmq_t *q, enum shmq_counter c, uint64_t n)
 }
 
 /* Adds n to counter c of this participant. Only this handle's threads write its record's counters,
- * so their lines stay in our cache; and one thread, the first that counted (count_owner), writes
- * its row with a load and a store, no locked instruction: it is the row's only writer, so nothing
- * can come between the two. The handle's other threads add to the shared row (a locked add). A
- * counting thread that exits leaves its row to nobody: the threads after it use the shared row
- * (exact, only slower). Relaxed throughout: readers sum both rows of every record
- * (part_count) and want no ordering with anything else. */
+ * so their lines stay in our cache; and one thread, the counting thread, writes its row with a load
+ * and a store, no locked instruction: it is the row's only writer, so nothing can come between the
+ * two. The handle's other threads add to the shared row (a locked add). A counting thread that
+ * exits leaves its row to nobody: the threads after it use the shared row (exact, only slower).
+ * Relaxed throughout: readers sum both rows of every record (part_count) and want no ordering
+ * with anything else. */
 static inline void count(shmq_t *q, enum shmq_counter c, uint64_t n)
 {
-	/* relaxed: count_owner is our own number only if this thread stored it */
-	if (__builtin_expect(atomic_load_explicit(&q->count_owner, memory_order_relaxed) == shmq_count_tid,
-			     1))
+	if (counting_thread(q))
 		count_own(q, c, n);
 	else
-		shmq_count_other(q, c, n);
+		atomic_fetch_add_explicit(&q->me->counters_shared[c], n, memory_order_relaxed);
+}
+
+/* The next value of sequence s of q (round-robin dispatch, a receive's first lane): the counting
+ * thread steps s->own with a load and a store (its only writer), the handle's other threads
+ * s->shared with a fetch_add. Each of the two runs through every value in turn, as one producer's
+ * or consumer's would. */
+static inline uint32_t seq_next(shmq_t *q, struct handle_seq *s)
+{
+	if (counting_thread(q)) {
+		uint32_t v = atomic_load_explicit(&s->own, memory_order_relaxed);
+		atomic_store_explicit(&s->own, v + 1, memory_order_relaxed);
+		return v;
+	}
+	return atomic_fetch_add_explicit(&s->shared, 1, memory_order_relaxed);
 }
 
 static inline void cpu_relax(void)

@@ -419,7 +419,7 @@ static uint32_t least_loaded(shmq_t *q)
 		uint32_t best = 0;
 		uint64_t min = UINT64_MAX;
 		/* start at a rotating lane, so ties do not all go to lane 0 */
-		uint32_t start = atomic_fetch_add_explicit(&q->rr_next, 1, memory_order_relaxed);
+		uint32_t start = seq_next(q, &q->rr_next);
 		for (uint32_t k = 0; k < q->lanes; k++) {
 			uint32_t l = (start + k) % q->lanes;
 			uint64_t b = shmq_lane_backlog(q, l);
@@ -456,5 +456,5 @@ uint32_t shmq_dispatch_policy(shmq_t *q, const void *rkey, size_t rkey_len)
 	/* sticky, like Kafka's sticky partitioner: runs of RR_RUN sends per lane, so a consumer finds
 	 * a run where it looks instead of one message per lane (measured: 1P1C on 2 lanes went from
 	 * ~2.8 to ~8 M msg/s). Shares stay exact over every RR_RUN x lanes sends. */
-	return atomic_fetch_add_explicit(&q->rr_next, 1, memory_order_relaxed) / RR_RUN % q->lanes;
+	return seq_next(q, &q->rr_next) / RR_RUN % q->lanes;
 }

@@ -935,7 +935,7 @@ static int take_lanes(shmq_t *q, struct shmq_msg *m, uint64_t now, struct recv_s
 	uint32_t fence = 0, home = steal ? shmq_home_lanes(q, now) : shmq_kh_begin(q, now, &fence);
 	/* the first lane looked at moves on every LANE_RUN receives: taking a run from one lane
 	 * keeps the consumer on the lines the producer of that run just wrote */
-	uint32_t start = atomic_fetch_add_explicit(&q->lane_cursor, 1, memory_order_relaxed) / LANE_RUN;
+	uint32_t start = seq_next(q, &q->lane_cursor) / LANE_RUN;
 	*why = HEAD_EMPTY;
 	for (int pass = 0; pass < 1 + steal; pass++) {
 		for (uint32_t k = 0; k < q->lanes; k++) {

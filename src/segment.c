@@ -392,7 +392,8 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->uses_lanes = h->lanes > 1 || h->dispatch == SHMQ_DISPATCH_KEY_HASH;
 	/* each handle starts at a random lane: one-shot senders (a `shmq send` each) would
 	 * otherwise all fill lane 0 */
-	atomic_init(&q->rr_next, random_u32() % q->lanes * RR_RUN);
+	atomic_init(&q->rr_next.own, random_u32() % q->lanes * RR_RUN);
+	atomic_init(&q->rr_next.shared, random_u32() % q->lanes * RR_RUN);
 	memcpy(q->weights, h->weights, sizeof(q->weights));
 	q->slot_size = h->slot_size;
 	q->max_payload = h->slot_size - SHMQ_SLOT_HEADER;

@@ -3,7 +3,8 @@
  * The participant counters as the threads of one handle write them (handle.h, count()): the
  * handle's counting thread in one row with no locked instruction, the others in a shared row.
  * Totals must stay exact whatever the threads do, and every reader (shmq_stats, the snapshot's
- * records, shmq check, the retired totals of a freed record) must take both rows.
+ * records, shmq check, the retired totals of a freed record) must take both rows. The handle's
+ * sequences (seq_next: round-robin dispatch) are split the same way and must stay exact too.
  *
  * Part of the integration suite (Criterion); `make tsan` builds it with TQ_PLAIN into a program
  * of its own (its main is at the bottom): the counting row is written by load + store, so TSan
@@ -50,8 +51,8 @@ static void *cycle(void *arg)
 	return NULL;
 }
 
-/* n threads run cycle() on q at the same time, then are joined; returns the errors they met */
-static int cycle_together(shmq_t *q, unsigned n, unsigned rounds)
+/* n threads run fn on q at the same time, then are joined; returns the errors they met */
+static int together(shmq_t *q, unsigned n, unsigned rounds, void *(*fn)(void *))
 {
 	pthread_t t[THREADS];
 	struct run r[THREADS];
@@ -59,7 +60,7 @@ static int cycle_together(shmq_t *q, unsigned n, unsigned rounds)
 	TQ_REQUIRE(n <= THREADS && pthread_barrier_init(&start, NULL, n) == 0, "barrier");
 	for (unsigned i = 0; i < n; i++) {
 		r[i] = (struct run){.q = q, .rounds = rounds, .start = &start};
-		TQ_REQUIRE(pthread_create(&t[i], NULL, cycle, &r[i]) == 0, "pthread_create failed");
+		TQ_REQUIRE(pthread_create(&t[i], NULL, fn, &r[i]) == 0, "pthread_create failed");
 	}
 	int errors = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -101,7 +102,7 @@ static void threads_sharing_a_handle_count_every_send_receive_and_ack_exactly(vo
 	const char *name = tq_name(NULL);
 	struct shmq_config c = tq_config(1024);
 	shmq_t *q = tq_create(name, &c);
-	TQ_EXPECT(cycle_together(q, THREADS, ROUNDS) == 0, "a send, receive or ack failed");
+	TQ_EXPECT(together(q, THREADS, ROUNDS, cycle) == 0, "a send, receive or ack failed");
 	expect_totals(q, name, (uint64_t)THREADS * ROUNDS);
 	/* one thread (the first to count) wrote the counting row, the others the shared one */
 	struct shmq_participant *p = q->me;
@@ -124,7 +125,7 @@ static void counts_stay_exact_when_the_counting_thread_exits_and_others_go_on(vo
 	TQ_REQUIRE(pthread_create(&first, NULL, cycle, &r) == 0, "pthread_create failed");
 	pthread_join(first, NULL);
 	TQ_EXPECT(r.errors == 0, "the first thread's send, receive or ack failed");
-	TQ_EXPECT(cycle_together(q, THREADS - 1, ROUNDS) == 0, "a send, receive or ack failed");
+	TQ_EXPECT(together(q, THREADS - 1, ROUNDS, cycle) == 0, "a send, receive or ack failed");
 	cycle(&(struct run){.q = q, .rounds = 10}); /* and the thread that made the handle */
 	expect_totals(q, name, 1000 + (uint64_t)(THREADS - 1) * ROUNDS + 10);
 	/* nobody took the row over: a thread started later may even get the exited one's TLS */
@@ -220,6 +221,45 @@ static void a_check_sums_both_rows_when_one_thread_receives_and_another_acks(voi
 	shmq_close(q);
 }
 
+#define RR_LANES 4
+#define RR_SENDS (64u * 256) /* per thread: whole cycles of 16 sends x 4 lanes */
+
+static void *send_many(void *arg)
+{
+	struct run *r = arg;
+	pthread_barrier_wait(r->start);
+	for (unsigned i = 0; i < r->rounds; i++)
+		if (shmq_send(r->q, &i, sizeof(i), 0)) {
+			r->errors++;
+			break;
+		}
+	return NULL;
+}
+
+/* Round robin gives each lane the same share over every 16 x lanes sends of a producer. Threads
+ * sharing the handle step its sequence in two halves (the counting thread's, unlocked, and the
+ * others'), each exact on its own: sends in whole cycles from every thread fill the lanes equally,
+ * as they did when every send took a fetch_add of one sequence. */
+static void round_robin_shares_stay_exact_when_threads_share_the_producer_handle(void)
+{
+	const char *name = tq_name(NULL);
+	/* room for every send: a lane of twice its share */
+	struct shmq_config c = tq_lanes_config(RR_SENDS * THREADS * 2, RR_LANES, SHMQ_DISPATCH_ROUND_ROBIN);
+	c.slot_size = 128;
+	shmq_t *q = tq_create(name, &c);
+	TQ_EXPECT(together(q, THREADS, RR_SENDS, send_many) == 0, "a send failed");
+	shmq_view_t *v;
+	TQ_REQUIRE(shmq_view_open(name, &v) == 0, "shmq_view_open failed");
+	struct shmq_snapshot s;
+	TQ_REQUIRE(shmq_view_snapshot(v, &s, NULL, 0) >= 0, "snapshot");
+	for (unsigned l = 0; l < RR_LANES; l++)
+		TQ_EXPECT(s.lane[l].prod_tail == RR_SENDS * THREADS / RR_LANES,
+			  "lane %u took %llu sends, not %u", l, (unsigned long long)s.lane[l].prod_tail,
+			  RR_SENDS * THREADS / RR_LANES);
+	shmq_view_close(v);
+	shmq_close(q);
+}
+
 #ifndef TQ_PLAIN
 Test(counters, threads_sharing_a_handle_count_every_send_receive_and_ack_exactly)
 {
@@ -240,6 +280,11 @@ Test(counters, a_check_sums_both_rows_when_one_thread_receives_and_another_acks)
 {
 	a_check_sums_both_rows_when_one_thread_receives_and_another_acks();
 }
+
+Test(counters, round_robin_shares_stay_exact_when_threads_share_the_producer_handle)
+{
+	round_robin_shares_stay_exact_when_threads_share_the_producer_handle();
+}
 #else
 int main(void)
 {
@@ -252,6 +297,8 @@ int main(void)
 		 a_closed_handles_counts_of_both_rows_move_to_the_retired_totals},
 		{"a_check_sums_both_rows_when_one_thread_receives_and_another_acks",
 		 a_check_sums_both_rows_when_one_thread_receives_and_another_acks},
+		{"round_robin_shares_stay_exact_when_threads_share_the_producer_handle",
+		 round_robin_shares_stay_exact_when_threads_share_the_producer_handle},
 	};
 	return tq_plain_main("counters", t, sizeof(t) / sizeof(t[0]));
 }
