@@ -120,7 +120,7 @@ struct shmq_dead_letter {
 	uint64_t enqueued_ns;
 	uint64_t dead_ms; /* CLOCK_MONOTONIC ms when it was dead-lettered */
 	uint32_t reason;  /* enum shmq_dead_reason */
-	int32_t last_pid; /* process that held its last lease */
+	int32_t last_pid; /* process that held its last lease (0: unknown, a corrupt record) */
 	uint32_t slot;	  /* opaque */
 };
 

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * dlq.c: the dead-letter queue. Dead letters stay in their slots (no copy, nothing to lose in a
- * move): the slot word says DEAD_<reason> with the delivery count, the slot header keeps the last
- * holder, and the lease word the time (a not-before time tagged with the dying delivery, put there
- * by the CAS that took the lease from that delivery). Redrive and purge are single CASes from the
- * observed dead word, so two tools racing on one letter cannot both act on it, and neither writes
- * any other field of a slot that may have moved on since it was listed (see settle()). The DLQ
+ * move): the slot word says DEAD_<reason> with the delivery count, the slot's holder record
+ * (layout.h) the last holder's pid, and the lease word the time (a not-before time tagged with
+ * the dying delivery, put there by the CAS that took the lease from that delivery). Redrive and purge are
+ * single CASes from the observed dead word, so two tools racing on one letter cannot both act on it, and
+ * neither writes any other field of a slot that may have moved on since it was listed (see settle()). The DLQ
  * holds at most dlq_max letters; the oldest beyond that are dropped and counted (dlq_dropped),
  * never silently.
  *
@@ -71,6 +71,16 @@ static uint64_t dead_time(shmq_t *q, struct shmq_slot *s, uint64_t w)
 	return lw_kind(lw) == LW_NOT_BEFORE && lw_tag(lw) == lease_tag(q, w) ? lw_ms(lw) : 0;
 }
 
+/* The pid of whoever held the last lease of the dead slot idx whose word is w: its holder record,
+ * if that names this delivery (0 if not: a record stored late by a mover that lost the slot, or a
+ * corrupt one). relaxed: the acquire load of w (collect) pairs with the release CAS that made
+ * the slot dead, after the record was stored. */
+static int32_t holder_pid(shmq_t *q, uint32_t idx, uint64_t w)
+{
+	uint64_t r = atomic_load_explicit(&q->holders[idx], memory_order_relaxed);
+	return hr_tag(r) == lease_tag(q, w) ? hr_pid(r) : 0;
+}
+
 /* Collects the dead slots, oldest first. Returns the count, or -ENOMEM. */
 static int collect(shmq_t *q, struct dead_ref **out)
 {
@@ -125,7 +135,7 @@ int shmq_dlq_list(shmq_t *q, struct shmq_dead_letter *out, unsigned max)
 			.enqueued_ns = s->enqueued_ns,
 			.dead_ms = v[i].dead_ms,
 			.reason = w_dead_reason(w_state(v[i].word)),
-			.last_pid = atomic_load_explicit(&s->last_pid, memory_order_relaxed),
+			.last_pid = holder_pid(q, v[i].slot, v[i].word),
 			.slot = v[i].slot,
 		};
 	}
@@ -207,7 +217,7 @@ static int settle(shmq_t *q, unsigned max, int redrive, unsigned keep, unsigned 
 			    (lw != due_now &&
 			     (lw_kind(lw) != LW_NOT_BEFORE || lw_tag(lw) != lease_tag(q, w))))
 				continue;
-			moved = slot_requeue(s, lw, due_now, w, nw) == 2;
+			moved = slot_requeue(s, lw, due_now, w, nw, NULL, 0) == 2;
 		} else {
 			/* release: pairs with slot_claim()'s acquire */
 			moved = slot_free(s, w, cap, memory_order_release);

@@ -99,7 +99,8 @@ struct shmq {
 	uint32_t retry_base_ms;
 	uint32_t retry_max_ms;
 	uint32_t reclaim_interval_ms;
-	unsigned char *dedup; /* the dedup table, NULL if the queue has none */
+	unsigned char *dedup;	   /* the dedup table, NULL if the queue has none */
+	_Atomic uint64_t *holders; /* the holder records, one per slot (layout.h: hr_make) */
 	uint32_t dedup_mask;
 	uint32_t dedup_window_ms;
 	int32_t pid;

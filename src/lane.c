@@ -71,10 +71,17 @@ static inline enum lane_repaired repair(const struct shmq_lane_view *v, const st
 		      (lw_kind(lw) == LW_DEADLINE ? lw_ms(lw) <= now : lw_ms(lw) + r->lease_ms <= now);
 	if (!dead && !expired)
 		return LR_NONE;
-	uint64_t nw, due = now;
+	uint64_t nw, due = now, rv = 0;
+	_Atomic uint64_t *rec = NULL;
 	if (d >= r->max_deliveries) {
 		/* the dead time is the not-before time the lease CAS below writes (due) */
 		nw = w_make(w_ticket(w), dead ? SLOT_DEAD_CRASHED : SLOT_DEAD_EXPIRED, w_owner(w), d);
+		/* The holder's pid, from its record: a dead holder's record is freed (and may be
+		 * reused) only once a pass has moved every slot it held, this one included */
+		if (r->holders) {
+			rec = &r->holders[idx];
+			rv = hr_make(r->pid_of(r->pid_ctx, w_owner(w)), tag);
+		}
 	} else {
 		/* one backoff engine for nack, expiry and crash alike */
 		due = now + r->backoff_ms(r->backoff_ctx, d);
@@ -83,7 +90,7 @@ static inline enum lane_repaired repair(const struct shmq_lane_view *v, const st
 	/* The lease word first, from the exact value we judged: an extend or nack by the owner
 	 * CASes it too, so either they win (and we leave the slot alone) or they see our not-before
 	 * time and report -ESTALE. Then the word, from the exact value we saw. */
-	int done = slot_requeue(s, lw, lw_make(due, LW_NOT_BEFORE, tag), w, nw);
+	int done = slot_requeue(s, lw, lw_make(due, LW_NOT_BEFORE, tag), w, nw, rec, rv);
 	if (done && !w_is_dead(nw))
 		seen->due = due;
 	if (done < 2)

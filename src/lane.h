@@ -252,6 +252,11 @@ struct lane_repair {
 	/* the backoff before redelivery `deliveries` (a policy: redeliver.c) */
 	uint64_t (*backoff_ms)(void *ctx, unsigned deliveries);
 	void *backoff_ctx;
+	/* the holder records (layout.h: hr_make), NULL: none kept; a dead-lettering writes the
+	 * slot's, with the pid of the holder (owner) that pid_of reads from its participant record */
+	_Atomic uint64_t *holders;
+	int32_t (*pid_of)(void *ctx, unsigned owner);
+	void *pid_ctx;
 	/* owners found alive in this pass (index owner - 1; 0: probe again): "dead" is never kept,
 	 * see lane.c. max_owner entries. */
 	uint8_t *alive;

@@ -4,7 +4,7 @@
  * only offsets; every field read from a segment is bounds-checked by its user.
  *
  *   [ header: 4 KiB ][ participant records: SHMQ_MAX_PARTICIPANTS * 512 B ][ slots: capacity * slot_size ]
- *   [ dedup table: dedup_entries * 128 B ]
+ *   [ dedup table: dedup_entries * 128 B ][ holder records: capacity * 8 B ]
  *
  * Each slot starts with one 64-bit atomic word that is the whole truth about the slot:
  *
@@ -129,6 +129,8 @@ static inline uint64_t lw_due(uint64_t l, uint64_t w, unsigned lane_shift, uint6
 	return lw_kind(l) == LW_NOT_BEFORE && lw_tag(l) == lw_tag_of(w, lane_shift) ? lw_ms(l) : now;
 }
 
+/* Nothing here is written per delivery but the word and the lease word; who held a dead letter's
+ * last lease is in the holder records (below), written only by a dead-lettering. */
 struct shmq_slot {
 	_Atomic uint64_t word; /* the state word above */
 	_Atomic uint64_t skip; /* 1 + highest ticket abandoned at this slot while it was occupied (0: none) */
@@ -136,13 +138,35 @@ struct shmq_slot {
 	uint64_t id;		/* message id (the full 64-bit ticket of its first send) */
 	uint64_t enqueued_ns;
 	uint32_t len;
-	_Atomic uint32_t last_owner; /* participant that last held a lease (dead-letter record), written
-				      * by each holder between its lease CAS and its deadline */
-	uint64_t unused_;	     /* was dead_ms: the dead time is in the lease word now */
-	_Atomic int32_t last_pid;    /* pid of that participant, informational */
-	uint32_t key_len;	     /* idempotency key bytes at the start of the payload area (0: none) */
+	uint32_t unused1_; /* was last_owner: the holder records have it */
+	uint64_t unused2_; /* was dead_ms: the dead time is in the lease word now */
+	uint32_t unused3_; /* was last_pid: the holder records have it */
+	uint32_t key_len;  /* idempotency key bytes at the start of the payload area (0: none) */
 };
 static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
+
+/* A holder record: one per slot, in the array at the segment's holders_off (after the dedup
+ * table), saying who held the lease of the delivery that was dead-lettered in that slot:
+ *
+ *   63      55 54          32 31            0
+ *   [ 0       | tag (23 bits) | pid (32 bits) ]
+ *
+ * tag: lw_tag_of() the dying delivery's word (its lap and delivery count). Written only by a
+ * dead-lettering (a reject or a nack past max_deliveries by the holder itself, a reclaim pass for
+ * an expired or dead holder), after the lease-word CAS that makes it the one to move the slot
+ * and before the word CAS that publishes it (release). A reader trusts it only when the tag is
+ * that of the dead word it read: a mover that won the lease word but lost the word (the holder
+ * acked meanwhile) may store its record late, over a later letter of the same slot, and that
+ * record names another lap. A fresh segment's zeros match no dead word (dead words have
+ * delivered at least once). Read only by DLQ listings: kept out of the slots so that no
+ * delivery writes the holder into the slot's line. */
+static inline uint64_t hr_make(int32_t pid, uint32_t tag)
+{
+	return (uint64_t)(tag & 0x7fffff) << 32 | (uint32_t)pid;
+}
+static inline int32_t hr_pid(uint64_t r) { return (int32_t)(uint32_t)r; }
+static inline uint32_t hr_tag(uint64_t r) { return (r >> 32) & 0x7fffff; }
+#define SHMQ_HOLDER_SIZE 8u
 
 /* Per-participant counters: each participant writes only its own (trap: shared counters make
  * every participant fight over one cache line), in two rows: `counters`, written by one thread of
@@ -311,6 +335,8 @@ struct shmq_hdr {
 	/* dead slots the slices of the receivers' reclaim pass saw so far: its last slice checks the
 	 * hints against them */
 	_Atomic uint32_t reclaim_dead;
+	/* immutable after creation: where the holder records are (hr_make), capacity * 8 bytes */
+	uint64_t holders_off;
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
 

@@ -48,6 +48,13 @@ static void pass_init(struct pass *p)
 
 static uint64_t backoff(void *ctx, unsigned deliveries) { return shmq_backoff_ms(ctx, deliveries); }
 
+/* The pid in participant owner's record (0: no such record). */
+static int32_t pid_of(void *ctx, unsigned owner)
+{
+	shmq_t *q = ctx;
+	return owner >= 1 && owner <= q->max_parts ? part_at(q, owner - 1)->pid : 0;
+}
+
 /* The pass's repair of slots [from, to) (lane.c), counted. */
 static void reclaim_range(shmq_t *q, struct pass *p, uint64_t from, uint64_t to)
 {
@@ -57,6 +64,9 @@ static void reclaim_range(shmq_t *q, struct pass *p, uint64_t from, uint64_t to)
 		.max_deliveries = q->max_deliveries,
 		.backoff_ms = backoff,
 		.backoff_ctx = q,
+		.holders = q->holders,
+		.pid_of = pid_of,
+		.pid_ctx = q,
 		.alive = p->alive,
 	};
 	struct lane_repairs out = {.next_due = p->next_due};

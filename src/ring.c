@@ -621,14 +621,10 @@ int shmq_send_batch(shmq_t *q, const struct shmq_iov *msgs, unsigned n, int time
 HOT void deliver(shmq_t *q, uint32_t idx, uint64_t leased, struct shmq_msg *m, uint64_t now)
 {
 	struct shmq_slot *s = slot_at(q, idx);
-	/* The holder fields, then the deadline, all after the CAS that made us the owner. Until the
-	 * deadline is there, a reclaim pass sees a tag mismatch (no lease word of a slot about to be
-	 * leased has this delivery's tag: producers zero it, requeues tag it with the previous
-	 * delivery, a redrive with delivery 0) and treats the lease as fresh: only our death loses it, so
-	 * these stores cannot land on a slot that moved on. relaxed: informational; the release
-	 * store of the deadline publishes them. */
-	atomic_store_explicit(&s->last_owner, q->owner, memory_order_relaxed);
-	atomic_store_explicit(&s->last_pid, q->pid, memory_order_relaxed);
+	/* The deadline, after the CAS that made us the owner. Until it is there, a reclaim pass sees
+	 * a tag mismatch (no lease word of a slot about to be leased has this delivery's tag:
+	 * producers zero it, requeues tag it with the previous delivery, a redrive with delivery 0)
+	 * and treats the lease as fresh: only our death loses it. */
 	atomic_store_explicit(&s->lease, lw_make(now + q->lease_ms, LW_DEADLINE, lease_tag(q, leased)),
 			      memory_order_release);
 	/* tell sleeping receivers there is a lease to watch again (a read of a line that is
@@ -1392,7 +1388,11 @@ static int dead_letter(shmq_t *q, uint32_t idx, uint64_t w, unsigned dead, enum 
 	SHMQ_HOOK("dead-letter");
 	if (slot_set_lease(s, lease_tag(q, w), lw_make(now_ms(), LW_NOT_BEFORE, lease_tag(q, w))))
 		return stale(q);
-	/* release: publishes the dead time with the state; pairs with the DLQ's acquire load */
+	/* the holder record (layout.h), ours to write now that we won the lease word: we held the
+	 * lease */
+	atomic_store_explicit(&q->holders[idx], hr_make(q->pid, lease_tag(q, w)), memory_order_relaxed);
+	/* release: publishes the dead time and the record with the state; pairs with the DLQ's
+	 * acquire load */
 	if (!slot_cas(s, &w, w_make(w_ticket(w), dead, q->owner, w_deliv(w)), memory_order_release))
 		return stale(q);
 	count(q, c, 1);

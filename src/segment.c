@@ -141,7 +141,7 @@ static uint32_t dedup_entries_for(const struct shmq_config *c)
 }
 
 struct layout {
-	uint64_t parts_off, slots_off, dedup_off, total;
+	uint64_t parts_off, slots_off, dedup_off, holders_off, total;
 };
 
 static void layout_of(uint32_t capacity, uint32_t slot_size, uint32_t dedup_entries, struct layout *l)
@@ -149,7 +149,8 @@ static void layout_of(uint32_t capacity, uint32_t slot_size, uint32_t dedup_entr
 	l->parts_off = SHMQ_HDR_SIZE;
 	l->slots_off = l->parts_off + (uint64_t)SHMQ_MAX_PARTICIPANTS * SHMQ_PART_SIZE;
 	l->dedup_off = l->slots_off + (uint64_t)capacity * slot_size;
-	l->total = l->dedup_off + dedup_table_size(dedup_entries);
+	l->holders_off = l->dedup_off + dedup_table_size(dedup_entries);
+	l->total = l->holders_off + (uint64_t)capacity * SHMQ_HOLDER_SIZE;
 }
 
 void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c)
@@ -268,6 +269,7 @@ void shmq_format(void *base, const struct shmq_config *cfg)
 	h->parts_off = l.parts_off;
 	h->slots_off = l.slots_off;
 	h->dedup_off = l.dedup_off;
+	h->holders_off = l.holders_off;
 	h->dedup_entries = dedup_entries;
 	h->dedup_window_ms = cfg->dedup_window_ms;
 	h->max_participants = SHMQ_MAX_PARTICIPANTS;
@@ -360,6 +362,9 @@ int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_rep
 	if (h->dedup_off != l.dedup_off)
 		BAD("dedup table offset is %llu, not %llu", (unsigned long long)h->dedup_off,
 		    (unsigned long long)l.dedup_off);
+	if (h->holders_off != l.holders_off)
+		BAD("holder records offset is %llu, not %llu", (unsigned long long)h->holders_off,
+		    (unsigned long long)l.holders_off);
 	if (h->total_size != total)
 		BAD("recorded size is %llu bytes, the layout needs %llu", (unsigned long long)h->total_size,
 		    (unsigned long long)total);
@@ -407,6 +412,7 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->retry_max_ms = h->retry_max_ms;
 	q->reclaim_interval_ms = h->reclaim_interval_ms;
 	q->dedup = h->dedup_entries ? base + h->dedup_off : NULL;
+	q->holders = (_Atomic uint64_t *)(base + h->holders_off);
 	q->dedup_mask = h->dedup_entries ? h->dedup_entries - 1 : 0;
 	q->dedup_window_ms = h->dedup_window_ms;
 	q->pid = getpid();

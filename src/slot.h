@@ -141,15 +141,20 @@ static inline int slot_set_lease(struct shmq_slot *s, uint32_t tag, uint64_t nv)
  * lease word from the exact value lw its caller judged to nlw, then the word from w to nw. Whoever
  * wins the lease word moves the word, so an owner's extend or nack and a reclaim pass never both
  * do. Killed between the two, the slot keeps its word with the new lease value, which every
- * reader treats as that move half done (a reclaim pass finishes it). Returns 2 if both CASes were
- * done, 1 if only the lease word (the word moved on meanwhile), 0 if neither. release on the word:
- * pairs with slot_lease()'s acquire (and slot_claim()'s, for a purge), publishing the lease
- * word with the state. */
-static inline int slot_requeue(struct shmq_slot *s, uint64_t lw, uint64_t nlw, uint64_t w, uint64_t nw)
+ * reader treats as that move half done (a reclaim pass finishes it). A dead-lettering passes the
+ * slot's holder record (rec, else NULL) and its value: stored between the two, by the winner of
+ * the lease word only. Returns 2 if both CASes were done, 1 if only the lease word (the word moved
+ * on meanwhile), 0 if neither. release on the word: pairs with slot_lease()'s acquire (and
+ * slot_claim()'s, for a purge; the DLQ's acquire load, for the record), publishing the lease word
+ * and the record with the state. */
+static inline int slot_requeue(struct shmq_slot *s, uint64_t lw, uint64_t nlw, uint64_t w, uint64_t nw,
+			       _Atomic uint64_t *rec, uint64_t rv)
 {
 	if (!atomic_compare_exchange_strong_explicit(&s->lease, &lw, nlw, memory_order_relaxed,
 						     memory_order_relaxed))
 		return 0;
+	if (rec)
+		atomic_store_explicit(rec, rv, memory_order_relaxed);
 	return 1 + slot_cas(s, &w, nw, memory_order_release);
 }
 

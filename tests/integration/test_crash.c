@@ -309,6 +309,7 @@ Test(crash, poison_message_ends_in_dlq_as_consumer_crashed)
 	shmq_unlink(name);
 	cr_assert_eq(shmq_create(name, &c, &q), 0);
 	cr_assert_eq(shmq_send(q, "poison", 6, 0), 0);
+	pid_t last = 0;
 	for (int round = 0; round < 3; round++) {
 		pid_t pid = fork();
 		if (pid == 0) {
@@ -319,13 +320,14 @@ Test(crash, poison_message_ends_in_dlq_as_consumer_crashed)
 			raise(SIGKILL); /* the message kills its consumer */
 		}
 		expect_killed(pid);
+		last = pid;
 		shmq_reclaim(q, NULL);
 	}
 	struct shmq_dead_letter dl[2];
 	cr_assert_eq(shmq_dlq_list(q, dl, 2), 1);
 	cr_expect_eq(dl[0].reason, SHMQ_DEAD_CRASHED);
 	cr_expect_eq(dl[0].deliveries, 3);
-	cr_expect_neq(dl[0].last_pid, 0);
+	cr_expect_eq(dl[0].last_pid, last, "last pid %d, the last holder was %d", dl[0].last_pid, (int)last);
 	cr_expect_str_eq(shmq_dead_reason_str(dl[0].reason), "consumer crashed");
 	struct shmq_msg m;
 	cr_expect_eq(shmq_recv(q, &m, 50), -EAGAIN, "a dead letter must not be delivered");

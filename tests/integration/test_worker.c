@@ -259,8 +259,8 @@ static void keeper_keeps_lease(void)
  * (the point of the TSan run, where freeing a record without call_rcu is reported). A lease may
  * still be lost to a slow scheduler; then the verdict finds out and the message comes back, so
  * nothing is asserted about that. Leases are not shorter, though: a lease that expires while its
- * receiver is between two stores of deliver() (src/ring.c) makes TSan report the plain
- * last_owner/last_pid writes of the next receiver of that slot. */
+ * receiver still reads the message lets the next producer of that slot overwrite it, which TSan
+ * reports (the API allows it: the data of a lost lease may change). */
 #define BUSY_MSGS 400u
 #define BUSY_LEASE_MS 60
 #define CHURN_MSGS 20000u

@@ -125,6 +125,135 @@ Test(dlq, lease_that_expires_at_max_deliveries_is_dead_lettered_as_expired)
 	shmq_close(q);
 }
 
+/* What a holder child does with the one message it receives. */
+enum holder_act {
+	HOLDER_REJECTS,
+	HOLDER_NACKS,
+	HOLDER_KEEPS /* holds the lease until killed */
+};
+
+/* Forks a process that opens queue `name`, receives one message and acts on it, then closes its
+ * handle and exits (HOLDER_KEEPS: waits to be killed). Returns its pid once it has acted. */
+static pid_t holder_child(const char *name, enum holder_act act)
+{
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		shmq_t *q;
+		struct shmq_msg m;
+		if (shmq_open(name, &q) || shmq_recv(q, &m, 2000))
+			_exit(1);
+		if ((act == HOLDER_REJECTS && shmq_reject(q, &m)) ||
+		    (act == HOLDER_NACKS && shmq_nack(q, &m, 0)))
+			_exit(2);
+		(void)!write(fds[1], "x", 1);
+		while (act == HOLDER_KEEPS)
+			pause();
+		shmq_close(q);
+		_exit(0);
+	}
+	char x;
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &x, 1), 1, "the holder child failed");
+	close(fds[0]);
+	return pid;
+}
+
+/* The one dead letter of q, whose reason must be `reason`. */
+static struct shmq_dead_letter only_letter(shmq_t *q, unsigned reason)
+{
+	struct shmq_dead_letter dl[2];
+	cr_assert_eq(shmq_dlq_list(q, dl, 2), 1);
+	cr_assert_eq(dl[0].reason, reason, "reason %u, not %u", dl[0].reason, reason);
+	return dl[0];
+}
+
+/* The one letter of q has reason `reason` and names process holder. */
+static void expect_named(shmq_t *q, unsigned reason, pid_t holder)
+{
+	struct shmq_dead_letter d = only_letter(q, reason);
+	cr_expect_eq(d.last_pid, holder, "last pid %d, the holder was %d", d.last_pid, (int)holder);
+}
+
+/* One message, which a child process receives and settles by `act` before it exits. */
+static void expect_settler_named(enum holder_act act, uint32_t max_deliveries, unsigned reason)
+{
+	const char *n = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.max_deliveries = max_deliveries;
+	shmq_t *q = tq_create(n, &c);
+	tq_send_u32(q, 1);
+	pid_t holder = holder_child(n, act);
+	cr_assert_eq(waitpid(holder, NULL, 0), holder);
+	expect_named(q, reason, holder);
+	shmq_close(q);
+}
+
+Test(dlq, a_rejected_letter_names_the_rejecting_process_after_it_is_gone)
+{
+	expect_settler_named(HOLDER_REJECTS, 16, SHMQ_DEAD_REJECTED);
+}
+
+Test(dlq, a_letter_nacked_past_max_deliveries_names_the_nacking_process)
+{
+	expect_settler_named(HOLDER_NACKS, 1, SHMQ_DEAD_MAX_DELIVERIES);
+}
+
+/* dead-lettered by our reclaim pass, not by the holder: the pid comes from its participant record */
+Test(dlq, a_letter_whose_lease_expired_names_the_holder_not_the_reclaimer)
+{
+	const char *n = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.max_deliveries = 1;
+	c.lease_ms = 20;
+	c.reclaim_interval_ms = 0;
+	shmq_t *q = tq_create(n, &c);
+	tq_send_u32(q, 1);
+	pid_t holder = holder_child(n, HOLDER_KEEPS);
+	tq_sleep_ms(60);
+	cr_expect_eq(shmq_reclaim(q, NULL), 1);
+	expect_named(q, SHMQ_DEAD_EXPIRED, holder);
+	kill(holder, SIGKILL);
+	waitpid(holder, NULL, 0);
+	shmq_close(q);
+}
+
+/* A mover that won a slot's lease word but lost its word to an ack may store its holder record
+ * late, over a later letter of the slot: a record whose tag is not the letter's names nobody. */
+Test(dlq, a_holder_record_of_another_delivery_reads_as_an_unknown_pid)
+{
+	shmq_t *q = tq_mkq(NULL);
+	reject_all(q, (uint32_t[]){5}, 1);
+	struct shmq_dead_letter d = only_letter(q, SHMQ_DEAD_REJECTED);
+	cr_assert_eq(d.last_pid, getpid());
+	uint64_t w = atomic_load(&slot_at(q, d.slot)->word);
+	uint32_t tag = lease_tag(q, w);
+	atomic_store(&q->holders[d.slot], hr_make(4242, tag ^ 1)); /* another delivery count */
+	cr_expect_eq(only_letter(q, SHMQ_DEAD_REJECTED).last_pid, 0);
+	atomic_store(&q->holders[d.slot], hr_make(4242, tag ^ (1u << 8))); /* another lap */
+	cr_expect_eq(only_letter(q, SHMQ_DEAD_REJECTED).last_pid, 0);
+	atomic_store(&q->holders[d.slot], hr_make(4242, tag));
+	cr_expect_eq(only_letter(q, SHMQ_DEAD_REJECTED).last_pid, 4242);
+	shmq_close(q);
+}
+
+/* The holder is recorded by dead-letterings only: deliveries, acks and nacks leave it alone. */
+Test(dlq, deliveries_that_are_not_dead_lettered_write_no_holder_record)
+{
+	shmq_t *q = tq_mkq(NULL);
+	struct shmq_msg m;
+	tq_send_u32(q, 1);
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	cr_expect_eq(atomic_load(&q->holders[m.slot]), 0, "a receive wrote a holder record");
+	cr_assert_eq(shmq_nack(q, &m, 0), 0);
+	cr_assert_eq(shmq_recv(q, &m, 1000), 0);
+	cr_assert_eq(shmq_ack(q, &m), 0);
+	cr_expect_eq(atomic_load(&q->holders[m.slot]), 0, "a nack or an ack wrote a holder record");
+	shmq_close(q);
+}
+
 Test(dlq, redrive_puts_the_oldest_back_with_a_fresh_delivery_count)
 {
 	struct shmq_config c = tq_config(8);

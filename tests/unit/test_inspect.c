@@ -619,6 +619,21 @@ Test(inspect, check_reports_bad_offsets)
 	free(img);
 }
 
+Test(inspect, check_reports_a_moved_holder_records_offset)
+{
+	size_t len;
+	unsigned char *img = pristine(&len);
+	cr_assert_eq(shmq_check_image(img, len, NULL, NULL), 0, "the pristine image passes");
+	uint64_t good = hdr_of(img)->holders_off;
+	hdr_of(img)->holders_off = good + 8;
+	expect_error(img, len, "holder records offset is");
+	hdr_of(img)->holders_off = hdr_of(img)->slots_off;
+	expect_error(img, len, "holder records offset is");
+	hdr_of(img)->holders_off = good;
+	cr_expect_eq(shmq_check_image(img, len, NULL, NULL), 0, "restored, it passes again");
+	free(img);
+}
+
 Test(inspect, check_reports_slot_with_invalid_state)
 {
 	expect_slot_error(3, w_make(3, 5, 0, 0), "slot 3: state 5 is not one shmq writes");

@@ -407,7 +407,7 @@ static void a_redrive_killed_between_its_lease_and_word_leaves_a_dead_letter_nob
 	TQ_EXPECT(atomic_load(&s->word) == letter, "it stays the letter it was");
 	/* a redrive from the value it left finishes the move */
 	TQ_EXPECT(slot_requeue(s, lw_make(0, LW_NOT_BEFORE, 0), lw_make(0, LW_NOT_BEFORE, 0), letter,
-			       w_make(0, SLOT_DELAYED, 0, 0)) == 2,
+			       w_make(0, SLOT_DELAYED, 0, 0), NULL, 0) == 2,
 		  "both CASes of a redrive from there succeed");
 	rig_free(&r);
 }

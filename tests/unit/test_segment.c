@@ -280,6 +280,23 @@ Test(segment, open_with_moved_slots_off_is_eproto)
 	expect_open_ok(n, "slots_off restored");
 }
 
+Test(segment, open_with_moved_holder_records_offset_is_eproto)
+{
+	const char *n = tq_name(NULL);
+	make_queue(n);
+	uint64_t holders_off, slots_off;
+	GET_FIELD(n, holders_off, holders_off);
+	GET_FIELD(n, slots_off, slots_off);
+	cr_assert_eq(holders_off + 8 * 8, (uint64_t)shm_size(n), "8 records of 8 bytes end the segment");
+	uint64_t bad[] = {0, slots_off, holders_off - 8, holders_off + 8, (uint64_t)shm_size(n), UINT64_MAX};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		PUT_FIELD(n, holders_off, bad[i]);
+		expect_open_fails(n, -EPROTO, "holders_off moved");
+	}
+	PUT_FIELD(n, holders_off, holders_off);
+	expect_open_ok(n, "holders_off restored");
+}
+
 Test(segment, open_with_other_corrupt_sizes_is_eproto)
 {
 	const char *n = tq_name(NULL);
