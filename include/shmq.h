@@ -37,9 +37,12 @@ extern "C" {
 #define SHMQ_VERSION_MAJOR 0
 #define SHMQ_VERSION_MINOR 1
 
-#define SHMQ_NAME_MAX 200	     /* longest accepted NAME, leading '/' included */
-#define SHMQ_SLOT_HEADER 64	     /* bytes of each slot used by shmq; payload max = slot_size - this */
-#define SHMQ_CAPACITY_MAX (1u << 22) /* slots */
+#define SHMQ_NAME_MAX 200 /* longest accepted NAME, leading '/' included */
+/* bytes at the start of each slot used by shmq (its state, lease, id, time and lengths); the
+ * payload follows in the same cache line; payload max = slot_size - this */
+#define SHMQ_SLOT_HEADER 48
+#define SHMQ_SLOT_SIZE_MIN 128		   /* bytes per slot, at least */
+#define SHMQ_CAPACITY_MAX (1u << 22)	   /* slots */
 #define SHMQ_RECLAIM_INTERVAL_MAX 3600000u /* ms */
 #define SHMQ_SLOT_SIZE_MAX (1u << 24)
 #define SHMQ_MAX_DELIVERIES_MAX 255

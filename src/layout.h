@@ -6,7 +6,9 @@
  *   [ header: 4 KiB ][ participant records: SHMQ_MAX_PARTICIPANTS * 512 B ][ slots: capacity * slot_size ]
  *   [ dedup table: dedup_entries * 128 B ][ holder records: capacity * 8 B ]
  *
- * Each slot starts with one 64-bit atomic word that is the whole truth about the slot:
+ * A slot is a SHMQ_SLOT_HEADER-byte header (struct shmq_slot: word, skip, lease, id, enqueued_ns,
+ * len, key_len) and the payload right after it, in the same cache line. It starts with one 64-bit
+ * atomic word that is the whole truth about the slot:
  *
  *   63                      24 23   20 19        8 7          0
  *   [ ticket (low 40 bits)    | state | owner     | deliveries ]
@@ -129,21 +131,26 @@ static inline uint64_t lw_due(uint64_t l, uint64_t w, unsigned lane_shift, uint6
 	return lw_kind(l) == LW_NOT_BEFORE && lw_tag(l) == lw_tag_of(w, lane_shift) ? lw_ms(l) : now;
 }
 
-/* Nothing here is written per delivery but the word and the lease word; who held a dead letter's
- * last lease is in the holder records (below), written only by a dead-lettering. */
+/* A slot: this header, then the payload (the idempotency key first, if any) from byte
+ * SHMQ_SLOT_HEADER on, in the same line: a message of up to 16 bytes touches one line, and every
+ * field a send or a receive writes or reads is in that line. Nothing here is written per delivery
+ * but the word and the lease word; who held a dead letter's last lease is in the holder records
+ * (below), written only by a dead-lettering. */
 struct shmq_slot {
 	_Atomic uint64_t word; /* the state word above */
-	_Atomic uint64_t skip; /* 1 + highest ticket abandoned at this slot while it was occupied (0: none) */
+	/* 1 + highest ticket abandoned at this slot while it was occupied (0: none). Read after
+	 * every claim CAS (slot_claim), written only when a ticket is abandoned: on this line, that
+	 * read costs nothing more */
+	_Atomic uint64_t skip;
 	_Atomic uint64_t lease; /* deadline / not-before, see lw_make */
 	uint64_t id;		/* message id (the full 64-bit ticket of its first send) */
 	uint64_t enqueued_ns;
 	uint32_t len;
-	uint32_t unused1_; /* was last_owner: the holder records have it */
-	uint64_t unused2_; /* was dead_ms: the dead time is in the lease word now */
-	uint32_t unused3_; /* was last_pid: the holder records have it */
-	uint32_t key_len;  /* idempotency key bytes at the start of the payload area (0: none) */
+	uint32_t key_len; /* idempotency key bytes at the start of the payload area (0: none) */
 };
 static_assert(sizeof(struct shmq_slot) == SHMQ_SLOT_HEADER, "slot header is SHMQ_SLOT_HEADER bytes");
+static_assert(SHMQ_SLOT_HEADER % 8 == 0 && SHMQ_SLOT_HEADER < SHMQ_CACHELINE,
+	      "the payload starts 8-byte aligned, inside the slot's first line");
 
 /* A holder record: one per slot, in the array at the segment's holders_off (after the dedup
  * table), saying who held the lease of the delivery that was dead-lettered in that slot:

@@ -52,7 +52,7 @@ static int capacity_ok(uint32_t v, uint32_t lanes)
 }
 static int slot_size_ok(uint32_t v)
 {
-	return v >= 2 * SHMQ_SLOT_HEADER && v % SHMQ_CACHELINE == 0 && v <= SHMQ_SLOT_SIZE_MAX;
+	return v >= SHMQ_SLOT_SIZE_MIN && v % SHMQ_CACHELINE == 0 && v <= SHMQ_SLOT_SIZE_MAX;
 }
 
 /* Every rule of a config, each broken one reported through fn (when not NULL). 0 or -EINVAL. */
@@ -81,7 +81,7 @@ static int config_rules(const struct shmq_config *c, shmq_hdr_report_fn fn, void
 						    : "above the maximum");
 	if (!slot_size_ok(c->slot_size))
 		BAD("slot size %u is not a multiple of %u in [%u, %u]", c->slot_size, SHMQ_CACHELINE,
-		    2 * SHMQ_SLOT_HEADER, SHMQ_SLOT_SIZE_MAX);
+		    SHMQ_SLOT_SIZE_MIN, SHMQ_SLOT_SIZE_MAX);
 	if (c->lease_ms < 1 || c->lease_ms > SHMQ_LEASE_MAX_MS)
 		BAD("lease %u ms is outside [1, %u]", c->lease_ms, SHMQ_LEASE_MAX_MS);
 	if (c->max_deliveries < 1 || c->max_deliveries > SHMQ_MAX_DELIVERIES_MAX)

@@ -116,10 +116,10 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 		r = parse_weights(cmd, arg, a);
 		break;
 	case O_SLOT_SIZE:
-		if (cli_parse_u64(arg, 10, SHMQ_SLOT_SIZE_MAX, &v) || v < 2 * SHMQ_SLOT_HEADER || v % 64)
+		if (cli_parse_u64(arg, 10, SHMQ_SLOT_SIZE_MAX, &v) || v < SHMQ_SLOT_SIZE_MIN || v % 64)
 			return cli_error(CLI_USAGE, cmd,
 					 "--slot-size must be a multiple of 64 between %u and %u, got '%s'",
-					 2 * SHMQ_SLOT_HEADER, SHMQ_SLOT_SIZE_MAX, arg);
+					 SHMQ_SLOT_SIZE_MIN, SHMQ_SLOT_SIZE_MAX, arg);
 		cfg->slot_size = (uint32_t)v;
 		break;
 	case O_LEASE_MS:

@@ -51,8 +51,8 @@ static struct peer_chan *shmq_peer_create(const struct peer_params *p)
 	shmq_config_init(&cfg);
 	cfg.capacity = pow2_at_least(p->depth ? p->depth : 1024);
 	cfg.slot_size = (uint32_t)((p->msg_size + SHMQ_SLOT_HEADER + 63) / 64 * 64);
-	if (cfg.slot_size < 128)
-		cfg.slot_size = 128;
+	if (cfg.slot_size < SHMQ_SLOT_SIZE_MIN)
+		cfg.slot_size = SHMQ_SLOT_SIZE_MIN;
 	shmq_t *q;
 	int r = shmq_create(c->name, &cfg, &q);
 	if (r) {

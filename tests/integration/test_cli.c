@@ -60,7 +60,7 @@ Test(cli, create_then_stat_shows_the_configuration_given_and_unlink_removes_it)
 	char head[TQ_NAME_LEN + 8];
 	snprintf(head, sizeof(head), "queue %s\n", q + 1);
 	cr_expect(!strncmp(r.out, head, strlen(head)), "stat's first line is not '%s': %s", head, r.out);
-	EXPECT_STAT(q, "capacity: 8 slots", "slot size: 128 bytes", "max payload: 64 bytes", "lease: 1500 ms",
+	EXPECT_STAT(q, "capacity: 8 slots", "slot size: 128 bytes", "max payload: 80 bytes", "lease: 1500 ms",
 		    "max deliveries: 5", "retry backoff: 10 ms, doubling up to 500 ms", "mode: 0640",
 		    "dead letters kept (max): 3", "reclaim pass: every 50 ms, by receivers", "ready: 0",
 		    "free: 8");

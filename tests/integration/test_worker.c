@@ -933,7 +933,7 @@ Test(work, cmd_exit_status_maps_to_ack_retry_reject_or_a_failed_delivery)
 Test(work, payload_reaches_cmd_stdin_and_id_deliveries_and_queue_its_environment)
 {
 	struct shmq_config c = tq_config(4);
-	c.slot_size = 128 * 1024 + SHMQ_SLOT_HEADER; /* a payload larger than a pipe's buffer */
+	c.slot_size = 128 * 1024 + 64; /* a payload larger than a pipe's buffer */
 	const char *name = tq_name(NULL);
 	shmq_t *q = tq_create(name, &c);
 	size_t big_len = 100000;

@@ -671,7 +671,7 @@ Test(inspect, check_reports_payload_length_above_max)
 	size_t len;
 	unsigned char *img = pristine(&len);
 	slot_of(img, len, 1)->len = 1000;
-	expect_error(img, len, "slot 1: payload length 1000 is above the max payload 64");
+	expect_error(img, len, "slot 1: payload length 1000 is above the max payload 80");
 	free(img);
 }
 

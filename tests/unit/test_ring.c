@@ -58,6 +58,83 @@ Test(ring, round_trip_of_zero_length_message)
 	shmq_close(q);
 }
 
+/* Fills buf[0, n) with a pattern of its own for message `seed`. */
+static void pattern(unsigned char *buf, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (unsigned char)(seed * 31 + i * 7 + 1);
+}
+
+/* Every length from 1 to the slot's last byte, in slots of two and three lines: the payload
+ * starts in the header's line and crosses into the next ones at every boundary; then the same
+ * with keys of several lengths in front of it. Each message goes into a slot that held another. */
+Test(ring, messages_of_every_length_up_to_the_slots_last_byte_round_trip_with_and_without_a_key)
+{
+	unsigned char data[256], key[SHMQ_KEY_MAX];
+	uint32_t sizes[] = {128, 192};
+	for (unsigned k = 0; k < 2; k++) {
+		struct shmq_config c = tq_config(4);
+		c.slot_size = sizes[k];
+		c.dedup_window_ms = 1;
+		shmq_t *q = tq_mkq(&c);
+		uint32_t max = shmq_max_payload(q);
+		cr_assert_eq(max, sizes[k] - SHMQ_SLOT_HEADER);
+		unsigned seq = 0;
+		size_t klens[] = {0, 1, 8, 16, 17, SHMQ_KEY_MAX};
+		for (unsigned j = 0; j < sizeof(klens) / sizeof(klens[0]); j++) {
+			size_t kl = klens[j];
+			for (size_t len = kl ? 0 : 1; len + kl <= max; len++) {
+				seq++;
+				pattern(data, len, seq);
+				pattern(key, kl, ~seq);
+				memcpy(key, &seq, kl < sizeof(seq) ? kl : sizeof(seq)); /* unique */
+				int r = kl ? shmq_send_keyed(q, key, kl, data, len, 0, NULL)
+					   : shmq_send(q, data, len, 0);
+				cr_assert_eq(r, 0, "send of %zu + %zu bytes: %s", kl, len, shmq_strerror(r));
+				struct shmq_msg m;
+				cr_assert_eq(shmq_recv(q, &m, 0), 0);
+				cr_assert_eq(m.len, len, "slot %u: key %zu, length %zu", sizes[k], kl, len);
+				cr_assert_eq(m.key_len, kl);
+				cr_assert_eq(memcmp(m.data, data, len), 0, "slot %u: key %zu, length %zu",
+					     sizes[k], kl, len);
+				if (kl) {
+					cr_assert_eq(memcmp(m.key, key, kl), 0);
+					cr_assert_eq((const unsigned char *)m.data,
+						     (const unsigned char *)m.key + kl);
+				}
+				cr_assert_eq(shmq_ack(q, &m), 0);
+			}
+			size_t over = max - kl + 1; /* one byte past the slot's end */
+			cr_expect_eq(kl ? shmq_send_keyed(q, key, kl, data, over, 0, NULL)
+					: shmq_send(q, data, over, 0),
+				     -EMSGSIZE, "key %zu, length %zu", kl, over);
+		}
+		shmq_close(q);
+	}
+}
+
+/* The payload follows the header in the slot's first line: a message of 16 bytes is one line
+ * (slots start line-aligned in a page-aligned mapping). */
+Test(ring, a_16_byte_message_shares_its_slots_first_line_with_the_header)
+{
+	shmq_t *q = tq_mkq(NULL);
+	unsigned char data[17];
+	pattern(data, sizeof(data), 3);
+	for (size_t len = 16; len <= 17; len++) {
+		cr_assert_eq(shmq_send(q, data, len, 0), 0);
+		struct shmq_msg m;
+		cr_assert_eq(shmq_recv(q, &m, 0), 0);
+		uintptr_t at = (uintptr_t)m.data;
+		cr_expect_eq(at % 64, SHMQ_SLOT_HEADER, "the payload starts at byte %u of its line",
+			     (unsigned)(at % 64));
+		cr_expect_eq(at % 8, 0, "the payload is 8-byte aligned");
+		cr_expect_eq((at + len - 1) / 64 == at / 64, len <= 64 - SHMQ_SLOT_HEADER,
+			     "%zu bytes end in the header's line iff they fit in it", len);
+		cr_assert_eq(shmq_ack(q, &m), 0);
+	}
+	shmq_close(q);
+}
+
 Test(ring, round_trip_of_max_payload_message)
 {
 	struct shmq_config c = tq_config(4);
