@@ -10,15 +10,16 @@
  *   hotpath mpmc     [--messages N] [--repeats R]                2P2C, blocking calls, M msg/s
  *   hotpath targets  [--repeats R]                               issue 14's ratios, one run
  *
- * 64-byte messages, 128-byte slots, 1024 slots; sender on CPU 0, receiver on CPU 1 (when there
- * are two); the receiver checks every sequence number. Each run prints one line, then the median
- * of the runs (percentiles are nearest rank, as in the harness). --blocking receives with a 1 s
- * timeout (the same spin, then futex, as -1), so a process that died is noticed; the other process
- * dies with its parent, and every exit but a SIGKILL of the parent removes the queues. A stream
- * also says which mode the consumer was in, from its empty polls per receive that took
- * messages: a consumer that keeps up finds the queue empty between messages (K, >= 0.5), one
- * that works through a backlog almost never does (B, < 0.01; M between); the same build runs in
- * either, at very different rates.
+ * 64-byte messages (pingpong, stream and batch take --size 8..64 for shorter ones; the reference
+ * rings of `targets` always carry 64), 128-byte slots, 1024 slots; sender on CPU 0, receiver on
+ * CPU 1 (when there are two); the receiver checks every sequence number. Each run prints one line,
+ * then the median of the runs (percentiles are nearest rank, as in the harness). --blocking
+ * receives with a 1 s timeout (the same spin, then futex, as -1), so a process that died is
+ * noticed; the other process dies with its parent, and every exit but a SIGKILL of the parent
+ * removes the queues. A stream also says which mode the consumer was in, from its empty polls per receive
+ * that took messages: a consumer that keeps up finds the queue empty between messages (K, >= 0.5), one that
+ * works through a backlog almost never does (B, < 0.01; M between); the same build runs in either, at very
+ * different rates.
  *
  * `targets` measures, R rounds interleaved (default 5): the floor (one word bounced in one line,
  * bench/peers/floor.c), shmq's round trip with busy-poll and blocking receives, the bare SPSC ring
@@ -54,7 +55,7 @@
 #include "shmq.h"
 #include "standalone.h"
 
-#define MSG 64
+#define MSG 64 /* bytes per message, at most (--size) */
 #define BATCH 32
 #define WARMUP 10000
 #define PEER_CHECK 4096 /* polls between looks at whether the other process is still there */
@@ -68,6 +69,7 @@
 extern const struct peer_ops peer_floor, peer_spsc, peer_leased;
 
 static const char *prog = "hotpath";
+static unsigned msg_len = MSG; /* bytes per shmq message (--size) */
 
 /* What a run leaves behind, for cleanup() on every exit of the parent: the other process and
  * the queues' names. */
@@ -151,7 +153,7 @@ static void recv_wait(shmq_t *q, struct shmq_msg *m, int blocking)
 static void send_wait(shmq_t *q, const void *buf)
 {
 	int r;
-	for (unsigned k = 1; (r = shmq_send(q, buf, MSG, 0)) == -EAGAIN; k++)
+	for (unsigned k = 1; (r = shmq_send(q, buf, msg_len, 0)) == -EAGAIN; k++)
 		if (k % PEER_CHECK == 0)
 			check_peer();
 	if (r)
@@ -259,7 +261,7 @@ static struct lat pingpong(unsigned n, int blocking)
 		struct shmq_msg m;
 		for (unsigned i = 0; i < n + WARMUP; i++) {
 			recv_wait(in, &m, blocking);
-			memcpy(buf, m.data, MSG);
+			memcpy(buf, m.data, msg_len);
 			ack(in, &m);
 			send_wait(out, buf);
 		}
@@ -311,7 +313,7 @@ static double stream(unsigned n, int batch)
 			for (unsigned j = 0; j < k; j++) {
 				uint64_t v = i + j;
 				memcpy(bufs[j], &v, sizeof(v));
-				iov[j] = (struct shmq_iov){bufs[j], MSG};
+				iov[j] = (struct shmq_iov){bufs[j], msg_len};
 			}
 			int r = shmq_send_batch(q, iov, k, 0);
 			if (r < 0 && r != -EAGAIN)
@@ -705,7 +707,8 @@ static void targets(unsigned rounds)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s pingpong|stream|batch|mpmc [--messages N] [--repeats R] [--blocking]\n"
+		"usage: %s pingpong|stream|batch|mpmc [--messages N] [--repeats R] [--size 8..64] "
+		"[--blocking]\n"
 		"       %s targets [--repeats R]\n",
 		prog, prog);
 	exit(2);
@@ -729,6 +732,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {{"messages", required_argument, NULL, 'n'},
 					     {"repeats", required_argument, NULL, 'r'},
 					     {"blocking", no_argument, NULL, 'b'},
+					     {"size", required_argument, NULL, 's'},
 					     {NULL, 0, NULL, 0}};
 	int c;
 	optind = 2;
@@ -740,6 +744,8 @@ int main(int argc, char **argv)
 			repeats = bench_parse_count(prog, "--repeats", optarg, 1, is_targets ? 64 : 1000);
 		else if (c == 'b' && is_ping)
 			blocking = 1;
+		else if (c == 's' && !is_targets) /* a message carries its 8-byte sequence number */
+			msg_len = bench_parse_count(prog, "--size", optarg, 8, MSG);
 		else
 			usage();
 	}
@@ -772,6 +778,8 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	struct spread sp = spread_of(v, (int)repeats);
+	if (msg_len != MSG)
+		printf("%u-byte messages: ", msg_len);
 	printf("%s%s: median of %u runs %.2f %s [%.2f-%.2f]\n", mode, blocking ? " (blocking)" : "", repeats,
 	       sp.med, is_ping ? "ns one-way p50" : "M msg/s", sp.min, sp.max);
 	free(v);
