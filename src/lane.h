@@ -103,9 +103,9 @@ static inline enum slot_claim_result lane_claim(const struct shmq_lane_view *v, 
 						struct shmq_slot **s, uint64_t *w)
 {
 	*s = lv_slot(v, lv_idx(v, l, t));
-	/* the payload line is written next: ask for it now, so its transfer overlaps the claim's
-	 * (the claim CAS is a full barrier: nothing after it would start before it is done) */
-	slot_prefetch_w(slot_payload(*s));
+	/* the payload's second line is written next: ask for it now, so its transfer overlaps the
+	 * claim's (the claim CAS is a full barrier: nothing after it would start before it is done) */
+	slot_prefetch_w(slot_line1(*s));
 	return slot_claim(*s, t, v->owner, lv_lap(v), w);
 }
 

@@ -425,7 +425,7 @@ HOT void prefetch_next(shmq_t *q, uint64_t t, uint64_t c0)
 	if (t + 1 - c0 < near_full((uint64_t)q->lane_mask + 1) / 2) {
 		struct shmq_slot *ns = slot_at(q, lane_idx(q, 0, t + 1));
 		slot_prefetch_w(ns);
-		slot_prefetch_w(slot_payload(ns));
+		slot_prefetch_w(slot_line1(ns));
 	}
 }
 

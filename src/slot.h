@@ -26,6 +26,10 @@
 
 static inline unsigned char *slot_payload(struct shmq_slot *s) { return (unsigned char *)(s + 1); }
 
+/* The slot's second line, where a payload longer than the header's line holds continues (slot
+ * sizes are at least two lines): the line a prefetch asks for besides the slot's own. */
+static inline unsigned char *slot_line1(struct shmq_slot *s) { return (unsigned char *)s + SHMQ_CACHELINE; }
+
 /* Asks for the line at p for writing: a line about to be written then arrives owned, without a
  * read for sharing first. The compiler's write hint, which is PREFETCHW only in builds for a CPU
  * that has it (-march=native, -mprfchw: CPUs before it may not decode it); a read prefetch
