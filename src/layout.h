@@ -31,7 +31,7 @@
 #include "shmq.h"
 
 #define SHMQ_MAGIC 0x31514d4853ULL /* "SHMQ1" */
-#define SHMQ_LAYOUT_VERSION 5u
+#define SHMQ_LAYOUT_VERSION 6u
 #define SHMQ_HDR_SIZE 4096u
 #define SHMQ_CACHELINE 64u
 #define SHMQ_PART_SIZE 512u
