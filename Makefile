@@ -108,6 +108,7 @@ TSAN_BINS := $(patsubst test_%.c,$(BUILD)/tests/tsan-%,$(notdir $(TSAN_SRCS)))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 SUITE_BINS := $(SUITE_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK := $(BUILD)/.deps-ok
+LIB_DEPS_OK := $(BUILD)/.lib-deps-ok
 
 LIB_CFLAGS := -DSHMQ_BUILD -fvisibility=hidden -Isrc
 TEST_CFLAGS := -DSHMQ_TEST -Isrc
@@ -339,29 +340,40 @@ apt_install = if ! command -v apt-get >/dev/null 2>&1; then \
 	$$sudo apt-get update && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1) || exit 1
 
+# The library needs liburcu only; the tool, the tests and the benches need the rest too.
+LIB_DEB_PACKAGES := liburcu-dev
+LIB_DEP_HEADERS := urcu.h
 DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-config
 DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h
 
-# Headers are probed through the compiler, which also searches the multiarch include directories.
-# Probed again when the Makefile changes: it may list a new dependency.
-$(DEPS_OK): Makefile
-	$(Q)missing=; \
-	for h in $(DEP_HEADERS); do \
-		printf '#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \
+# $(call probe_deps,HEADERS,PACKAGES,COMMANDS): a shell step that installs PACKAGES when one of
+# HEADERS does not preprocess or one of COMMANDS is not on PATH. Headers are probed through the
+# compiler, which also searches the multiarch include directories.
+probe_deps = missing=; \
+	for h in $(1); do \
+		printf '\#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \
 	done; \
-	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	for c in $(3); do command -v "$$c" >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "  DEPS  missing:$$missing"; \
-		$(call apt_install,$(DEB_PACKAGES)); \
-	fi; \
+		$(call apt_install,$(2)); \
+	fi
+
+# Probed again when the Makefile changes: it may list a new dependency.
+$(LIB_DEPS_OK): Makefile
+	$(Q)$(call probe_deps,$(LIB_DEP_HEADERS),$(LIB_DEB_PACKAGES)); \
+	mkdir -p $(@D) && touch $@
+
+$(DEPS_OK): Makefile
+	$(Q)$(call probe_deps,$(DEP_HEADERS),$(DEB_PACKAGES),pkg-config); \
 	mkdir -p $(@D) && touch $@
 
 # ---- compile -----------------------------------------------------------------------------------
 
-$(OBJ)/static/%.o: src/%.c | $(DEPS_OK)
+$(OBJ)/static/%.o: src/%.c | $(LIB_DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LIB_CFLAGS) -c -o $@ $<
 
-$(OBJ)/pic/%.o: src/%.c | $(DEPS_OK)
+$(OBJ)/pic/%.o: src/%.c | $(LIB_DEPS_OK)
 	$(Q)$(call msg,CC,$< (pic))mkdir -p $(@D) && $(CC) $(CFLAGS) $(LIB_CFLAGS) -fPIC -c -o $@ $<
 
 $(OBJ)/test/%.o: src/%.c | $(DEPS_OK)
@@ -412,13 +424,13 @@ $(ALL_OBJS): $(STAMP)/flags
 
 # ---- link --------------------------------------------------------------------------------------
 
-$(LIB_A): $(LIB_OBJS) $(STAMP)/lib | $(DEPS_OK)
+$(LIB_A): $(LIB_OBJS) $(STAMP)/lib | $(LIB_DEPS_OK)
 	$(Q)$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(LIB_OBJS)
 
 $(TESTLIB_A): $(TESTLIB_OBJS) $(STAMP)/testlib | $(DEPS_OK)
 	$(Q)$(call msg,AR,$@)rm -f $@ && $(AR) rcs $@ $(TESTLIB_OBJS)
 
-$(LIB_SO): $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags | $(DEPS_OK)
+$(LIB_SO): $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags | $(LIB_DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -shared $(SO_LDFLAGS) -Wl,-soname,$(SONAME) -o $@ \
 		$(PIC_OBJS) $(LIB_LIBS)
 
