@@ -132,7 +132,7 @@ MAKEFLAGS += --no-print-directory
 	fuzz format format-check install uninstall clean
 
 all: lib tool
-lib: $(LIB_A) $(LIB_SO)
+lib: $(LIB_A) $(LIB_SO) $(BUILD)/$(SONAME)
 tool: $(TOOL)
 tests: $(UNIT_BIN) $(INTEG_BIN)
 deps: $(DEPS_OK)
@@ -150,9 +150,11 @@ run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=supp
 	exit $$rc
 
 # Criterion prints a "Synthesis:" line per binary; the first failing binary stops make.
+# then the README's C example, built each way the README gives (not in sanitizer builds)
 test: all tests layers
 	$(Q)$(call run_tests,$(UNIT_BIN))
 	$(Q)$(call run_tests,$(INTEG_BIN))
+	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/readme_example.sh)sh tests/readme_example.sh $(BUILD) $(TOOL))
 
 # no call cycle between the library's modules (docs/design.md, "Source layout")
 layers: $(LIB_OBJS)
@@ -315,6 +317,14 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
 	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(ldconfig_step)
+
+# Installed straight into the system (no DESTDIR) as root: the loader's cache learns the new
+# library at once, so a program built against it runs without a manual ldconfig. A package build
+# (DESTDIR set) leaves that to the package's own scripts.
+ldconfig_step = if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+		l=$$(command -v ldconfig || echo /sbin/ldconfig); if [ -x "$$l" ]; then "$$l"; fi; \
+	fi
 
 uninstall:
 	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
@@ -322,6 +332,7 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
 		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
 		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(ldconfig_step)
 
 clean:
 	$(Q)$(call msg,CLEAN,build build-asan build-tsan)rm -rf build build-asan build-tsan
@@ -433,6 +444,11 @@ $(TESTLIB_A): $(TESTLIB_OBJS) $(STAMP)/testlib | $(DEPS_OK)
 $(LIB_SO): $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags | $(LIB_DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -shared $(SO_LDFLAGS) -Wl,-soname,$(SONAME) -o $@ \
 		$(PIC_OBJS) $(LIB_LIBS)
+
+# the SONAME link, so that a program linked with -Lbuild -lshmq runs from the tree (with an rpath or
+# LD_LIBRARY_PATH naming build/), as it would against an installed copy
+$(BUILD)/$(SONAME): $(LIB_SO)
+	$(Q)ln -sf $(notdir $(LIB_SO)) $@
 
 $(TOOL): $(TOOL_OBJS) $(LIB_A) $(STAMP)/tool $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIB_A) $(TOOL_LIBS)
