@@ -166,8 +166,10 @@ unit: $(UNIT_BIN)
 integration: $(INTEG_BIN) $(TOOL)
 	$(Q)$(call run_tests,$(INTEG_BIN))
 
-demo: all
+# producers and consumers in separate processes, then the crash story (demo-crash)
+demo: all $(DEMO_WORKER)
 	$(Q)$(call msg,DEMO,tools/demo/main.sh)bash tools/demo/main.sh $(abspath $(TOOL))
+	$(Q)$(call msg,DEMO,tools/demo/crash.sh)bash tools/demo/crash.sh $(abspath $(TOOL)) $(abspath $(DEMO_WORKER))
 
 # the crash-recovery show: a worker SIGKILLed mid-flight, the watchdog, a poison message and the DLQ
 demo-crash: all $(DEMO_WORKER)

@@ -96,8 +96,11 @@ wait "$watchdog" || true
 pids=()
 sed -n '/dead owner [1-9]/,$p' "$work/watchdog.log" | tail -n +2
 
-heading "shmq stat $name"
-"$shmq" stat "$name"
+heading "shmq stat $name: its totals"
+"$shmq" stat "$name" | awk '/^totals/ { on = 1; next } /^[a-z]/ { on = 0 }
+	on && /^  (sent|received|acked|redelivered|reclaimed \(dead owner\)|dead-lettered) / {
+		n = $NF; sub(/^ +/, ""); sub(/ +[0-9]+$/, ""); printf "%s%s %s", sep, $0, n; sep = ", " }
+	END { print "" }'
 
 heading "verdict"
 status=0
