@@ -226,7 +226,8 @@ struct shmq_open_options {
 void shmq_open_options_init(struct shmq_open_options *opts);
 
 /* Opens an existing queue. Validates magic, layout version and every size against fstat before
- * touching anything else. -ENOENT, -EPROTO (not a shmq segment, or corrupted), -EPROTONOSUPPORT
+ * touching anything else. -ENOENT, -EPROTO (not a shmq segment, or corrupted), -EISDIR (NAME is a
+ * directory in /dev/shm), -ELOOP (a symbolic link: never followed), -EPROTONOSUPPORT
  * (other layout version), -EAGAIN (its creator has not finished initialising it), -EXDEV (its
  * creator is in another time namespace: its CLOCK_MONOTONIC, on which every lease deadline is
  * kept, differs from ours), -EUSERS (all participant records are in use by live processes),

@@ -398,14 +398,9 @@ int shmq_check_name(const char *name, shmq_check_fn fn, void *ctx)
 	int err = shmq_normalize_name(name, n, sizeof(n));
 	if (err)
 		return err;
-	int fd = shm_open(n, O_RDONLY | O_CLOEXEC, 0);
+	int fd = shmq_shm_open_regular(n, O_RDONLY, &st);
 	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
+		return fd;
 	struct checker c = {.fn = fn, .ctx = ctx, .fd = fd, .live = 1, .size = (uint64_t)st.st_size};
 	void *base = NULL;
 	if (st.st_size > 0) {

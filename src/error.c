@@ -43,6 +43,10 @@ const char *shmq_strerror(int err)
 		       "(their CLOCK_MONOTONIC differ)";
 	case ETIMEDOUT:
 		return "timed out";
+	case EISDIR:
+		return "a directory, not a queue";
+	case ELOOP:
+		return "a symbolic link, not a queue (shm_open does not follow one)";
 	case ECHILD:
 		return "handle inherited across fork: a child must open the queue itself";
 	default:

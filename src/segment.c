@@ -125,6 +125,22 @@ int shmq_normalize_name(const char *name, char *out, size_t outsz)
 	return 0;
 }
 
+int shmq_shm_open_regular(const char *n, int flags, struct stat *st)
+{
+	int fd = shm_open(n, flags | O_CLOEXEC, 0);
+	if (fd < 0) /* glibc turns the kernel's EISDIR into EINVAL (POSIX's code for a bad name, which
+		     * a normalised n is not) */
+		return errno == EINVAL ? -EISDIR : -errno;
+	int err = fstat(fd, st) < 0 ? -errno : 0;
+	if (!err && !S_ISREG(st->st_mode))
+		err = S_ISDIR(st->st_mode) ? -EISDIR : -EPROTO;
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
 /* The table a config gets: none without a window; else as asked, or 2 x capacity (at least 64,
  * a power of two). */
 static uint32_t dedup_entries_for(const struct shmq_config *c)
@@ -541,9 +557,9 @@ int shmq_map_segment(const char *name, int writable, const struct shmq_open_opti
 	if ((err = shmq_normalize_name(name, n, sizeof(n))))
 		return err;
 	/* our own open file description: OFD locks taken through it die with this handle only */
-	int fd = shm_open(n, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+	int fd = shmq_shm_open_regular(n, writable ? O_RDWR : O_RDONLY, &st);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (trust && (err = owner_check(fd, trust)))
 		goto fail_close;
 	/* a creator may be between O_EXCL and writing the magic: give it a moment */

@@ -12,6 +12,11 @@
 #include "shmq.h"
 
 SHMQ_HIDDEN int shmq_normalize_name(const char *name, char *out, size_t outsz);
+/* shm_open(n, flags | O_CLOEXEC) of an object that must be a regular file (a segment), its fstat in
+ * *st: the fd, or -errno: -EISDIR for a directory, -ELOOP for a symbolic link (shm_open does not
+ * follow one), -EPROTO for another file type. */
+struct stat;
+SHMQ_HIDDEN int shmq_shm_open_regular(const char *n, int flags, struct stat *st);
 /* the config a header records (read from a validated copy) */
 SHMQ_HIDDEN void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c);
 /* Bytes of a segment for a valid cfg, and its formatting: base must hold that many zeroed bytes

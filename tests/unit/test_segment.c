@@ -18,6 +18,7 @@
 #include "../common.h"
 #include "layout.h"
 #include "shmq.h"
+#include "shmq_inspect.h"
 
 TestSuite(segment, .fini = tq_cleanup);
 
@@ -94,6 +95,25 @@ Test(segment, open_of_missing_name_is_enoent)
 	const char *n = tq_name(NULL);
 	expect_open_fails(n, -ENOENT, "missing");
 	expect_open_fails(n + 1, -ENOENT, "missing, without slash");
+}
+
+Test(segment, a_directory_or_a_symlink_in_dev_shm_is_refused_saying_which)
+{
+	char dir[TQ_NAME_LEN + 16], link[TQ_NAME_LEN + 16];
+	const char *qd = tq_name("dir"), *ql = tq_name("link");
+	snprintf(dir, sizeof(dir), "/dev/shm%s", qd);
+	snprintf(link, sizeof(link), "/dev/shm%s", ql);
+	cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
+	cr_assert_eq(symlink("/dev/null", link), 0, "symlink %s: %s", link, strerror(errno));
+	shmq_t *q = NULL;
+	cr_expect_eq(shmq_open(qd, &q), -EISDIR);
+	cr_expect_eq(shmq_open(ql, &q), -ELOOP);
+	cr_expect_null(q);
+	cr_expect_eq(shmq_check_name(qd, NULL, NULL), -EISDIR);
+	cr_expect(strstr(shmq_strerror(-EISDIR), "directory"));
+	cr_expect(strstr(shmq_strerror(-ELOOP), "symbolic link"));
+	rmdir(dir);
+	unlink(link);
 }
 
 Test(segment, open_refuses_bad_arguments)
