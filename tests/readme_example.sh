@@ -10,7 +10,7 @@ tool=${2:?usage: $0 BUILD-DIR SHMQ-TOOL}
 cc=${CC:-cc}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/shmq-readme.XXXXXX")
 name="readme-example-$$"
-trap '"$tool" unlink "$name" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
+trap '"$tool" unlink --force "$name" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 
 # the first ```c block of the README, on a queue of its own
 awk '/^```c$/ { on = 1; next } on && /^```$/ { exit } on' README.md | sed "s/\"orders\"/\"$name\"/" >"$tmp/app.c"

@@ -112,7 +112,7 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *longo
 		return cli_error(CLI_USAGE, cmd, "missing queue NAME");
 	int at = optind; /* NAME's index: it stands in for argv[0] in the second pass */
 	out->name = argv[at];
-	if ((r = cli_check_name(cmd, out->name)))
+	if ((r = cli_check_name(cmd, out->name)) || (r = cli_check_entry(cmd, out->name)))
 		return r;
 	int next = 1;
 	if (!dashdash) {

@@ -142,7 +142,13 @@ enum cli_obj_kind {
 	CLI_OBJ_CORRUPT,     /* shmq's magic, but the header breaks a rule */
 	CLI_OBJ_UNSUPPORTED, /* another layout version */
 	CLI_OBJ_UNREADABLE,  /* permission denied, or another error */
+	CLI_OBJ_DIRECTORY,   /* a directory in /dev/shm */
+	CLI_OBJ_SYMLINK,     /* a symbolic link in /dev/shm (shm_open never follows one) */
+	CLI_OBJ_SPECIAL,     /* another file type: not a regular file */
 };
+
+/* Where shm_open's objects live, for what the tools read with the file system (lstat, list). */
+#define CLI_SHM_DIR "/dev/shm"
 
 #define CLI_WHY_MAX 320
 
@@ -158,6 +164,15 @@ struct cli_obj {
  * written the magic yet the library's grace (stat), or not (list: it must not stall on every
  * foreign object that starts with zeros). Returns o->kind. */
 int cli_obj_probe(const char *name, int wait, struct cli_obj *o);
+
+/* What the directory entry of NAME is, without following a link: CLI_OBJ_QUEUE for a regular file
+ * (it may hold a queue: cli_obj_probe tells), CLI_OBJ_GONE for none, else CLI_OBJ_DIRECTORY,
+ * CLI_OBJ_SYMLINK or CLI_OBJ_SPECIAL with o->why saying what it is and o->owner filled. */
+int cli_obj_entry(const char *name, struct cli_obj *o);
+
+/* Fails with one line ("'NAME' is a directory in /dev/shm, not a shmq queue") when NAME's entry is
+ * not a regular file (cli_obj_entry), so that every subcommand says the same; 0 otherwise. */
+int cli_check_entry(const char *cmd, const char *name);
 
 /* cli_obj_probe for one queue, with a one-line error when NAME is not one; 0 or CLI_FAIL. Fills
  * *owner (when not NULL) with the object's owner and mode. */

@@ -16,7 +16,7 @@
 #include "cli.h"
 #include "stat.h"
 
-#define SHM_DIR "/dev/shm"
+#define SHM_DIR CLI_SHM_DIR
 
 enum {
 	O_JSON = CLI_OPT_BASE,
@@ -49,7 +49,8 @@ static const char *const kind_names[] = {
 	[CLI_OBJ_QUEUE] = "queue",	     [CLI_OBJ_GONE] = "gone",
 	[CLI_OBJ_FOREIGN] = "foreign",	     [CLI_OBJ_UNINIT] = "uninitialised",
 	[CLI_OBJ_CORRUPT] = "corrupted",     [CLI_OBJ_UNSUPPORTED] = "unsupported",
-	[CLI_OBJ_UNREADABLE] = "unreadable",
+	[CLI_OBJ_UNREADABLE] = "unreadable", [CLI_OBJ_DIRECTORY] = "directory",
+	[CLI_OBJ_SYMLINK] = "symlink",	     [CLI_OBJ_SPECIAL] = "special",
 };
 
 static int by_name(const void *a, const void *b)
@@ -57,7 +58,7 @@ static int by_name(const void *a, const void *b)
 	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
 }
 
-/* The names of the regular files in SHM_DIR, sorted; *n of them. -errno on failure. */
+/* The names of the entries of SHM_DIR but . and .., sorted; *n of them. -errno on failure. */
 static int read_dir(struct entry **out, size_t *n)
 {
 	DIR *d = opendir(SHM_DIR);
@@ -68,7 +69,7 @@ static int read_dir(struct entry **out, size_t *n)
 	int err = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.' || (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (len == cap) {
 			size_t ncap = cap ? 2 * cap : 16;

@@ -46,11 +46,6 @@ static const struct option create_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-static const struct option plain_opts[] = {
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
-
 /* What create's options set. Some rules tie options together (--capacity and --weights depend on
  * --lanes, which may come after them): those are checked once all are parsed. */
 struct create_args {
@@ -235,18 +230,76 @@ int cmd_create(int argc, char **argv)
 	return CLI_OK;
 }
 
+enum {
+	O_FORCE = CLI_OPT_BASE,
+};
+
+static const struct option unlink_opts[] = {
+	{"force", no_argument, NULL, O_FORCE},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static int unlink_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	(void)cmd;
+	(void)opt;
+	(void)arg;
+	*(int *)ctx = 1; /* --force is the only option */
+	return 0;
+}
+
+/* The processes alive on the queue of view v (a snapshot of its participant records). */
+static uint32_t live_participants(shmq_view_t *v)
+{
+	struct shmq_snapshot snap;
+	return shmq_view_snapshot(v, &snap, NULL, 0) < 0 ? 0 : snap.stats.participants;
+}
+
+/* `shmq unlink NAME [--force]`: removes a queue no process uses, a corrupted one or one of another
+ * layout. A queue with live participants, or an object that is not a shmq segment, stays unless
+ * --force: removing the first leaves its processes working on a queue no one else can open any
+ * more, removing the second deletes someone else's data. */
 int cmd_unlink(int argc, char **argv)
 {
 	const char *cmd = "unlink";
 	struct cli_args a;
-	int r;
+	struct cli_obj o;
+	int force = 0, r;
+	uint32_t alive = 0;
 
-	if ((r = cli_parse(cmd, argc, argv, plain_opts, NULL, NULL, &a)) || (r = cli_no_rest(cmd, &a)))
+	if ((r = cli_parse(cmd, argc, argv, unlink_opts, unlink_opt, &force, &a)) ||
+	    (r = cli_no_rest(cmd, &a)))
 		return r;
+	switch (cli_obj_probe(a.name, 1, &o)) {
+	case CLI_OBJ_GONE:
+		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", a.name);
+	case CLI_OBJ_QUEUE:
+		alive = live_participants(o.view);
+		shmq_view_close(o.view);
+		if (alive && !force)
+			return cli_error(
+				CLI_FAIL, cmd,
+				"queue '%s' has %u live participant%s: not removed (--force removes it; "
+				"they keep using it, and no other process can open it)",
+				a.name, alive, alive == 1 ? "" : "s");
+		break;
+	case CLI_OBJ_FOREIGN:
+	case CLI_OBJ_UNINIT:
+		if (!force)
+			return cli_error(CLI_FAIL, cmd, "'%s' is %s: not removed (--force removes it)",
+					 a.name, o.why);
+		break;
+	default: /* corrupted, another layout, unreadable: an operator may clear it away */
+		break;
+	}
 	r = shmq_unlink(a.name);
 	if (r == -ENOENT)
 		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", a.name);
 	if (r)
 		return cli_error(CLI_FAIL, cmd, "cannot remove queue '%s': %s", a.name, cli_strerror(r));
+	if (alive)
+		fprintf(stderr, "shmq: unlink: removed '%s' with %u live participant%s: they keep using it\n",
+			a.name, alive, alive == 1 ? "" : "s");
 	return CLI_OK;
 }

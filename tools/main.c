@@ -194,8 +194,11 @@ static const struct cli_cmd cmds[] = {
 	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"
 	 "                         stop them and give their messages back (default: no limit)\n" TRUST_HELP},
 	{"unlink", cmd_unlink,
-	 "unlink NAME\n"
-	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},
+	 "unlink NAME [--force]\n"
+	 "    Remove the queue. Refused (exit 1) while processes use it (they would keep using a\n"
+	 "    queue no other process can open) and for an object that is not a shmq segment;\n"
+	 "    a corrupted queue, or one of another layout, is removed.\n"
+	 "    --force              remove it anyway (a warning names the live participants)\n"},
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

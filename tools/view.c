@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -36,10 +37,47 @@ static int say(struct cli_obj *o, int kind, const char *why)
 	return o->kind = kind;
 }
 
+int cli_obj_entry(const char *name, struct cli_obj *o)
+{
+	char path[sizeof(CLI_SHM_DIR) + NAME_MAX + 1];
+	struct stat st;
+	memset(o, 0, sizeof(*o));
+	snprintf(path, sizeof(path), "%s/%s", CLI_SHM_DIR, cli_bare_name(name));
+	if (lstat(path, &st) < 0) /* none, or unreadable: shm_open says which */
+		return o->kind = errno == ENOENT ? CLI_OBJ_GONE : CLI_OBJ_QUEUE;
+	cli_owner_of(&st, &o->owner);
+	o->size = (uint64_t)st.st_size;
+	if (S_ISREG(st.st_mode))
+		return o->kind = CLI_OBJ_QUEUE;
+	if (S_ISDIR(st.st_mode))
+		return say(o, CLI_OBJ_DIRECTORY, "a directory, not a shmq segment");
+	if (S_ISLNK(st.st_mode))
+		return say(o, CLI_OBJ_SYMLINK,
+			   "a symbolic link, not a shmq segment (shmq never follows one)");
+	return say(o, CLI_OBJ_SPECIAL, "not a regular file, so not a shmq segment");
+}
+
+int cli_check_entry(const char *cmd, const char *name)
+{
+	static const char *const what[] = {[CLI_OBJ_DIRECTORY] = "a directory",
+					   [CLI_OBJ_SYMLINK] = "a symbolic link",
+					   [CLI_OBJ_SPECIAL] = "not a regular file"};
+	struct cli_obj o;
+	int kind = cli_obj_entry(name, &o);
+	if (kind == CLI_OBJ_QUEUE || kind == CLI_OBJ_GONE)
+		return 0;
+	return cli_error(CLI_FAIL, cmd, "'%s' is %s in %s, not a shmq queue%s", cli_bare_name(name),
+			 what[kind], CLI_SHM_DIR,
+			 kind == CLI_OBJ_SYMLINK ? " (shmq never follows a link there)" : "");
+}
+
 int cli_obj_probe(const char *name, int wait, struct cli_obj *o)
 {
 	uint64_t magic = 0;
 	struct stat st;
+	int entry = cli_obj_entry(name, o);
+	if (entry != CLI_OBJ_QUEUE && entry != CLI_OBJ_GONE)
+		return entry;
 	memset(o, 0, sizeof(*o));
 	/* the magic first, through our own descriptor: a foreign object is told apart at once,
 	 * where the library would wait for a creator to write it */

@@ -716,8 +716,87 @@ Test(cli, a_corrupted_segment_is_refused_with_one_line_and_no_crash)
 	struct run r;
 	for (size_t i = 0; i < N_ELEMS(cmds); i++)
 		expect_error(run_tool(&r, NULL, cmds[i]), 1, q);
-	/* an operator can still clear it away */
+	/* it is not a shmq segment: unlink keeps it, unless the operator insists */
+	expect_error(RUN(&r, NULL, "unlink", q), 1, "--force");
+	cr_expect(queue_exists(q), "plain unlink removed an object that is not a queue");
+	expect_ok(RUN(&r, NULL, "unlink", "--force", q), "");
+	cr_expect(!queue_exists(q));
+}
+
+Test(cli, unlink_refuses_a_queue_with_live_participants_unless_forced_and_then_warns)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	shmq_t *h;
+	expect_ok(RUN(&r, NULL, "create", q), "");
+	cr_assert_eq(shmq_open(q, &h), 0); /* this process is a live participant */
+	expect_error(RUN(&r, NULL, "unlink", q), 1, "1 live participant");
+	cr_expect(queue_exists(q), "unlink removed a queue in use");
+	RUN(&r, NULL, "unlink", q, "--force");
+	expect_exit(&r, 0);
+	cr_expect(strstr(r.err, "removed") && strstr(r.err, "1 live participant"), "no warning: %s", r.err);
+	cr_expect(!queue_exists(q));
+	/* the participant goes on, on its own mapping */
+	cr_expect_eq(shmq_send(h, "x", 1, 0), 0);
+	shmq_close(h);
+	/* with nobody on it, a queue goes at once */
+	expect_ok(RUN(&r, NULL, "create", q), "");
 	expect_ok(RUN(&r, NULL, "unlink", q), "");
+	cr_expect(!queue_exists(q));
+}
+
+/* 1 if `shmq list --json` output `out` gives the object `name` the kind `kind` (in its own entry:
+ * before the next object's name). */
+static int list_kind_is(const char *out, const char *name, const char *kind)
+{
+	char want[TQ_NAME_LEN + 64];
+	snprintf(want, sizeof(want), "\"name\": \"%s\",", name[0] == '/' ? name + 1 : name);
+	const char *at = strstr(out, want);
+	if (!at)
+		return 0;
+	const char *next = strstr(at + 1, "\"name\":");
+	snprintf(want, sizeof(want), "\"kind\": \"%s\"", kind);
+	const char *k = strstr(at, want);
+	return k && (!next || k < next);
+}
+
+/* A directory or a symbolic link where a queue's name would be: every subcommand that takes NAME
+ * says so in one line, exit 1, and touches nothing; list shows them as what they are. */
+Test(cli, a_directory_or_a_symlink_in_dev_shm_gets_one_line_saying_so_from_every_subcommand)
+{
+	char dir[TQ_NAME_LEN + 16], link[TQ_NAME_LEN + 16];
+	const char *qd = tq_name("dir"), *ql = tq_name("link");
+	snprintf(dir, sizeof(dir), "/dev/shm%s", qd);
+	snprintf(link, sizeof(link), "/dev/shm%s", ql);
+	cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
+	cr_assert_eq(symlink("/dev/null", link), 0, "symlink %s: %s", link, strerror(errno));
+	const char *names[] = {qd, ql},
+		   *what[] = {"is a directory in /dev/shm", "is a symbolic link in /dev/shm"};
+	struct run r;
+	for (int i = 0; i < 2; i++) {
+		const char *n = names[i];
+		const char *const *cmds[] = {ARGV("create", n),
+					     ARGV("send", n, "x"),
+					     ARGV("recv", n, "--timeout-ms", "0"),
+					     ARGV("stat", n),
+					     ARGV("peek", n),
+					     ARGV("check", n),
+					     ARGV("dlq", n, "list"),
+					     ARGV("watchdog", n, "--once"),
+					     ARGV("work", n, "--", "true"),
+					     ARGV("unlink", n),
+					     ARGV("unlink", "--force", n)};
+		for (size_t c = 0; c < N_ELEMS(cmds); c++)
+			expect_error(run_tool(&r, NULL, cmds[c]), 1, what[i]);
+	}
+	struct stat st;
+	cr_expect(!lstat(dir, &st) && S_ISDIR(st.st_mode), "the directory was touched");
+	cr_expect(!lstat(link, &st) && S_ISLNK(st.st_mode), "the link was touched");
+	expect_ok(RUN(&r, NULL, "list", "--json"), NULL);
+	cr_expect(list_kind_is(r.out, qd, "directory"), "list --json: %s", r.out);
+	cr_expect(list_kind_is(r.out, ql, "symlink"), "list --json: %s", r.out);
+	rmdir(dir);
+	unlink(link);
 }
 
 /* ---- who may open a queue -------------------------------------------------------------------- */

@@ -10,7 +10,7 @@ cleanup() {
 	for pid in "${pids[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
-	"$shmq" unlink "$name" 2>/dev/null || true
+	"$shmq" unlink --force "$name" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
