@@ -49,7 +49,9 @@ __attribute__((format(printf, 4, 5), unused)) static int tq_check(int ok, const 
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +81,24 @@ static inline const char *tq_name(const char *tag)
 }
 
 /* The suites' .fini: unlinks every name this test was handed. */
+/* Puts a directory and a symbolic link (to /dev/null) in /dev/shm where queues tq_name("dir")
+ * and tq_name("link") would be; *dir and *link get their paths (TQ_NAME_LEN + 16 bytes each), the
+ * queue names are returned in names[0] and names[1]. tq_remove_dir_and_link undoes it. */
+static inline void tq_make_dir_and_link(char *dir, char *link, const char *names[2])
+{
+	names[0] = tq_name("dir");
+	names[1] = tq_name("link");
+	snprintf(dir, TQ_NAME_LEN + 16, "/dev/shm%s", names[0]);
+	snprintf(link, TQ_NAME_LEN + 16, "/dev/shm%s", names[1]);
+	TQ_REQUIRE(mkdir(dir, 0700) == 0, "mkdir %s: %s", dir, strerror(errno));
+	TQ_REQUIRE(symlink("/dev/null", link) == 0, "symlink %s: %s", link, strerror(errno));
+}
+static inline void tq_remove_dir_and_link(const char *dir, const char *link)
+{
+	rmdir(dir);
+	unlink(link);
+}
+
 static inline void tq_cleanup(void)
 {
 	for (int i = 0; i < tq_count; i++)

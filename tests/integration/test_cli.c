@@ -765,13 +765,10 @@ static int list_kind_is(const char *out, const char *name, const char *kind)
 Test(cli, a_directory_or_a_symlink_in_dev_shm_gets_one_line_saying_so_from_every_subcommand)
 {
 	char dir[TQ_NAME_LEN + 16], link[TQ_NAME_LEN + 16];
-	const char *qd = tq_name("dir"), *ql = tq_name("link");
-	snprintf(dir, sizeof(dir), "/dev/shm%s", qd);
-	snprintf(link, sizeof(link), "/dev/shm%s", ql);
-	cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
-	cr_assert_eq(symlink("/dev/null", link), 0, "symlink %s: %s", link, strerror(errno));
-	const char *names[] = {qd, ql},
-		   *what[] = {"is a directory in /dev/shm", "is a symbolic link in /dev/shm"};
+	const char *names[2];
+	tq_make_dir_and_link(dir, link, names);
+	const char *qd = names[0], *ql = names[1];
+	const char *what[] = {"is a directory in /dev/shm", "is a symbolic link in /dev/shm"};
 	struct run r;
 	for (int i = 0; i < 2; i++) {
 		const char *n = names[i];
@@ -795,8 +792,7 @@ Test(cli, a_directory_or_a_symlink_in_dev_shm_gets_one_line_saying_so_from_every
 	expect_ok(RUN(&r, NULL, "list", "--json"), NULL);
 	cr_expect(list_kind_is(r.out, qd, "directory"), "list --json: %s", r.out);
 	cr_expect(list_kind_is(r.out, ql, "symlink"), "list --json: %s", r.out);
-	rmdir(dir);
-	unlink(link);
+	tq_remove_dir_and_link(dir, link);
 }
 
 /* ---- who may open a queue -------------------------------------------------------------------- */

@@ -100,11 +100,9 @@ Test(segment, open_of_missing_name_is_enoent)
 Test(segment, a_directory_or_a_symlink_in_dev_shm_is_refused_saying_which)
 {
 	char dir[TQ_NAME_LEN + 16], link[TQ_NAME_LEN + 16];
-	const char *qd = tq_name("dir"), *ql = tq_name("link");
-	snprintf(dir, sizeof(dir), "/dev/shm%s", qd);
-	snprintf(link, sizeof(link), "/dev/shm%s", ql);
-	cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
-	cr_assert_eq(symlink("/dev/null", link), 0, "symlink %s: %s", link, strerror(errno));
+	const char *names[2];
+	tq_make_dir_and_link(dir, link, names);
+	const char *qd = names[0], *ql = names[1];
 	shmq_t *q = NULL;
 	cr_expect_eq(shmq_open(qd, &q), -EISDIR);
 	cr_expect_eq(shmq_open(ql, &q), -ELOOP);
@@ -112,8 +110,7 @@ Test(segment, a_directory_or_a_symlink_in_dev_shm_is_refused_saying_which)
 	cr_expect_eq(shmq_check_name(qd, NULL, NULL), -EISDIR);
 	cr_expect(strstr(shmq_strerror(-EISDIR), "directory"));
 	cr_expect(strstr(shmq_strerror(-ELOOP), "symbolic link"));
-	rmdir(dir);
-	unlink(link);
+	tq_remove_dir_and_link(dir, link);
 }
 
 Test(segment, open_refuses_bad_arguments)
