@@ -390,6 +390,14 @@ int shmq_dlq_redrive(shmq_t *q, unsigned max);
 /* Deletes up to max dead letters (oldest first). Returns how many were deleted. */
 int shmq_dlq_purge(shmq_t *q, unsigned max);
 
+/* Deletes up to max messages that are due now (ready, or back from a retry delay that has passed),
+ * oldest first, like RabbitMQ's purge_queue: messages leased to a consumer, waiting out a retry
+ * delay or dead-lettered stay (purge again once they are due; shmq_dlq_purge for the DLQ). At most
+ * the capacity per call, so producers sending meanwhile cannot keep it going. Counted as purged,
+ * not acked. Returns how many were deleted, or -errno (-ECHILD, -EINVAL, -EPROTO). q takes part as
+ * a consumer meanwhile, like any receiver. */
+int shmq_purge(shmq_t *q, unsigned max);
+
 /* Static text for an enum shmq_dead_reason: "max deliveries", "lease expired", ... */
 const char *shmq_dead_reason_str(unsigned reason);
 

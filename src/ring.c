@@ -1353,12 +1353,9 @@ int shmq_ack(shmq_t *q, struct shmq_msg *m)
 	return 0;
 }
 
-int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
+/* Frees the slots of m[0..n) still leased to us, counting them as c (C_ACKED, C_PURGED): how many. */
+static unsigned settle_n(shmq_t *q, struct shmq_msg *m, unsigned n, enum shmq_counter c)
 {
-	if (foreign(q))
-		return -ECHILD;
-	if (!q || (!m && n))
-		return -EINVAL;
 	unsigned acked = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct shmq_slot *s = msg_slot(q, &m[i]);
@@ -1371,11 +1368,42 @@ int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
 			count(q, C_STALE, 1);
 	}
 	if (acked) {
-		count(q, C_ACKED, acked);
+		count(q, c, acked);
 		settled(q, acked);
 		shmq_notify_sc(q, &q->hdr->space_seq, &q->hdr->space_sleepers, acked);
 	}
-	return (int)acked;
+	return acked;
+}
+
+int shmq_ack_batch(shmq_t *q, struct shmq_msg *m, unsigned n)
+{
+	if (foreign(q))
+		return -ECHILD;
+	if (!q || (!m && n))
+		return -EINVAL;
+	return (int)settle_n(q, m, n, C_ACKED);
+}
+
+/* Receives due messages and frees their slots: a consumer that acks without reading, counted as
+ * purged. At most the capacity per call, so producers sending meanwhile cannot keep it going. */
+int shmq_purge(shmq_t *q, unsigned max)
+{
+	if (foreign(q))
+		return -ECHILD;
+	if (!q)
+		return -EINVAL;
+	struct shmq_msg m[32];
+	unsigned purged = 0, left = max < q->capacity ? max : q->capacity;
+	while (left) {
+		int r = shmq_recv_batch(q, m, left < 32 ? left : 32, 0);
+		if (r == -EAGAIN)
+			break;
+		if (r < 0)
+			return purged ? (int)purged : r;
+		left -= (unsigned)r;
+		purged += settle_n(q, m, (unsigned)r, C_PURGED);
+	}
+	return (int)purged;
 }
 
 /* Moves the delivery whose slot word is w to the dead-letter state `dead` (counted as c too). Two

@@ -193,6 +193,7 @@ void cli_help(FILE *f, const char *cmd);
  * cmd_peek.c, cmd_check.c, cmd_work.c): argv[0] is the subcommand's name. */
 int cmd_create(int argc, char **argv);
 int cmd_unlink(int argc, char **argv);
+int cmd_purge(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_recv(int argc, char **argv);
 int cmd_stat(int argc, char **argv);

@@ -303,3 +303,68 @@ int cmd_unlink(int argc, char **argv)
 			a.name, alive, alive == 1 ? "" : "s");
 	return CLI_OK;
 }
+
+enum {
+	O_PURGE_COUNT = CLI_OPT_BASE,
+	O_PURGE_JSON,
+};
+
+static const struct option purge_opts[] = {
+	{"count", required_argument, NULL, O_PURGE_COUNT},
+	{"json", no_argument, NULL, O_PURGE_JSON},
+	CLI_TRUST_OPTIONS,
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+struct purge_args {
+	uint64_t count; /* 0: all that are due */
+	int json;
+};
+
+static int purge_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	struct purge_args *p = ctx;
+	if (opt == O_PURGE_JSON) {
+		p->json = 1;
+		return 0;
+	}
+	return cli_opt_range(cmd, "--count", arg, 1, SHMQ_CAPACITY_MAX, &p->count);
+}
+
+/* `shmq purge NAME [--count N] [--json]`: deletes the messages that are due (shmq_purge). */
+int cmd_purge(int argc, char **argv)
+{
+	const char *cmd = "purge";
+	struct purge_args p = {0};
+	struct cli_args a;
+	shmq_t *q;
+	int r;
+
+	if ((r = cli_parse(cmd, argc, argv, purge_opts, purge_opt, &p, &a)) || (r = cli_no_rest(cmd, &a)))
+		return r;
+	if ((r = cli_open(cmd, a.name, &q)))
+		return r;
+	int n = shmq_purge(q, p.count ? (unsigned)p.count : UINT32_MAX);
+	struct shmq_stats st;
+	int sr = n < 0 ? 0 : shmq_stats(q, &st);
+	shmq_close(q);
+	if (n < 0)
+		return cli_error(CLI_FAIL, cmd, "cannot purge '%s': %s", a.name, cli_strerror(n));
+	if (sr)
+		return cli_error(CLI_FAIL, cmd, "purged %d, then cannot read '%s': %s", n, a.name,
+				 cli_strerror(sr));
+	if (p.json)
+		printf("{\"schema\": \"shmq.purge/1\", \"queue\": \"%s\", \"purged\": %d, \"ready\": %llu, "
+		       "\"inflight\": %llu, \"delayed\": %llu, \"dead\": %llu}\n",
+		       cli_bare_name(a.name), n, (unsigned long long)st.ready,
+		       (unsigned long long)st.inflight, (unsigned long long)st.delayed,
+		       (unsigned long long)st.dead);
+	else
+		printf("purged %d message%s from %s; left: %llu ready, %llu in flight, %llu delayed, %llu "
+		       "dead-lettered\n",
+		       n, n == 1 ? "" : "s", cli_bare_name(a.name), (unsigned long long)st.ready,
+		       (unsigned long long)st.inflight, (unsigned long long)st.delayed,
+		       (unsigned long long)st.dead);
+	return cli_flush_stdout(cmd);
+}

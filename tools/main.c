@@ -193,6 +193,15 @@ static const struct cli_cmd cmds[] = {
 	 "                         later; the delivery counts as failed (default: no limit)\n"
 	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"
 	 "                         stop them and give their messages back (default: no limit)\n" TRUST_HELP},
+	{"purge", cmd_purge,
+	 "purge NAME [--count N] [--json]\n"
+	 "    Delete the messages that are due (ready, or past their retry delay), oldest first,\n"
+	 "    as RabbitMQ's purge_queue does; leased, delayed and dead-lettered ones stay (shmq\n"
+	 "    dlq NAME purge for the last). Prints how many went and what is left.\n"
+	 "    --count N            at most N messages (default: all that are due, at most the\n"
+	 "                         capacity: producers sending meanwhile cannot keep it going)\n"
+	 "    --json               one object: schema shmq.purge/1, queue, purged, ready,\n"
+	 "                         inflight, delayed, dead\n" TRUST_HELP},
 	{"unlink", cmd_unlink,
 	 "unlink NAME [--force]\n"
 	 "    Remove the queue. Refused (exit 1) while processes use it (they would keep using a\n"

@@ -795,6 +795,22 @@ Test(cli, a_directory_or_a_symlink_in_dev_shm_gets_one_line_saying_so_from_every
 	tq_remove_dir_and_link(dir, link);
 }
 
+Test(cli, purge_deletes_the_due_messages_and_says_what_is_left)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q), "");
+	expect_ok(RUN(&r, NULL, "send", q, "a", "b", "c", "d"), NULL);
+	expect_ok(RUN(&r, NULL, "purge", q, "--count", "1"), NULL);
+	cr_expect(strstr(r.out, "purged 1 message from"), "%s", r.out);
+	expect_ok(RUN(&r, NULL, "purge", q, "--json"), NULL);
+	cr_expect(strstr(r.out, "\"schema\": \"shmq.purge/1\"") && strstr(r.out, "\"purged\": 3") &&
+			  strstr(r.out, "\"ready\": 0"),
+		  "%s", r.out);
+	expect_exit(RUN(&r, NULL, "recv", q, "--timeout-ms", "0"), 4); /* nothing left */
+	expect_error(RUN(&r, NULL, "purge", q, "--count", "0"), 2, "--count");
+}
+
 /* ---- who may open a queue -------------------------------------------------------------------- */
 
 /* A name taken first by another user (uid 61001, group 61010), world-writable: the squatting of

@@ -1008,3 +1008,34 @@ Test(ring, invalid_arguments_are_einval)
 	cr_expect_eq(shmq_send_commit(q, NULL, 0), -EINVAL);
 	shmq_close(q);
 }
+
+Test(ring, purge_deletes_the_due_messages_counted_as_purged_and_keeps_leased_and_delayed_ones)
+{
+	struct shmq_config c = tq_config(16);
+	shmq_t *q = tq_mkq(&c);
+	for (uint32_t i = 0; i < 6; i++)
+		tq_send_u32(q, i);
+	struct shmq_msg held, later;
+	cr_assert_eq(shmq_recv(q, &held, 0), 0);
+	cr_assert_eq(shmq_recv(q, &later, 0), 0);
+	cr_assert_eq(shmq_nack(q, &later, 60000), 0); /* delayed a minute */
+	cr_expect_eq(shmq_purge(q, 2), 2, "at most max");
+	cr_expect_eq(shmq_purge(q, UINT32_MAX), 2, "the rest that is due");
+	cr_expect_eq(shmq_purge(q, UINT32_MAX), 0, "nothing due left");
+	struct shmq_stats st = tq_stats(q);
+	cr_expect_eq(st.ready, 0);
+	cr_expect_eq(st.inflight, 1, "the leased message stays");
+	cr_expect_eq(st.delayed, 1, "the delayed message stays");
+	cr_expect_eq(st.purged, 4);
+	cr_expect_eq(st.acked, 0, "a purge is not an ack");
+	cr_expect_eq(shmq_ack(q, &held), 0, "the holder settles as usual");
+	/* what comes after a purge is delivered as usual */
+	tq_send_u32(q, 42);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 0), 0);
+	uint32_t v;
+	memcpy(&v, m.data, sizeof(v));
+	cr_expect_eq(v, 42);
+	cr_expect_eq(shmq_ack(q, &m), 0);
+	shmq_close(q);
+}
