@@ -404,6 +404,23 @@ const char *shmq_dead_reason_str(unsigned reason);
 /* Sets the lease deadline to now + lease_ms (lease_ms <= 0: config.lease_ms). -ESTALE if lost. */
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);
 
+/* What a participant is, as `shmq stat` shows it (ROLE): the library records PRODUCER on a
+ * handle's first send, CONSUMER on its first receive, WATCHDOG on its first shmq_reclaim call and
+ * WORKER for the handle of a worker runtime; an application adds what else it is (a bridge, say)
+ * with shmq_set_kind. */
+enum shmq_kind {
+	SHMQ_KIND_PRODUCER = 1u << 0,
+	SHMQ_KIND_CONSUMER = 1u << 1,
+	SHMQ_KIND_WATCHDOG = 1u << 2,
+	SHMQ_KIND_WORKER = 1u << 3,
+	SHMQ_KIND_BRIDGE = 1u << 4,
+};
+#define SHMQ_KIND_ALL 0x1fu
+
+/* Adds kinds (SHMQ_KIND_* bits) to what this handle's participant record says it is. 0, -EINVAL
+ * for an unknown bit, -ECHILD for a handle inherited across fork. */
+int shmq_set_kind(shmq_t *q, unsigned kinds);
+
 /* One recovery pass over the whole queue, callable by any participant, any time, concurrently
  * with everything (each repair is one CAS, so two passes never requeue a message twice):
  * requeues leases past their deadline or whose owner process died (kernel lock probe), retires

@@ -102,8 +102,12 @@ struct shmq_participant_info {
 	uint64_t last_active_ms; /* its last attach, detach, receive call or lease extension (sends
 				  * record no time) */
 	uint64_t sent, received, acked, nacked, rejected, reclaim_passes;
-	const char *role; /* static text from its counters: "producer", "consumer", "producer+consumer",
-			   * "watchdog", "idle" */
+	/* static text from what it recorded it is (enum shmq_kind): "producer", "consumer",
+	 * "producer+consumer", "watchdog", "worker", "bridge", or "idle" (nothing called yet) */
+	const char *role;
+	/* static text: "waiting for messages", "waiting for room", "waiting for messages and room"
+	 * (some of its calls are asleep in the queue), or "" (none is) */
+	const char *doing;
 };
 
 /* One lane of a snapshot. */

@@ -37,6 +37,8 @@ struct shmq {
 	uint32_t lane_mask;  /* slots per lane - 1 */
 	uint32_t lane_shift; /* log2(slots per lane) */
 	uint32_t dispatch;
+	/* SHMQ_KIND_* bits already in our record's `kinds` (mark_kind) */
+	_Atomic uint32_t kinds_marked;
 	/* the slots and lanes as the ring core (lane.h) sees them: copies of the fields above */
 	struct shmq_lane_view view;
 	int uses_lanes; /* receives go through lane assignment: lanes > 1, or a key-hash queue */
@@ -221,6 +223,25 @@ static inline uint32_t seq_next(shmq_t *q, struct handle_seq *s)
 		return v;
 	}
 	return atomic_fetch_add_explicit(&s->shared, 1, memory_order_relaxed);
+}
+
+/* Records in our participant record that we are kind k (SHMQ_KIND_*), once: after the first time
+ * one relaxed load of the handle (registry.c). */
+SHMQ_HIDDEN void shmq_mark_kind_slow(shmq_t *q, uint32_t k);
+static inline void mark_kind(shmq_t *q, uint32_t k)
+{
+	if (__builtin_expect(!(atomic_load_explicit(&q->kinds_marked, memory_order_relaxed) & k), 0))
+		shmq_mark_kind_slow(q, k);
+}
+
+/* Brackets a sleep of one of our calls (w: WAITING_MSGS or WAITING_ROOM), for stat's "what it is
+ * doing". A locked add on our own record, on the way to a futex wait only. */
+static inline void waiting(shmq_t *q, uint32_t w, int on)
+{
+	if (on)
+		atomic_fetch_add_explicit(&q->me->waiting, w, memory_order_relaxed);
+	else
+		atomic_fetch_sub_explicit(&q->me->waiting, w, memory_order_relaxed);
 }
 
 static inline void cpu_relax(void)

@@ -221,16 +221,37 @@ static uint64_t activity(const struct shmq_view *v)
 	return sum;
 }
 
-static const char *role_of(const uint64_t *c)
+/* What record p's participant is, by what it recorded itself (SHMQ_KIND_*, and `role` for a
+ * receiver): a bridge or a worker by that name (they also send and receive), else producer and
+ * consumer, else a watchdog; "idle" for one that has called nothing of those yet. */
+static const char *role_of(const struct shmq_participant *p)
 {
-	int prod = c[C_SENT] > 0, cons = c[C_RECEIVED] > 0;
+	uint32_t k = atomic_load_explicit(&p->kinds, memory_order_relaxed);
+	if (atomic_load_explicit(&p->role, memory_order_relaxed) == PART_CONSUMER)
+		k |= SHMQ_KIND_CONSUMER;
+	if (k & SHMQ_KIND_BRIDGE)
+		return "bridge";
+	if (k & SHMQ_KIND_WORKER)
+		return "worker";
+	int prod = !!(k & SHMQ_KIND_PRODUCER), cons = !!(k & SHMQ_KIND_CONSUMER);
 	if (prod && cons)
 		return "producer+consumer";
 	if (prod)
 		return "producer";
 	if (cons)
 		return "consumer";
-	return c[C_RECLAIM_PASSES] ? "watchdog" : "idle";
+	return k & SHMQ_KIND_WATCHDOG ? "watchdog" : "idle";
+}
+
+/* What record p's participant is doing: its calls asleep now, by what they wait for. */
+static const char *doing_of(const struct shmq_participant *p)
+{
+	uint32_t w = atomic_load_explicit(&p->waiting, memory_order_relaxed);
+	int msgs = (w & 0xffff) != 0, room = (w >> 16) != 0;
+	return msgs && room ? "waiting for messages and room"
+	       : msgs	    ? "waiting for messages"
+	       : room	    ? "waiting for room"
+			    : "";
 }
 
 static void fill_totals(struct shmq_stats *st, const uint64_t *c)
@@ -385,7 +406,8 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 				.nacked = c[C_NACKED],
 				.rejected = c[C_REJECTED],
 				.reclaim_passes = c[C_RECLAIM_PASSES],
-				.role = role_of(c),
+				.role = role_of(p),
+				.doing = doing_of(p),
 			};
 		n++;
 	}

@@ -225,6 +225,8 @@ static inline unsigned ps_state(uint64_t v) { return v & 0xff; }
 static inline uint64_t ps_epoch(uint64_t v) { return (v >> 8) & 0xffffffff; }
 static inline uint64_t ps_freed(uint64_t v) { return v >> 40; }
 #define PART_CONSUMER 1u
+#define WAITING_MSGS 1u
+#define WAITING_ROOM (1u << 16)
 
 /* One lane's ticket counters, each on its own line (producers write one, consumers the other). */
 struct shmq_lane {
@@ -248,7 +250,12 @@ struct shmq_participant {
 	/* [ ms:32 | epoch:32 ] when a reclaim pass first found this record's participant (that epoch)
 	 * gone: a sliced pass frees the record only if that was before the pass started */
 	_Atomic uint64_t dead_seen;
-	uint64_t unused_; /* up to the next line (not _Alignas: an image needs 8-byte alignment only) */
+	/* what the participant is: SHMQ_KIND_* bits it set itself (stat's ROLE; the consumer bit is
+	 * `role` above, which the lane assignment reads) */
+	_Atomic uint32_t kinds;
+	/* its calls asleep now: [ for room:16 | for messages:16 ] (stat: what it is doing); the
+	 * pair fills the line up to the shared row (not _Alignas: an image needs 8-byte alignment) */
+	_Atomic uint32_t waiting;
 	/* the counters of the handle's other threads (fetch_add): on lines of their own, so they
 	 * do not take the counting thread's lines away from it */
 	_Atomic uint64_t counters_shared[C_COUNT];

@@ -141,6 +141,12 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 		return -ECHILD;
 	if (!q)
 		return -EINVAL;
+	mark_kind(q, SHMQ_KIND_WATCHDOG);
+	return shmq_reclaim_pass(q, res);
+}
+
+int shmq_reclaim_pass(shmq_t *q, struct shmq_reclaim_result *res)
+{
 	struct pass p;
 	pass_init(&p);
 	held_open(q->hdr);

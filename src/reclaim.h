@@ -14,6 +14,8 @@
 /* reclaim_held while a pass is open and the previous one saw leases (see reclaim.c) */
 #define RECLAIM_HELD_OPEN 0x80000000u
 SHMQ_HIDDEN void shmq_reclaim_start(shmq_t *q);
+/* shmq_reclaim without recording us as a watchdog: a pass the library runs for its own needs */
+SHMQ_HIDDEN int shmq_reclaim_pass(shmq_t *q, struct shmq_reclaim_result *res);
 SHMQ_HIDDEN int shmq_reclaim_step(shmq_t *q, uint32_t budget);
 /* The receivers' rate-limited pass (config.reclaim_interval_ms), a slice of it per call, up to
  * `slices` for a receive about to sleep before deadline_ns (0: one). Returns when the next one is

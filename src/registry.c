@@ -217,6 +217,8 @@ static int claim_record(shmq_t *q, int lenient)
 			 * hold up lane hand-overs under our name. */
 			atomic_store_explicit(&p->role, 0, memory_order_relaxed);
 			atomic_store_explicit(&p->kh_taking, 0, memory_order_relaxed);
+			atomic_store_explicit(&p->kinds, 0, memory_order_relaxed);
+			atomic_store_explicit(&p->waiting, 0, memory_order_relaxed);
 			uint64_t nv = ps_make(ps_epoch(v) + 1, PART_ALIVE, 0);
 			if (!atomic_compare_exchange_strong_explicit(&p->state, &v, nv, memory_order_acq_rel,
 								     memory_order_relaxed)) {
@@ -232,6 +234,7 @@ static int claim_record(shmq_t *q, int lenient)
 			q->view.owner = q->owner;
 			q->epoch = (uint32_t)ps_epoch(nv);
 			q->me = p;
+			atomic_store_explicit(&q->kinds_marked, 0, memory_order_relaxed);
 			return 0;
 		}
 	}
@@ -301,3 +304,21 @@ void shmq_assignment_changed(shmq_t *q)
 /* Frees record i, observed as v, of a participant that is gone. The caller must already have
  * requeued every slot that owner held (shmq_reclaim does, for owners dead before its scan). */
 int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v) { return release(q, i, v, now_ms() | 1); }
+
+void shmq_mark_kind_slow(shmq_t *q, uint32_t k)
+{
+	/* relaxed: our own record, read by stat as a hint only */
+	if (q->me)
+		atomic_fetch_or_explicit(&q->me->kinds, k, memory_order_relaxed);
+	atomic_fetch_or_explicit(&q->kinds_marked, k, memory_order_relaxed);
+}
+
+int shmq_set_kind(shmq_t *q, unsigned kinds)
+{
+	if (q && q->foreign)
+		return -ECHILD;
+	if (!q || (kinds & ~SHMQ_KIND_ALL))
+		return -EINVAL;
+	shmq_mark_kind_slow(q, kinds);
+	return 0;
+}

@@ -320,6 +320,7 @@ static void write_payload(struct shmq_slot *s, const void *data, size_t len)
  * full lane sends its messages elsewhere instead of waiting. *l is the lane that had room. */
 HOT int claim_some(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t, uint32_t scan, int strict)
 {
+	mark_kind(q, SHMQ_KIND_PRODUCER);
 	int r = claim(q, *l, s, t, scan);
 	if (r == 0 || strict)
 		return r;
@@ -352,8 +353,11 @@ static int sleep_claim(shmq_t *q, uint32_t *l, struct shmq_slot **s, uint64_t *t
 	uint32_t seen = atomic_load_explicit(&h->space_seq, memory_order_acquire);
 	shmq_sleep_register(&h->space_sleepers);
 	int r = claim_some(q, l, s, t, q->lane_mask + 1, strict);
-	if (r == -EAGAIN)
+	if (r == -EAGAIN) {
+		waiting(q, WAITING_ROOM, 1);
 		shmq_futex_wait(&h->space_seq, seen, deadline < cap ? deadline : cap);
+		waiting(q, WAITING_ROOM, 0);
+	}
 	return r;
 }
 
@@ -402,6 +406,7 @@ HOT int send_to(shmq_t *q, uint32_t l, int strict, const void *data, size_t len,
  * still held). */
 HOT int claim_fast(shmq_t *q, struct shmq_slot **s, uint64_t *t, uint64_t *c0)
 {
+	mark_kind(q, SHMQ_KIND_PRODUCER);
 	*c0 = atomic_load_explicit(&q->lc[0].head_cache, memory_order_relaxed);
 	uint64_t t0 = atomic_load_explicit(&q->hdr->lane[0].prod_tail, memory_order_relaxed);
 	uint64_t nf = near_full((uint64_t)q->lane_mask + 1);
@@ -1133,7 +1138,9 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms, uint64_t now_c)
 					at = ms + RECLAIM_IDLE_MS;
 				wake_by(&until, now, ms, at);
 			}
+			waiting(q, WAITING_MSGS, 1);
 			shmq_futex_wait(&h->data_seq, seen, until);
+			waiting(q, WAITING_MSGS, 0);
 		}
 		if (r != -EAGAIN)
 			return r;

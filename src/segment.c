@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "handle.h"
 #include "lane.h"
+#include "reclaim.h"
 #include "redeliver.h"
 #include "registry.h"
 #include "segment.h"
@@ -454,7 +455,7 @@ static int attach(shmq_t *q)
 	int err = shmq_part_attach(q, 0);
 	if (err != -EUSERS)
 		return err;
-	shmq_reclaim(q, NULL);
+	shmq_reclaim_pass(q, NULL);
 	return shmq_part_attach(q, 1);
 }
 

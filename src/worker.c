@@ -379,6 +379,10 @@ int shmq_worker_start(shmq_t *q, const struct shmq_worker_config *cfg, shmq_work
 	shmq_worker_t *w = calloc(1, sizeof(*w) + cfg->threads * sizeof(w->t[0]));
 	if (!w)
 		return -ENOMEM;
+	if ((r = shmq_set_kind(q, SHMQ_KIND_WORKER))) {
+		free(w);
+		return r;
+	}
 	w->q = q;
 	w->cfg = *cfg;
 	w->lease_ms = st.config.lease_ms;

@@ -922,3 +922,96 @@ Test(stat, stat_and_list_show_another_users_group_writable_segment)
 	expect_jint(o, "owner.mode", 0660);
 	json_decref(root);
 }
+
+/* The participant of pid in a snapshot of view v, or NULL. */
+static const struct shmq_participant_info *part_of(shmq_view_t *v, struct shmq_participant_info *parts,
+						   pid_t pid)
+{
+	struct shmq_snapshot s;
+	int n = shmq_view_snapshot(v, &s, parts, 16);
+	for (int i = 0; i < n && i < 16; i++)
+		if (parts[i].pid == pid)
+			return &parts[i];
+	return NULL;
+}
+
+/* Waits (up to 10 s: a hang guard, not a timing) until pid's record on v says it is doing `doing`. */
+static const struct shmq_participant_info *await_doing(shmq_view_t *v, struct shmq_participant_info *parts,
+						       pid_t pid, const char *doing)
+{
+	const struct shmq_participant_info *p = NULL;
+	for (int i = 0; i < 1000; i++) {
+		if ((p = part_of(v, parts, pid)) && !strcmp(p->doing, doing))
+			return p;
+		tq_sleep_ms(10);
+	}
+	cr_assert_fail("pid %d never showed '%s' (last: %s)", (int)pid, doing, p ? p->doing : "no record");
+	return NULL;
+}
+
+/* A child that blocks in a send to a full queue (role producer before it ever sent) or in a
+ * receive from an empty one (consumer before it ever received): stat says what each is and what
+ * it waits for, from what they recorded, not from their (zero) counters. */
+Test(stat, a_blocked_sender_and_a_waiting_receiver_show_what_they_are_and_wait_for)
+{
+	struct shmq_config c = tq_config(4);
+	const char *full = tq_name("full"), *empty = tq_name("empty");
+	shmq_t *qf = tq_create(full, &c), *qe = tq_create(empty, &c);
+	for (uint32_t i = 0; i < 4; i++)
+		tq_send_u32(qf, i);
+	pid_t kids[2];
+	for (int k = 0; k < 2; k++) {
+		kids[k] = fork();
+		cr_assert(kids[k] >= 0, "fork");
+		if (kids[k] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			shmq_t *q;
+			struct shmq_msg m;
+			if (shmq_open(k ? empty : full, &q))
+				_exit(1);
+			_exit(k ? shmq_recv(q, &m, -1) != 0 : shmq_send(q, "x", 1, -1) != 0);
+		}
+	}
+	struct shmq_participant_info parts[16];
+	shmq_view_t *vf, *ve;
+	cr_assert_eq(shmq_view_open(full, &vf), 0);
+	cr_assert_eq(shmq_view_open(empty, &ve), 0);
+	const struct shmq_participant_info *p = await_doing(vf, parts, kids[0], "waiting for room");
+	cr_expect_str_eq(p->role, "producer");
+	cr_expect_eq(p->sent, 0);
+	p = await_doing(ve, parts, kids[1], "waiting for messages");
+	cr_expect_str_eq(p->role, "consumer");
+	cr_expect_eq(p->received, 0);
+	/* once served, they are no longer waiting */
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(qf, &m, 0), 0);
+	cr_assert_eq(shmq_ack(qf, &m), 0);
+	tq_send_u32(qe, 7);
+	for (int k = 0; k < 2; k++) {
+		int st;
+		cr_assert_eq(waitpid(kids[k], &st, 0), kids[k]);
+		cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed", k);
+	}
+	/* a handle that only reclaims is a watchdog; an application says what else it is */
+	shmq_t *w;
+	cr_assert_eq(shmq_open(empty, &w), 0);
+	cr_assert(shmq_reclaim(w, NULL) >= 0);
+	cr_expect_str_eq(part_of(ve, parts, getpid())->role, "producer"); /* qe: the first record */
+	struct shmq_snapshot s;
+	int n = shmq_view_snapshot(ve, &s, parts, 16), watchdogs = 0;
+	for (int i = 0; i < n && i < 16; i++)
+		watchdogs += !strcmp(parts[i].role, "watchdog") && !*parts[i].doing;
+	cr_expect_eq(watchdogs, 1, "one watchdog record");
+	cr_expect_eq(shmq_set_kind(w, SHMQ_KIND_BRIDGE), 0);
+	cr_expect_eq(shmq_set_kind(w, 1u << 20), -EINVAL);
+	n = shmq_view_snapshot(ve, &s, parts, 16);
+	int bridges = 0;
+	for (int i = 0; i < n && i < 16; i++)
+		bridges += !strcmp(parts[i].role, "bridge");
+	cr_expect_eq(bridges, 1, "the watchdog said it is a bridge");
+	shmq_close(w);
+	shmq_view_close(vf);
+	shmq_view_close(ve);
+	shmq_close(qf);
+	shmq_close(qe);
+}
