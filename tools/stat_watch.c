@@ -8,11 +8,14 @@
  * after another with no escapes, so `--watch --refreshes N | ...` can be logged or tested.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +36,11 @@ struct watch {
 	struct shmq_stats prev;
 	uint64_t prev_ns;
 	int have_prev;
+	ino_t ino; /* of the segment the view maps (0: NAME was unlinked) */
+	char note[CLI_WHY_MAX + NAME_MAX +
+		  32];	/* the frame's second line: what happened to NAME, if anything */
+	char line[512]; /* the line being built, cut to the width when it ends (eol) */
+	size_t len;
 };
 
 static uint64_t mono_ns(void)
@@ -77,8 +85,38 @@ static unsigned term_rows(const struct watch *w)
 	return 0; /* no limit */
 }
 
-/* Ends a line: clear what an earlier, longer frame left on it. */
-static void eol(const struct watch *w) { fputs(w->tty_out ? "\033[K\n" : "\n", stdout); }
+/* The width lines are cut to: the terminal's, or 80 columns when it has none (a pipe, a log). */
+static unsigned term_cols(const struct watch *w)
+{
+	struct winsize ws;
+	if (w->tty_out && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		return ws.ws_col < sizeof(w->line) ? ws.ws_col : (unsigned)sizeof(w->line) - 1;
+	return 80;
+}
+
+/* Appends to the line being built (cut at the buffer's end; eol cuts it to the width). */
+__attribute__((format(printf, 2, 3))) static void put(struct watch *w, const char *fmt, ...)
+{
+	size_t room = sizeof(w->line) - w->len;
+	if (room <= 1)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(w->line + w->len, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		w->len += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+/* Ends a line: prints what was built, cut to the width, and clears what an earlier, longer frame
+ * left on it. */
+static void eol(struct watch *w)
+{
+	unsigned cols = term_cols(w);
+	fwrite(w->line, 1, w->len < cols ? w->len : cols, stdout);
+	fputs(w->tty_out ? "\033[K\n" : "\n", stdout);
+	w->len = 0;
+}
 
 static double rate(uint64_t now, uint64_t before, double secs)
 {
@@ -90,7 +128,21 @@ static void age(char *buf, size_t sz, uint64_t now_ms, uint64_t then_ms)
 	if (!then_ms)
 		snprintf(buf, sz, "-");
 	else
-		snprintf(buf, sz, "%.1f s", (double)(now_ms > then_ms ? now_ms - then_ms : 0) / 1000.0);
+		snprintf(buf, sz, "%.1fs", (double)(now_ms > then_ms ? now_ms - then_ms : 0) / 1000.0);
+}
+
+/* The role and doing texts of the library, in the few columns a row has. */
+static const char *short_role(const char *role)
+{
+	return !strcmp(role, "producer+consumer") ? "prod+cons" : role;
+}
+static const char *short_doing(const char *doing)
+{
+	if (!strcmp(doing, "waiting for messages"))
+		return "wait msgs";
+	if (!strcmp(doing, "waiting for room"))
+		return "wait room";
+	return *doing ? "wait both" : "-";
 }
 
 static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned nparts)
@@ -105,79 +157,81 @@ static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned npart
 
 	if (w->tty_out)
 		fputs("\033[H", stdout);
-	printf("shmq stat %s   every %llu ms   %s   (q or Ctrl-C quits)", cli_bare_name(w->name),
-	       (unsigned long long)w->interval_ms, clock);
+	/* the name last: a long one is what the width cuts */
+	put(w, "%s  every %llu ms  (q quits)  shmq stat %s", clock, (unsigned long long)w->interval_ms,
+	    cli_bare_name(w->name));
 	eol(w);
+	put(w, "%s", w->note);
 	eol(w);
-	printf("depth     ready %llu   in flight %llu   delayed %llu   dead %llu   writing %llu   free "
-	       "%llu/%u",
-	       (unsigned long long)st->ready, (unsigned long long)st->inflight,
-	       (unsigned long long)st->delayed, (unsigned long long)st->dead, (unsigned long long)st->writing,
-	       (unsigned long long)st->free_slots, st->config.capacity);
+	put(w, "depth     ready %llu  in flight %llu  delayed %llu  dead %llu", (unsigned long long)st->ready,
+	    (unsigned long long)st->inflight, (unsigned long long)st->delayed, (unsigned long long)st->dead);
 	eol(w);
+	put(w, "slots     writing %llu  free %llu of %u", (unsigned long long)st->writing,
+	    (unsigned long long)st->free_slots, st->config.capacity);
 	if (st->ready)
-		printf("oldest    ready for %.1f s (id %llu)", (double)s->oldest_ready_age_ms / 1000.0,
-		       (unsigned long long)s->oldest_ready_id);
-	else
-		printf("oldest    nothing ready");
+		put(w, "  oldest ready %.1fs (id %llu)", (double)s->oldest_ready_age_ms / 1000.0,
+		    (unsigned long long)s->oldest_ready_id);
 	eol(w);
 	if (s->lanes > 1) {
 		/* one line for all lanes: their ready, then in-flight counts, lane 0 first */
-		printf("lanes     %u (%s), %u consumer%s   ready", s->lanes,
-		       cli_dispatch_name(st->config.dispatch), s->consumers, s->consumers == 1 ? "" : "s");
+		put(w, "lanes     %u %s, %u consumer%s  ready", s->lanes,
+		    cli_dispatch_name(st->config.dispatch), s->consumers, s->consumers == 1 ? "" : "s");
 		for (uint32_t l = 0; l < s->lanes && l < SHMQ_LANES_MAX; l++)
-			printf(" %llu", (unsigned long long)s->lane[l].ready);
-		printf("   in flight");
+			put(w, " %llu", (unsigned long long)s->lane[l].ready);
+		put(w, "  in flight");
 		for (uint32_t l = 0; l < s->lanes && l < SHMQ_LANES_MAX; l++)
-			printf(" %llu", (unsigned long long)s->lane[l].inflight);
+			put(w, " %llu", (unsigned long long)s->lane[l].inflight);
 		eol(w);
 		used++;
 	}
 	if (w->have_prev) {
 		const struct shmq_stats *p = &w->prev;
-		printf("rate/s    sent %.0f   received %.0f   acked %.0f   nacked %.0f   retried %.0f   "
-		       "dead-lettered %.0f",
-		       rate(st->sent, p->sent, secs), rate(st->received, p->received, secs),
-		       rate(st->acked, p->acked, secs), rate(st->nacked, p->nacked, secs),
-		       rate(st->retried, p->retried, secs), rate(st->dead_lettered, p->dead_lettered, secs));
+		put(w, "rate/s    sent %.0f  received %.0f  acked %.0f", rate(st->sent, p->sent, secs),
+		    rate(st->received, p->received, secs), rate(st->acked, p->acked, secs));
+		eol(w);
+		put(w, "          nacked %.0f  retried %.0f  dead-lettered %.0f",
+		    rate(st->nacked, p->nacked, secs), rate(st->retried, p->retried, secs),
+		    rate(st->dead_lettered, p->dead_lettered, secs));
 	} else {
-		printf("rate/s    (from the next refresh)");
+		put(w, "rate/s    (from the next refresh)");
+		eol(w);
 	}
 	eol(w);
-	printf("totals    sent %llu   received %llu   acked %llu   nacked %llu   retried %llu   "
-	       "dead-lettered "
-	       "%llu   stale %llu",
-	       (unsigned long long)st->sent, (unsigned long long)st->received, (unsigned long long)st->acked,
-	       (unsigned long long)st->nacked, (unsigned long long)st->retried,
-	       (unsigned long long)st->dead_lettered, (unsigned long long)st->stale);
+	put(w, "totals    sent %llu  received %llu  acked %llu", (unsigned long long)st->sent,
+	    (unsigned long long)st->received, (unsigned long long)st->acked);
 	eol(w);
-	printf("reclaim   expired %llu   dead owner %llu   retired writes %llu   passes %llu",
-	       (unsigned long long)st->reclaimed_expired, (unsigned long long)st->reclaimed_dead_owner,
-	       (unsigned long long)st->retired_writes, (unsigned long long)st->reclaim_passes);
+	put(w, "          nacked %llu  retried %llu  dead-lettered %llu  stale %llu",
+	    (unsigned long long)st->nacked, (unsigned long long)st->retried,
+	    (unsigned long long)st->dead_lettered, (unsigned long long)st->stale);
 	eol(w);
-	printf("participants  %u alive, %u gone%s", st->participants, s->dead_participants,
-	       s->consistent ? "" : "   (busy: figures taken while they moved)");
+	put(w, "reclaim   expired %llu  dead owner %llu  retired writes %llu  passes %llu",
+	    (unsigned long long)st->reclaimed_expired, (unsigned long long)st->reclaimed_dead_owner,
+	    (unsigned long long)st->retired_writes, (unsigned long long)st->reclaim_passes);
+	eol(w);
+	put(w, "participants  %u alive, %u gone%s", st->participants, s->dead_participants,
+	    s->consistent ? "" : "  (figures taken while they moved)");
 	eol(w);
 	eol(w);
-	used += 10;
-	printf("%5s %8s %-5s %-17s %6s %8s %10s %10s %10s", "idx", "pid", "alive", "role", "leases", "active",
-	       "sent", "received", "acked");
+	used += 13;
+	/* 78 columns: the counters take 8 each (99,999,999), a wider value pushes the row on */
+	put(w, "%3s %7s %-5s %-9s %-9s %6s %6s %8s %8s %8s", "idx", "pid", "alive", "role", "doing", "leases",
+	    "active", "sent", "received", "acked");
 	eol(w);
 	for (unsigned i = 0; i < nparts && i < s->records; i++) {
 		const struct shmq_participant_info *p = &w->parts[i];
 		if (rows && used + 2 >= rows) {
-			printf("  ... %u more", s->records - i);
+			put(w, "  ... %u more", s->records - i);
 			eol(w);
 			break;
 		}
 		char act[32];
 		age(act, sizeof(act), s->now_ms, p->last_active_ms);
-		printf("%5u %8d %-5s %-17s %6u %8s %10llu %10llu %10llu", p->index, p->pid,
-		       p->alive == 1   ? "yes"
-		       : p->alive == 0 ? "no"
-				       : "?",
-		       p->role, p->leases, act, (unsigned long long)p->sent, (unsigned long long)p->received,
-		       (unsigned long long)p->acked);
+		put(w, "%3u %7d %-5s %-9s %-9s %6u %6s %8llu %8llu %8llu", p->index, p->pid,
+		    p->alive == 1   ? "yes"
+		    : p->alive == 0 ? "no"
+				    : "?",
+		    short_role(p->role), short_doing(p->doing), p->leases, act, (unsigned long long)p->sent,
+		    (unsigned long long)p->received, (unsigned long long)p->acked);
 		eol(w);
 		used++;
 	}
@@ -188,6 +242,48 @@ static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned npart
 	w->prev = *st;
 	w->prev_ns = now;
 	w->have_prev = 1;
+}
+
+/* The inode of /dev/shm/NAME (0: none there): the segment a view of NAME would map now. */
+static ino_t entry_ino(const char *name)
+{
+	char path[sizeof(CLI_SHM_DIR) + NAME_MAX + 1];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s", CLI_SHM_DIR, cli_bare_name(name));
+	return lstat(path, &st) == 0 && S_ISREG(st.st_mode) ? st.st_ino : 0;
+}
+
+/* Before a frame: notices that NAME was unlinked, or unlinked and created anew, since the view was
+ * opened, and follows it: a new segment gets a new view (rates start again), none keeps the last
+ * view's figures under a note saying so, as does anything else found there instead. */
+static void follow(struct watch *w)
+{
+	ino_t now = entry_ino(w->name);
+	if (now == w->ino) {
+		if (now)
+			w->note[0] = '\0';
+		return;
+	}
+	char clock[32];
+	time_t t = time(NULL);
+	strftime(clock, sizeof(clock), "%H:%M:%S", localtime(&t));
+	if (!now) {
+		snprintf(w->note, sizeof(w->note), "UNLINKED at %s: figures of the removed segment", clock);
+		w->ino = 0;
+		return;
+	}
+	shmq_view_t *v;
+	struct cli_obj o;
+	if (cli_obj_probe(w->name, 1, &o) != CLI_OBJ_QUEUE) {
+		snprintf(w->note, sizeof(w->note), "'%s' is now %s", cli_bare_name(w->name), o.why);
+		return; /* looked at again at the next refresh */
+	}
+	v = o.view;
+	shmq_view_close(w->v);
+	w->v = v;
+	w->ino = now;
+	w->have_prev = 0;
+	snprintf(w->note, sizeof(w->note), "created anew at %s: a new segment, figures from zero", clock);
 }
 
 /* Sleeps until the next refresh; 1 when the user asked to quit. */
@@ -221,6 +317,7 @@ int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t
 	int r = cli_view_open(cmd, name, &w.v, NULL);
 	if (r)
 		return r;
+	w.ino = entry_ino(name);
 	w.parts = calloc(SHMQ_MAX_PARTICIPANTS, sizeof(*w.parts));
 	if (!w.parts) {
 		shmq_view_close(w.v);
@@ -235,6 +332,7 @@ int stat_watch(const char *cmd, const char *name, uint64_t interval_ms, uint64_t
 	term_enter(&w);
 	for (uint64_t n = 0; !refreshes || n < refreshes; n++) {
 		struct shmq_snapshot s;
+		follow(&w);
 		int k = shmq_view_snapshot(w.v, &s, w.parts, SHMQ_MAX_PARTICIPANTS);
 		if (k < 0) {
 			term_leave(&w);
