@@ -18,6 +18,8 @@ BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR ?= $(PREFIX)/share/man
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 
 CC ?= cc
 AR ?= ar
@@ -128,12 +130,18 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool man deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 all: lib tool
 lib: $(LIB_A) $(LIB_SO) $(BUILD)/$(SONAME)
 tool: $(TOOL)
+# the manual pages, from `shmq help` and the public headers (tools/man/mkman.sh)
+PUBLIC_HEADERS := include/shmq.h include/shmq_inspect.h include/shmq_worker.h
+MAN_OUT := $(BUILD)/man
+man: $(MAN_OUT)/man1/shmq.1
+$(MAN_OUT)/man1/shmq.1: $(TOOL) $(PUBLIC_HEADERS) tools/man/mkman.sh
+	$(Q)$(call msg,MAN,$(MAN_OUT))rm -rf $(MAN_OUT) && sh tools/man/mkman.sh $(TOOL) $(MAN_OUT) $(PUBLIC_HEADERS)
 tests: $(UNIT_BIN) $(INTEG_BIN)
 deps: $(DEPS_OK)
 
@@ -155,6 +163,7 @@ test: all tests layers
 	$(Q)$(call run_tests,$(UNIT_BIN))
 	$(Q)$(call run_tests,$(INTEG_BIN))
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/readme_example.sh)sh tests/readme_example.sh $(BUILD) $(TOOL))
+	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/man_completion.sh)bash tests/man_completion.sh $(BUILD) $(TOOL))
 
 # no call cycle between the library's modules (docs/design.md, "Source layout")
 layers: $(LIB_OBJS)
@@ -307,9 +316,13 @@ format-check:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES),true)
 
 # shmq.pc is generated at install time so that it always matches PREFIX/LIBDIR/INCLUDEDIR.
-install: $(LIB_A) $(LIB_SO) $(TOOL)
+install: $(LIB_A) $(LIB_SO) $(TOOL) man
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
-		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
+		$(DESTDIR)$(COMPLETIONDIR)
+	$(Q)$(INSTALL) -m 644 $(MAN_OUT)/man1/shmq.1 $(DESTDIR)$(MANDIR)/man1/ && \
+		$(INSTALL) -m 644 $(MAN_OUT)/man3/*.3 $(DESTDIR)$(MANDIR)/man3/
+	$(Q)$(INSTALL) -m 644 tools/completion/shmq.bash $(DESTDIR)$(COMPLETIONDIR)/shmq
 	$(Q)$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libshmq.a
 	$(Q)$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) && \
 		ln -sf libshmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) && \
@@ -333,7 +346,9 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
 		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
-		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
+		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq \
+		$(DESTDIR)$(MANDIR)/man1/shmq.1 $(DESTDIR)$(MANDIR)/man3/libshmq.3 $(DESTDIR)$(MANDIR)/man3/shmq_*.3 \
+		$(DESTDIR)$(COMPLETIONDIR)/shmq
 	$(Q)$(ldconfig_step)
 
 clean:

@@ -33,7 +33,7 @@ static const struct cli_cmd cmds[] = {
 	 "    Create a queue (fails if NAME exists).\n"
 	 "    --capacity N         slots: --lanes times a power of two >= 2, at most 4194304\n"
 	 "                         (default 1024; e.g. 96 for --lanes 3)\n"
-	 "    --slot-size BYTES    bytes per slot, 64 of them shmq's header: a multiple of 64\n"
+	 "    --slot-size BYTES    bytes per slot, 48 of them shmq's header: a multiple of 64\n"
 	 "                         from 128 to 16777216 (default 256, for payloads up to 208 bytes)\n"
 	 "    --lease-ms MS        how long a received message stays leased to its receiver\n"
 	 "                         before it is delivered again (default 30000)\n"
