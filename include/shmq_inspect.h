@@ -108,6 +108,9 @@ struct shmq_participant_info {
 	/* static text: "waiting for messages", "waiting for room", "waiting for messages and room"
 	 * (some of its calls are asleep in the queue), or "" (none is) */
 	const char *doing;
+	/* 1: pid is a PID of the reader's PID namespace; 0: of another one (a container's: not a
+	 * process the reader can see under that number); -1: unknown (an image, or no /proc) */
+	int32_t pid_here;
 };
 
 /* One lane of a snapshot. */

@@ -35,7 +35,8 @@ const char *shmq_strerror(int err)
 	case EACCES:
 		return "permission denied";
 	case ENOSPC:
-		return "no space left in /dev/shm";
+		return "no space left in /dev/shm (a tmpfs: make it bigger with docker run --shm-size, a "
+		       "Kubernetes emptyDir sizeLimit, or mount -o remount,size=... /dev/shm)";
 	case ENOMEM:
 		return "out of memory";
 	case EXDEV:

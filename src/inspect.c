@@ -374,6 +374,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	for (int k = 0; k < C_COUNT; k++)
 		tot[k] = RETIRED_LOAD(v->base, k); /* records reused or closed cleanly */
 	unsigned n = 0;
+	uint64_t own_ns = shmq_pid_ns();
 	for (uint32_t i = 0; i < v->max_parts; i++) {
 		const struct shmq_participant *p = vpart(v, i);
 		uint64_t c[C_COUNT];
@@ -407,6 +408,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 				.rejected = c[C_REJECTED],
 				.reclaim_passes = c[C_RECLAIM_PASSES],
 				.role = role_of(p),
+				.pid_here = !p->pid_ns || !own_ns || v->fd < 0 ? -1 : p->pid_ns == own_ns,
 				.doing = doing_of(p),
 			};
 		n++;

@@ -259,6 +259,9 @@ struct shmq_participant {
 	/* the counters of the handle's other threads (fetch_add): on lines of their own, so they
 	 * do not take the counting thread's lines away from it */
 	_Atomic uint64_t counters_shared[C_COUNT];
+	/* the inode of its process's PID namespace (0: unknown), so that a reader in another one
+	 * knows `pid` is not a PID of its own (liveness never depends on it: the OFD lock does) */
+	uint64_t pid_ns;
 };
 static_assert(sizeof(struct shmq_participant) <= SHMQ_PART_SIZE, "participant record fits");
 static_assert(offsetof(struct shmq_participant, counters_shared) % SHMQ_CACHELINE == 0,

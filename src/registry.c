@@ -227,6 +227,7 @@ static int claim_record(shmq_t *q, int lenient)
 			}
 			fold_counters(q, p);
 			p->pid = getpid();
+			p->pid_ns = shmq_pid_ns();
 			p->attached_ms = now;
 			atomic_store_explicit(&p->last_active_ms, now, memory_order_relaxed);
 			q->part = i;
@@ -321,4 +322,10 @@ int shmq_set_kind(shmq_t *q, unsigned kinds)
 		return -EINVAL;
 	shmq_mark_kind_slow(q, kinds);
 	return 0;
+}
+
+uint64_t shmq_pid_ns(void)
+{
+	struct stat st;
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }

@@ -15,6 +15,8 @@ SHMQ_HIDDEN int shmq_part_attach(shmq_t *q, int lenient);
 /* Frees (or leaves to reclaim) q's record, drops its lock and closes q->fd. A foreign handle's
  * record and lock are its parent's: they are left alone. */
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
+/* The inode of this process's PID namespace, 0 if /proc cannot tell. */
+SHMQ_HIDDEN uint64_t shmq_pid_ns(void);
 /* 1 alive, 0 dead (its record may be reclaimed), for participant index i */
 SHMQ_HIDDEN int shmq_part_alive(shmq_t *q, uint32_t i);
 /* shmq_part_alive for the ring core's view (lane.h): ctx is the handle, owner = index + 1 */

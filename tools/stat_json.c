@@ -88,14 +88,18 @@ static json_t *participant(const struct shmq_participant_info *p, uint64_t now)
 {
 	/* alive: true, false, or null when the lock probe could not tell */
 	json_t *alive = p->alive < 0 ? json_null() : json_boolean(p->alive);
-	return json_pack("{s:I, s:i, s:o, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:i, s:o, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "index", (json_int_t)p->index, "pid", (int)p->pid, "alive", alive, "role", p->role,
-			 "doing", p->doing, "leases", (json_int_t)p->leases, "writing",
-			 (json_int_t)p->writing, "idle_ms", (json_int_t)stat_ago_ms(now, p->last_active_ms),
-			 "attached_ms", (json_int_t)stat_ago_ms(now, p->attached_ms), "sent",
-			 (json_int_t)p->sent, "received", (json_int_t)p->received, "acked",
-			 (json_int_t)p->acked, "nacked", (json_int_t)p->nacked, "rejected",
-			 (json_int_t)p->rejected, "reclaim_passes", (json_int_t)p->reclaim_passes);
+			 "doing", p->doing, "pid_namespace",
+			 p->pid_here > 0    ? "same"
+			 : p->pid_here == 0 ? "other"
+					    : "unknown",
+			 "leases", (json_int_t)p->leases, "writing", (json_int_t)p->writing, "idle_ms",
+			 (json_int_t)stat_ago_ms(now, p->last_active_ms), "attached_ms",
+			 (json_int_t)stat_ago_ms(now, p->attached_ms), "sent", (json_int_t)p->sent,
+			 "received", (json_int_t)p->received, "acked", (json_int_t)p->acked, "nacked",
+			 (json_int_t)p->nacked, "rejected", (json_int_t)p->rejected, "reclaim_passes",
+			 (json_int_t)p->reclaim_passes);
 }
 
 static json_t *participants(const struct stat_report *r)

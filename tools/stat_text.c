@@ -76,16 +76,23 @@ static void print_participants(const struct stat_report *r)
 		return;
 	printf("  %5s %8s %5s %-17s %6s %7s %13s %10s %10s %10s  %s\n", "INDEX", "PID", "ALIVE", "ROLE",
 	       "LEASES", "WRITING", "LAST ACTIVITY", "SENT", "RECEIVED", "ACKED", "DOING");
+	int other_ns = 0;
 	for (unsigned i = 0; i < r->nparts; i++) {
 		const struct shmq_participant_info *p = &r->parts[i];
-		char ago[32];
+		char ago[32], pid[16];
+		snprintf(pid, sizeof(pid), "%d%s", (int)p->pid, p->pid_here == 0 ? "*" : "");
+		other_ns |= p->pid_here == 0;
 		snprintf(ago, sizeof(ago), "%llu s ago",
 			 (unsigned long long)(stat_ago_ms(s->now_ms, p->last_active_ms) / 1000));
-		printf("  %5u %8d %5s %-17s %6u %7u %13s %10llu %10llu %10llu  %s\n", p->index, (int)p->pid,
+		printf("  %5u %8s %5s %-17s %6u %7u %13s %10llu %10llu %10llu  %s\n", p->index, pid,
 		       alive_str(p->alive), p->role, p->leases, p->writing, ago, (unsigned long long)p->sent,
 		       (unsigned long long)p->received, (unsigned long long)p->acked,
 		       *p->doing ? p->doing : "-");
 	}
+	if (other_ns)
+		printf("  * a PID of another PID namespace (a container's), not of ours: ALIVE comes from "
+		       "the "
+		       "kernel's lock on the record, never from the PID\n");
 }
 
 void stat_print_text(const struct stat_report *r)

@@ -224,9 +224,10 @@ static void frame(struct watch *w, const struct shmq_snapshot *s, unsigned npart
 			eol(w);
 			break;
 		}
-		char act[32];
+		char act[32], pid[16];
 		age(act, sizeof(act), s->now_ms, p->last_active_ms);
-		put(w, "%3u %7d %-5s %-9s %-9s %6u %6s %8llu %8llu %8llu", p->index, p->pid,
+		snprintf(pid, sizeof(pid), "%d%s", (int)p->pid, p->pid_here == 0 ? "*" : "");
+		put(w, "%3u %7s %-5s %-9s %-9s %6u %6s %8llu %8llu %8llu", p->index, pid,
 		    p->alive == 1   ? "yes"
 		    : p->alive == 0 ? "no"
 				    : "?",

@@ -1015,3 +1015,91 @@ Test(stat, a_blocked_sender_and_a_waiting_receiver_show_what_they_are_and_wait_f
 	shmq_close(qf);
 	shmq_close(qe);
 }
+
+/* A worker in a PID namespace of its own (a container's, made by unshare) holds a message: stat
+ * shows its PID as one of another namespace, alive by its kernel lock; killed, it is seen dead and
+ * its message comes back, whatever its PID means here. */
+Test(stat, a_consumer_in_another_pid_namespace_is_shown_as_such_and_reclaimed_when_it_dies)
+{
+	if (system("unshare --pid --fork --kill-child true >/dev/null 2>&1") != 0)
+		cr_skip_test("unshare --pid is not allowed here (needs CAP_SYS_ADMIN)");
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(8);
+	c.reclaim_interval_ms = 0; /* only the watchdog below requeues */
+	shmq_t *q = tq_create(name, &c);
+	cr_assert_eq(shmq_send(q, "x", 1, 0), 0);
+	pid_t kid = fork();
+	cr_assert(kid >= 0, "fork");
+	if (kid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		execlp("unshare", "unshare", "--pid", "--fork", "--kill-child", "--mount-proc", tool, "work",
+		       name, "--", "sleep", "60", (char *)NULL);
+		_exit(127);
+	}
+	shmq_view_t *v;
+	cr_assert_eq(shmq_view_open(name, &v), 0);
+	struct shmq_participant_info parts[16];
+	const struct shmq_participant_info *w = NULL;
+	for (int i = 0; i < 1000 && !w; i++) { /* 10 s: a hang guard */
+		struct shmq_snapshot s;
+		int n = shmq_view_snapshot(v, &s, parts, 16);
+		for (int k = 0; k < n && k < 16; k++)
+			if (parts[k].leases == 1)
+				w = &parts[k];
+		if (!w)
+			tq_sleep_ms(10);
+	}
+	cr_assert(w, "the worker never took the message");
+	cr_expect_eq(w->pid_here, 0, "its pid is of another namespace");
+	cr_expect_eq(w->alive, 1);
+	cr_expect_str_eq(w->role, "worker");
+	uint32_t wi = w->index;
+	struct run r;
+	expect_ok(RUN(&r, NULL, "stat", name, "--json"), NULL);
+	cr_expect(strstr(r.out, "\"pid_namespace\": \"other\""), "%s", r.out);
+	expect_ok(RUN(&r, NULL, "stat", name), NULL);
+	cr_expect(strstr(r.out, "another PID namespace"), "%s", r.out);
+
+	kill(kid, SIGKILL); /* unshare dies, --kill-child takes the namespace's init, and all in it */
+	int st;
+	cr_assert_eq(waitpid(kid, &st, 0), kid);
+	for (int i = 0, dead = 0; i < 1000 && !dead; i++) { /* until the kernel dropped its lock */
+		int n = shmq_view_snapshot(v, &(struct shmq_snapshot){0}, parts, 16);
+		for (int k = 0; k < n && k < 16; k++)
+			dead |= parts[k].index == wi && parts[k].alive == 0;
+		if (!dead)
+			tq_sleep_ms(10);
+	}
+	expect_ok(RUN(&r, NULL, "watchdog", name, "--once"), NULL);
+	cr_expect(strstr(r.out, "dead owner 1"), "%s", r.out);
+	struct shmq_msg m;
+	cr_assert_eq(shmq_recv(q, &m, 1000), 0, "the dead worker's message came back");
+	cr_expect_eq(m.deliveries, 2);
+	cr_expect_eq(shmq_ack(q, &m), 0);
+	shmq_view_close(v);
+	shmq_close(q);
+}
+
+/* A /dev/shm too small for the queue (Docker's 64 MB default, say): create fails with one line
+ * that names the fix. Made with a 1 MiB tmpfs on /dev/shm in a mount namespace of its own. */
+Test(stat, a_queue_bigger_than_dev_shm_fails_with_one_line_naming_the_fix)
+{
+	if (system("unshare --mount true >/dev/null 2>&1") != 0)
+		cr_skip_test("unshare --mount is not allowed here (needs CAP_SYS_ADMIN)");
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd),
+		 "unshare --mount sh -c 'mount -t tmpfs -o size=1m tmpfs /dev/shm && "
+		 "exec \"%s\" create big --capacity 65536' 2>&1",
+		 tool);
+	FILE *f = popen(cmd, "r");
+	cr_assert(f, "popen");
+	char out[1024] = "";
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	int st = pclose(f);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d: %s", st, out);
+	cr_expect(strstr(out, "no space left in /dev/shm") && strstr(out, "--shm-size"), "%s", out);
+	cr_expect_eq(strchr(out, '\n') - out + 1, (long)strlen(out), "one line: %s", out);
+}
