@@ -150,6 +150,7 @@ struct shmq_reservation {
 	uint32_t cap;
 	uint32_t slot; /* opaque */
 	uint64_t token;
+	uint64_t id; /* the message's id once committed (shmq_msg.id of its deliveries) */
 };
 
 /* One message of a batch send. */
@@ -328,6 +329,10 @@ int shmq_set_prefetch(shmq_t *q, uint32_t max_inflight);
  * it in its lane until it is committed or aborted, or its process dies (then it is retired within
  * about 10 ms of a receiver's wait). Other lanes, redeliveries and sends are not held. */
 int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int timeout_ms);
+
+/* shmq_send_reserve with a routing key (1..SHMQ_KEY_MAX bytes), as shmq_send_routed. */
+int shmq_send_reserve_routed(shmq_t *q, const void *rkey, size_t rkey_len, size_t len,
+			     struct shmq_reservation *r, int timeout_ms);
 int shmq_send_commit(shmq_t *q, struct shmq_reservation *r, size_t len);
 int shmq_send_abort(shmq_t *q, struct shmq_reservation *r);
 

@@ -493,6 +493,7 @@ int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len, struct shmq
 	r->cap = q->max_payload;
 	r->slot = lane_idx(q, l, t);
 	r->token = t;
+	r->id = msg_id(q, l, t);
 	return 0;
 }
 
@@ -501,6 +502,17 @@ int shmq_send_reserve(shmq_t *q, size_t len, struct shmq_reservation *r, int tim
 	if (foreign(q))
 		return -ECHILD;
 	return shmq_reserve_lane(q, q ? shmq_dispatch_lane(q, NULL, 0) : 0, 0, len, r, timeout_ms);
+}
+
+int shmq_send_reserve_routed(shmq_t *q, const void *rkey, size_t rkey_len, size_t len,
+			     struct shmq_reservation *r, int timeout_ms)
+{
+	if (foreign(q))
+		return -ECHILD;
+	if (!q || !rkey || rkey_len == 0 || rkey_len > SHMQ_KEY_MAX)
+		return -EINVAL;
+	int keyed = q->dispatch == SHMQ_DISPATCH_KEY_HASH;
+	return shmq_reserve_lane(q, shmq_dispatch_lane(q, rkey, rkey_len), keyed, len, r, timeout_ms);
 }
 
 static struct shmq_slot *resv_slot(shmq_t *q, const struct shmq_reservation *r)

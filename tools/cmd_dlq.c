@@ -129,8 +129,6 @@ int cmd_dlq(int argc, char **argv)
 	} else if (a.nrest > 1) {
 		return cli_error(CLI_USAGE, cmd, "unexpected argument '%s'", a.rest[1]);
 	}
-	if (o.json && !is_list)
-		return cli_error(CLI_USAGE, cmd, "--json applies only to list");
 	if (o.has_count && is_list)
 		return cli_error(CLI_USAGE, cmd, "--count applies only to redrive and purge");
 
@@ -145,8 +143,13 @@ int cmd_dlq(int argc, char **argv)
 			r = cli_error(CLI_FAIL, cmd, "cannot %s the dead letters of '%s': %s", action, name,
 				      cli_strerror(n));
 		} else {
-			printf("%s %d dead letter%s\n", is_redrive ? "redrove" : "purged", n,
-			       n == 1 ? "" : "s");
+			if (o.json)
+				printf("{\"schema\": \"shmq.dlq/1\", \"queue\": \"%s\", \"action\": \"%s\", "
+				       "\"count\": %d}\n",
+				       cli_bare_name(name), action, n);
+			else
+				printf("%s %d dead letter%s\n", is_redrive ? "redrove" : "purged", n,
+				       n == 1 ? "" : "s");
 			r = cli_flush_stdout(cmd);
 		}
 	}

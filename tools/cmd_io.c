@@ -34,13 +34,14 @@ struct io_opts {
 	const char *key;   /* send: idempotency key */
 	const char *route; /* send: routing key of every message */
 	int dedup;	   /* recv: skip (ack) messages recorded done, record each one done */
-	int json;	   /* recv: one JSON object per message and line */
+	int json;	   /* one JSON object per message and line (send: its id) */
 };
 
 static const struct option send_opts[] = {
 	{"timeout-ms", required_argument, NULL, O_TIMEOUT_MS},
 	{"key", required_argument, NULL, O_KEY},
 	{"route", required_argument, NULL, O_ROUTE},
+	{"json", no_argument, NULL, O_JSON},
 	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -102,15 +103,24 @@ static int io_opt(const char *cmd, int opt, const char *arg, void *ctx)
  * send
  */
 
-/* Sends one message; on failure prints the error, with where the message came from (e.g.
- * "line 7") and how many were sent before it, and returns CLI_FAIL. */
+/* Sends one message (a reservation, so that its id is known: with json, printed as a JSON line);
+ * on failure prints the error, with where the message came from (e.g. "line 7") and how many
+ * were sent before it, and returns CLI_FAIL. */
 static int send_one(const char *cmd, shmq_t *q, const char *name, const char *route, const void *data,
-		    size_t len, int timeout_ms, const char *from, unsigned long long sent)
+		    size_t len, int timeout_ms, int json, const char *from, unsigned long long sent)
 {
-	int r = route ? shmq_send_routed(q, route, strlen(route), data, len, timeout_ms)
-		      : shmq_send(q, data, len, timeout_ms);
-	if (!r)
+	struct shmq_reservation rv;
+	int r = route ? shmq_send_reserve_routed(q, route, strlen(route), len, &rv, timeout_ms)
+		      : shmq_send_reserve(q, len, &rv, timeout_ms);
+	if (!r) {
+		memcpy(rv.data, data, len);
+		r = shmq_send_commit(q, &rv, len);
+	}
+	if (!r) {
+		if (json)
+			printf("{\"id\": %llu}\n", (unsigned long long)rv.id);
 		return 0;
+	}
 	char before[64];
 	snprintf(before, sizeof(before), "%s; %llu message%s sent before it", from, sent,
 		 sent == 1 ? "" : "s");
@@ -179,7 +189,13 @@ int cmd_send(int argc, char **argv)
 		 * key routes */
 		r = shmq_send_keyed_routed(q, o.route, o.route ? strlen(o.route) : 0, o.key, strlen(o.key),
 					   a.rest[0], strlen(a.rest[0]), o.timeout_ms, &id);
-		if (r == SHMQ_DUPLICATE) {
+		if (r == 0 && o.json) {
+			printf("{\"id\": %llu}\n", (unsigned long long)id);
+			r = cli_flush_stdout(cmd);
+		} else if (r == SHMQ_DUPLICATE && o.json) {
+			printf("{\"id\": %llu, \"duplicate\": true}\n", (unsigned long long)id);
+			r = cli_flush_stdout(cmd);
+		} else if (r == SHMQ_DUPLICATE) {
 			printf("duplicate: key '%s' was sent within the dedup window as message %llu; not "
 			       "sent again\n",
 			       o.key, (unsigned long long)id);
@@ -196,22 +212,26 @@ int cmd_send(int argc, char **argv)
 		for (int i = 0; i < a.nrest; i++, sent++) {
 			snprintf(from, sizeof(from), "argument %d", i + 1);
 			if ((r = send_one(cmd, q, a.name, o.route, a.rest[i], strlen(a.rest[i]), o.timeout_ms,
-					  from, sent)))
+					  o.json, from, sent)))
 				goto out;
 		}
+		r = cli_flush_stdout(cmd);
 		goto out;
 	}
 	while ((n = getline(&line, &line_cap, stdin)) >= 0) {
 		if (n > 0 && line[n - 1] == '\n')
 			n--;
 		snprintf(from, sizeof(from), "line %llu", sent + 1);
-		if ((r = send_one(cmd, q, a.name, o.route, line, (size_t)n, o.timeout_ms, from, sent)))
+		if ((r = send_one(cmd, q, a.name, o.route, line, (size_t)n, o.timeout_ms, o.json, from,
+				  sent)))
 			goto out;
 		sent++;
 	}
 	if (ferror(stdin))
 		r = cli_error(CLI_FAIL, cmd, "cannot read standard input: %s (%llu message%s sent)",
 			      strerror(errno), sent, sent == 1 ? "" : "s");
+	else
+		r = cli_flush_stdout(cmd);
 out:
 	free(line);
 	shmq_close(q);

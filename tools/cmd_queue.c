@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "stat.h"
 
 /* The library's limits (see shmq_config_validate) that shmq.h does not name. */
 #define LEASE_MS_MAX (7ULL * 24 * 3600 * 1000)
@@ -25,6 +26,7 @@ enum {
 	O_LANES,
 	O_DISPATCH,
 	O_WEIGHTS,
+	O_CREATE_JSON,
 };
 
 static const struct option create_opts[] = {
@@ -42,6 +44,7 @@ static const struct option create_opts[] = {
 	{"lanes", required_argument, NULL, O_LANES},
 	{"dispatch", required_argument, NULL, O_DISPATCH},
 	{"weights", required_argument, NULL, O_WEIGHTS},
+	{"json", no_argument, NULL, O_CREATE_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -53,6 +56,7 @@ struct create_args {
 	int capacity_given;
 	const char *weights; /* --weights as given, NULL: none */
 	unsigned nweights;
+	int json; /* --json: print what was made */
 };
 
 /* "3,1,1,1" into a->cfg.weights; the count is checked against --lanes later. */
@@ -91,6 +95,9 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	uint64_t v;
 	int r = 0;
 	switch (opt) {
+	case O_CREATE_JSON:
+		a->json = 1;
+		return 0;
 	case O_CAPACITY:
 		/* whether it fits --lanes is checked once every option is in */
 		if (!(r = cli_opt_range(cmd, "--capacity", arg, 2, SHMQ_CAPACITY_MAX, &v))) {
@@ -164,6 +171,26 @@ static int create_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	return r;
 }
 
+/* create --json: the queue as made, read back through a view (schema shmq.create/1). */
+static int print_created(const char *cmd, const char *name)
+{
+	shmq_view_t *v;
+	struct stat_report rep;
+	int r = cli_view_open(cmd, name, &v, NULL);
+	if (r)
+		return r;
+	r = stat_report_load(v, name, &rep);
+	shmq_view_close(v);
+	if (r)
+		return cli_error(CLI_FAIL, cmd, "created '%s', then cannot read it: %s", name,
+				 cli_strerror(r));
+	r = stat_print_created_json(&rep);
+	stat_report_free(&rep);
+	if (r)
+		return cli_error(CLI_FAIL, cmd, "out of memory building the JSON");
+	return cli_flush_stdout(cmd);
+}
+
 int cmd_create(int argc, char **argv)
 {
 	const char *cmd = "create";
@@ -227,7 +254,7 @@ int cmd_create(int argc, char **argv)
 	if (r)
 		return cli_error(CLI_FAIL, cmd, "cannot create queue '%s': %s", a.name, cli_strerror(r));
 	shmq_close(q);
-	return CLI_OK;
+	return ca.json ? print_created(cmd, a.name) : CLI_OK;
 }
 
 enum {

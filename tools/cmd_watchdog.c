@@ -18,11 +18,13 @@
 enum {
 	O_INTERVAL_MS = CLI_OPT_BASE,
 	O_ONCE,
+	O_WD_JSON,
 };
 
 static const struct option watchdog_opts[] = {
 	{"interval-ms", required_argument, NULL, O_INTERVAL_MS},
 	{"once", no_argument, NULL, O_ONCE},
+	{"json", no_argument, NULL, O_WD_JSON},
 	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -31,13 +33,14 @@ static const struct option watchdog_opts[] = {
 struct wd_opts {
 	uint64_t interval_ms;
 	int once;
+	int json; /* one JSON object per line instead of text (schema shmq.watchdog/1) */
 };
 
 static int watchdog_opt(const char *cmd, int opt, const char *arg, void *ctx)
 {
 	struct wd_opts *o = ctx;
-	if (opt == O_ONCE) {
-		o->once = 1;
+	if (opt == O_ONCE || opt == O_WD_JSON) {
+		*(opt == O_ONCE ? &o->once : &o->json) = 1;
 		return 0;
 	}
 	return cli_opt_range(cmd, "--interval-ms", arg, 1, INTERVAL_MS_MAX, &o->interval_ms);
@@ -63,8 +66,22 @@ static void add_result(struct shmq_reclaim_result *sum, const struct shmq_reclai
 	sum->participants_freed += r->participants_freed;
 }
 
-static void print_result(const char *when, const char *name, const struct shmq_reclaim_result *r)
+/* One pass's (or the run's) result for queue name: text, or with json a JSON line whose "event" is
+ * "pass" (t_s: seconds since the start) or "total". */
+static void print_result(const char *when, double t_s, int json, const char *name,
+			 const struct shmq_reclaim_result *r)
 {
+	if (json) {
+		printf("{\"schema\": \"shmq.watchdog/1\", \"event\": \"%s\", \"queue\": \"%s\", ",
+		       t_s < 0 ? "total" : "pass", cli_bare_name(name));
+		if (t_s >= 0)
+			printf("\"t_s\": %.3f, ", t_s);
+		printf("\"requeued\": %u, \"dead_owner\": %u, \"expired\": %u, \"dead_lettered\": %u, "
+		       "\"retired_writes\": %u, \"records_freed\": %u}\n",
+		       r->dead_owner + r->expired, r->dead_owner, r->expired, r->dead_lettered,
+		       r->retired_writes, r->participants_freed);
+		return;
+	}
 	printf("%s %s: requeued %u (dead owner %u, expired %u), dead-lettered %u, retired writes %u, "
 	       "records freed %u\n",
 	       when, name, r->dead_owner + r->expired, r->dead_owner, r->expired, r->dead_lettered,
@@ -103,7 +120,7 @@ int cmd_watchdog(int argc, char **argv)
 	cli_on_stop_signals(on_signal); /* the signal also cuts the sleep short */
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (!o.once) {
+	if (!o.once && !o.json) {
 		printf("watchdog: %d queue%s, a reclaim pass every %llu ms; SIGINT or SIGTERM stops it\n", n,
 		       n == 1 ? "" : "s", (unsigned long long)o.interval_ms);
 		if ((r = cli_flush_stdout(cmd)))
@@ -123,7 +140,7 @@ int cmd_watchdog(int argc, char **argv)
 			if (got > 0 || o.once) {
 				char when[32];
 				snprintf(when, sizeof(when), "[%9.3f s]", elapsed_s(&t0));
-				print_result(when, names[i], &res);
+				print_result(when, elapsed_s(&t0), o.json, names[i], &res);
 			}
 		}
 		passes++;
@@ -133,10 +150,12 @@ int cmd_watchdog(int argc, char **argv)
 				      .tv_nsec = (long)(o.interval_ms % 1000) * 1000000L};
 		nanosleep(&ts, NULL); /* EINTR: a stop signal, checked above */
 	}
-	printf("watchdog: stopped by %s after %llu passes in %.1f s\n",
-	       stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)passes, elapsed_s(&t0));
+	if (!o.json)
+		printf("watchdog: stopped by %s after %llu passes in %.1f s\n",
+		       stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)passes,
+		       elapsed_s(&t0));
 	for (int i = 0; i < n; i++)
-		print_result("  total", names[i], &sums[i]);
+		print_result("  total", -1, o.json, names[i], &sums[i]);
 	r = cli_flush_stdout(cmd);
 out:
 	for (int i = 0; i < n; i++)

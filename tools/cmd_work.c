@@ -49,6 +49,7 @@ enum {
 	O_GRACE_MS,
 	O_DEDUP,
 	O_PREFETCH,
+	O_WORK_JSON,
 };
 
 static const struct option work_opts[] = {
@@ -57,6 +58,7 @@ static const struct option work_opts[] = {
 	{"grace-ms", required_argument, NULL, O_GRACE_MS},
 	{"dedup", no_argument, NULL, O_DEDUP},
 	{"prefetch", required_argument, NULL, O_PREFETCH},
+	{"json", no_argument, NULL, O_WORK_JSON},
 	CLI_TRUST_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -68,6 +70,7 @@ struct work {
 	int timeout_ms;	   /* 0: none */
 	int grace_ms;	   /* -1: wait for the CMDs in flight */
 	int dedup;	   /* skip (ack) messages recorded done, record each exit 0 done */
+	int json;	   /* the summary as a JSON line (schema shmq.work/1) */
 	const char *queue;
 	char *path;  /* CMD, found in PATH */
 	char **argv; /* CMD and its arguments, NULL-terminated */
@@ -82,8 +85,8 @@ static int work_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	struct work *o = ctx;
 	uint64_t v;
 	int r;
-	if (opt == O_DEDUP) {
-		o->dedup = 1;
+	if (opt == O_DEDUP || opt == O_WORK_JSON) {
+		*(opt == O_DEDUP ? &o->dedup : &o->json) = 1;
 		return 0;
 	}
 	if (opt == O_THREADS)
@@ -471,6 +474,18 @@ int cmd_work(int argc, char **argv)
 	shmq_worker_close(w);
 	if (err)
 		r = cli_error(CLI_FAIL, cmd, "cannot receive from '%s': %s", a.name, cli_strerror(err));
+	else if (o.json) /* on stderr too: stdout is the CMDs' */
+		fprintf(stderr,
+			"{\"schema\": \"shmq.work/1\", \"queue\": \"%s\", \"stopped_by\": \"%s\", "
+			"\"received\": "
+			"%llu, \"acked\": %llu, \"retried\": %llu, \"rejected\": %llu, \"lost_leases\": "
+			"%llu, "
+			"\"given_back\": %llu, \"already_done\": %llu}\n",
+			cli_bare_name(a.name), stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+			(unsigned long long)ws.received, (unsigned long long)ws.acked,
+			(unsigned long long)ws.retried, (unsigned long long)ws.rejected,
+			(unsigned long long)ws.lost, (unsigned long long)ws.abandoned,
+			(unsigned long long)ws.skipped_done);
 	else
 		fprintf(stderr,
 			"shmq: work: stopped by %s: %llu message%s: %llu acked, %llu retried, %llu rejected, "

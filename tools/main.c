@@ -61,15 +61,20 @@ static const struct cli_cmd cmds[] = {
 	 "                         send --route or the --key: one key, one lane, in order; no\n"
 	 "                         key: round robin), least-loaded (fewest undelivered)\n"
 	 "    --weights W,...      with --dispatch weighted: one weight per lane, 1 to 1000\n"
-	 "                         (default all 1); lane i gets W_i / sum(W) of the sends\n"},
+	 "                         (default all 1); lane i gets W_i / sum(W) of the sends\n"
+	 "    --json               print the queue as made: one JSON object, schema\n"
+	 "                         \"shmq.create/1\" (segment_bytes, config as stat's)\n"},
 	{"send", cmd_send,
-	 "send NAME [--timeout-ms MS] [--route KEY] [--key KEY PAYLOAD | PAYLOAD...]\n"
+	 "send NAME [--timeout-ms MS] [--route KEY] [--json] [--key KEY PAYLOAD | PAYLOAD...]\n"
 	 "    Send one message per PAYLOAD, in order; with no PAYLOAD, one message per line of\n"
 	 "    standard input (newline stripped). Stops at the first message that fails and says\n"
 	 "    how many were sent before it. Options go before the first PAYLOAD; put -- before\n"
 	 "    the payloads if the first one starts with '-'.\n"
 	 "    --timeout-ms MS      wait at most MS for room in a full queue, per message\n"
 	 "                         (0: never wait; default: wait forever)\n"
+	 "    --json               print each message's id as it is sent, one JSON object a\n"
+	 "                         line: {\"id\": N} ({\"id\": N, \"duplicate\": true} for a --key\n"
+	 "                         sent before: N is the first one's)\n"
 	 "    --key KEY            idempotency key (1-64 bytes) for one PAYLOAD: if KEY was sent\n"
 	 "                         within the queue's dedup window, print 'duplicate: ...' and\n"
 	 "                         send nothing (exit 0)\n"
@@ -139,7 +144,7 @@ static const struct cli_cmd cmds[] = {
 	 "    such as leases of a dead process a reclaim pass will requeue, allowed); 3: errors\n"
 	 "    (the segment is corrupt); 1: could not check.\n"},
 	{"watchdog", cmd_watchdog,
-	 "watchdog NAME... [--interval-ms MS] [--once]\n"
+	 "watchdog NAME... [--interval-ms MS] [--once] [--json]\n"
 	 "    Run the recovery pass over each queue every MS (default 50) until SIGINT or SIGTERM:\n"
 	 "    requeue leases whose consumer died (kernel lock probe) or whose deadline passed,\n"
 	 "    with backoff, or dead-letter them at --max-deliveries; free slots a dead producer\n"
@@ -147,14 +152,19 @@ static const struct cli_cmd cmds[] = {
 	 "    freed\"). Prints what each pass repaired, and totals at the end. Keeps no\n"
 	 "    state: kill and restart it freely, or run several; nothing is requeued twice.\n"
 	 "    --interval-ms MS     time between passes, 1 to 3600000 (default 50)\n"
-	 "    --once               one pass over each queue, then exit\n" TRUST_HELP},
+	 "    --once               one pass over each queue, then exit\n"
+	 "    --json               one JSON object a line, schema \"shmq.watchdog/1\": per pass\n"
+	 "                         that repaired something (every pass with --once) and the\n"
+	 "                         totals at the end (\"event\": \"pass\" or \"total\")\n" TRUST_HELP},
 	{"dlq", cmd_dlq,
-	 "dlq NAME list [--json] | redrive [--count N] | purge [--count N]\n"
+	 "dlq NAME list [--json] | redrive [--count N] [--json] | purge [--count N] [--json]\n"
 	 "    The dead-letter queue, oldest first. list: id, reason (max deliveries, lease\n"
 	 "    expired, rejected, consumer crashed), deliveries, last holder's pid, age and the\n"
 	 "    payload (--json: an array, one object per letter; bytes outside printable ASCII as\n"
 	 "    \\u00XX). redrive: back into the queue with a fresh delivery count. purge: delete.\n"
-	 "    --count N            redrive or purge at most N (default: all)\n" TRUST_HELP},
+	 "    --count N            redrive or purge at most N (default: all)\n"
+	 "    --json               list: the array; redrive and purge: one object, schema\n"
+	 "                         \"shmq.dlq/1\" (queue, action, count)\n" TRUST_HELP},
 	{"list", cmd_list,
 	 "list [--json]\n"
 	 "    Every object in /dev/shm with its size, owner and mode: for a queue its depths\n"
@@ -165,7 +175,7 @@ static const struct cli_cmd cmds[] = {
 	 "    --json               one JSON object, schema \"shmq.list/1\" (docs/stat-json.md)\n"},
 	{"work", cmd_work,
 	 "work NAME [--threads N] [--prefetch N] [--dedup] [--timeout-ms MS] [--grace-ms MS]\n"
-	 "          -- CMD [ARGS...]\n"
+	 "          [--json] -- CMD [ARGS...]\n"
 	 "    Run CMD (no shell) once per message, the payload on its standard input and\n"
 	 "    SHMQ_MSG_ID, SHMQ_DELIVERIES and SHMQ_QUEUE in its environment, until SIGINT or\n"
 	 "    SIGTERM. CMD's exit status settles the message: 0 acks it; 75 (EX_TEMPFAIL) retries\n"
@@ -192,7 +202,9 @@ static const struct cli_cmd cmds[] = {
 	 "    --timeout-ms MS      a CMD still running after MS gets SIGTERM, and SIGKILL 1 s\n"
 	 "                         later; the delivery counts as failed (default: no limit)\n"
 	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"
-	 "                         stop them and give their messages back (default: no limit)\n" TRUST_HELP},
+	 "                         stop them and give their messages back (default: no limit)\n"
+	 "    --json               the summary at the end as one JSON object on stderr (stdout\n"
+	 "                         is the CMDs'), schema \"shmq.work/1\"\n" TRUST_HELP},
 	{"purge", cmd_purge,
 	 "purge NAME [--count N] [--json]\n"
 	 "    Delete the messages that are due (ready, or past their retry delay), oldest first,\n"

@@ -54,6 +54,8 @@ void stat_human_bytes(char *buf, size_t sz, uint64_t bytes);
 /* The formats (stat_text.c, stat_json.c, stat_prom.c) write to stdout. */
 void stat_print_text(const struct stat_report *r);
 int stat_print_json(const struct stat_report *r); /* 0 or -ENOMEM */
+/* create --json: {schema shmq.create/1, queue, segment_bytes, config (as stat's)}; 0 or -ENOMEM */
+int stat_print_created_json(const struct stat_report *r);
 void stat_print_prom(const struct stat_report *r);
 
 /* JSON objects that `list --json` shares with `stat --json` (a json_t *, as void * so that only

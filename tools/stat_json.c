@@ -174,3 +174,15 @@ int stat_print_json(const struct stat_report *r)
 	putchar('\n');
 	return err ? -EIO : 0;
 }
+
+int stat_print_created_json(const struct stat_report *r)
+{
+	json_t *root = json_pack("{s:s, s:s, s:I, s:o*}", "schema", "shmq.create/1", "queue", r->name,
+				 "segment_bytes", (json_int_t)r->s.stats.segment_bytes, "config", config(r));
+	if (!root)
+		return -ENOMEM;
+	int err = json_dumpf(root, stdout, JSON_COMPACT) ? -EIO : 0;
+	putchar('\n');
+	json_decref(root);
+	return err == -EIO ? 0 : err; /* a write error shows at the flush */
+}

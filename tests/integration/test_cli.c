@@ -7,6 +7,7 @@
  * tq_name() and are unlinked by the suite's .fini, failed tests included.
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -483,7 +484,6 @@ Test(cli, dlq_and_watchdog_refuse_bad_command_lines)
 	expect_ok(RUN(&r, NULL, "create", q), "");
 	expect_error(RUN(&r, NULL, "dlq", q), 2, "missing action");
 	expect_error(RUN(&r, NULL, "dlq", q, "frob"), 2, "unknown action 'frob'");
-	expect_error(RUN(&r, NULL, "dlq", q, "redrive", "--json"), 2, "--json applies only to list");
 	expect_error(RUN(&r, NULL, "dlq", q, "list", "--count", "3"), 2, "--count applies only to");
 	expect_error(RUN(&r, NULL, "dlq", q, "purge", "--count", "0"), 2, "--count");
 	expect_error(RUN(&r, NULL, "dlq", q, "list", "extra"), 2, "unexpected argument 'extra'");
@@ -983,4 +983,129 @@ Test(cli, an_option_given_twice_is_a_usage_error_not_a_silent_last_one_wins)
 	expect_error(RUN(&r, NULL, "send", "--route", "a", q, "--route", "b", "x"), 2,
 		     "option '--route' given twice");
 	EXPECT_STAT(q, "ready: 0", "sent: 0");
+}
+
+/* Each line of out parsed as a JSON object (one per line, as the tool prints them); n of them. */
+static int json_lines(const char *out, json_t **objs, int max)
+{
+	int n = 0;
+	for (const char *l = out; *l && n < max;) {
+		const char *nl = strchr(l, '\n');
+		size_t len = nl ? (size_t)(nl - l) : strlen(l);
+		json_error_t e;
+		objs[n] = json_loadb(l, len, 0, &e);
+		cr_assert(json_is_object(objs[n]), "not a JSON object: %.*s (%s)", (int)len, l, e.text);
+		n++;
+		l += len + (nl != NULL);
+	}
+	return n;
+}
+
+static long long jget(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	cr_assert(json_is_integer(v), "no integer '%s'", key);
+	return (long long)json_integer_value(v);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	cr_assert(json_is_string(v), "no string '%s'", key);
+	return json_string_value(v);
+}
+
+/* The commands that print results print JSON with --json, each in its documented schema, and
+ * the figures are the ones the queue has. */
+Test(cli, create_send_dlq_watchdog_and_work_print_json_with_json)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	json_t *o[8];
+	expect_ok(RUN(&r, NULL, "create", q, "--json", "--capacity", "16", "--max-deliveries", "1",
+		      "--dedup-window-ms", "60000"),
+		  NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 1);
+	cr_expect_str_eq(jstr(o[0], "schema"), "shmq.create/1");
+	cr_expect_str_eq(jstr(o[0], "queue"), q + 1);
+	cr_expect_eq(jget(json_object_get(o[0], "config"), "capacity"), 16);
+	cr_expect_gt(jget(o[0], "segment_bytes"), 16 * 256);
+	json_decref(o[0]);
+
+	/* send: one {"id"} a message, in send order; a repeated key says duplicate with the first id */
+	expect_ok(RUN(&r, NULL, "send", q, "--json", "a", "b", "c"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 3);
+	for (int i = 0; i < 3; i++) {
+		cr_expect_eq(jget(o[i], "id"), i);
+		json_decref(o[i]);
+	}
+	expect_ok(RUN(&r, "x\ny\n", "send", q, "--json"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 2);
+	cr_expect_eq(jget(o[1], "id"), 4);
+	json_decref(o[0]);
+	json_decref(o[1]);
+	expect_ok(RUN(&r, NULL, "send", q, "--json", "--key", "k", "v"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 1);
+	long long first = jget(o[0], "id");
+	json_decref(o[0]);
+	expect_ok(RUN(&r, NULL, "send", q, "--json", "--key", "k", "v"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 1);
+	cr_expect_eq(jget(o[0], "id"), first);
+	cr_expect(json_is_true(json_object_get(o[0], "duplicate")));
+	json_decref(o[0]);
+	/* the ids are the ones receivers see */
+	expect_ok(RUN(&r, NULL, "recv", q, "--json", "--count", "1"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 1);
+	cr_expect_eq(jget(o[0], "id"), 0);
+	json_decref(o[0]);
+
+	/* a message left leased by a dead holder: the watchdog's JSON line counts it (and, with
+	 * max deliveries 1, dead-letters it), then the DLQ redrive says how many it moved */
+	expect_ok(RUN(&r, NULL, "purge", q), NULL);
+	leave_dead_lease(q, "doomed");
+	expect_ok(RUN(&r, NULL, "watchdog", q, "--once", "--json"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 1);
+	cr_expect_str_eq(jstr(o[0], "schema"), "shmq.watchdog/1");
+	cr_expect_str_eq(jstr(o[0], "event"), "pass");
+	cr_expect_eq(jget(o[0], "dead_lettered") + jget(o[0], "requeued"), 1);
+	json_decref(o[0]);
+	expect_ok(RUN(&r, NULL, "dlq", q, "redrive", "--json"), NULL);
+	cr_assert_eq(json_lines(r.out, o, 8), 1);
+	cr_expect_str_eq(jstr(o[0], "schema"), "shmq.dlq/1");
+	cr_expect_str_eq(jstr(o[0], "action"), "redrive");
+	cr_expect_eq(jget(o[0], "count"), 1);
+	json_decref(o[0]);
+	expect_ok(RUN(&r, NULL, "purge", q), NULL);
+
+	/* work: its summary as JSON on stderr when stopped (the shell prints work's pid first) */
+	expect_ok(RUN(&r, NULL, "send", q, "w1", "w2"), "");
+	char cmd[1024], line[1024];
+	snprintf(cmd, sizeof(cmd),
+		 "sh -c '\"$0\" work \"$1\" --json -- true 2>&1 >/dev/null & echo $!; wait' '%s' '%s'", tool,
+		 q);
+	FILE *f = popen(cmd, "r");
+	cr_assert(f && fgets(line, sizeof(line), f), "no pid from the shell");
+	pid_t pid = (pid_t)atoi(line);
+	for (int i = 0; i < 500; i++) { /* until both are acked (5 s: a hang guard) */
+		shmq_view_t *v;
+		struct shmq_snapshot s;
+		int done = 0;
+		if (!shmq_view_open(q, &v)) {
+			done = shmq_view_snapshot(v, &s, NULL, 0) >= 0 && s.stats.ready == 0 &&
+			       s.stats.inflight == 0;
+			shmq_view_close(v);
+		}
+		if (done)
+			break;
+		tq_sleep_ms(10);
+	}
+	kill(pid, SIGTERM);
+	cr_assert(fgets(line, sizeof(line), f), "no summary");
+	pclose(f);
+	cr_assert_eq(json_lines(line, o, 8), 1);
+	cr_expect_str_eq(jstr(o[0], "schema"), "shmq.work/1");
+	cr_expect_str_eq(jstr(o[0], "stopped_by"), "SIGTERM");
+	cr_expect_eq(jget(o[0], "received"), 2);
+	cr_expect_eq(jget(o[0], "acked"), 2);
+	json_decref(o[0]);
 }
