@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * segment.c: the shared-memory object itself: names, config validation, create (O_EXCL, header
+ * segment.c: the shared-memory object itself: names, create (O_EXCL, header
  * written last), open (validated against fstat before anything past the header is touched),
  * close and unlink.
  */
@@ -14,102 +14,13 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "config.h"
 #include "handle.h"
 #include "lane.h"
 #include "reclaim.h"
 #include "redeliver.h"
 #include "registry.h"
 #include "segment.h"
-
-void shmq_config_init(struct shmq_config *cfg)
-{
-	if (!cfg)
-		return;
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->capacity = 1024;
-	cfg->slot_size = 256;
-	cfg->lease_ms = 30000;
-	cfg->max_deliveries = 16;
-	cfg->retry_base_ms = 100;
-	cfg->retry_max_ms = 30000;
-	cfg->mode = 0600;
-	cfg->reclaim_interval_ms = 100;
-	cfg->dedup_window_ms = 120000;
-	cfg->lanes = 1;
-	cfg->dispatch = SHMQ_DISPATCH_ROUND_ROBIN;
-}
-
-static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
-
-/* lanes 0 reads as 1 (a config from before lanes existed) */
-static uint32_t lanes_of(uint32_t lanes) { return lanes ? lanes : 1; }
-static int lanes_ok(uint32_t lanes) { return lanes_of(lanes) <= SHMQ_LANES_MAX; }
-/* each lane is a power-of-two ring of at least 2 slots */
-static int capacity_ok(uint32_t v, uint32_t lanes)
-{
-	lanes = lanes_of(lanes);
-	return lanes_ok(lanes) && v % lanes == 0 && is_pow2(v / lanes) && v / lanes >= 2 &&
-	       v <= SHMQ_CAPACITY_MAX;
-}
-static int slot_size_ok(uint32_t v)
-{
-	return v >= SHMQ_SLOT_SIZE_MIN && v % SHMQ_CACHELINE == 0 && v <= SHMQ_SLOT_SIZE_MAX;
-}
-
-/* Every rule of a config, each broken one reported through fn (when not NULL). 0 or -EINVAL. */
-static int config_rules(const struct shmq_config *c, shmq_hdr_report_fn fn, void *ctx)
-{
-	int err = 0;
-#define BAD(...)                                                                                             \
-	do {                                                                                                 \
-		if (fn)                                                                                      \
-			fn(ctx, __VA_ARGS__);                                                                \
-		err = -EINVAL;                                                                               \
-	} while (0)
-	if (!lanes_ok(c->lanes))
-		BAD("lanes %u is outside [1, %u]", c->lanes, SHMQ_LANES_MAX);
-	else if (!capacity_ok(c->capacity, c->lanes) && lanes_of(c->lanes) == 1)
-		BAD("capacity %u is not a power of two in [2, %u]", c->capacity, SHMQ_CAPACITY_MAX);
-	else if (!capacity_ok(c->capacity, c->lanes))
-		BAD("capacity %u is not %u lanes of a power of two >= 2 slots each (at most %u in all)",
-		    c->capacity, c->lanes, SHMQ_CAPACITY_MAX);
-	if (c->dispatch > SHMQ_DISPATCH_LEAST_LOADED)
-		BAD("dispatch policy %u is not one of 0..%u", c->dispatch, SHMQ_DISPATCH_LEAST_LOADED);
-	for (uint32_t i = 0; i < SHMQ_LANES_MAX; i++)
-		if (c->weights[i] > SHMQ_WEIGHT_MAX || (c->weights[i] && i >= lanes_of(c->lanes)))
-			BAD("weight %u of lane %u is %s", c->weights[i], i,
-			    i >= lanes_of(c->lanes) ? "for a lane the queue does not have"
-						    : "above the maximum");
-	if (!slot_size_ok(c->slot_size))
-		BAD("slot size %u is not a multiple of %u in [%u, %u]", c->slot_size, SHMQ_CACHELINE,
-		    SHMQ_SLOT_SIZE_MIN, SHMQ_SLOT_SIZE_MAX);
-	if (c->lease_ms < 1 || c->lease_ms > SHMQ_LEASE_MAX_MS)
-		BAD("lease %u ms is outside [1, %u]", c->lease_ms, SHMQ_LEASE_MAX_MS);
-	if (c->max_deliveries < 1 || c->max_deliveries > SHMQ_MAX_DELIVERIES_MAX)
-		BAD("max deliveries %u is outside [1, %u]", c->max_deliveries, SHMQ_MAX_DELIVERIES_MAX);
-	if (c->retry_base_ms > c->retry_max_ms || c->retry_max_ms > SHMQ_RETRY_MAX_MS)
-		BAD("retry backoff %u..%u ms is not an increasing range within %u ms", c->retry_base_ms,
-		    c->retry_max_ms, SHMQ_RETRY_MAX_MS);
-	if (c->mode & ~0777u)
-		BAD("mode %o has bits beyond 0777", (unsigned)c->mode);
-	if (c->dlq_max > c->capacity)
-		BAD("dead letters kept (%u) is above the capacity (%u)", c->dlq_max, c->capacity);
-	if (c->reclaim_interval_ms > SHMQ_RECLAIM_INTERVAL_MAX)
-		BAD("reclaim interval %u ms is above %u", c->reclaim_interval_ms, SHMQ_RECLAIM_INTERVAL_MAX);
-	if (c->dedup_window_ms > SHMQ_LEASE_MAX_MS)
-		BAD("dedup window %u ms is above %u", c->dedup_window_ms, SHMQ_LEASE_MAX_MS);
-	if (c->dedup_entries && (!is_pow2(c->dedup_entries) || c->dedup_entries < DEDUP_PROBES ||
-				 c->dedup_entries > SHMQ_DEDUP_ENTRIES_MAX))
-		BAD("dedup entries %u is not a power of two in [%u, %u]", c->dedup_entries, DEDUP_PROBES,
-		    SHMQ_DEDUP_ENTRIES_MAX);
-	/* the whole segment must stay addressable and below what tmpfs can hold in practice */
-	if ((uint64_t)c->capacity * c->slot_size > (1ULL << 40))
-		BAD("capacity x slot size is above 1 TiB");
-#undef BAD
-	return err;
-}
-
-int shmq_config_validate(const struct shmq_config *c) { return c ? config_rules(c, NULL, NULL) : -EINVAL; }
 
 int shmq_normalize_name(const char *name, char *out, size_t outsz)
 {
@@ -352,7 +263,7 @@ int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_rep
 		BAD("max participants is %u, not %u", h->max_participants, SHMQ_MAX_PARTICIPANTS);
 	struct shmq_config c;
 	shmq_hdr_config(h, &c);
-	if (config_rules(&c, fn, ctx))
+	if (shmq_config_rules(&c, fn, ctx))
 		err = -EPROTO;
 	if (h->dlq_max == 0)
 		BAD("dead letters kept is 0 (creation sets at least 1)");

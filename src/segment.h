@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "handle.h"
 #include "layout.h"
 #include "shmq.h"
@@ -24,7 +25,6 @@ SHMQ_HIDDEN void shmq_hdr_config(const struct shmq_hdr *h, struct shmq_config *c
 SHMQ_HIDDEN uint64_t shmq_segment_size(const struct shmq_config *cfg);
 SHMQ_HIDDEN void shmq_format(void *base, const struct shmq_config *cfg);
 SHMQ_HIDDEN int shmq_validate_header(const struct shmq_hdr *h, uint64_t file_size);
-typedef void (*shmq_hdr_report_fn)(void *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 SHMQ_HIDDEN int shmq_header_check(const struct shmq_hdr *h, uint64_t file_size, shmq_hdr_report_fn fn,
 				  void *ctx);
 /* A segment opened and validated (magic, version, sizes against fstat); hdr is a private copy of
@@ -41,8 +41,6 @@ struct shmq_mapping {
  * which writes nothing, may read any queue it can open). */
 SHMQ_HIDDEN int shmq_map_segment(const char *name, int writable, const struct shmq_open_options *trust,
 				 struct shmq_mapping *m);
-#define SHMQ_LEASE_MAX_MS (7u * 24 * 3600 * 1000)
-#define SHMQ_RETRY_MAX_MS (24u * 3600 * 1000)
 
 /* Lane l's ticket counter `field` (prod_tail, cons_head) of the segment at base, read through its
  * own 8-byte alignment: an image handed to a view need not be aligned like struct shmq_hdr (64). */
