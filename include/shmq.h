@@ -409,6 +409,17 @@ const char *shmq_dead_reason_str(unsigned reason);
 /* Sets the lease deadline to now + lease_ms (lease_ms <= 0: config.lease_ms). -ESTALE if lost. */
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);
 
+/* Changes the settings a live queue may change, like a RabbitMQ policy or SQS's
+ * SetQueueAttributes: lease_ms, max_deliveries, retry_base_ms, retry_max_ms, reclaim_interval_ms
+ * and dlq_max are taken from s (take s from shmq_stats' config and change what you want); its
+ * other fields are ignored (they cannot change). Checked against the rules of shmq_create first
+ * (-EINVAL: nothing changes). Every handle of every process acts on the new values from its next
+ * receive, settle, lease extension or reclaim pass, each after checking them itself (a header
+ * scribbled by someone else is ignored); a lease already given keeps its deadline. Writers take
+ * turns under a kernel lock; one killed midway changes nothing, and the next one's change
+ * stands. 0, -EINVAL, -ECHILD (a handle inherited across fork), other -errno. */
+int shmq_settings_update(shmq_t *q, const struct shmq_config *s);
+
 /* What a participant is, as `shmq stat` shows it (ROLE): the library records PRODUCER on a
  * handle's first send, CONSUMER on its first receive, WATCHDOG on its first shmq_reclaim call and
  * WORKER for the handle of a worker runtime; an application adds what else it is (a bridge, say)

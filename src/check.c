@@ -19,6 +19,7 @@
 #include "lane.h"
 #include "registry.h"
 #include "segment.h"
+#include "settings.h"
 #include "shmq_inspect.h"
 
 struct checker {
@@ -333,6 +334,17 @@ static int check(struct checker *c)
 	memcpy(&c->h, c->base, sizeof(c->h));
 	if (shmq_header_check(&c->h, c->size, header_finding, c))
 		return c->errors; /* nothing past the header can be located */
+	/* settings changed since the creation (settings.c): delivery counts and dead letters within
+	 * the larger of the two bounds are sound (a lowered bound applies from the next delivery) */
+	struct shmq_config live, cur;
+	shmq_hdr_config(&c->h, &cur);
+	uint32_t g = shmq_settings_read(c->base, &live);
+	if (g && !(g & 1) && !shmq_settings_apply(&live, &cur)) {
+		if (cur.max_deliveries > c->h.max_deliveries)
+			c->h.max_deliveries = cur.max_deliveries;
+		if (cur.dlq_max > c->h.dlq_max)
+			c->h.dlq_max = cur.dlq_max;
+	}
 	c->capacity = c->h.capacity;
 	c->lanes = c->h.lanes;
 	c->lane_mask = c->h.capacity / c->h.lanes - 1;

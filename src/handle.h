@@ -94,15 +94,18 @@ struct shmq {
 	unsigned char *slots; /* process-local copies of validated offsets: never re-read from the header */
 	unsigned char *parts;
 	uint32_t max_parts;
-	uint32_t dlq_max;
-	/* the config as validated at open: a header scribbled later cannot change behaviour */
-	uint32_t lease_ms;
-	uint32_t max_deliveries;
-	uint32_t retry_base_ms;
-	uint32_t retry_max_ms;
-	uint32_t reclaim_interval_ms;
-	unsigned char *dedup;	   /* the dedup table, NULL if the queue has none */
-	_Atomic uint64_t *holders; /* the holder records, one per slot (layout.h: hr_make) */
+	/* the settings as validated: at open, then at each change (settings.c); a header scribbled
+	 * later cannot change behaviour. Atomic: a refresh by one thread may race with another's
+	 * read (each value is used on its own, so relaxed loads do) */
+	_Atomic uint32_t dlq_max;
+	_Atomic uint32_t lease_ms;
+	_Atomic uint32_t max_deliveries;
+	_Atomic uint32_t retry_base_ms;
+	_Atomic uint32_t retry_max_ms;
+	_Atomic uint32_t reclaim_interval_ms;
+	_Atomic uint32_t settings_gen; /* the header's settings_gen these come from */
+	unsigned char *dedup;	       /* the dedup table, NULL if the queue has none */
+	_Atomic uint64_t *holders;     /* the holder records, one per slot (layout.h: hr_make) */
 	uint32_t dedup_mask;
 	uint32_t dedup_window_ms;
 	int32_t pid;

@@ -15,6 +15,7 @@
 #include "handle.h"
 #include "lanes.h"
 #include "registry.h"
+#include "settings.h"
 #include "segment.h"
 #include "slot.h"
 #include "shmq_inspect.h"
@@ -310,9 +311,14 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	s->creator_pid = h->creator_pid;
 	s->created_ns = h->created_ns;
 	shmq_hdr_config(h, &st->config);
+	/* the settings as changed since the creation, if they were (and keep the rules) */
+	struct shmq_config live;
+	uint32_t g = shmq_settings_read(v->base, &live);
+	if (g && !(g & 1))
+		shmq_settings_apply(&live, &st->config);
 	st->max_payload = v->max_payload;
 	st->segment_bytes = v->size;
-	st->dlq_max = h->dlq_max;
+	st->dlq_max = st->config.dlq_max;
 	s->lanes = v->lanes;
 	for (uint32_t l = 0; l < v->lanes; l++) {
 		struct shmq_lane_info *li = &s->lane[l];
@@ -422,7 +428,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 		.fd = v->fd,
 		.self = v->self ? v->self - 1 : UINT32_MAX,
 		.now_ms = s->now_ms,
-		.lease_ms = h->lease_ms,
+		.lease_ms = s->stats.config.lease_ms,
 		.exclusive = h->dispatch == SHMQ_DISPATCH_KEY_HASH,
 	};
 	uint32_t owner[SHMQ_LANES_MAX];
@@ -471,6 +477,7 @@ int shmq_stats(shmq_t *q, struct shmq_stats *st)
 	struct shmq_hdr h = {0};
 	if (!q || !st)
 		return -EINVAL;
+	settings_check(q);
 	/* the config fields of the header are immutable; the bounds and the config the library acts
 	 * on come from the handle, which validated them at open (a header scribbled since must not
 	 * show a config nobody uses). Only those lines are copied: the ticket counters and futex

@@ -19,6 +19,7 @@
 #include "handle.h"
 #include "lane.h"
 #include "reclaim.h"
+#include "settings.h"
 #include "redeliver.h"
 #include "registry.h"
 #include "wait.h"
@@ -147,6 +148,7 @@ int shmq_reclaim(shmq_t *q, struct shmq_reclaim_result *res)
 
 int shmq_reclaim_pass(shmq_t *q, struct shmq_reclaim_result *res)
 {
+	settings_check(q);
 	struct pass p;
 	pass_init(&p);
 	held_open(q->hdr);
@@ -239,6 +241,7 @@ void shmq_reclaim_start(shmq_t *q)
 
 int shmq_reclaim_step(shmq_t *q, uint32_t budget)
 {
+	settings_check(q);
 	struct shmq_hdr *h = q->hdr;
 	uint64_t cap = q->capacity, from, to;
 	uint64_t pos = atomic_load_explicit(&h->reclaim_pos, memory_order_relaxed);

@@ -329,3 +329,15 @@ uint64_t shmq_pid_ns(void)
 	struct stat st;
 	return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
+
+int shmq_settings_lock(shmq_t *q, int on)
+{
+	if (q->fd < 0)
+		return -ECHILD;
+	int err;
+	do
+		err = lock_byte(q->fd, on ? F_OFD_SETLKW : F_OFD_SETLK, on ? F_WRLCK : F_UNLCK, q->max_parts,
+				NULL);
+	while (err == -EINTR);
+	return err;
+}

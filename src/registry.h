@@ -15,6 +15,9 @@ SHMQ_HIDDEN int shmq_part_attach(shmq_t *q, int lenient);
 /* Frees (or leaves to reclaim) q's record, drops its lock and closes q->fd. A foreign handle's
  * record and lock are its parent's: they are left alone. */
 SHMQ_HIDDEN void shmq_part_detach(shmq_t *q);
+/* Takes (on 1, waiting for a holder to finish or die) or drops the queue's settings lock: an OFD
+ * lock on the byte after the participant records' locks. 0 or -errno. */
+SHMQ_HIDDEN int shmq_settings_lock(shmq_t *q, int on);
 /* The inode of this process's PID namespace, 0 if /proc cannot tell. */
 SHMQ_HIDDEN uint64_t shmq_pid_ns(void);
 /* 1 alive, 0 dead (its record may be reclaimed), for participant index i */

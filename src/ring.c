@@ -24,6 +24,7 @@
 #include "lanes.h"
 #include "prefetch.h"
 #include "reclaim.h"
+#include "settings.h"
 #include "redeliver.h"
 #include "ring.h"
 #include "slot.h"
@@ -1060,6 +1061,7 @@ static int zero_wait_carry(shmq_t *q, struct recv_state *rs)
 /* recv_one() for a call that read the coarse clock already (now_c; 0: not yet). */
 HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms, uint64_t now_c)
 {
+	settings_check(q);
 	struct shmq_hdr *h = q->hdr;
 	uint64_t deadline = 0;
 	struct recv_state rs;
@@ -1238,6 +1240,7 @@ static int recv_first(shmq_t *q, struct shmq_msg *m, unsigned n, int timeout_ms,
 HOT int recv_fast(shmq_t *q, struct shmq_msg *m, int timeout_ms, uint64_t now)
 {
 	struct lane_at a;
+	settings_check(q);
 	if (!shmq_reclaim_quiet(q, now) ||
 	    rd_due(atomic_load_explicit(&q->hdr->redeliver, memory_order_relaxed)) <= now)
 		return RECV_GENERAL;
@@ -1455,6 +1458,8 @@ int shmq_nack(shmq_t *q, struct shmq_msg *m, int delay_ms)
 {
 	if (foreign(q))
 		return -ECHILD;
+	if (q)
+		settings_check(q);
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
@@ -1485,6 +1490,8 @@ int shmq_reject(shmq_t *q, struct shmq_msg *m)
 {
 	if (foreign(q))
 		return -ECHILD;
+	if (q)
+		settings_check(q);
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;
@@ -1498,6 +1505,8 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms)
 {
 	if (foreign(q))
 		return -ECHILD;
+	if (q)
+		settings_check(q);
 	struct shmq_slot *s;
 	if (!q || !m || !(s = msg_slot(q, m)))
 		return -EINVAL;

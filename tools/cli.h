@@ -194,6 +194,7 @@ void cli_help(FILE *f, const char *cmd);
 int cmd_create(int argc, char **argv);
 int cmd_unlink(int argc, char **argv);
 int cmd_purge(int argc, char **argv);
+int cmd_set(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_recv(int argc, char **argv);
 int cmd_stat(int argc, char **argv);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* cmd_queue.c: `shmq create` and `shmq unlink`: a queue's life cycle. */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "cli.h"
@@ -394,4 +395,102 @@ int cmd_purge(int argc, char **argv)
 		       (unsigned long long)st.inflight, (unsigned long long)st.delayed,
 		       (unsigned long long)st.dead);
 	return cli_flush_stdout(cmd);
+}
+
+static const struct option set_opts[] = {
+	{"lease-ms", required_argument, NULL, O_LEASE_MS},
+	{"max-deliveries", required_argument, NULL, O_MAX_DELIVERIES},
+	{"retry-base-ms", required_argument, NULL, O_RETRY_BASE_MS},
+	{"retry-max-ms", required_argument, NULL, O_RETRY_MAX_MS},
+	{"reclaim-interval-ms", required_argument, NULL, O_RECLAIM_INTERVAL_MS},
+	{"dlq-max", required_argument, NULL, O_DLQ_MAX},
+	{"json", no_argument, NULL, O_CREATE_JSON},
+	CLI_TRUST_OPTIONS,
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+#define UNSET UINT32_MAX /* a setting set does not change */
+
+/* The six settings of a config, with their names in set's output. */
+static const struct setting {
+	const char *name, *unit;
+	size_t off;
+} settings[] = {
+	{"lease_ms", "ms", offsetof(struct shmq_config, lease_ms)},
+	{"max_deliveries", "", offsetof(struct shmq_config, max_deliveries)},
+	{"retry_base_ms", "ms", offsetof(struct shmq_config, retry_base_ms)},
+	{"retry_max_ms", "ms", offsetof(struct shmq_config, retry_max_ms)},
+	{"reclaim_interval_ms", "ms", offsetof(struct shmq_config, reclaim_interval_ms)},
+	{"dlq_max", "", offsetof(struct shmq_config, dlq_max)},
+};
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static uint32_t *setting_of(struct shmq_config *c, size_t i)
+{
+	return (uint32_t *)((char *)c + settings[i].off);
+}
+
+/* `shmq set NAME [--lease-ms MS] ...`: changes the settings a live queue may change
+ * (shmq_settings_update); prints each one, old and new. */
+int cmd_set(int argc, char **argv)
+{
+	const char *cmd = "set";
+	struct create_args ca = {0};
+	struct cli_args a;
+	shmq_t *q;
+	int r;
+	for (size_t i = 0; i < NSETTINGS; i++)
+		*setting_of(&ca.cfg, i) = UNSET;
+	if ((r = cli_parse(cmd, argc, argv, set_opts, create_opt, &ca, &a)) || (r = cli_no_rest(cmd, &a)))
+		return r;
+	int given = 0;
+	for (size_t i = 0; i < NSETTINGS; i++)
+		given += *setting_of(&ca.cfg, i) != UNSET;
+	if (!given)
+		return cli_error(CLI_USAGE, cmd,
+				 "nothing to change: give at least one of --lease-ms, "
+				 "--max-deliveries, --retry-base-ms, --retry-max-ms, "
+				 "--reclaim-interval-ms, --dlq-max");
+	if ((r = cli_open(cmd, a.name, &q)))
+		return r;
+	struct shmq_stats st;
+	if ((r = shmq_stats(q, &st))) {
+		r = cli_error(CLI_FAIL, cmd, "cannot read '%s': %s", a.name, cli_strerror(r));
+		goto out;
+	}
+	struct shmq_config was = st.config, now = st.config;
+	for (size_t i = 0; i < NSETTINGS; i++)
+		if (*setting_of(&ca.cfg, i) != UNSET)
+			*setting_of(&now, i) = *setting_of(&ca.cfg, i);
+	if (now.retry_base_ms > now.retry_max_ms) {
+		r = cli_error(CLI_USAGE, cmd, "retry base %u ms would exceed retry max %u ms",
+			      now.retry_base_ms, now.retry_max_ms);
+		goto out;
+	}
+	if (now.dlq_max > now.capacity) {
+		r = cli_error(CLI_USAGE, cmd, "--dlq-max of %u exceeds the capacity of %u", now.dlq_max,
+			      now.capacity);
+		goto out;
+	}
+	if ((r = shmq_settings_update(q, &now))) {
+		r = cli_error(CLI_FAIL, cmd, "cannot change the settings of '%s': %s", a.name,
+			      cli_strerror(r));
+		goto out;
+	}
+	if (ca.json) {
+		printf("{\"schema\": \"shmq.set/1\", \"queue\": \"%s\"", cli_bare_name(a.name));
+		for (size_t i = 0; i < NSETTINGS; i++)
+			printf(", \"%s\": %u", settings[i].name, *setting_of(&now, i));
+		printf("}\n");
+	} else {
+		for (size_t i = 0; i < NSETTINGS; i++)
+			printf("%s %s %u%s%s (was %u)\n", cli_bare_name(a.name), settings[i].name,
+			       *setting_of(&now, i), *settings[i].unit ? " " : "", settings[i].unit,
+			       *setting_of(&was, i));
+	}
+	r = cli_flush_stdout(cmd);
+out:
+	shmq_close(q);
+	return r;
 }

@@ -205,6 +205,14 @@ static const struct cli_cmd cmds[] = {
 	 "                         stop them and give their messages back (default: no limit)\n"
 	 "    --json               the summary at the end as one JSON object on stderr (stdout\n"
 	 "                         is the CMDs'), schema \"shmq.work/1\"\n" TRUST_HELP},
+	{"set", cmd_set,
+	 "set NAME [--lease-ms MS] [--max-deliveries N] [--retry-base-ms MS] [--retry-max-ms MS]\n"
+	 "         [--reclaim-interval-ms MS] [--dlq-max N] [--json]\n"
+	 "    Change the settings a live queue may change (the options mean what they mean for\n"
+	 "    create). Every process using the queue acts on them from its next receive, settle\n"
+	 "    or reclaim pass, each checking them first; leases already given keep their\n"
+	 "    deadlines. Prints each setting, new and old.\n"
+	 "    --json               one object, schema \"shmq.set/1\": the six settings as now\n" TRUST_HELP},
 	{"purge", cmd_purge,
 	 "purge NAME [--count N] [--json]\n"
 	 "    Delete the messages that are due (ready, or past their retry delay), oldest first,\n"

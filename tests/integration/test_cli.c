@@ -1109,3 +1109,24 @@ Test(cli, create_send_dlq_watchdog_and_work_print_json_with_json)
 	cr_expect_eq(jget(o[0], "acked"), 2);
 	json_decref(o[0]);
 }
+
+Test(cli, set_changes_a_live_queues_settings_and_refuses_bad_ones_changing_nothing)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "16"), "");
+	expect_ok(RUN(&r, NULL, "set", q, "--lease-ms", "60000", "--max-deliveries", "3"), NULL);
+	cr_expect(strstr(r.out, "lease_ms 60000 ms (was 30000)") &&
+			  strstr(r.out, "max_deliveries 3 (was 16)"),
+		  "%s", r.out);
+	EXPECT_STAT(q, "lease: 60000 ms", "max deliveries: 3");
+	expect_error(RUN(&r, NULL, "set", q, "--dlq-max", "17"), 2, "capacity");
+	expect_error(RUN(&r, NULL, "set", q, "--retry-base-ms", "40000"), 2, "retry");
+	expect_error(RUN(&r, NULL, "set", q), 2, "nothing to change");
+	expect_error(RUN(&r, NULL, "set", q, "--lease-ms", "0"), 2, "--lease-ms");
+	EXPECT_STAT(q, "lease: 60000 ms", "max deliveries: 3", "dead letters kept (max): 4");
+	expect_ok(RUN(&r, NULL, "set", q, "--json", "--dlq-max", "8"), NULL);
+	cr_expect(strstr(r.out, "\"schema\": \"shmq.set/1\"") && strstr(r.out, "\"dlq_max\": 8"), "%s",
+		  r.out);
+	expect_ok(RUN(&r, NULL, "check", q), NULL);
+}
