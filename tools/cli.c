@@ -138,6 +138,42 @@ int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *
 	return 0;
 }
 
+int cli_parse_names(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
+		    void *ctx, char ***names, int *n)
+{
+	int r, dashdash, at = 0; /* argv[at] stands in for argv[0] in each pass */
+	uint64_t seen = 0;
+	char **v = calloc((size_t)argc + 1, sizeof(*v));
+	*names = NULL;
+	*n = 0;
+	if (!v)
+		return cli_error(CLI_FAIL, cmd, "out of memory");
+	for (;;) {
+		if ((r = getopt_pass(cmd, argc - at, argv + at, longopts, fn, ctx, &dashdash, &seen)))
+			goto fail;
+		at += optind;
+		if (at >= argc)
+			break;
+		if ((r = cli_check_name(cmd, argv[at])))
+			goto fail;
+		v[(*n)++] = argv[at];
+		if (dashdash) { /* everything after "--" is a NAME */
+			while (++at < argc) {
+				if ((r = cli_check_name(cmd, argv[at])))
+					goto fail;
+				v[(*n)++] = argv[at];
+			}
+			break;
+		}
+	}
+	*names = v;
+	return 0;
+fail:
+	free(v);
+	*n = 0;
+	return r;
+}
+
 int cli_no_rest(const char *cmd, const struct cli_args *a)
 {
 	if (a->nrest > 0)

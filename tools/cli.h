@@ -61,6 +61,12 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *longo
 int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
 		   void *ctx);
 
+/* Parses `cmd [options] [NAME...]`: options anywhere, every other argument (and all after "--") a
+ * queue NAME, checked. *names (to free) holds *n of them, pointers into argv. Returns 0, CLI_DONE,
+ * or an exit code after printing the error. */
+int cli_parse_names(const char *cmd, int argc, char **argv, const struct option *longopts, cli_opt_fn fn,
+		    void *ctx, char ***names, int *n);
+
 /* Fails with "unexpected argument" unless the subcommand got nothing after NAME. */
 int cli_no_rest(const char *cmd, const struct cli_args *a);
 

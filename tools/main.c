@@ -109,7 +109,8 @@ static const struct cli_cmd cmds[] = {
 	 "                         it, and ack without printing one already recorded done (its\n"
 	 "                         consumer died between the work and the ack)\n" TRUST_HELP},
 	{"stat", cmd_stat,
-	 "stat NAME [--json | --prometheus | --watch [--interval-ms MS] [--refreshes N]]\n"
+	 "stat NAME [--json | --watch [--interval-ms MS] [--refreshes N]]\n"
+	 "stat --prometheus [NAME... | --all]\n"
 	 "    Print the queue's owner and mode, configuration, depths (ready, in flight, delayed,\n"
 	 "    dead-lettered, being written, free), the age of the oldest ready message, each lane\n"
 	 "    of a queue of more than one (weight, ready, in flight, ticket counters, consumer\n"
@@ -118,7 +119,11 @@ static const struct cli_cmd cmds[] = {
 	 "    writes nothing. On a busy queue the snapshot is retried while traffic moves under\n"
 	 "    it, and says so.\n"
 	 "    --json               one JSON object, schema \"shmq.stat/1\" (docs/stat-json.md)\n"
-	 "    --prometheus         Prometheus text exposition format, label queue=\"NAME\"\n"
+	 "    --prometheus         Prometheus text exposition format (0.0.4), every sample\n"
+	 "                         labelled queue=\"NAME\": of each queue named, in one\n"
+	 "                         exposition (each family once), or of every queue in /dev/shm\n"
+	 "                         when none is named (or --all); per-participant series are\n"
+	 "                         labelled by record index=\"N\", never by pid\n"
 	 "    --watch              a live view refreshed in place, with rates per second between\n"
 	 "                         refreshes; q, Ctrl-C or SIGTERM quits and restores the terminal\n"
 	 "    --interval-ms MS     time between refreshes, 10 to 3600000 (default 1000)\n"

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cli.h"
 #include "shmq_inspect.h"
@@ -56,7 +57,21 @@ void stat_print_text(const struct stat_report *r);
 int stat_print_json(const struct stat_report *r); /* 0 or -ENOMEM */
 /* create --json: {schema shmq.create/1, queue, segment_bytes, config (as stat's)}; 0 or -ENOMEM */
 int stat_print_created_json(const struct stat_report *r);
-void stat_print_prom(const struct stat_report *r);
+/* The reports r[0..n-1] in one exposition: each family once, every queue's samples in it. */
+void stat_print_prom(FILE *f, const struct stat_report *r, size_t n);
+
+/* Snapshots of several queues (stat_many.c). */
+struct stat_many {
+	struct stat_report *r; /* n of them, in the order named, or by name */
+	size_t n, cap;
+	char **names; /* what the reports' names point into */
+};
+
+/* Loads the queues names[0..n-1], or with names NULL every queue in /dev/shm in name order
+ * (other objects left out). strict: a NAME that is not a queue we can read fails the load with
+ * its one-line error; otherwise it is left out. 0, or an exit code after printing the error. */
+int stat_many_load(const char *cmd, char *const *names, size_t n, int strict, struct stat_many *m);
+void stat_many_free(struct stat_many *m);
 
 /* JSON objects that `list --json` shares with `stat --json` (a json_t *, as void * so that only
  * the JSON files include jansson.h); NULL when out of memory. */

@@ -17,6 +17,7 @@
 
 #include "shmq_inspect.h"
 
+#include "prom.h"
 #include "run_tool.h"
 
 TestSuite(stat, .init = run_tool_init, .fini = tq_cleanup);
@@ -287,105 +288,6 @@ Test(stat, text_shows_depths_the_dead_participant_and_totals)
 
 /* ---- Prometheus ------------------------------------------------------------------------------ */
 
-#define PROM_MAX 256
-
-struct prom {
-	int n;
-	struct {
-		char name[64], labels[256];
-		double v;
-	} s[PROM_MAX];
-};
-
-static int metric_char(char ch, int first)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || ch == ':' ||
-	       (!first && ch >= '0' && ch <= '9');
-}
-
-/* Parses the exposition format strictly: "# HELP name text", "# TYPE name gauge|counter", then
- * samples "name{k="v",...} value" of that family only, each family once, counters named *_total.
- * Every sample carries queue="queue". */
-static void parse_prom(const char *text, const char *queue, struct prom *p)
-{
-	char help[64] = "", type[64] = "", seen[PROM_MAX][64];
-	int nseen = 0;
-	char want_queue[160];
-	snprintf(want_queue, sizeof(want_queue), "queue=\"%s\"", queue);
-	p->n = 0;
-	cr_assert(*text && text[strlen(text) - 1] == '\n', "output does not end with a newline");
-	for (const char *line = text; *line; line += strcspn(line, "\n") + 1) {
-		char l[512], name[64], t[16];
-		int len = (int)strcspn(line, "\n");
-		cr_assert(len > 0 && len < (int)sizeof(l), "empty or overlong line");
-		snprintf(l, sizeof(l), "%.*s", len, line);
-		if (!strncmp(l, "# HELP ", 7)) {
-			cr_assert(sscanf(l + 7, "%63s", help) == 1 && strlen(l) > 8 + strlen(help),
-				  "bad HELP: %s", l);
-			for (int i = 0; i < nseen; i++)
-				cr_assert(strcmp(seen[i], help), "family %s appears twice", help);
-			cr_assert(nseen < PROM_MAX);
-			snprintf(seen[nseen++], 64, "%s", help);
-			type[0] = '\0';
-			continue;
-		}
-		if (!strncmp(l, "# TYPE ", 7)) {
-			cr_assert(sscanf(l + 7, "%63s %15s", name, t) == 2 && !strcmp(name, help),
-				  "TYPE without its HELP: %s", l);
-			cr_assert(!strcmp(t, "gauge") || !strcmp(t, "counter"), "type %s", t);
-			size_t nl = strlen(name);
-			cr_expect(!strcmp(t, "counter") == (nl > 6 && !strcmp(name + nl - 6, "_total")),
-				  "%s: counters and only counters end in _total", name);
-			snprintf(type, sizeof(type), "%s", t);
-			continue;
-		}
-		cr_assert(l[0] != '#', "unexpected comment: %s", l);
-		int i = 0;
-		while (metric_char(l[i], i == 0))
-			i++;
-		cr_assert(i > 0 && i < 64 && l[i] == '{', "bad sample name: %s", l);
-		snprintf(name, sizeof(name), "%.*s", i, l);
-		cr_assert(!strcmp(name, help) && type[0], "sample %s outside its family (HELP/TYPE %s)", name,
-			  help);
-		/* labels: k="v" pairs, values with \\, \" and \n escapes */
-		const char *lp = l + i + 1, *end = lp;
-		while (*end != '}') {
-			int k = 0;
-			while (metric_char(end[k], k == 0))
-				k++;
-			cr_assert(k > 0 && end[k] == '=' && end[k + 1] == '"', "bad label in: %s", l);
-			end += k + 2;
-			while (*end && *end != '"')
-				end += *end == '\\' ? 2 : 1;
-			cr_assert(*end == '"', "unterminated label value: %s", l);
-			end++;
-			cr_assert(*end == ',' || *end == '}', "bad label separator: %s", l);
-			if (*end == ',')
-				end++;
-		}
-		cr_assert(p->n < PROM_MAX);
-		snprintf(p->s[p->n].name, 64, "%s", name);
-		snprintf(p->s[p->n].labels, 256, "%.*s", (int)(end - lp), lp);
-		cr_assert(end[1] == ' ', "no space before the value: %s", l);
-		char *vend;
-		p->s[p->n].v = strtod(end + 2, &vend);
-		cr_assert(vend != end + 2 && !*vend, "bad value: %s", l);
-		cr_expect(strstr(p->s[p->n].labels, want_queue) == p->s[p->n].labels, "no %s first: %s",
-			  want_queue, l);
-		p->n++;
-	}
-}
-
-/* The value of the sample name{...} whose labels contain `labels`; fails if there is none. */
-static double prom_value(const struct prom *p, const char *name, const char *labels)
-{
-	for (int i = 0; i < p->n; i++)
-		if (!strcmp(p->s[i].name, name) && (!labels || strstr(p->s[i].labels, labels)))
-			return p->s[i].v;
-	cr_expect_fail("no sample %s{%s}", name, labels ? labels : "");
-	return -1;
-}
-
 Test(stat, prometheus_output_parses_and_carries_the_known_figures)
 {
 	struct known k;
@@ -421,9 +323,13 @@ Test(stat, prometheus_output_parses_and_carries_the_known_figures)
 		cr_expect(v == want[i].v, "%s{%s} is %g, want %g", want[i].name,
 			  want[i].labels ? want[i].labels : "", v, want[i].v);
 	}
-	char dead[64];
-	snprintf(dead, sizeof(dead), "pid=\"%d\"", (int)k.dead_pid);
-	cr_expect(prom_value(&p, "shmq_participant_alive", dead) == 0, "the dead child reads as alive");
+	/* records are labelled by index, not pid: the one that reads as gone holds the child's lease */
+	char dead[64] = "";
+	for (int i = 0; i < p.n; i++)
+		if (!strcmp(p.s[i].name, "shmq_participant_alive") && p.s[i].v == 0)
+			snprintf(dead, sizeof(dead), "%s", strstr(p.s[i].labels, "index="));
+	cr_assert(dead[0], "no participant reads as gone");
+	cr_expect(prom_count(&p, "shmq_participant_alive", NULL) == 2, "one series per record");
 	cr_expect(prom_value(&p, "shmq_participant_leases", dead) == 1, "the dead child's lease");
 	cr_expect(prom_value(&p, "shmq_oldest_ready_age_seconds", NULL) >= 0, "age");
 	shmq_close(k.q);

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Monitoring that plugs in: `shmq stat --prometheus` over several queues (one valid exposition,
+ * read by the strict reader of prom.h, and by promtool when it is installed), run as the built
+ * tool on queues the tests create.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "prom.h"
+#include "run_tool.h"
+
+TestSuite(monitor, .init = run_tool_init, .fini = tq_cleanup);
+
+/* A queue of `capacity` slots holding `n` messages, made with the tool. */
+static const char *queue_with(const char *tag, const char *capacity, int n)
+{
+	const char *q = tq_name(tag);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", capacity), "");
+	for (int i = 0; i < n; i++)
+		expect_ok(RUN(&r, NULL, "send", q, "m"), "");
+	return q;
+}
+
+/* name{queue="q"} with q's '"' and '\' escaped, as the exposition writes it */
+static const char *queue_label(const char *q, char *buf, size_t sz)
+{
+	size_t o = (size_t)snprintf(buf, sz, "queue=\"");
+	for (const char *s = q + 1; *s && o + 3 < sz; s++) {
+		if (*s == '"' || *s == '\\')
+			buf[o++] = '\\';
+		buf[o++] = *s;
+	}
+	snprintf(buf + o, sz - o, "\"");
+	return buf;
+}
+
+/* promtool, Prometheus's own reader, when it is on PATH: its verdict on text */
+static void promtool_accepts(const char *text)
+{
+	if (system("command -v promtool >/dev/null 2>&1"))
+		return;
+	char path[] = "/tmp/shmq-prom-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "promtool check metrics <%s >/dev/null 2>&1", path);
+	int rc = system(cmd);
+	unlink(path);
+	cr_expect(rc == 0, "promtool check metrics rejects the exposition");
+}
+
+Test(monitor, stat_prometheus_of_two_queues_is_one_exposition_with_each_family_once)
+{
+	const char *a = queue_with("a", "8", 3), *b = queue_with("b", "4", 1);
+	static struct prom p;
+	struct run r;
+	char la[400], lb[400];
+	expect_ok(RUN(&r, NULL, "stat", "--prometheus", a, b), NULL);
+	parse_prom(r.out, NULL, &p); /* fails on a repeated or split family */
+	promtool_accepts(r.out);
+	queue_label(a, la, sizeof(la));
+	queue_label(b, lb, sizeof(lb));
+	cr_expect(prom_value(&p, "shmq_capacity_slots", la) == 8);
+	cr_expect(prom_value(&p, "shmq_capacity_slots", lb) == 4);
+	cr_expect(prom_value(&p, "shmq_sent_total", la) == 3);
+	cr_expect(prom_value(&p, "shmq_sent_total", lb) == 1);
+	cr_expect(prom_value(&p, "shmq_slots", "state=\"ready\"") == 3, "a's ready slots come first");
+	/* every family carries both queues */
+	for (int f = 0; f < p.nfamilies; f++)
+		cr_expect(prom_count(&p, p.families[f], la) > 0 && prom_count(&p, p.families[f], lb) > 0,
+			  "family %s lacks a queue", p.families[f]);
+	cr_expect(p.nfamilies > 30, "only %d families", p.nfamilies);
+}
+
+Test(monitor, stat_prometheus_with_no_queue_named_or_all_covers_every_queue_and_skips_other_objects)
+{
+	const char *a = queue_with("a", "8", 2), *b = queue_with("b", "4", 0);
+	const char *junk = tq_name("junk");
+	int fd = shm_open(junk, O_CREAT | O_EXCL | O_RDWR, 0600);
+	cr_assert(fd >= 0);
+	cr_assert(write(fd, "not a queue, just bytes", 23) == 23);
+	close(fd);
+	static struct prom p;
+	struct run r;
+	char la[400], lb[400], lj[400];
+	const char *const *forms[] = {ARGV("stat", "--prometheus"), ARGV("stat", "--all", "--prometheus")};
+	for (size_t i = 0; i < N_ELEMS(forms); i++) {
+		expect_ok(run_tool(&r, NULL, forms[i]), NULL);
+		/* other tests' queues come and go meanwhile: the exposition stays valid */
+		parse_prom(r.out, NULL, &p);
+		cr_expect(prom_value(&p, "shmq_sent_total", queue_label(a, la, sizeof(la))) == 2);
+		cr_expect(prom_value(&p, "shmq_capacity_slots", queue_label(b, lb, sizeof(lb))) == 4);
+		cr_expect(!strstr(r.out, queue_label(junk, lj, sizeof(lj))), "a foreign object was exported");
+	}
+}
+
+Test(monitor, stat_prometheus_escapes_quotes_and_backslashes_of_a_queue_name)
+{
+	const char *q = queue_with("say \"hi\" \\o", "4", 1);
+	static struct prom p;
+	struct run r;
+	char l[400];
+	cr_assert(strchr(q, '"'), "the test needs a name with quotes");
+	expect_ok(RUN(&r, NULL, "stat", q, "--prometheus"), NULL);
+	parse_prom(r.out, NULL, &p);
+	promtool_accepts(r.out);
+	cr_expect(prom_value(&p, "shmq_sent_total", queue_label(q, l, sizeof(l))) == 1, "%s", r.out);
+}
+
+/* A child that opens q, sends one message and waits, alive, until *go is written; then closes
+ * its handle and exits. */
+static pid_t participant(const char *q, int *go)
+{
+	int fds[2];
+	cr_assert(pipe(fds) == 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		shmq_t *h;
+		char c;
+		close(fds[1]);
+		if (shmq_open(q, &h) || shmq_send(h, "x", 1, 0))
+			_exit(1);
+		if (read(fds[0], &c, 1) < 0) /* EOF: the test closed its end */
+			_exit(1);
+		shmq_close(h);
+		_exit(0);
+	}
+	close(fds[0]);
+	*go = fds[1];
+	return pid;
+}
+
+static void finish(pid_t pid, int go)
+{
+	int status;
+	close(go);
+	cr_assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* The label sets of name's samples, one per line, in order. */
+static void label_sets(const struct prom *p, const char *name, char *buf, size_t sz)
+{
+	size_t o = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < p->n; i++)
+		if (!strcmp(p->s[i].name, name))
+			o += (size_t)snprintf(buf + o, o < sz ? sz - o : 0, "%s\n", p->s[i].labels);
+}
+
+Test(monitor, participant_series_are_labelled_by_record_not_pid_so_the_next_process_continues_them)
+{
+	const char *q = queue_with(NULL, "8", 0);
+	static struct prom p;
+	struct run r;
+	char first[1024], second[1024];
+	int go;
+
+	/* one process attached: its record's series */
+	pid_t a = participant(q, &go);
+	for (int tries = 0; tries < 500; tries++) { /* until its send shows */
+		expect_ok(RUN(&r, NULL, "stat", q, "--prometheus"), NULL);
+		parse_prom(r.out, q + 1, &p);
+		if (prom_count(&p, "shmq_participant_sent_total", NULL) == 1)
+			break;
+		usleep(10000);
+	}
+	label_sets(&p, "shmq_participant_sent_total", first, sizeof(first));
+	cr_assert(first[0], "no participant series:\n%s", r.out);
+	finish(a, go);
+
+	/* it detaches; another process attaches in its place */
+	pid_t b = participant(q, &go);
+	for (int tries = 0; tries < 500; tries++) {
+		expect_ok(RUN(&r, NULL, "stat", q, "--prometheus"), NULL);
+		parse_prom(r.out, q + 1, &p);
+		if (prom_value(&p, "shmq_sent_total", NULL) == 2 &&
+		    prom_count(&p, "shmq_participant_sent_total", NULL) == 1)
+			break;
+		usleep(10000);
+	}
+	label_sets(&p, "shmq_participant_sent_total", second, sizeof(second));
+	finish(b, go);
+	cr_expect_str_eq(second, first, "the series changed with the process");
+	cr_expect(!strstr(r.out, "pid="), "a sample is labelled with a pid:\n%s", r.out);
+}
+
+Test(monitor, stat_prometheus_naming_a_queue_that_does_not_exist_fails_with_one_line)
+{
+	const char *a = queue_with(NULL, "4", 0), *missing = tq_name("missing");
+	struct run r;
+	expect_error(RUN(&r, NULL, "stat", "--prometheus", a, missing), 1, "no such queue");
+	cr_expect(!r.out[0], "printed a partial exposition:\n%s", r.out);
+	expect_error(RUN(&r, NULL, "stat", a, missing), 2, "--prometheus only");
+	expect_error(RUN(&r, NULL, "stat", "--all"), 2, "--all applies only to --prometheus");
+}
