@@ -1,19 +1,74 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cmd_check.c: `shmq check NAME`: fsck for a segment (shmq_check_name). Prints each finding on
- * its own line, then a verdict. Read-only: the segment is mapped PROT_READ and nothing is
+ * its own line, then a verdict. `shmq check --health NAME` is a monitoring probe instead
+ * (health.c). Read-only: the segment is mapped PROT_READ and nothing is
  * repaired here (a reclaim pass, `shmq watchdog --once`, repairs what a crash leaves behind).
  */
 #include <errno.h>
+#include <string.h>
 
 #include "cli.h"
+#include "health.h"
 
 #define CLI_CHECK_ERRORS 3 /* the segment is corrupt: distinct from "could not check" (1) */
 
+enum {
+	O_HEALTH = CLI_OPT_BASE,
+	O_MAX_DEPTH,
+	O_MAX_AGE,
+	O_MAX_DEAD,
+	O_WARN_DEPTH,
+	O_WARN_AGE,
+	O_WARN_DEAD,
+};
+
 static const struct option check_opts[] = {
+	{"health", no_argument, NULL, O_HEALTH},
+	{"max-depth", required_argument, NULL, O_MAX_DEPTH},
+	{"max-age-ms", required_argument, NULL, O_MAX_AGE},
+	{"max-dead", required_argument, NULL, O_MAX_DEAD},
+	{"warn-depth", required_argument, NULL, O_WARN_DEPTH},
+	{"warn-age-ms", required_argument, NULL, O_WARN_AGE},
+	{"warn-dead", required_argument, NULL, O_WARN_DEAD},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
+
+struct check_opts {
+	int health, thresholds;
+	struct health_limits lim;
+};
+
+static int check_opt(const char *cmd, int opt, const char *arg, void *ctx)
+{
+	struct check_opts *o = ctx;
+	static const char *const names[] = {
+		[O_MAX_DEPTH - O_MAX_DEPTH] = "--max-depth",  [O_MAX_AGE - O_MAX_DEPTH] = "--max-age-ms",
+		[O_MAX_DEAD - O_MAX_DEPTH] = "--max-dead",    [O_WARN_DEPTH - O_MAX_DEPTH] = "--warn-depth",
+		[O_WARN_AGE - O_MAX_DEPTH] = "--warn-age-ms", [O_WARN_DEAD - O_MAX_DEPTH] = "--warn-dead",
+	};
+	uint64_t *at[] = {
+		&o->lim.depth.crit, &o->lim.age_ms.crit, &o->lim.dead.crit,
+		&o->lim.depth.warn, &o->lim.age_ms.warn, &o->lim.dead.warn,
+	};
+	if (opt == O_HEALTH) {
+		o->health = 1;
+		return 0;
+	}
+	o->thresholds = 1;
+	return cli_opt_range(cmd, names[opt - O_MAX_DEPTH], arg, 0, UINT32_MAX, at[opt - O_MAX_DEPTH]);
+}
+
+/* check --health NAME: after a usage error too, a monitoring system must read UNKNOWN (3), not
+ * the CRITICAL that exit status 2 means to it */
+static int health_usage(int argc, char **argv, int r)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--health"))
+			return r == CLI_USAGE ? HEALTH_UNKNOWN : r;
+	return r;
+}
 
 struct findings {
 	unsigned errors, warnings;
@@ -36,8 +91,23 @@ int cmd_check(int argc, char **argv)
 	struct cli_args a;
 	int r;
 
-	if ((r = cli_parse(cmd, argc, argv, check_opts, NULL, NULL, &a)) || (r = cli_no_rest(cmd, &a)))
-		return r;
+	struct check_opts o = {
+		.lim = {{HEALTH_NONE, HEALTH_NONE}, {HEALTH_NONE, HEALTH_NONE}, {HEALTH_NONE, HEALTH_NONE}}};
+	if ((r = cli_parse(cmd, argc, argv, check_opts, check_opt, &o, &a)) || (r = cli_no_rest(cmd, &a)))
+		return health_usage(argc, argv, r);
+	if (o.thresholds && !o.health)
+		return cli_error(CLI_USAGE, cmd, "--max-* and --warn-* apply only to --health");
+	if (o.health) {
+		const struct health_limit *l[] = {&o.lim.depth, &o.lim.age_ms, &o.lim.dead};
+		for (int i = 0; i < 3; i++)
+			if (l[i]->warn != HEALTH_NONE && l[i]->crit != HEALTH_NONE && l[i]->warn > l[i]->crit)
+				return health_usage(argc, argv,
+						    cli_error(CLI_USAGE, cmd,
+							      "a --warn-* threshold above its --max-* one"));
+		r = health_check(a.name, &o.lim);
+		int f = cli_flush_stdout(cmd);
+		return f ? HEALTH_UNKNOWN : r;
+	}
 	const char *shown = cli_bare_name(a.name);
 	int n = shmq_check_name(a.name, on_finding, &f);
 	if (n == -ENOENT)

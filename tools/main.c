@@ -147,7 +147,16 @@ static const struct cli_cmd cmds[] = {
 	 "    then a verdict. Read-only; on a live queue, findings in slots that change while\n"
 	 "    checked are re-read, so traffic is not reported. Exit status 0: sound (warnings,\n"
 	 "    such as leases of a dead process a reclaim pass will requeue, allowed); 3: errors\n"
-	 "    (the segment is corrupt); 1: could not check.\n"},
+	 "    (the segment is corrupt); 1: could not check.\n"
+	 "check --health NAME [--warn-depth N] [--max-depth N] [--warn-age-ms MS] [--max-age-ms MS]\n"
+	 "                    [--warn-dead N] [--max-dead N]\n"
+	 "    A monitoring probe in the convention of Nagios plugins: one status line\n"
+	 "    (\"SHMQ OK - NAME: depth 3, oldest 12 ms, dead 0 | depth=3 age_ms=12 dead=0\")\n"
+	 "    and the exit status 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the queue is missing,\n"
+	 "    not a queue or corrupt; a usage error too). depth: messages ready, in flight and\n"
+	 "    delayed; oldest: age of the oldest ready message; dead: dead letters. Each figure\n"
+	 "    is WARNING above its --warn-* threshold and CRITICAL above its --max-* one (equal\n"
+	 "    is fine; a figure without one is not judged). Read-only, like stat.\n"},
 	{"watchdog", cmd_watchdog,
 	 "watchdog NAME... [--interval-ms MS] [--once] [--json]\n"
 	 "    Run the recovery pass over each queue every MS (default 50) until SIGINT or SIGTERM:\n"
@@ -267,7 +276,8 @@ void cli_help(FILE *f, const char *cmd)
 	      "\n"
 	      "Numbers are decimal (--mode: octal) and non-negative. Options may come before or after\n"
 	      "NAME. Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error; check\n"
-	      "exits 3 on a corrupt segment, recv 4 when --timeout-ms passed before any message.\n",
+	      "exits 3 on a corrupt segment, recv 4 when --timeout-ms passed before any message;\n"
+	      "check --health exits as a Nagios plugin (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).\n",
 	      f);
 }
 

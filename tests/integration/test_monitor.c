@@ -201,3 +201,103 @@ Test(monitor, stat_prometheus_naming_a_queue_that_does_not_exist_fails_with_one_
 	expect_error(RUN(&r, NULL, "stat", a, missing), 2, "--prometheus only");
 	expect_error(RUN(&r, NULL, "stat", "--all"), 2, "--all applies only to --prometheus");
 }
+
+/* ---- check --health -------------------------------------------------------------------------- */
+
+/* Exit `code`, nothing on stderr, and one status line on stdout that starts with `start`. */
+static void expect_health(const struct run *r, int code, const char *start)
+{
+	expect_exit(r, code);
+	cr_expect_str_empty(r->err, "`%s` wrote to stderr", r->cmd);
+	cr_expect(!strncmp(r->out, start, strlen(start)), "`%s`: status '%s', want it to start '%s'", r->cmd,
+		  r->out, start);
+	const char *nl = strchr(r->out, '\n');
+	cr_expect(nl && !nl[1], "`%s`: not one line: %s", r->cmd, r->out);
+}
+
+static char status_start[512];
+/* "SHMQ <STATE> - <bare name>: <figures>" */
+static const char *status(const char *state, const char *q, const char *figures)
+{
+	snprintf(status_start, sizeof(status_start), "SHMQ %s - %s: %s", state, q + 1, figures);
+	return status_start;
+}
+
+Test(monitor, check_health_exits_0_with_a_nagios_status_line_when_no_threshold_is_passed)
+{
+	const char *q = queue_with(NULL, "8", 3);
+	struct run r;
+	RUN(&r, NULL, "check", "--health", q, "--max-depth", "3", "--warn-depth", "3", "--max-dead", "0");
+	expect_health(&r, 0, status("OK", q, "depth 3, oldest "));
+	cr_expect(strstr(r.out, ", dead 0 | depth=3;3;3 age_ms="), "%s", r.out);
+	cr_expect(strstr(r.out, " dead=0;;0\n"), "%s", r.out);
+	RUN(&r, NULL, "check", q, "--health");
+	expect_health(&r, 0, status("OK", q, "depth 3, oldest "));
+}
+
+Test(monitor, check_health_exits_1_warning_above_a_warn_threshold)
+{
+	const char *q = queue_with(NULL, "8", 3);
+	struct run r;
+	RUN(&r, NULL, "check", "--health", q, "--warn-depth", "2", "--max-depth", "5");
+	expect_health(&r, 1, status("WARNING", q, "depth 3 (> 2), oldest "));
+	cr_expect(strstr(r.out, "| depth=3;2;5 "), "%s", r.out);
+}
+
+Test(monitor, check_health_exits_2_critical_above_a_max_threshold_of_depth_age_or_dead_letters)
+{
+	const char *q = queue_with(NULL, "8", 2);
+	struct run r;
+	RUN(&r, NULL, "check", "--health", q, "--warn-depth", "1", "--max-depth", "1");
+	expect_health(&r, 2, status("CRITICAL", q, "depth 2 (> 1), "));
+
+	/* age: the oldest message waited past 0 ms (the segment's clock ticks every 1-4 ms) */
+	usleep(50 * 1000);
+	RUN(&r, NULL, "check", "--health", q, "--max-age-ms", "0");
+	expect_health(&r, 2, status("CRITICAL", q, "depth 2, oldest "));
+	cr_expect(strstr(r.out, " ms (> 0), dead 0"), "%s", r.out);
+
+	/* dead letters: one message rejected */
+	shmq_t *h;
+	struct shmq_msg m;
+	cr_assert(shmq_open(q, &h) == 0 && shmq_recv(h, &m, 0) == 0 && shmq_reject(h, &m) == 0);
+	shmq_close(h);
+	RUN(&r, NULL, "check", "--health", q, "--warn-dead", "0", "--max-dead", "0");
+	expect_health(&r, 2, status("CRITICAL", q, "depth 1, oldest "));
+	cr_expect(strstr(r.out, ", dead 1 (> 0) | "), "%s", r.out);
+}
+
+Test(monitor, check_health_exits_3_unknown_for_a_missing_foreign_or_corrupt_queue)
+{
+	const char *missing = tq_name("missing"), *foreign = tq_name("foreign");
+	const char *q = queue_with("truncated", "8", 1);
+	struct run r;
+	RUN(&r, NULL, "check", "--health", missing);
+	expect_health(&r, 3, status("UNKNOWN", missing, "no such queue"));
+
+	int fd = shm_open(foreign, O_CREAT | O_EXCL | O_RDWR, 0600);
+	cr_assert(fd >= 0 && write(fd, "hello", 5) == 5);
+	close(fd);
+	RUN(&r, NULL, "check", "--health", foreign);
+	expect_health(&r, 3, status("UNKNOWN", foreign, "not a shmq segment"));
+
+	/* a queue truncated under its header: corrupt */
+	fd = shm_open(q, O_RDWR, 0);
+	cr_assert(fd >= 0 && ftruncate(fd, 8192) == 0);
+	close(fd);
+	RUN(&r, NULL, "check", "--health", q, "--max-depth", "100");
+	expect_health(&r, 3, status("UNKNOWN", q, ""));
+	cr_expect(strstr(r.out, "truncated"), "%s", r.out);
+}
+
+Test(monitor, check_health_usage_errors_exit_3_unknown_and_thresholds_need_health)
+{
+	const char *q = queue_with(NULL, "4", 0);
+	struct run r;
+	RUN(&r, NULL, "check", "--health", q, "--max-depth", "many");
+	expect_exit(&r, 3);
+	cr_expect(strstr(r.err, "--max-depth must be a whole number"), "%s", r.err);
+	RUN(&r, NULL, "check", "--health", q, "--warn-depth", "9", "--max-depth", "5");
+	expect_exit(&r, 3);
+	expect_error(RUN(&r, NULL, "check", q, "--max-depth", "5"), 2, "apply only to --health");
+}
