@@ -52,7 +52,8 @@ endif
 
 # liburcu: the worker runtime's in-flight records (src/worker.c)
 LIB_LIBS := -lurcu -lpthread
-TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lurcu -lm -lpthread
+# libmicrohttpd: `shmq exporter`'s HTTP server (the tool only; the library never links it)
+TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lmicrohttpd -lurcu -lm -lpthread
 TEST_LIBS := -lcriterion -lurcu -ljansson -lpthread -lm
 TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
@@ -371,8 +372,10 @@ apt_install = if ! command -v apt-get >/dev/null 2>&1; then \
 # The library needs liburcu only; the tool, the tests and the benches need the rest too.
 LIB_DEB_PACKAGES := liburcu-dev
 LIB_DEP_HEADERS := urcu.h
-DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-config
-DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h
+# curl: the tests scrape `shmq exporter` with it
+DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev libmicrohttpd-dev pkg-config curl
+DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h microhttpd.h
+DEP_COMMANDS := pkg-config curl
 
 # $(call probe_deps,HEADERS,PACKAGES,COMMANDS): a shell step that installs PACKAGES when one of
 # HEADERS does not preprocess or one of COMMANDS is not on PATH. Headers are probed through the
@@ -393,7 +396,7 @@ $(LIB_DEPS_OK): Makefile
 	mkdir -p $(@D) && touch $@
 
 $(DEPS_OK): Makefile
-	$(Q)$(call probe_deps,$(DEP_HEADERS),$(DEB_PACKAGES),pkg-config); \
+	$(Q)$(call probe_deps,$(DEP_HEADERS),$(DEB_PACKAGES),$(DEP_COMMANDS)); \
 	mkdir -p $(@D) && touch $@
 
 # ---- compile -----------------------------------------------------------------------------------

@@ -210,6 +210,7 @@ int cmd_peek(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_work(int argc, char **argv);
+int cmd_exporter(int argc, char **argv); /* cmd_exporter.c */
 
 /* stat_watch.c: `stat --watch`: refreshes every interval_ms until q, SIGINT or SIGTERM, or after
  * `refreshes` frames (0: no limit). */

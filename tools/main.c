@@ -157,6 +157,16 @@ static const struct cli_cmd cmds[] = {
 	 "    delayed; oldest: age of the oldest ready message; dead: dead letters. Each figure\n"
 	 "    is WARNING above its --warn-* threshold and CRITICAL above its --max-* one (equal\n"
 	 "    is fine; a figure without one is not judged). Read-only, like stat.\n"},
+	{"exporter", cmd_exporter,
+	 "exporter [--listen HOST:PORT] [NAME...]\n"
+	 "    Serve the queues' figures over HTTP for Prometheus: GET /metrics answers with the\n"
+	 "    exposition of stat --prometheus (Content-Type: text/plain; version=0.0.4) from\n"
+	 "    fresh read-only snapshots at each scrape, of the queues named (those that exist)\n"
+	 "    or of every queue in /dev/shm when none is: a queue created later appears, one\n"
+	 "    unlinked goes. Other paths: 404. Prints the address it listens on, then serves\n"
+	 "    until SIGINT or SIGTERM (exit 0).\n"
+	 "    --listen HOST:PORT   address to listen on (default 127.0.0.1:9464; [::1]:PORT for\n"
+	 "                         IPv6, :PORT for every address, port 0: one the kernel picks)\n"},
 	{"watchdog", cmd_watchdog,
 	 "watchdog NAME... [--interval-ms MS] [--once] [--json]\n"
 	 "    Run the recovery pass over each queue every MS (default 50) until SIGINT or SIGTERM:\n"

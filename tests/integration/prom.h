@@ -18,6 +18,8 @@
 #define PROM_FAMILIES 256
 
 struct prom {
+	const char *keep; /* store only samples whose labels start with this (NULL: all); every line
+			   * is checked all the same */
 	int n, nfamilies;
 	char families[PROM_FAMILIES][64];
 	struct {
@@ -96,15 +98,17 @@ __attribute__((unused)) static void parse_prom(const char *text, const char *que
 			if (*end == ',')
 				end++;
 		}
+		cr_assert(end[1] == ' ', "no space before the value: %s", l);
+		char *vend;
+		double v = strtod(end + 2, &vend);
+		cr_assert(vend != end + 2 && !*vend, "bad value: %s", l);
+		cr_expect(!strncmp(lp, want_queue, strlen(want_queue)), "no %s first: %s", want_queue, l);
+		if (p->keep && strncmp(lp, p->keep, strlen(p->keep)))
+			continue;
 		cr_assert(p->n < PROM_MAX);
 		snprintf(p->s[p->n].name, 64, "%s", name);
 		snprintf(p->s[p->n].labels, sizeof(p->s[p->n].labels), "%.*s", (int)(end - lp), lp);
-		cr_assert(end[1] == ' ', "no space before the value: %s", l);
-		char *vend;
-		p->s[p->n].v = strtod(end + 2, &vend);
-		cr_assert(vend != end + 2 && !*vend, "bad value: %s", l);
-		cr_expect(strstr(p->s[p->n].labels, want_queue) == p->s[p->n].labels, "no %s first: %s",
-			  want_queue, l);
+		p->s[p->n].v = v;
 		p->n++;
 	}
 }

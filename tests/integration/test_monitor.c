@@ -4,9 +4,12 @@
  * read by the strict reader of prom.h, and by promtool when it is installed), run as the built
  * tool on queues the tests create.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +41,50 @@ static const char *queue_label(const char *q, char *buf, size_t sz)
 	snprintf(buf + o, sz - o, "\"");
 	return buf;
 }
+
+/* All of a file, NUL-terminated (to free): an exposition of every queue in /dev/shm has no fixed
+ * bound, and the machine's other users' queues are in it too. */
+static char *slurp(int fd)
+{
+	size_t len = 0, cap = 1 << 16;
+	char *buf = malloc(cap);
+	ssize_t n;
+	cr_assert(buf);
+	cr_assert(lseek(fd, 0, SEEK_SET) == 0);
+	while ((n = read(fd, buf + len, cap - len - 1)) > 0)
+		if ((len += (size_t)n) + 1 == cap)
+			cr_assert(buf = realloc(buf, cap *= 2));
+	cr_assert(n == 0);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* The stdout of the tool run with args (exit 0, nothing on stderr), however long (to free). */
+static char *tool_output(const char *const args[])
+{
+	char path[] = "/tmp/shmq-out-XXXXXX";
+	int fd = mkstemp(path), status;
+	cr_assert(fd >= 0);
+	unlink(path);
+	const char *argv[16] = {tool};
+	for (int i = 0; args[i] && i < 14; i++)
+		argv[i + 1] = args[i];
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		move_fd(fd, 1);
+		execv(tool, (char *const *)argv);
+		_exit(127);
+	}
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the tool failed: %d", status);
+	char *out = slurp(fd);
+	close(fd);
+	return out;
+}
+
+/* the samples of this suite's queues only (the reader checks every line all the same) */
+#define OUR_QUEUES "queue=\"shmq-test-monitor-"
 
 /* promtool, Prometheus's own reader, when it is on PATH: its verdict on text */
 static void promtool_accepts(const char *text)
@@ -88,16 +135,17 @@ Test(monitor, stat_prometheus_with_no_queue_named_or_all_covers_every_queue_and_
 	cr_assert(write(fd, "not a queue, just bytes", 23) == 23);
 	close(fd);
 	static struct prom p;
-	struct run r;
 	char la[400], lb[400], lj[400];
 	const char *const *forms[] = {ARGV("stat", "--prometheus"), ARGV("stat", "--all", "--prometheus")};
+	p.keep = OUR_QUEUES;
 	for (size_t i = 0; i < N_ELEMS(forms); i++) {
-		expect_ok(run_tool(&r, NULL, forms[i]), NULL);
+		char *out = tool_output(forms[i]);
 		/* other tests' queues come and go meanwhile: the exposition stays valid */
-		parse_prom(r.out, NULL, &p);
+		parse_prom(out, NULL, &p);
 		cr_expect(prom_value(&p, "shmq_sent_total", queue_label(a, la, sizeof(la))) == 2);
 		cr_expect(prom_value(&p, "shmq_capacity_slots", queue_label(b, lb, sizeof(lb))) == 4);
-		cr_expect(!strstr(r.out, queue_label(junk, lj, sizeof(lj))), "a foreign object was exported");
+		cr_expect(!strstr(out, queue_label(junk, lj, sizeof(lj))), "a foreign object was exported");
+		free(out);
 	}
 }
 
@@ -300,4 +348,182 @@ Test(monitor, check_health_usage_errors_exit_3_unknown_and_thresholds_need_healt
 	RUN(&r, NULL, "check", "--health", q, "--warn-depth", "9", "--max-depth", "5");
 	expect_exit(&r, 3);
 	expect_error(RUN(&r, NULL, "check", q, "--max-depth", "5"), 2, "apply only to --health");
+}
+
+/* ---- exporter -------------------------------------------------------------------------------- */
+
+/* A running `shmq exporter`, started on a port the kernel picks. */
+struct exporter {
+	pid_t pid;
+	int out; /* its stdout */
+	char url[128];
+};
+
+static void exporter_start(struct exporter *e, const char *const extra[])
+{
+	const char *args[16] = {tool, "exporter", "--listen", "127.0.0.1:0"};
+	int n = 4, fds[2];
+	for (int i = 0; extra && extra[i]; i++)
+		args[n++] = extra[i];
+	args[n] = NULL;
+	cr_assert(pipe(fds) == 0);
+	e->pid = fork();
+	cr_assert(e->pid >= 0);
+	if (e->pid == 0) {
+		move_fd(fds[1], 1);
+		execv(tool, (char *const *)args);
+		_exit(127);
+	}
+	close(fds[1]);
+	e->out = fds[0];
+	/* its first line: "shmq exporter: listening on http://127.0.0.1:PORT/metrics" */
+	char line[256];
+	size_t len = 0;
+	struct pollfd p = {.fd = e->out, .events = POLLIN};
+	while (len + 1 < sizeof(line) && (!len || line[len - 1] != '\n')) {
+		cr_assert(poll(&p, 1, RUN_LIMIT_MS) == 1, "the exporter says nothing");
+		ssize_t k = read(e->out, line + len, 1);
+		cr_assert(k == 1, "the exporter exited before listening");
+		len++;
+	}
+	line[len - 1] = '\0';
+	const char *u = strstr(line, "http://");
+	cr_assert(u && strstr(line, "listening on"), "first line: %s", line);
+	snprintf(e->url, sizeof(e->url), "%.*s", 7 + (int)strcspn(u + 7, "/"), u);
+}
+
+/* SIGTERM, then its exit status: it must exit at all before a 5 s alarm. */
+static int exporter_stop(struct exporter *e)
+{
+	int status = 0;
+	cr_assert(kill(e->pid, SIGTERM) == 0);
+	for (int i = 0; i < 500; i++) {
+		pid_t w = waitpid(e->pid, &status, WNOHANG);
+		if (w == e->pid) {
+			close(e->out);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		usleep(10000);
+	}
+	kill(e->pid, SIGKILL);
+	waitpid(e->pid, &status, 0);
+	close(e->out);
+	cr_assert_fail("the exporter did not stop within 5 s of SIGTERM");
+	return -1;
+}
+
+/* A scrape by curl: its HTTP status, content type and body. */
+struct scrape {
+	int status;
+	char type[128];
+	char *body; /* to free (scrape frees the previous one) */
+};
+
+static void scrape(const struct exporter *e, const char *path, struct scrape *s)
+{
+	char cmd[512], file[] = "/tmp/shmq-scrape-XXXXXX";
+	int fd = mkstemp(file);
+	cr_assert(fd >= 0);
+	snprintf(cmd, sizeof(cmd), "curl -sS --max-time 5 -o %s -w '%%{http_code} %%{content_type}' '%s%s'",
+		 file, e->url, path);
+	FILE *p = popen(cmd, "r");
+	cr_assert(p);
+	char head[256] = "";
+	size_t hl = fread(head, 1, sizeof(head) - 1, p);
+	head[hl] = '\0';
+	cr_assert(pclose(p) == 0, "`%s` failed: %s", cmd, head);
+	s->type[0] = '\0';
+	cr_assert(sscanf(head, "%d %127[^\n]", &s->status, s->type) >= 1, "curl said: %s", head);
+	free(s->body);
+	s->body = slurp(fd);
+	close(fd);
+	unlink(file);
+}
+
+Test(monitor, exporter_serves_every_queue_at_metrics_and_follows_queues_created_and_unlinked)
+{
+	const char *a = queue_with("a", "8", 2), *b = tq_name("b");
+	static struct scrape s;
+	static struct prom p;
+	struct exporter e;
+	struct run r;
+	char la[400], lb[400];
+	queue_label(a, la, sizeof(la));
+	queue_label(b, lb, sizeof(lb));
+
+	p.keep = OUR_QUEUES;
+	exporter_start(&e, NULL);
+	scrape(&e, "/metrics", &s);
+	cr_expect_eq(s.status, 200);
+	cr_expect(!strncmp(s.type, "text/plain; version=0.0.4", 25), "content type '%s'", s.type);
+	parse_prom(s.body, NULL, &p);
+	promtool_accepts(s.body);
+	cr_expect(prom_value(&p, "shmq_sent_total", la) == 2);
+	cr_expect(!strstr(s.body, lb), "b exists only later");
+
+	/* created after the start: on the next scrape */
+	expect_ok(RUN(&r, NULL, "create", b, "--capacity", "4"), "");
+	scrape(&e, "/metrics", &s);
+	parse_prom(s.body, NULL, &p);
+	cr_expect(prom_value(&p, "shmq_capacity_slots", lb) == 4);
+
+	/* unlinked: gone from the next scrape */
+	expect_ok(RUN(&r, NULL, "unlink", a), "");
+	scrape(&e, "/metrics", &s);
+	parse_prom(s.body, NULL, &p);
+	cr_expect(!strstr(s.body, la), "an unlinked queue is still exported");
+	cr_expect(prom_count(&p, "shmq_capacity_slots", lb) == 1);
+
+	scrape(&e, "/", &s);
+	cr_expect_eq(s.status, 404, "GET /");
+	scrape(&e, "/metrics/x", &s);
+	cr_expect_eq(s.status, 404, "GET /metrics/x");
+	cr_expect_eq(exporter_stop(&e), 0, "SIGTERM: exit 0");
+	free(s.body);
+}
+
+Test(monitor, exporter_with_queues_named_serves_only_those_that_exist)
+{
+	const char *a = queue_with("a", "8", 1), *b = queue_with("b", "4", 0), *c = tq_name("c");
+	static struct scrape s;
+	static struct prom p;
+	struct exporter e;
+	struct run r;
+	char la[400], lb[400], lc[400];
+	exporter_start(&e, ARGV(a, c));
+	scrape(&e, "/metrics", &s);
+	cr_expect_eq(s.status, 200);
+	parse_prom(s.body, NULL, &p);
+	cr_expect(prom_value(&p, "shmq_sent_total", queue_label(a, la, sizeof(la))) == 1);
+	cr_expect(!strstr(s.body, queue_label(b, lb, sizeof(lb))), "b was not named");
+	cr_expect(!strstr(s.body, queue_label(c, lc, sizeof(lc))), "c does not exist yet");
+	expect_ok(RUN(&r, NULL, "create", c, "--capacity", "2"), "");
+	scrape(&e, "/metrics", &s);
+	parse_prom(s.body, NULL, &p);
+	cr_expect(prom_value(&p, "shmq_capacity_slots", lc) == 2, "c, once created");
+	/* SIGINT stops it as cleanly */
+	cr_assert(kill(e.pid, SIGINT) == 0);
+	int status;
+	cr_assert(waitpid(e.pid, &status, 0) == e.pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGINT: exit 0");
+	close(e.out);
+	free(s.body);
+}
+
+Test(monitor, exporter_refuses_a_bad_listen_address_and_a_port_in_use_with_one_line)
+{
+	struct run r;
+	expect_error(RUN(&r, NULL, "exporter", "--listen", "9464"), 2, "want HOST:PORT");
+	expect_error(RUN(&r, NULL, "exporter", "--listen", "127.0.0.1:99999"), 2, "want HOST:PORT");
+	expect_error(RUN(&r, NULL, "exporter", "--listen", "no.such.host.invalid:9464"), 2, "--listen");
+
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 1) == 0);
+	cr_assert(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+	char listen_on[64];
+	snprintf(listen_on, sizeof(listen_on), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+	expect_error(RUN(&r, NULL, "exporter", "--listen", listen_on), 1, "the port is in use");
+	close(fd);
 }
