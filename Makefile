@@ -20,6 +20,11 @@ INCLUDEDIR ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 MANDIR ?= $(PREFIX)/share/man
 COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+# systemd's unit directory under PREFIX (/usr/lib/systemd/system for PREFIX=/usr; systemd also
+# loads /usr/local/lib/systemd/system); the units read their options from SYSCONFDIR/shmq/NAME.env
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+SYSTEMD_UNITS := shmq-watchdog@.service shmq-work@.service
 
 CC ?= cc
 AR ?= ar
@@ -165,6 +170,7 @@ test: all tests layers
 	$(Q)$(call run_tests,$(INTEG_BIN))
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/readme_example.sh)sh tests/readme_example.sh $(BUILD) $(TOOL))
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/man_completion.sh)bash tests/man_completion.sh $(BUILD) $(TOOL))
+	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/systemd_units.sh)sh tests/systemd_units.sh "$(MAKE)" $(BUILD))
 
 # no call cycle between the library's modules (docs/design.md, "Source layout")
 layers: $(LIB_OBJS)
@@ -333,6 +339,10 @@ install: $(LIB_A) $(LIB_SO) $(TOOL) man
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
 	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR) && for u in $(SYSTEMD_UNITS); do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' tools/systemd/$$u.in \
+			>$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+	done
 	$(Q)$(ldconfig_step)
 
 # Installed straight into the system (no DESTDIR) as root: the loader's cache learns the new
@@ -349,7 +359,8 @@ uninstall:
 		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
 		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq \
 		$(DESTDIR)$(MANDIR)/man1/shmq.1 $(DESTDIR)$(MANDIR)/man3/libshmq.3 $(DESTDIR)$(MANDIR)/man3/shmq_*.3 \
-		$(DESTDIR)$(COMPLETIONDIR)/shmq
+		$(DESTDIR)$(COMPLETIONDIR)/shmq \
+		$(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(SYSTEMD_UNITS))
 	$(Q)$(ldconfig_step)
 
 clean:
