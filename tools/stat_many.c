@@ -20,8 +20,10 @@ static int regular(const struct dirent *de)
 }
 
 /* Adds NAME's snapshot to m when NAME is a queue we can read. strict: otherwise print why and
- * return CLI_FAIL; else leave it out. */
-static int add(const char *cmd, const char *name, int strict, struct stat_many *m)
+ * return CLI_FAIL; else leave it out. named: give a creator that has not written the magic yet
+ * the library's grace; an object met in a listing gets none (as in `list`: a foreign object
+ * that starts with zeros must not stall every scrape). */
+static int add(const char *cmd, const char *name, int strict, int named, struct stat_many *m)
 {
 	struct stat_report *r = &m->r[m->n];
 	struct cli_owner owner;
@@ -32,7 +34,7 @@ static int add(const char *cmd, const char *name, int strict, struct stat_many *
 		if ((err = cli_view_open(cmd, name, &v, &owner)))
 			return err;
 	} else {
-		if (cli_obj_probe(name, 1, &o) != CLI_OBJ_QUEUE)
+		if (cli_obj_probe(name, named, &o) != CLI_OBJ_QUEUE)
 			return 0;
 		v = o.view;
 		owner = o.owner;
@@ -73,7 +75,7 @@ int stat_many_load(const char *cmd, char *const *names, size_t n, int strict, st
 			goto out;
 		}
 		size_t before = m->n;
-		if ((r = add(cmd, m->names[m->n], strict && names, m)))
+		if ((r = add(cmd, m->names[m->n], strict && names, names != NULL, m)))
 			goto out;
 		if (m->n == before) { /* left out: its name slot is reused */
 			free(m->names[m->n]);
