@@ -155,8 +155,8 @@ deps: $(DEPS_OK)
 # BINARY.log.  The run fails if Criterion fails, or if a sanitizer reported anything: LeakSanitizer
 # reports when a test process exits, after Criterion has already counted the test as passed.
 SAN_REPORT_RE := ERROR: [A-Za-z]+Sanitizer|WARNING: ThreadSanitizer|runtime error:
-# SHMQ_TOOL tells the CLI tests which shmq binary to run.
-run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
+# SHMQ_TOOL tells the CLI tests which shmq binary to run, SHMQ_PROMTOOL which promtool (below).
+run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) SHMQ_PROMTOOL=$(promtool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
 	rc=$$(cat $(1).rc); \
 	if [ "$$rc" -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $(1).log; then \
 		echo "  FAIL  $(1): sanitizer report (see $(1).log)"; rc=1; \
@@ -165,7 +165,7 @@ run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=supp
 
 # Criterion prints a "Synthesis:" line per binary; the first failing binary stops make.
 # then the README's C example, built each way the README gives (not in sanitizer builds)
-test: all tests layers
+test: all tests layers $(PROMTOOL_OK)
 	$(Q)$(call run_tests,$(UNIT_BIN))
 	$(Q)$(call run_tests,$(INTEG_BIN))
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/readme_example.sh)sh tests/readme_example.sh $(BUILD) $(TOOL))
@@ -179,7 +179,7 @@ layers: $(LIB_OBJS)
 unit: $(UNIT_BIN)
 	$(Q)$(call run_tests,$(UNIT_BIN))
 
-integration: $(INTEG_BIN) $(TOOL)
+integration: $(INTEG_BIN) $(TOOL) $(PROMTOOL_OK)
 	$(Q)$(call run_tests,$(INTEG_BIN))
 
 # producers and consumers in separate processes, then the crash story (demo-crash)
@@ -387,6 +387,25 @@ LIB_DEP_HEADERS := urcu.h
 DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev libmicrohttpd-dev pkg-config curl
 DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h microhttpd.h
 DEP_COMMANDS := pkg-config curl
+
+# promtool, Prometheus's own reader of the exposition format, for the tests of `stat --prometheus`
+# and `exporter` (they run it besides their own strict reader). Debian ships it only in the
+# prometheus package, whose installation starts a Prometheus server: unless promtool is on PATH,
+# the package is downloaded and unpacked into build/promtool, never installed. Without it (no
+# apt-get, no network) the tests say so and rely on their own reader.
+PROMTOOL_DIR := build/promtool
+PROMTOOL_OK := $(PROMTOOL_DIR)/.done
+promtool = $(or $(shell command -v promtool 2>/dev/null),$(wildcard $(abspath $(PROMTOOL_DIR))/usr/bin/promtool))
+$(PROMTOOL_OK):
+	$(Q)mkdir -p $(@D); \
+	if ! command -v promtool >/dev/null 2>&1 && [ ! -x $(@D)/usr/bin/promtool ]; then \
+		echo "  DEPS  promtool (Debian's prometheus package, unpacked into $(@D), not installed)"; \
+		get() { (cd $(@D) && apt-get download prometheus >/dev/null 2>&1 && \
+			dpkg -x prometheus_*.deb . && rm -f prometheus_*.deb); }; \
+		get || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq >/dev/null 2>&1 && get; } || \
+			echo "  DEPS  no promtool: the tests check the exposition with their own reader only"; \
+	fi; \
+	touch $@
 
 # $(call probe_deps,HEADERS,PACKAGES,COMMANDS): a shell step that installs PACKAGES when one of
 # HEADERS does not preprocess or one of COMMANDS is not on PATH. Headers are probed through the

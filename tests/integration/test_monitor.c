@@ -90,21 +90,31 @@ static char *tool_output(const char *const args[], unsigned alarm_s)
 /* the samples of this suite's queues only (the reader checks every line all the same) */
 #define OUR_QUEUES "queue=\"shmq-test-monitor-"
 
-/* promtool, Prometheus's own reader, when it is on PATH: its verdict on text */
+/* promtool, Prometheus's own reader: its verdict on text. make test passes its path in
+ * $SHMQ_PROMTOOL (on PATH, or unpacked from Debian's package); without one, the strict reader of
+ * prom.h is the only check, and the test says so. */
 static void promtool_accepts(const char *text)
 {
-	if (system("command -v promtool >/dev/null 2>&1"))
+	const char *promtool = getenv("SHMQ_PROMTOOL");
+	if (!promtool || !*promtool) {
+		cr_log_warn("no promtool ($SHMQ_PROMTOOL): the exposition is checked by prom.h only");
 		return;
+	}
 	char path[] = "/tmp/shmq-prom-XXXXXX";
 	int fd = mkstemp(path);
 	cr_assert(fd >= 0);
 	cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
 	close(fd);
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "promtool check metrics <%s >/dev/null 2>&1", path);
-	int rc = system(cmd);
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "'%s' check metrics <%s 2>&1", promtool, path);
+	FILE *p = popen(cmd, "r");
+	cr_assert(p);
+	char said[1024] = "";
+	size_t n = fread(said, 1, sizeof(said) - 1, p);
+	said[n] = '\0';
+	int rc = pclose(p);
 	unlink(path);
-	cr_expect(rc == 0, "promtool check metrics rejects the exposition");
+	cr_expect(rc == 0, "promtool check metrics rejects the exposition: %s", said);
 }
 
 Test(monitor, stat_prometheus_of_two_queues_is_one_exposition_with_each_family_once)
