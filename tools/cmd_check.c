@@ -99,11 +99,14 @@ int cmd_check(int argc, char **argv)
 		return cli_error(CLI_USAGE, cmd, "--max-* and --warn-* apply only to --health");
 	if (o.health) {
 		const struct health_limit *l[] = {&o.lim.depth, &o.lim.age_ms, &o.lim.dead};
+		static const char *const what[] = {"depth", "age-ms", "dead"};
 		for (int i = 0; i < 3; i++)
 			if (l[i]->warn != HEALTH_NONE && l[i]->crit != HEALTH_NONE && l[i]->warn > l[i]->crit)
 				return health_usage(argc, argv,
 						    cli_error(CLI_USAGE, cmd,
-							      "a --warn-* threshold above its --max-* one"));
+							      "--warn-%s %llu is above --max-%s %llu",
+							      what[i], (unsigned long long)l[i]->warn,
+							      what[i], (unsigned long long)l[i]->crit));
 		r = health_check(a.name, &o.lim);
 		int f = cli_flush_stdout(cmd);
 		return f ? HEALTH_UNKNOWN : r;

@@ -394,6 +394,7 @@ Test(monitor, check_health_usage_errors_exit_3_unknown_and_thresholds_need_healt
 	cr_expect(strstr(r.err, "--max-depth must be a whole number"), "%s", r.err);
 	RUN(&r, NULL, "check", "--health", q, "--warn-depth", "9", "--max-depth", "5");
 	expect_exit(&r, 3);
+	cr_expect(strstr(r.err, "--warn-depth 9 is above --max-depth 5"), "%s", r.err);
 	expect_error(RUN(&r, NULL, "check", q, "--max-depth", "5"), 2, "apply only to --health");
 }
 
