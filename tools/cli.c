@@ -154,12 +154,13 @@ int cli_parse_names(const char *cmd, int argc, char **argv, const struct option 
 		at += optind;
 		if (at >= argc)
 			break;
-		if ((r = cli_check_name(cmd, argv[at])))
+		if ((r = cli_check_name(cmd, argv[at])) || (r = cli_check_entry(cmd, argv[at])))
 			goto fail;
 		v[(*n)++] = argv[at];
 		if (dashdash) { /* everything after "--" is a NAME */
 			while (++at < argc) {
-				if ((r = cli_check_name(cmd, argv[at])))
+				if ((r = cli_check_name(cmd, argv[at])) ||
+				    (r = cli_check_entry(cmd, argv[at])))
 					goto fail;
 				v[(*n)++] = argv[at];
 			}
