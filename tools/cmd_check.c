@@ -6,6 +6,7 @@
  * repaired here (a reclaim pass, `shmq watchdog --once`, repairs what a crash leaves behind).
  */
 #include <errno.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "cli.h"
@@ -21,6 +22,7 @@ enum {
 	O_WARN_DEPTH,
 	O_WARN_AGE,
 	O_WARN_DEAD,
+	O_CHECK_JSON,
 };
 
 static const struct option check_opts[] = {
@@ -31,12 +33,13 @@ static const struct option check_opts[] = {
 	{"warn-depth", required_argument, NULL, O_WARN_DEPTH},
 	{"warn-age-ms", required_argument, NULL, O_WARN_AGE},
 	{"warn-dead", required_argument, NULL, O_WARN_DEAD},
+	{"json", no_argument, NULL, O_CHECK_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
 
 struct check_opts {
-	int health, thresholds;
+	int health, thresholds, json;
 	struct health_limits lim;
 };
 
@@ -52,8 +55,8 @@ static int check_opt(const char *cmd, int opt, const char *arg, void *ctx)
 		&o->lim.depth.crit, &o->lim.age_ms.crit, &o->lim.dead.crit,
 		&o->lim.depth.warn, &o->lim.age_ms.warn, &o->lim.dead.warn,
 	};
-	if (opt == O_HEALTH) {
-		o->health = 1;
+	if (opt == O_HEALTH || opt == O_CHECK_JSON) {
+		*(opt == O_HEALTH ? &o->health : &o->json) = 1;
 		return 0;
 	}
 	o->thresholds = 1;
@@ -72,16 +75,22 @@ static int health_usage(int argc, char **argv, int r)
 
 struct findings {
 	unsigned errors, warnings;
+	json_t *list; /* --json: the findings, else NULL (each printed as it comes) */
+	int oom;
 };
 
 static void on_finding(void *ctx, int severity, const char *what)
 {
 	struct findings *f = ctx;
+	const char *sev = severity == SHMQ_CHECK_ERROR ? "error" : "warning";
 	if (severity == SHMQ_CHECK_ERROR)
 		f->errors++;
 	else
 		f->warnings++;
-	printf("%s: %s\n", severity == SHMQ_CHECK_ERROR ? "error" : "warning", what);
+	if (!f->list)
+		printf("%s: %s\n", sev, what);
+	else if (json_array_append_new(f->list, json_pack("{s:s, s:s}", "severity", sev, "what", what)))
+		f->oom = 1;
 }
 
 int cmd_check(int argc, char **argv)
@@ -97,6 +106,11 @@ int cmd_check(int argc, char **argv)
 		return health_usage(argc, argv, r);
 	if (o.thresholds && !o.health)
 		return cli_error(CLI_USAGE, cmd, "--max-* and --warn-* apply only to --health");
+	if (o.json && o.health)
+		return health_usage(argc, argv,
+				    cli_error(CLI_USAGE, cmd, "--json does not apply to --health"));
+	if (o.json && !(f.list = json_array()))
+		return cli_error(CLI_FAIL, cmd, "out of memory");
 	if (o.health) {
 		const struct health_limit *l[] = {&o.lim.depth, &o.lim.age_ms, &o.lim.dead};
 		static const char *const what[] = {"depth", "age-ms", "dead"};
@@ -113,11 +127,24 @@ int cmd_check(int argc, char **argv)
 	}
 	const char *shown = cli_bare_name(a.name);
 	int n = shmq_check_name(a.name, on_finding, &f);
+	if (n < 0)
+		json_decref(f.list);
 	if (n == -ENOENT)
 		return cli_error(CLI_FAIL, cmd, "no such queue '%s'", a.name);
 	if (n < 0)
 		return cli_error(CLI_FAIL, cmd, "cannot check '%s': %s", a.name, cli_strerror(n));
-	if (f.errors)
+	if (f.list) {
+		json_t *root = json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "schema", "shmq.check/1", "queue",
+					 shown, "sound", !f.errors, "errors", (json_int_t)f.errors,
+					 "warnings", (json_int_t)f.warnings, "findings", f.list);
+		if (!root || f.oom) {
+			json_decref(root);
+			return cli_error(CLI_FAIL, cmd, "out of memory building the JSON");
+		}
+		json_dumpf(root, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(root);
+	} else if (f.errors)
 		printf("%s: %u error%s, %u warning%s: the segment is corrupt\n", shown, f.errors,
 		       f.errors == 1 ? "" : "s", f.warnings, f.warnings == 1 ? "" : "s");
 	else if (f.warnings)

@@ -141,10 +141,12 @@ static const struct cli_cmd cmds[] = {
 	 "    --hex                the whole payload as a hex dump under each row\n"
 	 "    --json               one JSON object: {queue, waiting, messages: [...]}\n"},
 	{"check", cmd_check,
-	 "check NAME\n"
+	 "check NAME [--json]\n"
 	 "    Check the segment's consistency (fsck): header, every slot's state word, the ticket\n"
 	 "    counters, participant records and counters that must agree. Prints each finding,\n"
-	 "    then a verdict. Read-only; on a live queue, findings in slots that change while\n"
+	 "    then a verdict (--json: one object, schema \"shmq.check/1\": sound, errors,\n"
+	 "    warnings and the findings, each with its severity). Read-only; on a live queue, findings in "
+	 "slots that change while\n"
 	 "    checked are re-read, so traffic is not reported. Exit status 0: sound (warnings,\n"
 	 "    such as leases of a dead process a reclaim pass will requeue, allowed); 3: errors\n"
 	 "    (the segment is corrupt); 1: could not check.\n"

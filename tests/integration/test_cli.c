@@ -1129,4 +1129,14 @@ Test(cli, set_changes_a_live_queues_settings_and_refuses_bad_ones_changing_nothi
 	cr_expect(strstr(r.out, "\"schema\": \"shmq.set/1\"") && strstr(r.out, "\"dlq_max\": 8"), "%s",
 		  r.out);
 	expect_ok(RUN(&r, NULL, "check", q), NULL);
+	json_t *o[2];
+	expect_ok(RUN(&r, NULL, "check", q, "--json"), NULL);
+	json_error_t e;
+	o[0] = json_loads(r.out, 0, &e);
+	cr_assert(json_is_object(o[0]), "check --json: %s (%s)", r.out, e.text);
+	cr_expect_str_eq(jstr(o[0], "schema"), "shmq.check/1");
+	cr_expect(json_is_true(json_object_get(o[0], "sound")));
+	cr_expect_eq(jget(o[0], "errors"), 0);
+	cr_expect(json_is_array(json_object_get(o[0], "findings")));
+	json_decref(o[0]);
 }
