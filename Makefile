@@ -116,6 +116,10 @@ TSAN_BINS := $(patsubst test_%.c,$(BUILD)/tests/tsan-%,$(notdir $(TSAN_SRCS)))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 SUITE_BINS := $(SUITE_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK := $(BUILD)/.deps-ok
+# promtool for the exposition tests (see its rule below); defined here, before the rules that
+# name it as a prerequisite (make expands those as it reads them)
+PROMTOOL_DIR := build/promtool
+PROMTOOL_OK := $(PROMTOOL_DIR)/.done
 LIB_DEPS_OK := $(BUILD)/.lib-deps-ok
 
 LIB_CFLAGS := -DSHMQ_BUILD -fvisibility=hidden -Isrc
@@ -393,8 +397,6 @@ DEP_COMMANDS := pkg-config curl
 # prometheus package, whose installation starts a Prometheus server: unless promtool is on PATH,
 # the package is downloaded and unpacked into build/promtool, never installed. Without it (no
 # apt-get, no network) the tests say so and rely on their own reader.
-PROMTOOL_DIR := build/promtool
-PROMTOOL_OK := $(PROMTOOL_DIR)/.done
 promtool = $(or $(shell command -v promtool 2>/dev/null),$(wildcard $(abspath $(PROMTOOL_DIR))/usr/bin/promtool))
 $(PROMTOOL_OK):
 	$(Q)mkdir -p $(@D); \
