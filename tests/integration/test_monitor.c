@@ -98,7 +98,8 @@ static void promtool_accepts(const char *text)
 	const char *promtool = getenv("SHMQ_PROMTOOL");
 	if (!promtool || !*promtool) {
 		/* a note, not cr_log_warn: Criterion makes the run's exit status 1 for a warning */
-		fprintf(stderr, "note: no promtool ($SHMQ_PROMTOOL): the exposition is checked by prom.h only\n");
+		fprintf(stderr,
+			"note: no promtool ($SHMQ_PROMTOOL): the exposition is checked by prom.h only\n");
 		return;
 	}
 	char path[] = "/tmp/shmq-prom-XXXXXX";
