@@ -3,7 +3,7 @@
 # The manual pages and the bash completion cover what the tool and the library have: `make
 # install` (into a scratch DESTDIR) puts them in place; shmq.1 has a section for every subcommand
 # of `shmq help` and names each of its options; libshmq.3 documents every function the public
-# headers declare, each with a page of its own; groff renders both without a warning (when it is
+# headers declare, each with a page of its own (its prototype and comment); groff renders both without a warning (when it is
 # there); the completion offers every subcommand, and for each one every option of its --help.
 # usage: tests/man_completion.sh BUILD-DIR SHMQ-TOOL
 set -euo pipefail
@@ -32,6 +32,7 @@ functions=$(sed -n 's/^[a-z].*[ *]\(shmq_[a-z_0-9]*\)(.*/\1/p' include/shmq.h in
 for f in $functions; do
 	grep -q "^\.SS $f\$" "$man3/libshmq.3" || fail "libshmq.3 does not document $f"
 	[[ -f $man3/$f.3 ]] || fail "no page $f.3"
+	grep -q "$f(" "$man3/$f.3" || fail "$f.3 does not give the prototype of $f"
 done
 if command -v groff >/dev/null 2>&1; then
 	for p in "$man1" "$man3/libshmq.3"; do

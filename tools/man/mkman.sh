@@ -58,7 +58,13 @@ esc() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
 	printf '.SH "SEE ALSO"\n.BR shmq (1)\n'
 } >"$out/man3/libshmq.3"
 
-# one page per function, sourcing the whole API page
-for f in $(sed -n 's/^\.SS \(shmq_[a-z_0-9]*\)$/\1/p' "$out/man3/libshmq.3"); do
-	printf '.so man3/libshmq.3\n' >"$out/man3/$f.3"
-done
+# one page per function: its prototype and its comment, from libshmq.3's section of it
+awk -v out="$out/man3" -v date="$date" -v version="$version" '
+	function close_page() { if (page) { printf ".SH \"SEE ALSO\"\n.BR libshmq (3),\n.BR shmq (1)\n" >page; close(page) } }
+	/^\.SH "SEE ALSO"/ { close_page(); page = ""; exit }
+	/^\.SS shmq_/ { close_page(); name = $2; page = out "/" name ".3"
+		printf ".TH %s 3 %s \"shmq %s\" \"Library Functions Manual\"\n.SH NAME\n%s \\- part of libshmq\n", toupper(name), date, version, name >page
+		printf ".SH SYNOPSIS\n" >page; state = 1; next }
+	page && state == 1 && /^\.fi$/ { print >page; printf ".SH DESCRIPTION\n" >page; state = 2; next }
+	page { print >page }
+	END { close_page() }' "$out/man3/libshmq.3"
