@@ -295,6 +295,10 @@ int cli_flush_stdout(const char *cmd)
 	errno = 0;
 	if (fflush(stdout) == 0 && !ferror(stdout))
 		return 0;
+	/* the reader left (`shmq list | head`): what it did not read it did not want; as a tool that
+	 * SIGPIPE would end silently, say nothing, but do not claim success either */
+	if (errno == EPIPE)
+		return CLI_FAIL;
 	return cli_error(CLI_FAIL, cmd, "cannot write to standard output: %s",
 			 errno ? strerror(errno) : "write error");
 }

@@ -184,8 +184,8 @@ int cli_check_entry(const char *cmd, const char *name);
  * *owner (when not NULL) with the object's owner and mode. */
 int cli_view_open(const char *cmd, const char *name, shmq_view_t **v, struct cli_owner *owner);
 
-/* Flushes stdout; on a write error (EPIPE included: SIGPIPE is ignored) prints it and returns
- * CLI_FAIL. */
+/* Flushes stdout; on a write error prints it and returns CLI_FAIL. EPIPE (the reader left:
+ * SIGPIPE is ignored) returns CLI_FAIL without a word, as SIGPIPE would have ended us. */
 int cli_flush_stdout(const char *cmd);
 
 /* Installs fn (or SIG_DFL) for SIGINT and SIGTERM, without SA_RESTART, so that the signal also

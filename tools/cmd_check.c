@@ -63,13 +63,13 @@ static int check_opt(const char *cmd, int opt, const char *arg, void *ctx)
 	return cli_opt_range(cmd, names[opt - O_MAX_DEPTH], arg, 0, UINT32_MAX, at[opt - O_MAX_DEPTH]);
 }
 
-/* check --health NAME: after a usage error too, a monitoring system must read UNKNOWN (3), not
- * the CRITICAL that exit status 2 means to it */
+/* check --health NAME: after a usage error too, or a NAME that is a directory or a link, a
+ * monitoring system must read UNKNOWN (3), not the CRITICAL or WARNING of exit status 2 or 1 */
 static int health_usage(int argc, char **argv, int r)
 {
 	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
 		if (!strcmp(argv[i], "--health"))
-			return r == CLI_USAGE ? HEALTH_UNKNOWN : r;
+			return r == CLI_USAGE || r == CLI_FAIL ? HEALTH_UNKNOWN : r;
 	return r;
 }
 

@@ -255,6 +255,11 @@ int cmd_create(int argc, char **argv)
 	if (r)
 		return cli_error(CLI_FAIL, cmd, "cannot create queue '%s': %s", a.name, cli_strerror(r));
 	shmq_close(q);
+	if (cfg.mode & 0002)
+		fprintf(stderr,
+			"shmq: create: warning: '%s' is writable by every user: processes refuse to open it "
+			"unless they trust its owner (--trust-owner; see \"Who may open a queue\")\n",
+			cli_bare_name(a.name));
 	return ca.json ? print_created(cmd, a.name) : CLI_OK;
 }
 
@@ -447,7 +452,7 @@ int cmd_set(int argc, char **argv)
 	int given = 0;
 	for (size_t i = 0; i < NSETTINGS; i++)
 		given += *setting_of(&ca.cfg, i) != UNSET;
-	if (!given)
+	if (!given && !ca.json)
 		return cli_error(CLI_USAGE, cmd,
 				 "nothing to change: give at least one of --lease-ms, "
 				 "--max-deliveries, --retry-base-ms, --retry-max-ms, "
@@ -473,7 +478,7 @@ int cmd_set(int argc, char **argv)
 			      now.capacity);
 		goto out;
 	}
-	if ((r = shmq_settings_update(q, &now))) {
+	if (given && (r = shmq_settings_update(q, &now))) {
 		r = cli_error(CLI_FAIL, cmd, "cannot change the settings of '%s': %s", a.name,
 			      cli_strerror(r));
 		goto out;

@@ -488,7 +488,8 @@ int cmd_work(int argc, char **argv)
 			(unsigned long long)ws.skipped_done);
 	else
 		fprintf(stderr,
-			"shmq: work: stopped by %s: %llu message%s: %llu acked, %llu retried, %llu rejected, "
+			"shmq: work: stopped by %s: %llu message%s: %llu acked, %llu retried or "
+			"dead-lettered, %llu rejected, "
 			"%llu lost leases, %llu given back at shutdown%s\n",
 			stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)ws.received,
 			ws.received == 1 ? "" : "s", (unsigned long long)ws.acked,

@@ -238,7 +238,8 @@ static const struct cli_cmd cmds[] = {
 	 "    create). Every process using the queue acts on them from its next receive, settle\n"
 	 "    or reclaim pass, each checking them first; leases already given keep their\n"
 	 "    deadlines. Prints each setting, new and old.\n"
-	 "    --json               one object, schema \"shmq.set/1\": the six settings as now\n" TRUST_HELP},
+	 "    --json               one object, schema \"shmq.set/1\": the six settings as now\n"
+	 "                         (alone: as they are, changing nothing)\n" TRUST_HELP},
 	{"purge", cmd_purge,
 	 "purge NAME [--count N] [--json]\n"
 	 "    Delete the messages that are due (ready, or past their retry delay), oldest first,\n"

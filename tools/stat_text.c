@@ -126,6 +126,4 @@ void stat_print_text(const struct stat_report *r)
 	for (size_t i = 0; i < stat_ntotals; i++)
 		num(stat_totals[i].label, stat_value(st, &stat_totals[i]));
 	num("next message id", st->next_id);
-	printf("latency\n");
-	printf("  %-24s not recorded by this segment layout\n", "enqueue-to-ack");
 }

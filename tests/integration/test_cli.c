@@ -820,7 +820,9 @@ Test(cli, a_queue_of_another_user_is_refused_naming_its_owner_mode_and_the_optio
 	SKIP_UNLESS_ROOT();
 	const char *q = tq_name(NULL);
 	struct run r;
-	expect_ok(RUN(&r, NULL, "create", q, "--mode", "0666"), "");
+	expect_exit(RUN(&r, NULL, "create", q, "--mode", "0666"), 0);
+	cr_expect(strstr(r.err, "warning") && strstr(r.err, "writable by every user"), "no warning: %s",
+		  r.err);
 	give_away(q, 61001, 61010, 0666);
 	const char *why =
 		"belongs to another user, uid 61001, gid 61010, mode 0666; pass --trust-owner 61001 "
@@ -846,7 +848,7 @@ Test(cli, two_users_the_victims_send_into_a_squatted_name_is_refused_unless_it_t
 	const char *q = tq_name(NULL);
 	struct run r;
 	run_as = 61001;
-	expect_ok(RUN(&r, NULL, "create", q, "--mode", "0666"), "");
+	expect_exit(RUN(&r, NULL, "create", q, "--mode", "0666"), 0); /* warns: world-writable */
 	run_as = 61002;
 	expect_error(RUN(&r, NULL, "send", q, "card 4111-1111"), 1,
 		     "belongs to another user, uid 61001, gid 61001, mode 0666; pass --trust-owner 61001");
@@ -893,7 +895,7 @@ Test(cli, an_own_world_writable_queue_is_refused_until_its_owner_is_trusted)
 		snprintf(me, sizeof(me), "%u", (unsigned)geteuid());
 	snprintf(why, sizeof(why), "is yours but writable by every user (mode 0666); pass --trust-owner %s",
 		 me);
-	expect_ok(RUN(&r, NULL, "create", q, "--mode", "0666"), "");
+	expect_exit(RUN(&r, NULL, "create", q, "--mode", "0666"), 0); /* warns: world-writable */
 	expect_error(RUN(&r, NULL, "send", q, "x"), 1, why);
 	expect_ok(RUN(&r, NULL, "send", q, "--trust-owner", me, "x"), "");
 	/* 0660: shared with the group on purpose, which is the owner's to decide */
@@ -1139,4 +1141,29 @@ Test(cli, set_changes_a_live_queues_settings_and_refuses_bad_ones_changing_nothi
 	cr_expect_eq(jget(o[0], "errors"), 0);
 	cr_expect(json_is_array(json_object_get(o[0], "findings")));
 	json_decref(o[0]);
+}
+
+/* A reader that leaves early (`shmq peek q | head -n 1`) ends the tool quietly: no "Broken pipe"
+ * line on stderr, as a tool that SIGPIPE ends would say nothing. 4096 messages make peek write
+ * far more than a pipe holds, so it is still writing when head leaves. */
+Test(cli, a_reader_leaving_early_gets_no_broken_pipe_message)
+{
+	const char *q = tq_name(NULL);
+	struct run r;
+	expect_ok(RUN(&r, NULL, "create", q, "--capacity", "4096"), "");
+	static char lines[4096 * 101 + 1];
+	size_t len = 0;
+	for (int i = 0; i < 4096; i++)
+		len += (size_t)snprintf(lines + len, sizeof(lines) - len, "%0100d\n", i);
+	expect_ok(RUN(&r, lines, "send", q), "");
+	char cmd[1024]; /* peek's stderr only: its stdout goes to head */
+	snprintf(cmd, sizeof(cmd), "{ '%s' peek '%s' --count 4096 --hex | head -n 1 >/dev/null; } 2>&1", tool,
+		 q);
+	FILE *f = popen(cmd, "r");
+	cr_assert(f);
+	char out[8192] = "";
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	pclose(f);
+	cr_expect(!strstr(out, "Broken pipe") && !strstr(out, "cannot write"), "%s", out);
 }

@@ -385,6 +385,16 @@ Test(monitor, check_health_exits_3_unknown_for_a_missing_foreign_or_corrupt_queu
 	RUN(&r, NULL, "check", "--health", q, "--max-depth", "100");
 	expect_health(&r, 3, status("UNKNOWN", q, ""));
 	cr_expect(strstr(r.out, "truncated"), "%s", r.out);
+
+	/* a directory or a link where the queue would be: UNKNOWN too, not WARNING (exit 1) */
+	char dir[TQ_NAME_LEN + 16], link[TQ_NAME_LEN + 16];
+	const char *names[2];
+	tq_make_dir_and_link(dir, link, names);
+	for (int i = 0; i < 2; i++) {
+		RUN(&r, NULL, "check", "--health", names[i]);
+		expect_exit(&r, 3);
+	}
+	tq_remove_dir_and_link(dir, link);
 }
 
 Test(monitor, check_health_usage_errors_exit_3_unknown_and_thresholds_need_health)

@@ -43,11 +43,13 @@ done
 start=$(now_us)
 
 sleep 0.3
-echo "while they run, shmq stat (it reads the queue without attaching):"
-"$shmq" stat "$name" | awk '/^depth/ { d = 1; next } /^[a-z]/ { d = 0 } /^participants/ { p = 1; next }
-	d && /^  (ready|in flight) / { sub(/^ +/, ""); gsub(/ +/, " "); printf "  %s\n", $0 }
-	p && /attached/ { sub(/^ +/, ""); gsub(/ +/, " "); printf "  %s\n", $0; p = 0 }'
-
+echo "while they run, shmq stat (it reads the queue without attaching): the consumers keep up"
+"$shmq" stat "$name" | awk '/^[a-z]/ { sec = $1 } { v = $NF }
+	sec == "depth" && /^  ready / { ready = v } sec == "depth" && /^  in flight / { infl = v }
+	sec == "totals" && /^  sent / { sent = v } sec == "totals" && /^  acked / { acked = v }
+	sec == "participants" && /^  attached / { alive = $4 }
+	END { printf "  %s sent and %s acked so far; %s ready, %s in flight; %s processes attached\n",
+		sent, acked, ready, infl, alive }'
 status=0
 for ((p = 1; p <= producers; p++)); do
 	if wait "${prod_pid[p]}"; then prod_rc[p]=0; else prod_rc[p]=$? && status=1; fi
