@@ -411,10 +411,12 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);
  * between the -EAGAIN and the arm: a message published after the receive looked makes the arm
  * return 1, or the descriptor readable once armed. Readability may be spurious (another consumer
  * took the message first, a safety-net timer fired): receive with timeout 0 and arm again. It is
- * never a busy loop: on an empty queue an armed descriptor turns readable only on the safety
- * net, about once a second (a producer killed between its publish and its wake-up, or a consumer
- * woken and killed before it took the message, must not leave a waiter asleep for ever), or when
- * a redelivery or a recovery pass comes due, as often as a sleeping shmq_recv would wake.
+ * never a busy loop: an arm that would answer 1 again while no receive of this handle has found
+ * anything since its last 1 (another consumer is always first, the handle is at its prefetch
+ * limit) answers 0 and looks again 1 ms later; on an empty queue an armed descriptor turns
+ * readable only on the safety net, about once a second (a producer killed between its publish and its
+ *wake-up, or a consumer woken and killed before it took the message, must not leave a waiter asleep for
+ *ever), or when a redelivery or a recovery pass comes due, as often as a sleeping shmq_recv would wake.
  * Waiting costs nothing on sends and receives that do not wait: a producer pays a wake-up (a
  * datagram to the waiter) only when a waiter is armed, as for a receiver asleep in shmq_recv.
  *
@@ -429,8 +431,11 @@ int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);
  * registers the handle as a waiter, then looks at the queue once more: 1 if a receive may find
  * something now (receive again, do not wait), 0 when armed (wait for readability), or -errno
  * (those of shmq_fd). Calls of several threads on one handle are safe but share one descriptor:
- * a loop per handle is the intended use. Only receiving is covered: a producer that finds the
- * queue full retries with a timeout (shmq_send's own wait).
+ * a loop per handle is the intended use. Only receiving is covered: there is no "room to send"
+ * readiness; a producer that finds the queue full waits in shmq_send, bounded by its timeout.
+ * After fork() the child's copy of the handle is foreign (-ECHILD, see shmq_open): it must not
+ * wait on the inherited descriptor (the parent's wake-ups go to it), and its shmq_close closes
+ * only its copies, leaving the parent's descriptor and socket file working.
  */
 int shmq_fd(shmq_t *q);
 int shmq_fd_arm(shmq_t *q);
