@@ -259,6 +259,7 @@ Test(fd, a_waiter_killed_while_armed_does_not_take_a_live_waiters_wake_up)
 	cr_expect(readable(fd, BOUND_MS), "the dead waiter took the only wake-up");
 	cr_expect_eq(shmq_test_fd_pending(w) & 1, 1);
 	cr_expect_eq(exit_code(pid), 0);
+	shmq_reclaim(q, NULL); /* frees the dead waiter's record, and removes its socket file */
 	shmq_close(w);
 	shmq_close(q);
 }
