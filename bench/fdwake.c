@@ -54,13 +54,7 @@ static void cleanup(void)
 {
 	if (getpid() != parent_pid)
 		return;
-	for (unsigned i = 0; i < nkids; i++)
-		if (kids[i] > 0) {
-			kill(kids[i], SIGKILL);
-			waitpid(kids[i], NULL, 0);
-			kids[i] = 0;
-		}
-	nkids = 0;
+	bench_kill_kids(kids, &nkids);
 	if (name[0])
 		shmq_unlink(name);
 	name[0] = 0;
