@@ -58,7 +58,7 @@ static int by_name(const void *a, const void *b)
 	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
 }
 
-/* The names of the entries of SHM_DIR but . and .., sorted; *n of them. -errno on failure. */
+/* The names of the entries of SHM_DIR but the hidden ones, sorted; *n of them. -errno on failure. */
 static int read_dir(struct entry **out, size_t *n)
 {
 	DIR *d = opendir(SHM_DIR);
@@ -69,7 +69,8 @@ static int read_dir(struct entry **out, size_t *n)
 	int err = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+		/* hidden entries: . and .., and the descriptors' sockets of shmq_fd (.shmq-fd-*) */
+		if (de->d_name[0] == '.')
 			continue;
 		if (len == cap) {
 			size_t ncap = cap ? 2 * cap : 16;
