@@ -91,8 +91,9 @@ TSAN_OBJS := $(patsubst %.c,$(OBJ)/tsan/%.o,$(notdir $(TSAN_SRCS)))
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 SUITE_OBJS := $(SUITE_SRCS:%.c=$(OBJ)/%.o)
 PEER_OBJS := $(PEER_SRCS:%.c=$(OBJ)/%.o) $(PEER_CXX_SRCS:%.cc=$(OBJ)/%.o)
+PY_OBJ := $(OBJ)/python/_shmq.o
 ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
-	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS)
+	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS) $(PY_OBJ)
 
 LIB_A := $(BUILD)/libshmq.a
 LIB_SO := $(BUILD)/libshmq.so
@@ -126,10 +127,12 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: python python-test all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
-all: lib tool
+# the Python package is built in the plain build only (an extension of a sanitized library would
+# need the sanitizer runtime preloaded into the interpreter)
+all: lib tool $(if $(SAN),,python)
 lib: $(LIB_A) $(LIB_SO)
 tool: $(TOOL)
 tests: $(UNIT_BIN) $(INTEG_BIN)
@@ -151,6 +154,7 @@ run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=supp
 test: all tests layers
 	$(Q)$(call run_tests,$(UNIT_BIN))
 	$(Q)$(call run_tests,$(INTEG_BIN))
+	$(Q)$(if $(SAN),true,$(MAKE) python-test)
 
 # no call cycle between the library's modules (docs/design.md, "Source layout")
 layers: $(LIB_OBJS)
@@ -192,6 +196,50 @@ tsan-run: $(TSAN_BINS)
 	fi; \
 	[ $$rc -eq 0 ] || exit $$rc; \
 	done
+
+# ---- Python package (bindings/python) -----------------------------------------------------------
+# The extension shmq/_shmq*.so links the library's PIC objects in, so build/python runs as it is
+# (PYTHONPATH=build/python) and installs with no libshmq.so beside it. Debian's /usr/bin/python3,
+# not whatever python3 is first on PATH: Debian's python3-pytest and python3-zmq belong to it.
+PYTHON ?= /usr/bin/python3
+PY_PACKAGES := python3-dev python3-pytest
+py_var = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("$(1)") or "")' 2>/dev/null)
+PY_EXT_SUFFIX := $(call py_var,EXT_SUFFIX)
+PY_INCLUDE := $(call py_var,INCLUDEPY)
+PY_VERSION := $(call py_var,py_version_short)
+# where make install puts the package: a directory on the interpreter's sys.path for PREFIX
+PY_SITEDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PY_VERSION)/dist-packages)
+PY_DIR := $(BUILD)/python
+PY_EXT := $(PY_DIR)/shmq/_shmq$(PY_EXT_SUFFIX)
+PY_SRCS := $(sort $(wildcard bindings/python/shmq/*.py))
+PY_FILES := $(PY_SRCS:bindings/python/%=$(PY_DIR)/%)
+PY_DEPS_OK := $(BUILD)/.py-deps-ok
+# PYTEST_ARGS: e.g. PYTEST_ARGS='-k asyncio -v'
+PYTEST_ARGS ?=
+
+python: $(PY_EXT) $(PY_FILES)
+
+python-test: python $(TOOL)
+	$(Q)$(call msg,RUN,pytest bindings/python/tests)SHMQ_TOOL=$(abspath $(TOOL)) PYTHONPATH=$(abspath $(PY_DIR)) \
+		PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -q -p no:cacheprovider bindings/python/tests $(PYTEST_ARGS)
+
+$(PY_DEPS_OK): Makefile | $(DEPS_OK)
+	$(Q)if [ ! -f '$(PY_INCLUDE)/Python.h' ] || ! $(PYTHON) -c 'import pytest' >/dev/null 2>&1; then \
+		echo "  DEPS  missing: Python headers or pytest for $(PYTHON)"; \
+		$(call apt_install,$(PY_PACKAGES)); \
+	fi; \
+	mkdir -p $(@D) && touch $@
+
+$(PY_OBJ): bindings/python/shmq/_shmq.c | $(PY_DEPS_OK)
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -fPIC -fvisibility=hidden \
+		-isystem $(PY_INCLUDE) -c -o $@ $<
+
+$(PY_EXT): $(PY_OBJ) $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(PY_OBJ) $(PIC_OBJS) \
+		$(LIB_LIBS)
+
+$(PY_DIR)/shmq/%.py: bindings/python/shmq/%.py
+	$(Q)mkdir -p $(@D) && cp $< $@
 
 # ---- fuzzing -----------------------------------------------------------------------------------
 # The libFuzzer target tests/fuzz/fuzz_inspect.c, built by clang against the library sources, runs
@@ -240,7 +288,7 @@ $(FUZZ_DEPS_OK):
 # The peers' libraries, servers and gnuplot are installed like the other dependencies; one that
 # cannot be installed is reported, and the harness then lists its transport as skipped with the
 # reason. make re-runs itself after the install so that the link sees what is there now.
-BENCH_PACKAGES := libzmq3-dev libboost-dev iceoryx libiceoryx-binding-c-dev libhiredis-dev libnats-dev \
+BENCH_PACKAGES := python3-zmq libzmq3-dev libboost-dev iceoryx libiceoryx-binding-c-dev libhiredis-dev libnats-dev \
 	redis-server nats-server gnuplot-nox
 BENCH_DEPS_OK := $(BUILD)/.bench-deps-ok
 # -lNAME for each peer library the linker finds
@@ -292,7 +340,7 @@ $(BENCH_DEPS_OK): | $(DEPS_OK)
 	fi; \
 	mkdir -p $(@D) && touch $@
 
-FORMAT_FILES = $(sort $(shell find src include tools tests bench -name '*.[ch]' -o -name '*.cc' 2>/dev/null))
+FORMAT_FILES = $(sort $(shell find src include tools tests bench bindings -name '*.[ch]' -o -name '*.cc' 2>/dev/null))
 
 format:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) -i $(FORMAT_FILES),true)
@@ -301,7 +349,7 @@ format-check:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES),true)
 
 # shmq.pc is generated at install time so that it always matches PREFIX/LIBDIR/INCLUDEDIR.
-install: $(LIB_A) $(LIB_SO) $(TOOL)
+install: $(LIB_A) $(LIB_SO) $(TOOL) python
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(Q)$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libshmq.a
@@ -313,6 +361,9 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
 	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PY_SITEDIR)/shmq)$(INSTALL) -d $(DESTDIR)$(PY_SITEDIR)/shmq && \
+		$(INSTALL) -m 644 $(PY_FILES) $(DESTDIR)$(PY_SITEDIR)/shmq/ && \
+		$(INSTALL) -m 644 $(PY_EXT) $(DESTDIR)$(PY_SITEDIR)/shmq/
 
 uninstall:
 	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
@@ -320,6 +371,7 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
 		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
 		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
+	$(Q)rm -rf $(DESTDIR)$(PY_SITEDIR)/shmq
 
 clean:
 	$(Q)$(call msg,CLEAN,build build-asan build-tsan)rm -rf build build-asan build-tsan
