@@ -16,6 +16,7 @@ the Verdict and Duplicate types.
 
 import asyncio
 import enum
+import errno
 import time
 
 from . import _shmq
@@ -112,7 +113,7 @@ class AsyncQueue:
         """Receives one message; None if none came within timeout seconds (None: no limit)."""
         q = self.queue
         if not HAVE_FD:
-            raise ShmqError(38, "this libshmq has no shmq_fd: asyncio needs it")
+            raise ShmqError(errno.ENOSYS, "this libshmq has no shmq_fd: asyncio receives need it")
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = q.fileno()
         while True:
@@ -207,7 +208,8 @@ class Worker(_shmq.Worker):
         except KeyboardInterrupt:
             pass
         finally:
-            self.stop()
+            if self.state == 0:  # a second stop would end the grace period
+                self.stop()
             self.join()
 
 
