@@ -127,7 +127,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: python python-test all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: python python-test demo-python all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 # the Python package is built in the plain build only (an extension of a sanitized library would
@@ -222,6 +222,11 @@ python: $(PY_EXT) $(PY_FILES)
 python-test: python $(TOOL)
 	$(Q)$(call msg,RUN,pytest bindings/python/tests)SHMQ_TOOL=$(abspath $(TOOL)) PYTHONPATH=$(abspath $(PY_DIR)) \
 		PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -q -p no:cacheprovider bindings/python/tests $(PYTEST_ARGS)
+
+# a Python producer feeding `shmq work`, then `shmq send` feeding a Python worker
+demo-python: all
+	$(Q)$(call msg,DEMO,tools/demo/python.sh)PYTHONPATH=$(abspath $(PY_DIR)) PYTHON=$(PYTHON) \
+		bash tools/demo/python.sh $(abspath $(TOOL))
 
 $(PY_DEPS_OK): Makefile | $(DEPS_OK)
 	$(Q)if [ ! -f '$(PY_INCLUDE)/Python.h' ] || ! $(PYTHON) -c 'import pytest' >/dev/null 2>&1; then \

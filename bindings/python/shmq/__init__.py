@@ -175,7 +175,7 @@ class Worker(_shmq.Worker):
     valid until the handler returns.
 
     A context manager: starts on enter; on exit stops, lets running handlers finish (grace_ms) and
-    joins. run() starts and blocks until KeyboardInterrupt (or stop() from another thread)."""
+    joins (stats() still answers after it). run() starts and blocks until KeyboardInterrupt (or stop() from another thread)."""
 
     def __new__(cls, queue, handler, threads=1, poll_ms=100, grace_ms=-1, dedup=False):
         def call(msg):
@@ -197,8 +197,7 @@ class Worker(_shmq.Worker):
 
     def __exit__(self, *exc):
         self.stop()
-        self.join()
-        self.close()
+        self.join()  # stats() still answers; close() (or the last reference) frees
 
     def run(self):
         self.start()
