@@ -127,7 +127,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: python python-test demo-python all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: python python-test demo-python bench-python all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 # the Python package is built in the plain build only (an extension of a sanitized library would
@@ -308,9 +308,18 @@ BENCH_ARGS ?=
 BENCH_OUT ?= $(BUILD)/bench-results
 bench: $(BENCH_DEPS_OK)
 	$(Q)$(MAKE) bench-run BENCH_MODE=
+	$(Q)$(MAKE) bench-python BENCH_MODE=
 
 bench-quick: $(BENCH_DEPS_OK)
 	$(Q)$(MAKE) bench-run BENCH_MODE=--quick
+	$(Q)$(MAKE) bench-python BENCH_MODE=--quick
+
+# shmq from Python against multiprocessing.Queue, multiprocessing.Pipe and pyzmq ipc:// (and the
+# binding techniques' per-call cost), printed and kept in $(BENCH_OUT)/python.txt
+bench-python: python $(LIB_SO)
+	$(Q)$(call msg,RUN,bench/python/bench.py $(BENCH_MODE))mkdir -p $(BENCH_OUT) && \
+		PYTHONPATH=$(abspath $(PY_DIR)) $(PYTHON) bench/python/bench.py $(BENCH_MODE) \
+		--lib $(abspath $(LIB_SO)) | tee $(BENCH_OUT)/python.txt
 
 bench-crash: $(BENCH_DEPS_OK)
 	$(Q)$(MAKE) bench-crash-run

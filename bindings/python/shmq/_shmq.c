@@ -1900,6 +1900,42 @@ static PyObject *mod_register(PyObject *mod, PyObject *arg)
 	Py_RETURN_NONE;
 }
 
+/* For bench.py: n receives (timeout 0) and acks in a C loop on queue q, the figure Python's
+ * q.recv(0).ack() is held against. Returns the nanoseconds taken; stops early (ShmqError) if the
+ * queue runs dry. */
+static PyObject *mod_bench_recv_ack(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+	(void)mod;
+	if (nargs != 2 || !PyObject_TypeCheck(args[0], &QueueType)) {
+		PyErr_SetString(PyExc_TypeError, "_bench_recv_ack(queue, n)");
+		return NULL;
+	}
+	QueueObject *q = (QueueObject *)args[0];
+	long n = PyLong_AsLong(args[1]);
+	if ((n == -1 && PyErr_Occurred()) || queue_check(q) < 0)
+		return NULL;
+	struct timespec a, b;
+	int r = 0;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (long i = 0; i < n && r == 0; i++) {
+		struct shmq_msg m;
+		r = shmq_recv(q->q, &m, 0);
+		if (r == 0)
+			r = shmq_ack(q->q, &m);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (r < 0)
+		return raise_err(r, NULL);
+	return PyLong_FromLongLong((long long)(b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
+}
+
+/* For bench.py: the cost of calling a METH_NOARGS function and nothing else. */
+static PyObject *mod_noop(PyObject *mod, PyObject *unused)
+{
+	(void)mod, (void)unused;
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
 	{"unlink", mod_unlink, METH_O,
 	 "unlink(name)\nRemoves queue NAME; processes that have it open keep working."},
@@ -1915,6 +1951,8 @@ static PyMethodDef module_methods[] = {
 	{"check", mod_check, METH_O,
 	 "check(name) -> list of (severity, text)\nshmq check: the consistency findings for queue NAME."},
 	{"_register_duplicate", mod_register, METH_O, NULL},
+	{"_bench_recv_ack", (PyCFunction)(void (*)(void))mod_bench_recv_ack, METH_FASTCALL, NULL},
+	{"_noop", mod_noop, METH_NOARGS, NULL},
 	{NULL, NULL, 0, NULL},
 };
 
