@@ -139,12 +139,19 @@ typedef struct {
 
 static PyTypeObject QueueType, MessageType, WorkerType;
 
-static void queue_unuse(QueueObject *self)
+/* Detaches once close() was called and nothing uses the mapping any more. */
+static void queue_maybe_close(QueueObject *self)
 {
-	if (--self->users == 0 && self->closing && self->q) {
+	if (self->users == 0 && self->closing && self->q) {
 		shmq_close(self->q);
 		self->q = NULL;
 	}
+}
+
+static void queue_unuse(QueueObject *self)
+{
+	self->users--;
+	queue_maybe_close(self);
 }
 
 static int queue_check(QueueObject *self)
@@ -159,7 +166,9 @@ static int queue_check(QueueObject *self)
 /* Runs fn(ctx, timeout) with the shmq semantics of timeout_ms: a first try with the GIL held and
  * no wait (the common case of a message or a free slot being there costs no GIL release), then
  * waits without the GIL in slices of SLICE_MS, looking for signals between slices so that ^C
- * interrupts a blocking receive. Returns fn's result, or INT_MIN with a Python exception set. */
+ * interrupts a blocking receive. Returns fn's result, or INT_MIN with a Python exception set.
+ * A close() from another thread meanwhile does not detach: the caller wraps what it received
+ * (each message holds the mapping), then calls queue_maybe_close. */
 typedef int (*shmq_call_fn)(shmq_t *q, void *ctx, int timeout_ms);
 
 static int call_waiting(QueueObject *self, shmq_call_fn fn, void *ctx, int timeout_ms)
@@ -182,7 +191,7 @@ static int call_waiting(QueueObject *self, shmq_call_fn fn, void *ctx, int timeo
 		Py_BEGIN_ALLOW_THREADS
 			r = fn(q, ctx, slice);
 		Py_END_ALLOW_THREADS
-		queue_unuse(self);
+		self->users--;
 		if (r != -EAGAIN)
 			return r;
 		if (PyErr_CheckSignals() < 0)
@@ -490,6 +499,7 @@ static PyObject *queue_send(QueueObject *self, PyObject *const *args, Py_ssize_t
 	if (queue_check(self) < 0 || parse_timeout(a[1], &t) < 0 || get_bytes(a[0], &b, &s.data, &s.len) < 0)
 		return NULL;
 	int r = call_waiting(self, do_send, &s, t);
+	queue_maybe_close(self);
 	put_bytes(&b);
 	if (send_failed(r))
 		return NULL;
@@ -512,6 +522,7 @@ static PyObject *queue_send_routed(QueueObject *self, PyObject *const *args, Py_
 		return NULL;
 	}
 	int r = call_waiting(self, do_send_routed, &s, t);
+	queue_maybe_close(self);
 	put_bytes(&b);
 	put_bytes(&rb);
 	if (send_failed(r))
@@ -540,6 +551,7 @@ static PyObject *queue_send_keyed(QueueObject *self, PyObject *const *args, Py_s
 		return NULL;
 	}
 	int r = call_waiting(self, do_send_keyed, &s, t);
+	queue_maybe_close(self);
 	put_bytes(&b);
 	put_bytes(&kb);
 	put_bytes(&rb);
@@ -583,6 +595,7 @@ static PyObject *queue_send_batch(QueueObject *self, PyObject *const *args, Py_s
 			goto out;
 	struct send_ctx s = {.iov = iov, .n = (unsigned)n};
 	int r = call_waiting(self, do_send_batch, &s, t);
+	queue_maybe_close(self);
 	if (!send_failed(r))
 		ret = PyLong_FromLong(r);
 out:
@@ -650,6 +663,23 @@ static void message_dealloc(MessageObject *self)
 
 static int do_recv(shmq_t *q, void *c, int t) { return shmq_recv(q, c, t); }
 
+/* A receive's result r as Python: the message (holding the mapping), None for -EAGAIN, or NULL
+ * with an exception; then detaches if close() came while it waited. */
+static PyObject *queue_received(QueueObject *self, int r, const struct shmq_msg *m)
+{
+	PyObject *ret;
+	if (r == INT_MIN)
+		ret = NULL;
+	else if (r == -EAGAIN)
+		ret = Py_NewRef(Py_None);
+	else if (r < 0)
+		ret = raise_err(r, NULL);
+	else
+		ret = (PyObject *)message_new(self, m, MSG_OPEN);
+	queue_maybe_close(self);
+	return ret;
+}
+
 static PyObject *queue_recv(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	static const char *const names[] = {"timeout_ms"};
@@ -660,14 +690,7 @@ static PyObject *queue_recv(QueueObject *self, PyObject *const *args, Py_ssize_t
 		return NULL;
 	if (queue_check(self) < 0 || parse_timeout(a[0], &t) < 0)
 		return NULL;
-	int r = call_waiting(self, do_recv, &m, t);
-	if (r == INT_MIN)
-		return NULL;
-	if (r == -EAGAIN)
-		Py_RETURN_NONE;
-	if (r < 0)
-		return raise_err(r, NULL);
-	return (PyObject *)message_new(self, &m, MSG_OPEN);
+	return queue_received(self, call_waiting(self, do_recv, &m, t), &m);
 }
 
 struct recv_batch_ctx {
@@ -725,6 +748,7 @@ static PyObject *queue_recv_batch(QueueObject *self, PyObject *const *args, Py_s
 		PyList_SET_ITEM(list, i, (PyObject *)msg);
 	}
 out:
+	queue_maybe_close(self);
 	PyMem_Free(b.m);
 	return list;
 }
@@ -739,14 +763,11 @@ static PyObject *queue_iternext(QueueObject *self)
 	if (queue_check(self) < 0)
 		return NULL;
 	int r = call_waiting(self, do_recv, &m, -1);
-	if (r == INT_MIN) {
-		if (self->closing && PyErr_ExceptionMatches(PyExc_ValueError))
-			PyErr_Clear();
-		return NULL;
-	}
-	if (r < 0)
-		return raise_err(r, NULL);
-	return (PyObject *)message_new(self, &m, MSG_OPEN);
+	PyObject *msg = queue_received(self, r, &m);
+	/* closed while waiting: the end of the iteration, not an error */
+	if (!msg && r == INT_MIN && self->closing && PyErr_ExceptionMatches(PyExc_ValueError))
+		PyErr_Clear();
+	return msg;
 }
 
 static PyObject *queue_iter(QueueObject *self)

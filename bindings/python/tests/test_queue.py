@@ -209,3 +209,27 @@ def test_set_prefetch_limits_the_messages_held(queue):
     queue.set_prefetch(2)
     assert len(queue.recv_batch(10, timeout_ms=0)) == 2
     assert queue.recv(0) is None
+
+
+def test_a_message_received_while_another_thread_closes_the_queue_stays_readable(qname):
+    import threading
+    with shmq.Queue.create(qname, capacity=16) as q, shmq.Queue.open(qname) as other:
+        got = []
+
+        def receive():
+            try:
+                got.append(q.recv(timeout_ms=5000))
+            except ValueError:  # the wait saw the close first
+                got.append(None)
+
+        t = threading.Thread(target=receive)
+        t.start()
+        time.sleep(0.2)  # the receive waits without the GIL
+        q.close()  # while it waits: the handle must stay mapped for what it brings back
+        other.send(b"arrived after close")
+        t.join()
+        msg = got[0]
+        if msg is not None:
+            assert bytes(msg.payload) == b"arrived after close"
+            msg.ack()
+        assert q.closed
