@@ -235,8 +235,11 @@ def throughput(t, n):
     t0 = time.perf_counter()
     start.set()
     end = done.get()
-    p.join()
-    c.join()
+    for proc in (p, c):  # a zmq producer may hang in its context's term: the figure is taken
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
     t.teardown()
     return n / (end - t0)
 
@@ -254,24 +257,38 @@ def round_trip(t, n):
     if isinstance(t, Zmq):
         t.ready.wait()
     lat = sorted(t.ping(n + 100)[100:])  # the first 100 warm up
-    e.join()
+    e.join(5)
+    if e.is_alive():
+        e.kill()
+        e.join()
     t.teardown()
     return lat[len(lat) // 2] / 1000, lat[len(lat) * 99 // 100] / 1000
 
 
 # ---- in-process: Python vs C recv+ack, and the binding techniques -----------------------------------
 
-def _per_call_ns(fn, n):
-    t = time.perf_counter_ns()
-    fn(n)
-    return (time.perf_counter_ns() - t) / n
+CHUNK = 16384  # messages per refill of the in-process queue (its capacity is 4 chunks)
+
+
+def _per_call_ns(fn, n, q=None):
+    """ns per iteration of fn(k) over n iterations; with q, refilled with k messages before each
+    timed chunk of k."""
+    total = 0
+    for done in range(0, n, CHUNK):
+        k = min(CHUNK, n - done)
+        for i in range(0, k if q is not None else 0, 1024):  # send_batch takes 1024 at most
+            assert q.send_batch([PAYLOAD] * min(1024, k - i), 0) == min(1024, k - i)
+        t = time.perf_counter_ns()
+        fn(k)
+        total += time.perf_counter_ns() - t
+    return total / n
 
 
 def recv_ack_costs(n, rounds):
     """ns per recv(0)+ack: Python through the extension, the same loop in C, and two empty calls."""
     name = shmq_names("inproc")
     py, c, call = [], [], []
-    with shmq.Queue.create(name, capacity=1 << 16, slot_size=128) as q:
+    with shmq.Queue.create(name, capacity=4 * CHUNK, slot_size=128) as q:
         def py_loop(k):
             recv = q.recv
             for _ in range(k):
@@ -284,12 +301,9 @@ def recv_ack_costs(n, rounds):
                 f()
 
         for _ in range(rounds):
-            for _ in range(0, n, 1024):
-                q.send_batch([PAYLOAD] * 1024)
-            py.append(_per_call_ns(py_loop, n))
-            for _ in range(0, n, 1024):
-                q.send_batch([PAYLOAD] * 1024)
-            c.append(_shmq._bench_recv_ack(q, n) / n)
+            py.append(_per_call_ns(py_loop, n, q))
+            # one Python call per chunk of C loop: its cost is spread over 16384 messages
+            c.append(_per_call_ns(lambda k: _shmq._bench_recv_ack(q, k), n, q))
             call.append(_per_call_ns(noop_loop, n))
     shmq.unlink(name)
     return statistics.median(py), statistics.median(c), statistics.median(call)
@@ -326,7 +340,7 @@ def binding_costs(n, rounds, libpath):
         clib = ffi.dlopen(libpath)
     except ImportError:
         ffi = None
-    with shmq.Queue.create(name, capacity=1 << 16, slot_size=128) as q:
+    with shmq.Queue.create(name, capacity=4 * CHUNK, slot_size=128) as q:
         qp = ctypes.c_void_p()
         assert lib.shmq_open(name.encode(), ctypes.byref(qp)) == 0
         if ffi:
@@ -375,9 +389,7 @@ def binding_costs(n, rounds, libpath):
         for _ in range(rounds):
             for label, call, recv in cands:
                 rows[label][0].append(_per_call_ns(call, n))
-                for _ in range(0, n, 1024):
-                    q.send_batch([PAYLOAD] * 1024)
-                rows[label][1].append(_per_call_ns(recv, n))
+                rows[label][1].append(_per_call_ns(recv, n, q))
         if ffi:
             clib.shmq_close(cq)
         lib.shmq_close(qp)
