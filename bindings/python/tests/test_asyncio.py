@@ -103,3 +103,64 @@ def test_without_shmq_fd_fileno_and_async_recv_raise_enosys(queue):
     with pytest.raises(shmq.ShmqError) as e:
         run(shmq.AsyncQueue(queue).recv())
     assert e.value.errno == errno.ENOSYS
+
+
+class FakeDescriptor:
+    """A queue whose fileno()/arm() follow shmq_fd's contract with a pipe: arm drains it and
+    says 1 when a message is there; a send to an armed queue writes one byte. It proves the
+    asyncio layer's loop against the contract without the library's descriptor."""
+
+    def __init__(self, q):
+        import os
+        self.q, self.closed = q, False
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.armed, self.arms = False, 0
+
+    def fileno(self):
+        return self.r
+
+    def recv(self, timeout_ms):
+        return self.q.recv(timeout_ms)
+
+    def arm(self):
+        import os
+        self.arms += 1
+        try:
+            os.read(self.r, 4096)
+        except BlockingIOError:
+            pass
+        self.armed = True
+        return self.q.stats()["ready"] > 0
+
+    def send(self, data):
+        import os
+        self.q.send(data)
+        if self.armed:
+            self.armed = False
+            os.write(self.w, b"!")
+
+
+def test_async_receives_follow_the_descriptor_contract_without_a_busy_loop(queue):
+    fake = FakeDescriptor(queue)
+
+    def produce():
+        for i in range(5):
+            time.sleep(0.05)
+            fake.send(b"%d" % i)
+
+    async def consume():
+        got = []
+        threading.Thread(target=produce).start()
+        async for msg in shmq.AsyncQueue(fake):
+            got.append(bytes(msg))
+            msg.ack()
+            if len(got) == 5:
+                break
+        assert await shmq.AsyncQueue(fake).recv(timeout=0.1) is None
+        return got
+
+    assert run(consume()) == [b"0", b"1", b"2", b"3", b"4"]
+    # one arm per wait (and per receive that found nothing), not one per loop turn: 0.35 s of
+    # waiting on a busy loop would arm thousands of times
+    assert 5 <= fake.arms <= 14, fake.arms
