@@ -127,7 +127,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: python python-test demo-python bench-python all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: python python-build python-test demo-python bench-python all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 # the Python package is built in the plain build only (an extension of a sanitized library would
@@ -217,7 +217,12 @@ PY_DEPS_OK := $(BUILD)/.py-deps-ok
 # PYTEST_ARGS: e.g. PYTEST_ARGS='-k asyncio -v'
 PYTEST_ARGS ?=
 
-python: $(PY_EXT) $(PY_FILES)
+# make runs itself again once the dependencies are there: the interpreter's paths and suffix are
+# read when the Makefile is parsed, and a fresh machine may have had no python3 before.
+python: $(PY_DEPS_OK)
+	$(Q)$(MAKE) python-build
+
+python-build: $(PY_EXT) $(PY_FILES)
 
 python-test: python $(TOOL)
 	$(Q)$(call msg,RUN,pytest bindings/python/tests)SHMQ_TOOL=$(abspath $(TOOL)) PYTHONPATH=$(abspath $(PY_DIR)) \
