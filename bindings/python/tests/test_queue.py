@@ -190,6 +190,21 @@ def test_ack_done_records_the_work_so_a_redelivery_is_done(queue):
     assert queue.done_check(b"other") and not queue.done_check(b"never")
 
 
+def test_is_done_says_a_message_whose_key_was_recorded_done_needs_no_work(queue):
+    queue.send_keyed(b"job-10", b"x")
+    m = queue.recv(0)
+    queue.done_mark(b"job-10")  # as a consumer that died after the work, before its ack, did
+    assert m.is_done()
+    m.ack()
+
+
+def test_a_batch_whose_first_message_finds_no_room_raises_full(qname):
+    with shmq.Queue.create(qname, capacity=2) as q:
+        q.send_batch([b"1", b"2"])
+        with pytest.raises(shmq.Full):
+            q.send_batch([b"3"], timeout_ms=0)
+
+
 def test_stats_and_the_inspection_views_are_dicts(queue, qname):
     queue.send(b"first")
     queue.send(b"second")
