@@ -110,3 +110,14 @@ def test_run_returns_after_stop_from_another_thread(queue):
     w.run()
     assert w.state == 1
     w.close()
+
+
+def test_a_dedup_worker_acks_work_recorded_done_without_calling_the_handler(queue):
+    calls = []
+    queue.send_keyed(b"done-already", b"x")
+    queue.done_mark(b"done-already")
+    queue.send_keyed(b"fresh", b"y")
+    with shmq.Worker(queue, lambda msg: calls.append(msg.key), dedup=True) as w:
+        assert _wait_for(lambda: w.stats()["acked"] + w.stats()["skipped_done"] == 2)
+    assert calls == [b"fresh"] and w.stats()["skipped_done"] == 1
+    assert queue.done_check(b"fresh")  # the ACK verdict was applied with ack_done
