@@ -58,11 +58,12 @@ def test_await_send_and_recv_move_messages_without_blocking_the_loop(qname):
             await asyncio.sleep(0.05)
             assert not sender.done()
             first = await aq.recv()
+            kept = bytes(first)
             first.ack()
             await sender
             rest = [await aq.recv() for _ in range(4)]
             t.cancel()
-            return ticks, bytes(first), [bytes(m) for m in rest]
+            return ticks, kept, [bytes(m) for m in rest]
 
     ticks, first, rest = run(main())
     assert ticks > 5 and first == b"0" and rest == [b"1", b"2", b"3", b"fifth"]
