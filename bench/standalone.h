@@ -5,8 +5,10 @@
 #define SHMQ_BENCH_STANDALONE_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "shmq.h"
@@ -24,6 +26,18 @@ static inline int bench_cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 	return (x > y) - (x < y);
+}
+
+/* SIGKILLs and reaps the children kids[0..*n) (entries 0 are skipped), then *n = 0. */
+static inline void bench_kill_kids(pid_t *kids, unsigned *n)
+{
+	for (unsigned i = 0; i < *n; i++)
+		if (kids[i] > 0) {
+			kill(kids[i], SIGKILL);
+			waitpid(kids[i], NULL, 0);
+			kids[i] = 0;
+		}
+	*n = 0;
 }
 
 static inline void bench_die(const char *prog, const char *what, int err)

@@ -45,12 +45,7 @@ static void cleanup(void)
 {
 	if (getpid() != parent_pid)
 		return;
-	for (unsigned i = 0; i < nkids; i++)
-		if (kids[i] > 0) {
-			kill(kids[i], SIGKILL);
-			waitpid(kids[i], NULL, 0);
-			kids[i] = 0;
-		}
+	bench_kill_kids(kids, &nkids);
 	if (name[0])
 		shmq_unlink(name);
 }
@@ -145,12 +140,7 @@ static double killed(unsigned sleepers, unsigned n)
 	for (unsigned i = 0; i < sleepers; i++)
 		spawn_consumer(0);
 	await_asleep(q, sleepers, 0);
-	for (unsigned i = 0; i < nkids; i++) {
-		kill(kids[i], SIGKILL);
-		waitpid(kids[i], NULL, 0);
-		kids[i] = 0;
-	}
-	nkids = 0;
+	bench_kill_kids(kids, &nkids);
 	double t0 = 0;
 	for (unsigned i = 0; i < WARMUP + n; i++) {
 		if (i == WARMUP)

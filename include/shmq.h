@@ -392,6 +392,70 @@ const char *shmq_dead_reason_str(unsigned reason);
 /* Sets the lease deadline to now + lease_ms (lease_ms <= 0: config.lease_ms). -ESTALE if lost. */
 int shmq_extend(shmq_t *q, struct shmq_msg *m, int lease_ms);
 
+/*
+ * Event loops. shmq_fd() gives a descriptor to wait on with poll, epoll, select or any loop built
+ * on them (libuv, libev, asyncio, tokio); shmq_fd_arm() makes it report the next message. The loop:
+ *
+ *	for (;;) {
+ *		r = shmq_recv(q, &m, 0);
+ *		if (r != -EAGAIN)
+ *			break;                   // a message (or an error): handle it, then loop again
+ *		if (shmq_fd_arm(q) == 0)
+ *			wait until shmq_fd(q) is readable (POLLIN / EPOLLIN), no timeout needed;
+ *	}
+ *
+ * Readable means: a receive may find a message due for this handle (a first delivery, a
+ * redelivery that came due, a message a recovery pass requeued). It is level-triggered between two
+ * arms: the descriptor stays readable until the next shmq_fd_arm() drains it, so reading it is
+ * never needed and EPOLLET works too, provided the loop arms after every -EAGAIN. Nothing is lost
+ * between the -EAGAIN and the arm: a message published after the receive looked makes the arm
+ * return 1, or the descriptor readable once armed. Readability may be spurious (another consumer
+ * took the message first, a safety-net timer fired): receive with timeout 0 and arm again. It is
+ * never a busy loop: an arm that would answer 1 again while no receive of this handle has found
+ * anything since its last 1 (another consumer is always first, the handle is at its prefetch
+ * limit) answers 0 and looks again 1 ms later; on an empty queue an armed descriptor turns
+ * readable only on the safety net, about once a second (a producer killed between its publish and its
+ *wake-up, or a consumer woken and killed before it took the message, must not leave a waiter asleep for
+ *ever), or when a redelivery or a recovery pass comes due, as often as a sleeping shmq_recv would wake.
+ * Waiting costs nothing on sends and receives that do not wait: a producer pays a wake-up (a
+ * datagram to the waiter) only when a waiter is armed, as for a receiver asleep in shmq_recv.
+ *
+ * shmq_fd: the descriptor (>= 0), created on the first call and owned by the handle: do not close
+ * it; shmq_close closes it and removes its socket file. O_CLOEXEC. It is an epoll instance holding
+ * a Unix datagram socket bound in /dev/shm (a hidden file ".shmq-fd-...", mode as the queue's;
+ * recovery removes the file of a participant that died) and a timer; all participants must see
+ * one /dev/shm (they do: they share the segment). Thread-safe. -ECHILD on a handle inherited
+ * across fork(), -EMFILE/-ENFILE/-ENOMEM, -EACCES if /dev/shm refuses the socket file.
+ *
+ * shmq_fd_arm: call after a receive returned -EAGAIN, before waiting. Drains the descriptor,
+ * registers the handle as a waiter, then looks at the queue once more: 1 if a receive may find
+ * something now (receive again, do not wait), 0 when armed (wait for readability), or -errno
+ * (those of shmq_fd). Calls of several threads on one handle are safe but share one descriptor:
+ * a loop per handle is the intended use. Only receiving is covered: there is no "room to send"
+ * readiness; a producer that finds the queue full waits in shmq_send, bounded by its timeout.
+ * After fork() the child's copy of the handle is foreign (-ECHILD, see shmq_open): it must not
+ * wait on the inherited descriptor (the parent's wake-ups go to it), and its shmq_close closes
+ * only its copies, leaving the parent's descriptor and socket file working.
+ */
+int shmq_fd(shmq_t *q);
+int shmq_fd_arm(shmq_t *q);
+
+/*
+ * Waiting on several queues at once, from one thread without descriptors. Blocks until one of
+ * qs[0..n) may have a message for its handle (as shmq_fd readability above), at most timeout_ms
+ * (-1: forever). Returns the index of such a queue (the look starts at a different queue on each
+ * call, so a busy queue does not hide the others), -EAGAIN on timeout, -EINVAL if n is 0 or above
+ * SHMQ_WAIT_ANY_MAX or a handle is NULL, -ECHILD if a handle is inherited across fork(). It does
+ * not receive: receive from that queue with timeout 0 (-EAGAIN there: another consumer was first,
+ * wait again). Nothing is lost: a message published after the call last looked wakes it. Sleeps
+ * with futex_waitv (Linux >= 5.16) on every queue's data word, registered as a sleeping receive
+ * would be, and like it looks again at least once a second (the same safety net) and when a
+ * redelivery or recovery pass comes due. Where the kernel lacks futex_waitv (ENOSYS) it polls
+ * instead, with sleeps of at most 1 ms between looks.
+ */
+#define SHMQ_WAIT_ANY_MAX 128
+int shmq_wait_any(shmq_t *const *qs, unsigned n, int timeout_ms);
+
 /* One recovery pass over the whole queue, callable by any participant, any time, concurrently
  * with everything (each repair is one CAS, so two passes never requeue a message twice):
  * requeues leases past their deadline or whose owner process died (kernel lock probe), retires

@@ -95,6 +95,13 @@ struct shmq {
 	uint32_t dedup_mask;
 	uint32_t dedup_window_ms;
 	int32_t pid;
+	uint64_t created_ns; /* the segment's, as validated at open: names its socket files (event.c) */
+	/* event.c: shmq_fd's epoll instance, its socket and timer (+1 each; 0: none yet), created
+	 * under ev_lock; the unbound socket this handle's wake-ups are sent from (+1; 0: none) */
+	_Atomic int ev_fd, ev_sock, ev_timer, ev_tx;
+	_Atomic int ev_lock;
+	/* the receive count when shmq_fd_arm last answered 1 (UINT64_MAX: it answered 0) */
+	_Atomic uint64_t ev_ready_at;
 	char name[SHMQ_NAME_MAX + 2];
 	struct shmq *fork_prev, *fork_next; /* this process's attached handles (registry.c) */
 };

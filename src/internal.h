@@ -7,7 +7,9 @@
 
 #include "clock.h"
 #include "dlq.h"
+#include "event.h"
 #include "fault.h"
+#include "fdwake.h"
 #include "handle.h"
 #include "lane.h"
 #include "lanes.h"

@@ -294,8 +294,15 @@ struct shmq_hdr {
 	/* dead slots the slices of the receivers' reclaim pass saw so far: its last slice checks the
 	 * hints against them */
 	_Atomic uint32_t reclaim_dead;
+	/* descriptor waiters (event.c): bit i set while participant i's shmq_fd is armed (it also
+	 * registered in data_sleepers, so a publish calls shmq_wake). A waker takes a bit (atomic)
+	 * before it sends that waiter its datagram; a waiter killed while armed leaves its bit to
+	 * the next wake-up, which takes it. Any bit names a record index < SHMQ_MAX_PARTICIPANTS, so
+	 * a corrupted word costs spurious datagrams, nothing else */
+	_Alignas(SHMQ_CACHELINE) _Atomic uint64_t fd_waiters[SHMQ_MAX_PARTICIPANTS / 64];
 };
 static_assert(sizeof(struct shmq_hdr) <= SHMQ_HDR_SIZE, "header fits its page");
+static_assert(SHMQ_MAX_PARTICIPANTS % 64 == 0, "fd_waiters covers every record index");
 
 /*
  * The dedup table: dedup_entries entries of 128 B (the word, the key and its message id) in groups

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fdwake.h"
 #include "handle.h"
 #include "registry.h"
 #include "wait.h"
@@ -298,4 +299,10 @@ void shmq_assignment_changed(shmq_t *q)
 
 /* Frees record i, observed as v, of a participant that is gone. The caller must already have
  * requeued every slot that owner held (shmq_reclaim does, for owners dead before its scan). */
-int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v) { return release(q, i, v, now_ms() | 1); }
+int shmq_part_release(shmq_t *q, uint32_t i, uint64_t v)
+{
+	if (!release(q, i, v, now_ms() | 1))
+		return 0;
+	shmq_fd_forget(q, i, (uint32_t)ps_epoch(v)); /* its descriptor's socket file, if it had one */
+	return 1;
+}

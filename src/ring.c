@@ -1017,6 +1017,89 @@ static void wake_by(uint64_t *until, uint64_t t_ns, uint64_t t_ms, uint64_t at_m
 		*until = at_ns;
 }
 
+/* When a receiver about to sleep at `now` (ns) looks again at the latest: its deadline, the next
+ * due redelivery, its lanes' refresh, the next reclaim pass (reclaim_at, ms; UINT64_MAX: none), a
+ * held ticket's grace (held), and never later than SLEEP_MAX_MS: a producer killed between its
+ * publish and its wake-up, or a consumer woken for a message and killed before it took it, leaves
+ * the message to sleepers that nobody wakes (with reclaim passes off, nothing else would). */
+static uint64_t sleep_until(shmq_t *q, uint64_t now, uint64_t deadline, int held, uint64_t reclaim_at)
+{
+	struct shmq_hdr *h = q->hdr;
+	uint64_t until =
+		deadline < now + SLEEP_MAX_MS * 1000000ULL ? deadline : now + SLEEP_MAX_MS * 1000000ULL;
+	/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
+	if (held && now + ABANDON_GRACE_MS * 1000000ULL < until)
+		until = now + ABANDON_GRACE_MS * 1000000ULL;
+	uint64_t ms = now_ms();
+	uint64_t due = rd_due(atomic_load_explicit(&h->redeliver, memory_order_relaxed));
+	if (due != REDELIVER_NONE)
+		wake_by(&until, now, ms, due);
+	/* wake for a reclaim pass too: it may requeue an expired lease or a dead consumer's
+	 * messages. If the last pass saw nothing leased, nothing can expire or be orphaned until
+	 * somebody leases again: then a sleeping receiver wakes only every RECLAIM_IDLE_MS, and an
+	 * idle queue costs next to no CPU. */
+	if (q->uses_lanes)
+		lanes_wake_by(q, &until, now);
+	if (reclaim_at != UINT64_MAX) {
+		uint64_t at = reclaim_at;
+		if (!atomic_load_explicit(&h->reclaim_held, memory_order_relaxed) &&
+		    at < ms + RECLAIM_IDLE_MS)
+			at = ms + RECLAIM_IDLE_MS;
+		wake_by(&until, now, ms, at);
+	}
+	return until;
+}
+
+/* 1 if a first delivery at lane l's head may be taken now (or stepped over: the receive moves the
+ * head on), 0 if the lane is empty, 2 if a producer holds the head ticket. Loads only: the word
+ * first, as lane_head_step() reads it, so a publish that precedes the caller's registration
+ * fence is seen in the word itself; the tail only when the word has no message for the head. */
+static int head_ready(shmq_t *q, uint32_t l)
+{
+	struct shmq_lane *ln = &q->hdr->lane[l];
+	uint64_t hd = atomic_load_explicit(&ln->cons_head, memory_order_acquire);
+	uint64_t w = atomic_load_explicit(&slot_at(q, lane_idx(q, l, hd))->word, memory_order_acquire);
+	int64_t d = ticket_diff(hd, w_ticket(w));
+	unsigned st = w_state(w);
+	if (d == 0 && st == SLOT_READY)
+		return 1;
+	if (d < 0 || (d == 0 && st != SLOT_FREE && st != SLOT_WRITING))
+		return 1; /* delivered or moved on: a receive steps over it */
+	if (d == 0 && st == SLOT_WRITING)
+		return 2;
+	uint64_t tl = atomic_load_explicit(&ln->prod_tail, memory_order_acquire);
+	if (lane_corrupt(ln, hd, tl, (uint64_t)q->lane_mask + 1))
+		return 1; /* the receive reports it (-EPROTO) */
+	return tl != hd ? 2 : 0;
+}
+
+int shmq_recv_ready(shmq_t *q, uint64_t *until)
+{
+	uint64_t now = now_ns(), ms = now_ms();
+	/* what a waiting receive does before it sleeps: this waiter's share of a due reclaim pass */
+	uint64_t reclaim_at = shmq_reclaim_due(q, ms, now + SLEEP_MAX_MS * 1000000ULL, IDLE_SLICES);
+	if (reclaim_at <= ms)
+		return 1; /* a pass is open: a receive does the next slice */
+	if (rd_due(atomic_load_explicit(&q->hdr->redeliver, memory_order_relaxed)) <= ms)
+		return 1;
+	/* the lanes a receive takes from: all of them (with lanes, receivers steal), or on a
+	 * key-hash queue those assigned to this handle */
+	uint32_t lanes = q->dispatch == SHMQ_DISPATCH_KEY_HASH
+				 ? atomic_load_explicit(&q->home, memory_order_relaxed)
+				 : UINT32_MAX;
+	int held = 0;
+	for (uint32_t l = 0; l < q->lanes; l++) {
+		if (!(lanes >> l & 1))
+			continue;
+		int r = head_ready(q, l);
+		if (r == 1)
+			return 1;
+		held |= r == 2;
+	}
+	*until = sleep_until(q, now, UINT64_MAX, held, reclaim_at);
+	return 0;
+}
+
 /* For a timeout-0 receive that found the head ticket held by a producer (HEAD_WAIT): each call
  * returns at once, so take_head()'s grace (abandon an unused ticket, probe a writer) runs from the
  * first call that found that ticket held, remembered in the handle. Returns 1 if this call's wait
@@ -1108,37 +1191,9 @@ HOT int recv_one(shmq_t *q, struct shmq_msg *m, int timeout_ms, uint64_t now_c)
 		rs.force_tail = 1;
 		r = try_recv(q, m, now_c, &rs, &why);
 		rs.force_tail = 0;
-		if (r == -EAGAIN) {
-			/* never longer than SLEEP_MAX_MS: a producer killed between its publish and
-			 * its wake-up, or a consumer woken for a message and killed before it took
-			 * it, leaves the message to sleepers that nobody wakes (with reclaim passes
-			 * off, nothing else would) */
-			uint64_t until = deadline < now + SLEEP_MAX_MS * 1000000ULL
-						 ? deadline
-						 : now + SLEEP_MAX_MS * 1000000ULL;
-			/* a ticket held by a producer resolves within a few ms: poll it, do not sleep long */
-			if (why == HEAD_WAIT && now + ABANDON_GRACE_MS * 1000000ULL < until)
-				until = now + ABANDON_GRACE_MS * 1000000ULL;
-			uint64_t ms = now_ms();
-			uint64_t due = rd_due(atomic_load_explicit(&h->redeliver, memory_order_relaxed));
-			if (due != REDELIVER_NONE)
-				wake_by(&until, now, ms, due);
-			/* wake for a reclaim pass too: it may requeue an expired lease or a dead
-			 * consumer's messages. If the last pass saw nothing leased, nothing can
-			 * expire or be orphaned until somebody leases again: then a sleeping
-			 * receiver wakes only every RECLAIM_IDLE_MS, and an idle queue costs next
-			 * to no CPU. */
-			if (q->uses_lanes)
-				lanes_wake_by(q, &until, now);
-			if (reclaim_at != UINT64_MAX) {
-				uint64_t at = reclaim_at;
-				if (!atomic_load_explicit(&h->reclaim_held, memory_order_relaxed) &&
-				    at < ms + RECLAIM_IDLE_MS)
-					at = ms + RECLAIM_IDLE_MS;
-				wake_by(&until, now, ms, at);
-			}
-			shmq_futex_wait(&h->data_seq, seen, until);
-		}
+		if (r == -EAGAIN)
+			shmq_futex_wait(&h->data_seq, seen,
+					sleep_until(q, now, deadline, why == HEAD_WAIT, reclaim_at));
 		if (r != -EAGAIN)
 			return r;
 	}

@@ -14,4 +14,10 @@ SHMQ_HIDDEN int shmq_reserve_lane(shmq_t *q, uint32_t l, int strict, size_t len,
 /* shmq_send_commit for a payload area that starts with a key_len-byte idempotency key */
 SHMQ_HIDDEN int shmq_commit_keyed(shmq_t *q, struct shmq_reservation *r, size_t len, uint32_t key_len);
 
+/* For a waiter outside a receive (event.c), registered in data_sleepers already: 1 if a receive
+ * (timeout 0) may find something now: a message at a head it takes from, a due redelivery, an
+ * open reclaim pass (this call does its share of one that is due, as a waiting receive would).
+ * Else 0 and *until (CLOCK_MONOTONIC ns): when a sleeping receive would look again at the latest. */
+SHMQ_HIDDEN int shmq_recv_ready(shmq_t *q, uint64_t *until);
+
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "event.h"
 #include "handle.h"
 #include "lane.h"
 #include "redeliver.h"
@@ -408,6 +409,7 @@ static void handle_init(shmq_t *q, unsigned char *base, uint64_t size, int fd, c
 	q->dedup = h->dedup_entries ? base + h->dedup_off : NULL;
 	q->dedup_mask = h->dedup_entries ? h->dedup_entries - 1 : 0;
 	q->dedup_window_ms = h->dedup_window_ms;
+	q->created_ns = h->created_ns;
 	q->pid = getpid();
 	q->view = (struct shmq_lane_view){
 		.slots = q->slots,
@@ -640,6 +642,7 @@ void shmq_close(shmq_t *q)
 {
 	if (!q)
 		return;
+	shmq_fd_close(q);    /* before the detach: its file is named by our record's index and epoch */
 	shmq_part_detach(q); /* and closes our lock's description (a foreign handle has none) */
 	munmap(q->base, q->size);
 	free(q);

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fdwake.h"
 #include "fault.h"
 #include "handle.h"
 #include "wait.h"
@@ -104,7 +105,12 @@ void shmq_wake(shmq_t *q, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers, uin
 	/* release: a sleeper that reads the new value sees the publish before it; the bump makes
 	 * the futex_wait of a sleeper that registered but is not queued yet return at once */
 	atomic_fetch_add_explicit(seq, 1, memory_order_release);
-	if (futex_wake(seq, n) < n)
+	unsigned woke = futex_wake(seq, n);
+	/* then armed descriptors (event.c), as many as the futex left: their bits were set before
+	 * their registration, which our read of v (or a failing clear below) orders */
+	if (woke < n && seq == &q->hdr->data_seq)
+		woke += shmq_fd_wake(q, n - woke);
+	if (woke < n)
 		/* nobody is left queued: clear, unless someone registered since v (then v changed).
 		 * relaxed: a clear that loses to a registration fails, and one that wins only ever
 		 * follows the wake-up (a store is not made before the syscall that precedes it) */
