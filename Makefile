@@ -100,8 +100,9 @@ TSAN_OBJS := $(patsubst %.c,$(OBJ)/tsan/%.o,$(notdir $(TSAN_SRCS)))
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 SUITE_OBJS := $(SUITE_SRCS:%.c=$(OBJ)/%.o)
 PEER_OBJS := $(PEER_SRCS:%.c=$(OBJ)/%.o) $(PEER_CXX_SRCS:%.cc=$(OBJ)/%.o)
+PY_OBJ := $(OBJ)/python/_shmq.o
 ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
-	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS)
+	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS) $(PY_OBJ)
 
 LIB_A := $(BUILD)/libshmq.a
 LIB_SO := $(BUILD)/libshmq.so
@@ -140,10 +141,12 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool man deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: python python-build python-test demo-python bench-python all lib tool man deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
-all: lib tool
+# the Python package is built in the plain build only (an extension of a sanitized library would
+# need the sanitizer runtime preloaded into the interpreter)
+all: lib tool $(if $(SAN),,python)
 lib: $(LIB_A) $(LIB_SO) $(BUILD)/$(SONAME)
 tool: $(TOOL)
 # the manual pages, from `shmq help` and the public headers (tools/man/mkman.sh)
@@ -175,6 +178,7 @@ test: all tests layers $(PROMTOOL_OK)
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/readme_example.sh)sh tests/readme_example.sh $(BUILD) $(TOOL))
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/man_completion.sh)bash tests/man_completion.sh $(BUILD) $(TOOL))
 	$(Q)$(if $(SAN),,$(call msg,CHECK,tests/systemd_units.sh)sh tests/systemd_units.sh "$(MAKE)" $(BUILD))
+	$(Q)$(if $(SAN),true,$(MAKE) python-test)
 
 # no call cycle between the library's modules (docs/design.md, "Source layout")
 layers: $(LIB_OBJS)
@@ -218,6 +222,60 @@ tsan-run: $(TSAN_BINS)
 	fi; \
 	[ $$rc -eq 0 ] || exit $$rc; \
 	done
+
+# ---- Python package (bindings/python) -----------------------------------------------------------
+# The extension shmq/_shmq*.so links the library's PIC objects in, so build/python runs as it is
+# (PYTHONPATH=build/python) and installs with no libshmq.so beside it. Debian's /usr/bin/python3,
+# not whatever python3 is first on PATH: Debian's python3-pytest and python3-zmq belong to it.
+PYTHON ?= /usr/bin/python3
+PY_PACKAGES := python3-dev python3-pytest
+py_var = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("$(1)") or "")' 2>/dev/null)
+PY_EXT_SUFFIX := $(call py_var,EXT_SUFFIX)
+PY_INCLUDE := $(call py_var,INCLUDEPY)
+PY_VERSION := $(call py_var,py_version_short)
+# where make install puts the package: a directory on the interpreter's sys.path for PREFIX
+PY_SITEDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PY_VERSION)/dist-packages)
+PY_DIR := $(BUILD)/python
+PY_EXT := $(PY_DIR)/shmq/_shmq$(PY_EXT_SUFFIX)
+PY_SRCS := $(sort $(wildcard bindings/python/shmq/*.py))
+PY_FILES := $(PY_SRCS:bindings/python/%=$(PY_DIR)/%)
+PY_DEPS_OK := $(BUILD)/.py-deps-ok
+# PYTEST_ARGS: e.g. PYTEST_ARGS='-k asyncio -v'
+PYTEST_ARGS ?=
+
+# make runs itself again once the dependencies are there: the interpreter's paths and suffix are
+# read when the Makefile is parsed, and a fresh machine may have had no python3 before.
+python: $(PY_DEPS_OK)
+	$(Q)$(MAKE) python-build
+
+python-build: $(PY_EXT) $(PY_FILES)
+
+python-test: python $(TOOL)
+	$(Q)$(call msg,RUN,pytest bindings/python/tests)SHMQ_TOOL=$(abspath $(TOOL)) PYTHONPATH=$(abspath $(PY_DIR)) \
+		PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -q -p no:cacheprovider bindings/python/tests $(PYTEST_ARGS)
+
+# a Python producer feeding `shmq work`, then `shmq send` feeding a Python worker
+demo-python: all
+	$(Q)$(call msg,DEMO,tools/demo/python.sh)PYTHONPATH=$(abspath $(PY_DIR)) PYTHON=$(PYTHON) \
+		bash tools/demo/python.sh $(abspath $(TOOL))
+
+$(PY_DEPS_OK): Makefile | $(DEPS_OK)
+	$(Q)if [ ! -f '$(PY_INCLUDE)/Python.h' ] || ! $(PYTHON) -c 'import pytest' >/dev/null 2>&1; then \
+		echo "  DEPS  missing: Python headers or pytest for $(PYTHON)"; \
+		$(call apt_install,$(PY_PACKAGES)); \
+	fi; \
+	mkdir -p $(@D) && touch $@
+
+$(PY_OBJ): bindings/python/shmq/_shmq.c | $(PY_DEPS_OK)
+	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -fPIC -fvisibility=hidden \
+		-isystem $(PY_INCLUDE) -c -o $@ $<
+
+$(PY_EXT): $(PY_OBJ) $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(PY_OBJ) $(PIC_OBJS) \
+		$(LIB_LIBS)
+
+$(PY_DIR)/shmq/%.py: bindings/python/shmq/%.py
+	$(Q)mkdir -p $(@D) && cp $< $@
 
 # ---- fuzzing -----------------------------------------------------------------------------------
 # The libFuzzer target tests/fuzz/fuzz_inspect.c, built by clang against the library sources, runs
@@ -266,7 +324,7 @@ $(FUZZ_DEPS_OK):
 # The peers' libraries, servers and gnuplot are installed like the other dependencies; one that
 # cannot be installed is reported, and the harness then lists its transport as skipped with the
 # reason. make re-runs itself after the install so that the link sees what is there now.
-BENCH_PACKAGES := libzmq3-dev libboost-dev iceoryx libiceoryx-binding-c-dev libhiredis-dev libnats-dev \
+BENCH_PACKAGES := python3-zmq libzmq3-dev libboost-dev iceoryx libiceoryx-binding-c-dev libhiredis-dev libnats-dev \
 	redis-server nats-server gnuplot-nox
 BENCH_DEPS_OK := $(BUILD)/.bench-deps-ok
 # -lNAME for each peer library the linker finds
@@ -281,9 +339,18 @@ BENCH_ARGS ?=
 BENCH_OUT ?= $(BUILD)/bench-results
 bench: $(BENCH_DEPS_OK)
 	$(Q)$(MAKE) bench-run BENCH_MODE=
+	$(Q)$(MAKE) bench-python BENCH_MODE=
 
 bench-quick: $(BENCH_DEPS_OK)
 	$(Q)$(MAKE) bench-run BENCH_MODE=--quick
+	$(Q)$(MAKE) bench-python BENCH_MODE=--quick
+
+# shmq from Python against multiprocessing.Queue, multiprocessing.Pipe and pyzmq ipc:// (and the
+# binding techniques' per-call cost), printed and kept in $(BENCH_OUT)/python.txt
+bench-python: python $(LIB_SO)
+	$(Q)$(call msg,RUN,bench/python/bench.py $(BENCH_MODE))mkdir -p $(BENCH_OUT) && \
+		PYTHONPATH=$(abspath $(PY_DIR)) $(PYTHON) bench/python/bench.py $(BENCH_MODE) \
+		--lib $(abspath $(LIB_SO)) | tee $(BENCH_OUT)/python.txt
 
 bench-crash: $(BENCH_DEPS_OK)
 	$(Q)$(MAKE) bench-crash-run
@@ -318,7 +385,7 @@ $(BENCH_DEPS_OK): | $(DEPS_OK)
 	fi; \
 	mkdir -p $(@D) && touch $@
 
-FORMAT_FILES = $(sort $(shell find src include tools tests bench -name '*.[ch]' -o -name '*.cc' 2>/dev/null))
+FORMAT_FILES = $(sort $(shell find src include tools tests bench bindings -name '*.[ch]' -o -name '*.cc' 2>/dev/null))
 
 format:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) -i $(FORMAT_FILES),true)
@@ -327,7 +394,7 @@ format-check:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES),true)
 
 # shmq.pc is generated at install time so that it always matches PREFIX/LIBDIR/INCLUDEDIR.
-install: $(LIB_A) $(LIB_SO) $(TOOL) man
+install: $(LIB_A) $(LIB_SO) $(TOOL) man python
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
 		$(DESTDIR)$(COMPLETIONDIR)
@@ -343,6 +410,9 @@ install: $(LIB_A) $(LIB_SO) $(TOOL) man
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
 	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PY_SITEDIR)/shmq)$(INSTALL) -d $(DESTDIR)$(PY_SITEDIR)/shmq && \
+		$(INSTALL) -m 644 $(PY_FILES) $(DESTDIR)$(PY_SITEDIR)/shmq/ && \
+		$(INSTALL) -m 644 $(PY_EXT) $(DESTDIR)$(PY_SITEDIR)/shmq/
 	$(Q)$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR) && for u in $(SYSTEMD_UNITS); do \
 		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' tools/systemd/$$u.in \
 			>$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
@@ -365,6 +435,7 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man1/shmq.1 $(DESTDIR)$(MANDIR)/man3/libshmq.3 $(DESTDIR)$(MANDIR)/man3/shmq_*.3 \
 		$(DESTDIR)$(COMPLETIONDIR)/shmq \
 		$(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(SYSTEMD_UNITS))
+	$(Q)rm -rf $(DESTDIR)$(PY_SITEDIR)/shmq
 	$(Q)$(ldconfig_step)
 
 clean:
