@@ -23,6 +23,7 @@ from ._shmq import (
     ACK,
     HAVE_FD,
     KEY_MAX,
+    SLOT_HEADER,
     REJECT,
     RETRY,
     Full,
@@ -39,7 +40,7 @@ from ._shmq import (
 Error = ShmqError
 
 __all__ = [
-    "ACK", "RETRY", "REJECT", "HAVE_FD", "KEY_MAX", "AsyncQueue", "Duplicate", "Error", "Full",
+    "ACK", "RETRY", "REJECT", "HAVE_FD", "KEY_MAX", "SLOT_HEADER", "AsyncQueue", "Duplicate", "Error", "Full",
     "LeaseLost", "Message", "Queue", "ShmqError", "Verdict", "Worker", "check", "slots", "snapshot",
     "strerror", "unlink", "worker",
 ]

@@ -2011,6 +2011,7 @@ PyMODINIT_FUNC PyInit__shmq(void)
 	    PyModule_AddIntConstant(m, "RETRY", SHMQ_WORKER_RETRY) < 0 ||
 	    PyModule_AddIntConstant(m, "REJECT", SHMQ_WORKER_REJECT) < 0 ||
 	    PyModule_AddIntConstant(m, "KEY_MAX", SHMQ_KEY_MAX) < 0 ||
+	    PyModule_AddIntConstant(m, "SLOT_HEADER", SHMQ_SLOT_HEADER) < 0 ||
 	    PyModule_AddObjectRef(m, "HAVE_FD", shmq_fd && shmq_fd_arm ? Py_True : Py_False) < 0 ||
 	    PyModule_AddIntConstant(m, "VERSION_MAJOR", SHMQ_VERSION_MAJOR) < 0 ||
 	    PyModule_AddIntConstant(m, "VERSION_MINOR", SHMQ_VERSION_MINOR) < 0) {

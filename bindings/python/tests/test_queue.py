@@ -28,7 +28,7 @@ def test_create_passes_the_config_through(qname):
         assert (cfg["capacity"], cfg["slot_size"], cfg["lease_ms"], cfg["max_deliveries"]) == \
             (32, 192, 1234, 3)
         assert cfg["lanes"] == 2 and cfg["dispatch"] == "key_hash"
-        assert q.max_payload == 192 - 64
+        assert q.max_payload == 192 - shmq.SLOT_HEADER == 192 - 48
 
 
 def test_errors_are_oserrors_carrying_errno_and_shmqs_text(qname):
