@@ -51,6 +51,7 @@ endif
 # liburcu: the worker runtime's in-flight records (src/worker.c)
 LIB_LIBS := -lurcu -lpthread
 TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lurcu -lm -lpthread
+BRIDGE_LIBS := -lnats -lurcu -lpthread
 TEST_LIBS := -lcriterion -lurcu -ljansson -lpthread -lm
 TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
@@ -66,6 +67,8 @@ VERSION = $(call version_part,MAJOR).$(call version_part,MINOR)
 
 LIB_SRCS := $(sort $(wildcard src/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
+# shmq-bridge, its own binary: only it links libnats, never libshmq or the shmq tool
+BRIDGE_SRCS := $(sort $(wildcard tools/bridge/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
 # the thread, counter and worker tests and the ring core's unit tests (its threaded one on malloc'd memory)
@@ -86,13 +89,17 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/static/%.o)
 PIC_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/pic/%.o)
 TESTLIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/test/%.o)
 TOOL_OBJS := $(TOOL_SRCS:%.c=$(OBJ)/%.o)
+BRIDGE_OBJS := $(BRIDGE_SRCS:%.c=$(OBJ)/%.o)
+# the bridge of the tests: with the library's fault points (SHMQ_BRIDGE_FAULT=point:nth)
+BRIDGE_TEST_OBJS := $(BRIDGE_SRCS:tools/%.c=$(OBJ)/test/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
 TSAN_OBJS := $(patsubst %.c,$(OBJ)/tsan/%.o,$(notdir $(TSAN_SRCS)))
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 SUITE_OBJS := $(SUITE_SRCS:%.c=$(OBJ)/%.o)
 PEER_OBJS := $(PEER_SRCS:%.c=$(OBJ)/%.o) $(PEER_CXX_SRCS:%.cc=$(OBJ)/%.o)
-ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
+ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(BRIDGE_OBJS) $(BRIDGE_TEST_OBJS) \
+	$(UNIT_OBJS) $(INTEG_OBJS) \
 	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS)
 
 LIB_A := $(BUILD)/libshmq.a
@@ -101,6 +108,8 @@ LIB_SO := $(BUILD)/libshmq.so
 SONAME = libshmq.so.$(call version_part,MAJOR)
 TESTLIB_A := $(BUILD)/libshmq-test.a
 TOOL := $(BUILD)/shmq
+BRIDGE := $(BUILD)/shmq-bridge
+BRIDGE_TEST := $(BUILD)/tests/shmq-bridge
 DEMO_WORKER := $(BUILD)/demo-worker
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
@@ -127,21 +136,22 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool bridge deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
-all: lib tool
+all: lib tool bridge
 lib: $(LIB_A) $(LIB_SO)
 tool: $(TOOL)
-tests: $(UNIT_BIN) $(INTEG_BIN)
+bridge: $(BRIDGE)
+tests: $(UNIT_BIN) $(INTEG_BIN) $(BRIDGE_TEST)
 deps: $(DEPS_OK)
 
 # $(call run_tests,BINARY): run one Criterion binary, its output going both to the terminal and to
 # BINARY.log.  The run fails if Criterion fails, or if a sanitizer reported anything: LeakSanitizer
 # reports when a test process exits, after Criterion has already counted the test as passed.
 SAN_REPORT_RE := ERROR: [A-Za-z]+Sanitizer|WARNING: ThreadSanitizer|runtime error:
-# SHMQ_TOOL tells the CLI tests which shmq binary to run.
-run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
+# SHMQ_TOOL tells the CLI tests which shmq binary to run, SHMQ_BRIDGE which shmq-bridge.
+run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) SHMQ_BRIDGE=$(abspath $(BRIDGE_TEST)) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
 	rc=$$(cat $(1).rc); \
 	if [ "$$rc" -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $(1).log; then \
 		echo "  FAIL  $(1): sanitizer report (see $(1).log)"; rc=1; \
@@ -160,7 +170,7 @@ layers: $(LIB_OBJS)
 unit: $(UNIT_BIN)
 	$(Q)$(call run_tests,$(UNIT_BIN))
 
-integration: $(INTEG_BIN) $(TOOL)
+integration: $(INTEG_BIN) $(TOOL) $(BRIDGE_TEST)
 	$(Q)$(call run_tests,$(INTEG_BIN))
 
 demo: all
@@ -302,7 +312,7 @@ format-check:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES),true)
 
 # shmq.pc is generated at install time so that it always matches PREFIX/LIBDIR/INCLUDEDIR.
-install: $(LIB_A) $(LIB_SO) $(TOOL)
+install: $(LIB_A) $(LIB_SO) $(TOOL) $(BRIDGE)
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(Q)$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libshmq.a
@@ -314,13 +324,14 @@ install: $(LIB_A) $(LIB_SO) $(TOOL)
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
 	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(INSTALL) -m 755 $(BRIDGE) $(DESTDIR)$(BINDIR)/shmq-bridge
 
 uninstall:
 	$(Q)$(call msg,RM,$(DESTDIR)$(PREFIX))rm -f $(DESTDIR)$(LIBDIR)/libshmq.a \
 		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
 		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
-		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq
+		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq $(DESTDIR)$(BINDIR)/shmq-bridge
 
 clean:
 	$(Q)$(call msg,CLEAN,build build-asan build-tsan)rm -rf build build-asan build-tsan
@@ -339,8 +350,9 @@ apt_install = if ! command -v apt-get >/dev/null 2>&1; then \
 	$$sudo apt-get update && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1) || exit 1
 
-DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-config
-DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h
+# libnats-dev and nats-server: shmq-bridge and its tests (a real server on 127.0.0.1)
+DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev pkg-config libnats-dev nats-server
+DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h nats/nats.h
 
 # Headers are probed through the compiler, which also searches the multiarch include directories.
 # Probed again when the Makefile changes: it may list a new dependency.
@@ -350,6 +362,7 @@ $(DEPS_OK): Makefile
 		printf '#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \
 	done; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "  DEPS  missing:$$missing"; \
 		$(call apt_install,$(DEB_PACKAGES)); \
@@ -369,6 +382,9 @@ $(OBJ)/test/%.o: src/%.c | $(DEPS_OK)
 
 $(OBJ)/tools/%.o: tools/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -c -o $@ $<
+
+$(OBJ)/test/bridge/%.o: tools/bridge/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$< (test))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
 
 $(OBJ)/tests/%.o: tests/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
@@ -396,6 +412,7 @@ stamp_lib = $(LIB_OBJS)
 stamp_pic = $(PIC_OBJS) $(SO_LDFLAGS) $(SONAME)
 stamp_testlib = $(TESTLIB_OBJS)
 stamp_tool = $(TOOL_OBJS)
+stamp_bridge = $(BRIDGE_OBJS)
 stamp_unit = $(UNIT_OBJS)
 stamp_integration = $(INTEG_OBJS)
 stamp_tsan = $(TSAN_OBJS)
@@ -424,6 +441,13 @@ $(LIB_SO): $(PIC_OBJS) $(STAMP)/pic $(STAMP)/flags | $(DEPS_OK)
 
 $(TOOL): $(TOOL_OBJS) $(LIB_A) $(STAMP)/tool $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIB_A) $(TOOL_LIBS)
+
+$(BRIDGE): $(BRIDGE_OBJS) $(LIB_A) $(STAMP)/bridge $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(BRIDGE_OBJS) $(LIB_A) $(BRIDGE_LIBS)
+
+$(BRIDGE_TEST): $(BRIDGE_TEST_OBJS) $(TESTLIB_A) $(STAMP)/bridge $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(BRIDGE_TEST_OBJS) $(TESTLIB_A) \
+		$(BRIDGE_LIBS)
 
 $(UNIT_BIN): $(UNIT_OBJS) $(TESTLIB_A) $(STAMP)/unit $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(TESTLIB_A) $(TEST_LIBS)

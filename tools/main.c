@@ -193,6 +193,13 @@ static const struct cli_cmd cmds[] = {
 	 "                         later; the delivery counts as failed (default: no limit)\n"
 	 "    --grace-ms MS        after a stop, wait at most MS for the CMDs running, then\n"
 	 "                         stop them and give their messages back (default: no limit)\n" TRUST_HELP},
+	{"bridge", cmd_bridge,
+	 "bridge NAME (--to URL | --from URL --durable D) --subject S [--stream ST [--create]]\n"
+	 "    Extend the queue past this host through NATS JetStream, at least once: runs\n"
+	 "    shmq-bridge (installed next to shmq, or found on PATH) with these arguments; see\n"
+	 "    shmq-bridge --help. --to publishes what NAME receives, acking each message in NAME\n"
+	 "    only after JetStream's PubAck; --from sends what the durable D delivers into NAME\n"
+	 "    (which needs a dedup table), acking in JetStream only after the send.\n"},
 	{"unlink", cmd_unlink,
 	 "unlink NAME\n"
 	 "    Remove the queue; processes that have it open keep using it until they exit.\n"},

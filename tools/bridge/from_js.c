@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * from_js.c: JetStream -> shm. Fetches batches from a durable pull consumer and sends each
+ * message into the queue with an idempotency key: the message's Shmq-Key header when it has one
+ * (a key that came from a shmq queue), else "<stream>:<stream sequence>". Only a message that
+ * was sent (or found a duplicate) is acked in JetStream, so a bridge killed between its send and
+ * its ack gets the message redelivered after AckWait, and shmq's dedup window suppresses it.
+ *
+ * Backpressure: a full queue blocks the send (1 s at a time, telling JetStream the message is in
+ * progress so its AckWait does not run out), and nothing more is fetched meanwhile.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge.h"
+
+/* The idempotency key of msg into key[SHMQ_KEY_MAX]; returns its length (0: no metadata). */
+static size_t key_of(natsMsg *msg, char *key)
+{
+	const char *v = NULL;
+	if (natsMsgHeader_Get(msg, BR_HDR_KEY, &v) == NATS_OK && v && *v && strlen(v) <= SHMQ_KEY_MAX) {
+		memcpy(key, v, strlen(v));
+		return strlen(v);
+	}
+	if (natsMsgHeader_Get(msg, BR_HDR_KEY "-Hex", &v) == NATS_OK && v) {
+		size_t n = strlen(v) / 2;
+		if (n && n <= SHMQ_KEY_MAX) {
+			for (size_t i = 0; i < n; i++) {
+				unsigned x;
+				if (sscanf(v + 2 * i, "%2x", &x) != 1)
+					goto seq;
+				key[i] = (char)x;
+			}
+			return n;
+		}
+	}
+seq:;
+	jsMsgMetaData *md = NULL;
+	if (natsMsg_GetMetaData(&md, msg) != NATS_OK)
+		return 0;
+	char buf[SHMQ_KEY_MAX + 1];
+	size_t sl = strlen(md->Stream);
+	if (sl <= 40) {
+		snprintf(buf, sizeof(buf), "%s:%" PRIu64, md->Stream, md->Sequence.Stream);
+	} else { /* a long stream name, hashed (FNV-1a) to fit the key */
+		uint64_t h = 0xcbf29ce484222325ull;
+		for (size_t i = 0; i < sl; i++)
+			h = (h ^ (unsigned char)md->Stream[i]) * 0x100000001b3ull;
+		snprintf(buf, sizeof(buf), "%016" PRIx64 ":%" PRIu64, h, md->Sequence.Stream);
+	}
+	jsMsgMetaData_Destroy(md);
+	size_t n = strlen(buf);
+	memcpy(key, buf, n);
+	return n;
+}
+
+/* Sends msg into the queue, waiting while it is full. 0 (sent or suppressed), -EMSGSIZE, -ENOTSUP,
+ * -EBADMSG (not a JetStream delivery), -EINTR (a stop request came while the queue was full),
+ * other -errno from shmq_send_keyed. */
+static int send_one(struct bridge *b, natsMsg *msg)
+{
+	char key[SHMQ_KEY_MAX];
+	size_t klen = key_of(msg, key);
+	if (!klen)
+		return -EBADMSG; /* not a JetStream delivery: no stream sequence to key it by */
+	const char *route = NULL;
+	if (natsMsgHeader_Get(msg, BR_HDR_ROUTE, &route) != NATS_OK || !route || !*route ||
+	    strlen(route) > SHMQ_KEY_MAX)
+		route = NULL;
+	const void *data = natsMsg_GetData(msg);
+	int len = natsMsg_GetDataLength(msg);
+	if (len < 0)
+		return -EBADMSG;
+	for (int waited = 0;; waited = 1) {
+		int rc = route ? shmq_send_keyed_routed(b->q, route, strlen(route), key, klen, data,
+							(size_t)len, 1000, NULL)
+			       : shmq_send_keyed(b->q, key, klen, data, (size_t)len, 1000, NULL);
+		if (rc == SHMQ_DUPLICATE) {
+			b->c.suppressed++;
+			return 0;
+		}
+		if (rc == 0) {
+			b->c.sent++;
+			return 0;
+		}
+		if (rc != -EAGAIN)
+			return rc;
+		b->c.full_waits += !waited;
+		if (br_stop)
+			return -EINTR;
+		natsMsg_InProgress(msg, NULL); /* restarts its AckWait */
+		br_stats(b, 0);
+	}
+}
+
+static int subscribe(struct bridge *b, natsSubscription **sub)
+{
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = b->o.stream;
+	so.Config.AckPolicy = js_AckExplicit;
+	so.Config.AckWait = (int64_t)b->o.ack_wait_ms * 1000000;
+	so.Config.MaxAckPending = 65536;
+	so.Config.MaxDeliver = -1;
+	jsErrCode jerr = 0;
+	natsStatus s = js_PullSubscribe(sub, b->js, b->o.subject, b->o.durable, NULL, &so, &jerr);
+	if (s == NATS_OK)
+		return 0;
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+		br_log(b, "no stream %s%son %s", b->o.stream ? b->o.stream : "takes subject ",
+		       b->o.stream ? " " : b->o.subject, b->o.url);
+		return BR_NO_STREAM;
+	}
+	br_log(b, "durable %s on %s: %s (%d)", b->o.durable, b->o.url, natsStatus_GetText(s), (int)jerr);
+	return BR_FAIL;
+}
+
+int br_from_js(struct bridge *b)
+{
+	natsSubscription *sub = NULL;
+	int rc = b->o.stream ? br_check_stream(b) : 0;
+	if (!rc)
+		rc = subscribe(b, &sub);
+	if (rc)
+		return rc;
+	int backoff = 50;
+	while (!br_stop) {
+		br_stats(b, 0);
+		natsMsgList list = {0};
+		jsErrCode jerr = 0;
+		natsStatus s = natsSubscription_Fetch(&list, sub, (int)b->o.batch, 500, &jerr);
+		if (s == NATS_TIMEOUT)
+			continue;
+		if (s != NATS_OK) {
+			b->c.errors++;
+			br_log(b, "fetch from %s: %s (%d); retrying in %d ms", b->o.durable,
+			       natsStatus_GetText(s), (int)jerr, backoff);
+			br_sleep_ms(backoff);
+			backoff = backoff < 1000 ? backoff * 2 : 2000;
+			continue;
+		}
+		backoff = 50;
+		b->c.fetched += (uint64_t)list.Count;
+		for (int i = 0; i < list.Count; i++) {
+			natsMsg *msg = list.Msgs[i];
+			if (rc == BR_OK && !br_stop) {
+				int err = send_one(b, msg);
+				if (!err) {
+					SHMQ_FAULT("bridge-in-sent");
+					b->c.js_acked += natsMsg_Ack(msg, NULL) == NATS_OK;
+					continue;
+				}
+				if (err == -EMSGSIZE) {
+					b->c.too_big++;
+					br_log(b, "message of %d bytes is too big for the queue: terminated",
+					       natsMsg_GetDataLength(msg));
+					natsMsg_Term(msg, NULL);
+					continue;
+				}
+				if (err == -ENOTSUP)
+					br_log(b, "the queue has no dedup table: make it with "
+						  "--dedup-window-ms > 0");
+				else if (err == -EBADMSG)
+					br_log(b, "a message without JetStream metadata: skipped");
+				else if (err != -EINTR)
+					br_log(b, "send: %s", shmq_strerror(err));
+				if (err != -EINTR) {
+					b->c.errors++;
+					if (err == -ENOTSUP || err == -EPROTO || err == -EINVAL)
+						rc = BR_FAIL; /* no dedup table, a corrupt queue: stop */
+				}
+			}
+			natsMsg_Nak(msg, NULL); /* not sent: redelivered now rather than after AckWait */
+		}
+		natsMsgList_Destroy(&list);
+		if (rc != BR_OK)
+			break;
+	}
+	/* the acks and naks still in the client's buffer go out before the bridge exits */
+	natsConnection_FlushTimeout(b->nc, 2000);
+	natsSubscription_Destroy(sub);
+	br_stats(b, 1);
+	return rc;
+}
