@@ -136,7 +136,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool bridge deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool bridge demo-bridge deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 all: lib tool bridge
@@ -179,6 +179,10 @@ demo: all
 # the crash-recovery show: a worker SIGKILLed mid-flight, the watchdog, a poison message and the DLQ
 demo-crash: all $(DEMO_WORKER)
 	$(Q)$(call msg,DEMO,tools/demo/crash.sh)bash tools/demo/crash.sh $(abspath $(TOOL)) $(abspath $(DEMO_WORKER))
+
+# two queues bridged through one JetStream server, a producer, `shmq work`, the bridges killed midway
+demo-bridge: all
+	$(Q)$(call msg,DEMO,tools/demo/bridge.sh)bash tools/demo/bridge.sh $(abspath $(TOOL)) $(abspath $(BRIDGE))
 
 asan:
 	$(Q)$(MAKE) BUILD=build-asan SAN=asan test
