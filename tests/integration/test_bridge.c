@@ -336,13 +336,13 @@ static void expect_whole(struct tally *t)
 		dump_logs();
 }
 
-/* Sends messages 0..n-1 into a, which has room for them. */
-static void send_numbered(shmq_t *a, uint32_t n)
+/* Sends messages first..first+n-1 into q, which has room for them. */
+static void send_numbered(shmq_t *q, uint32_t first, uint32_t n)
 {
 	uint8_t buf[PAYLOAD];
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = first; i < first + n; i++) {
 		fill(buf, i);
-		cr_assert(shmq_send(a, buf, PAYLOAD, 0) == 0);
+		cr_assert(shmq_send(q, buf, PAYLOAD, 0) == 0);
 	}
 }
 
@@ -459,7 +459,7 @@ Test(bridge, a_server_killed_and_restarted_mid_stream_loses_nothing)
 Test(bridge, a_bridge_killed_between_puback_and_shm_ack_adds_no_duplicate_to_the_stream)
 {
 	start_pair(1024);
-	send_numbered(a, 500);
+	send_numbered(a, 0, 500);
 	expect_fault_death(bridge_to(an, "SHMQ_BRIDGE_FAULT=bridge-out-pubacked:1"));
 	procs[0] = bridge_to(an, NULL);
 	procs[1] = bridge_from(bn, NULL);
@@ -479,7 +479,7 @@ Test(bridge, a_bridge_killed_between_puback_and_shm_ack_adds_no_duplicate_to_the
 Test(bridge, a_bridge_killed_between_shm_send_and_jetstream_ack_is_suppressed_by_the_dedup_window)
 {
 	start_pair(1024);
-	send_numbered(a, 300);
+	send_numbered(a, 0, 300);
 	procs[0] = bridge_to(an, NULL);
 	expect_fault_death(bridge_from(bn, "SHMQ_BRIDGE_FAULT=bridge-in-sent:1"));
 	procs[1] = bridge_from(bn, NULL);
@@ -491,6 +491,31 @@ Test(bridge, a_bridge_killed_between_shm_send_and_jetstream_ack_is_suppressed_by
 	procs[1] = 0;
 	long long sup = stat_of(logpath("from"), "fetched", "suppressed ");
 	cr_expect(sup >= 1, "the second bridge suppressed nothing (%lld)", sup);
+}
+
+/* A stream made again under its old name numbers its messages from 1 again: their keys carry the
+ * stream's creation time, so the destination's dedup window, which still holds the old stream's
+ * keys, takes them as new. */
+Test(bridge, a_stream_made_again_under_its_name_is_not_taken_for_the_old_one_by_the_dedup_window)
+{
+	start_pair(1024);
+	struct tally t = tally(200);
+	for (uint32_t round = 0; round < 2; round++) {
+		if (round) { /* a new server and store: stream ST made anew, sequences from 1 */
+			kill_wait(&procs[0], SIGKILL);
+			kill_wait(&procs[1], SIGKILL);
+			kill_wait(&server_pid, SIGKILL);
+			rm_store();
+			server_start();
+		}
+		send_numbered(a, round * 100, 100);
+		procs[0] = bridge_to(an, NULL);
+		procs[1] = bridge_from(bn, NULL);
+		t.n = round * 100 + 100;
+		drain(b, &t, 30000);
+		wait_acked(a, t.n); /* none left for the new stream: its window knows none of them */
+	}
+	expect_whole(&t);
 }
 
 /* A message's idempotency key crosses as the Shmq-Key header and is the key of its copy. */
@@ -521,7 +546,7 @@ Test(bridge, a_message_key_travels_as_a_header_and_comes_back_as_the_shmq_key)
 Test(bridge, sigterm_drains_the_batch_in_flight_and_exits_0_with_a_stats_line)
 {
 	start_pair(8192);
-	send_numbered(a, 8000);
+	send_numbered(a, 0, 8000);
 	procs[0] = bridge_to(an, NULL);
 	while (tq_stats(a).acked == 0)
 		tq_sleep_ms(1);

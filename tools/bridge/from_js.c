@@ -2,7 +2,9 @@
 /*
  * from_js.c: JetStream -> shm. Fetches batches from a durable pull consumer and sends each
  * message into the queue with an idempotency key: the message's Shmq-Key header when it has one
- * (a key that came from a shmq queue), else "<stream>:<stream sequence>". Only a message that
+ * (a key that came from a shmq queue), else "<stream>.<its creation time>:<stream sequence>" (a
+ * stream deleted and made again starts its sequences over: its keys must not be the old
+ * stream's, which the dedup window may still hold). Only a message that
  * was sent (or found a duplicate) is acked in JetStream, so a bridge killed between its send and
  * its ack gets the message redelivered after AckWait, and shmq's dedup window suppresses it.
  *
@@ -17,13 +19,45 @@
 
 #include "bridge.h"
 
-/* The idempotency key of msg into key[SHMQ_KEY_MAX]; returns its length (0: no metadata). */
-static size_t key_of(natsMsg *msg, char *key)
+/* The stream's part of the keys, "<name>.<creation time>", for the stream named stream_name. */
+static char stream_name[256], stream_id[48];
+
+/* Reads the creation time of stream (once per stream name) into stream_id: the name (hashed with
+ * FNV-1a when longer than 24 bytes) and the time in hex, at most 41 bytes, so that ":<sequence>"
+ * fits in a key. 0, or -EAGAIN when the server did not answer (the message is tried again). */
+static int stream_id_of(struct bridge *b, const char *stream)
+{
+	if (!strcmp(stream, stream_name) && stream_id[0])
+		return 0;
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s = js_GetStreamInfo(&si, b->js, stream, NULL, &jerr);
+	if (s != NATS_OK) {
+		br_log(b, "stream %s on %s: %s (%d)", stream, b->o.url, natsStatus_GetText(s), (int)jerr);
+		return -EAGAIN;
+	}
+	size_t sl = strlen(stream);
+	if (sl <= 24) {
+		snprintf(stream_id, sizeof(stream_id), "%s.%" PRIx64, stream, (uint64_t)si->Created);
+	} else {
+		uint64_t h = 0xcbf29ce484222325ull;
+		for (size_t i = 0; i < sl; i++)
+			h = (h ^ (unsigned char)stream[i]) * 0x100000001b3ull;
+		snprintf(stream_id, sizeof(stream_id), "%016" PRIx64 ".%" PRIx64, h, (uint64_t)si->Created);
+	}
+	snprintf(stream_name, sizeof(stream_name), "%s", stream);
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+/* The idempotency key of msg into key[SHMQ_KEY_MAX]: its Shmq-Key header, else
+ * "<stream id>:<stream sequence>". Its length, -EBADMSG (no JetStream metadata) or -EAGAIN. */
+static int key_of(struct bridge *b, natsMsg *msg, char *key)
 {
 	const char *v = NULL;
 	if (natsMsgHeader_Get(msg, BR_HDR_KEY, &v) == NATS_OK && v && *v && strlen(v) <= SHMQ_KEY_MAX) {
 		memcpy(key, v, strlen(v));
-		return strlen(v);
+		return (int)strlen(v);
 	}
 	if (natsMsgHeader_Get(msg, BR_HDR_KEY "-Hex", &v) == NATS_OK && v) {
 		size_t n = strlen(v) / 2;
@@ -34,38 +68,30 @@ static size_t key_of(natsMsg *msg, char *key)
 					goto seq;
 				key[i] = (char)x;
 			}
-			return n;
+			return (int)n;
 		}
 	}
 seq:;
 	jsMsgMetaData *md = NULL;
 	if (natsMsg_GetMetaData(&md, msg) != NATS_OK)
-		return 0;
-	char buf[SHMQ_KEY_MAX + 1];
-	size_t sl = strlen(md->Stream);
-	if (sl <= 40) {
-		snprintf(buf, sizeof(buf), "%s:%" PRIu64, md->Stream, md->Sequence.Stream);
-	} else { /* a long stream name, hashed (FNV-1a) to fit the key */
-		uint64_t h = 0xcbf29ce484222325ull;
-		for (size_t i = 0; i < sl; i++)
-			h = (h ^ (unsigned char)md->Stream[i]) * 0x100000001b3ull;
-		snprintf(buf, sizeof(buf), "%016" PRIx64 ":%" PRIu64, h, md->Sequence.Stream);
-	}
+		return -EBADMSG;
+	int n = stream_id_of(b, md->Stream);
+	if (!n)
+		n = snprintf(key, SHMQ_KEY_MAX, "%s:%" PRIu64, stream_id, md->Sequence.Stream);
 	jsMsgMetaData_Destroy(md);
-	size_t n = strlen(buf);
-	memcpy(key, buf, n);
 	return n;
 }
 
 /* Sends msg into the queue, waiting while it is full. 0 (sent or suppressed), -EMSGSIZE, -ENOTSUP,
- * -EBADMSG (not a JetStream delivery), -EINTR (a stop request came while the queue was full),
- * other -errno from shmq_send_keyed. */
+ * -EBADMSG (not a JetStream delivery), -EAGAIN (its stream's creation time could not be read), -EINTR (a stop
+ * request came while the queue was full), other -errno from shmq_send_keyed. */
 static int send_one(struct bridge *b, natsMsg *msg)
 {
 	char key[SHMQ_KEY_MAX];
-	size_t klen = key_of(msg, key);
-	if (!klen)
-		return -EBADMSG; /* not a JetStream delivery: no stream sequence to key it by */
+	int kn = key_of(b, msg, key);
+	if (kn <= 0)
+		return kn < 0 ? kn : -EBADMSG;
+	size_t klen = (size_t)kn;
 	const char *route = NULL;
 	if (natsMsgHeader_Get(msg, BR_HDR_ROUTE, &route) != NATS_OK || !route || !*route ||
 	    strlen(route) > SHMQ_KEY_MAX)
@@ -165,7 +191,8 @@ int br_from_js(struct bridge *b)
 						  "--dedup-window-ms > 0");
 				else if (err == -EBADMSG)
 					br_log(b, "a message without JetStream metadata: skipped");
-				else if (err != -EINTR)
+				else if (err != -EINTR &&
+					 err != -EAGAIN) /* -EAGAIN: logged by stream_id_of */
 					br_log(b, "send: %s", shmq_strerror(err));
 				if (err != -EINTR) {
 					b->c.errors++;
