@@ -136,7 +136,7 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: all lib tool bridge demo-bridge deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: all lib tool bridge demo-bridge bench-bridge deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 all: lib tool bridge
@@ -183,6 +183,12 @@ demo-crash: all $(DEMO_WORKER)
 # two queues bridged through one JetStream server, a producer, `shmq work`, the bridges killed midway
 demo-bridge: all
 	$(Q)$(call msg,DEMO,tools/demo/bridge.sh)bash tools/demo/bridge.sh $(abspath $(TOOL)) $(abspath $(BRIDGE))
+
+# shm -> JetStream -> shm throughput and latency on loopback (bench/bridge.c), e.g.
+# BENCH_ARGS='--rounds 3 --count 100000'
+bench-bridge: all $(BUILD)/bench/bridge
+	$(Q)$(call msg,RUN,$(BUILD)/bench/bridge)$(BUILD)/bench/bridge --bridge $(abspath $(BRIDGE)) \
+		--server $$(command -v nats-server || echo /usr/sbin/nats-server) $(BENCH_ARGS)
 
 asan:
 	$(Q)$(MAKE) BUILD=build-asan SAN=asan test
@@ -476,6 +482,9 @@ HOTPATH_OBJS := $(OBJ)/bench/peers/floor.o $(OBJ)/bench/peers/spsc.o $(OBJ)/benc
 	$(OBJ)/bench/lib/keyed.o
 $(BUILD)/bench/hotpath: EXTRA_BENCH_OBJS = $(HOTPATH_OBJS)
 $(BUILD)/bench/hotpath: $(HOTPATH_OBJS)
+# the bridge bench runs its nats-server and bridges as daemons
+$(BUILD)/bench/bridge: EXTRA_BENCH_OBJS = $(OBJ)/bench/lib/daemon.o
+$(BUILD)/bench/bridge: $(OBJ)/bench/lib/daemon.o
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(STANDALONE_LIB_OBJS) $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STANDALONE_LIB_OBJS) \
 		$(EXTRA_BENCH_OBJS) $(LIB_A) \
