@@ -85,7 +85,7 @@ static double round_trip(int r, unsigned paced, struct hist *h)
 	shmq_config_init(&c);
 	c.capacity = 8192;
 	c.dedup_entries = 1u << 20;
-	shmq_t *qa, *qb;
+	shmq_t *qa = NULL, *qb = NULL;
 	int err = shmq_create(a, &c, &qa);
 	if (!err)
 		err = shmq_create(b, &c, &qb);
@@ -142,10 +142,9 @@ static double round_trip(int r, unsigned paced, struct hist *h)
 
 int main(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!v)
-			break;
+	int bad = argc % 2 == 0; /* options come in pairs: OPTION VALUE */
+	for (int i = 1; i + 1 < argc && !bad; i += 2) {
+		const char *o = argv[i], *v = argv[i + 1];
 		if (!strcmp(o, "--bridge"))
 			bridge_bin = v;
 		else if (!strcmp(o, "--server"))
@@ -161,10 +160,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(o, "--batch"))
 			batch = bench_parse_count(prog, o, v, 1, 1024);
 		else
-			break;
-		i++;
+			bad = 1;
 	}
-	if (!bridge_bin) {
+	if (bad || !bridge_bin) {
 		fprintf(stderr,
 			"usage: %s --bridge PATH [--server PATH] [--count N] [--size B] [--rate R] "
 			"[--rounds N] [--batch N]\n",
