@@ -608,7 +608,7 @@ Test(bridge, a_bad_url_a_missing_stream_and_an_unreachable_server_each_give_one_
  * out bridge on h1 reaching the server at h2's address. */
 Test(bridge, two_network_namespaces_joined_by_a_veth_pair_carry_the_stream)
 {
-	char cmd[512];
+	char cmd[1024]; /* the veth set-up: ~330 bytes of text and 8 names of up to 31 */
 	snprintf(netns[0], sizeof(netns[0]), "shmqh1-%d", (int)getpid());
 	snprintf(netns[1], sizeof(netns[1]), "shmqh2-%d", (int)getpid());
 	snprintf(cmd, sizeof(cmd), "ip netns add %s 2>&1", netns[0]);
