@@ -454,6 +454,48 @@ Test(bridge, a_server_killed_and_restarted_mid_stream_loses_nothing)
 	expect_whole(&t);
 }
 
+/* The worker process of a bridge (its supervisor's child), or 0. */
+static pid_t worker_of(pid_t bridge_pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)bridge_pid, (int)bridge_pid);
+	FILE *f = fopen(path, "r");
+	int pid = 0;
+	if (f) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return pid;
+}
+
+/* A crash inside a bridge's worker (SIGSEGV here; libnats has been seen to abort) is survived: the
+ * supervisor starts the worker again, and every message arrives once. */
+Test(bridge, a_bridge_worker_that_crashes_is_started_again_and_loses_nothing)
+{
+	struct producer p = {.n = 20000};
+	pthread_t th = start_flow(&p);
+	struct tally t = tally(p.n);
+	int crashed = 0;
+	for (double deadline = tq_now_ms() + 60000; t.got < t.n && tq_now_ms() < deadline;) {
+		drain(b, &t, 5);
+		if (!crashed && t.got >= p.n / 3) {
+			pid_t w[2] = {worker_of(procs[0]), worker_of(procs[1])};
+			cr_assert(w[0] > 0 && w[1] > 0, "no worker processes under the bridges");
+			kill(w[0], SIGSEGV);
+			kill(w[1], SIGSEGV);
+			crashed = 1;
+		}
+	}
+	pthread_join(th, NULL);
+	expect_whole(&t);
+	char line[1024];
+	cr_expect(last_line(logpath("to"), "starting it again", line, sizeof(line)),
+		  "the out worker was not restarted");
+	cr_expect(last_line(logpath("from"), "starting it again", line, sizeof(line)),
+		  "the in worker was not restarted");
+}
+
 /* Killed after the PubAcks of its first batch, before acking them in shm: the next bridge
  * publishes them again, and the stream's duplicate window drops every one. */
 Test(bridge, a_bridge_killed_between_puback_and_shm_ack_adds_no_duplicate_to_the_stream)

@@ -169,6 +169,15 @@ int br_from_js(struct bridge *b)
 			continue;
 		}
 		backoff = 50;
+		if (list.Count < 0 || list.Count > (int)b->o.batch) {
+			/* libnats 3.4.1 has returned a count past the array it allocated (seen once a
+			 * reconnect raced a fetch): only the first batch entries are ours to read and to
+			 * free; what lies beyond is redelivered after AckWait */
+			br_log(b, "fetch returned %d messages for a batch of %u: %u kept", list.Count,
+			       b->o.batch, list.Count < 0 ? 0 : b->o.batch);
+			b->c.errors++;
+			list.Count = list.Count < 0 ? 0 : (int)b->o.batch;
+		}
 		b->c.fetched += (uint64_t)list.Count;
 		for (int i = 0; i < list.Count; i++) {
 			natsMsg *msg = list.Msgs[i];

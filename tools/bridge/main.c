@@ -5,6 +5,8 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,6 +369,57 @@ static int parse(int argc, char **argv, struct br_opts *o)
 	return 0;
 }
 
+/* The worker: the process that does the bridging, a child of the one started, which supervises
+ * it (0 in the worker itself). */
+static pid_t worker;
+
+static void forward_signal(int sig)
+{
+	br_stop = 1;
+	if (worker > 0)
+		kill(worker, sig);
+}
+
+/* Runs the bridge in a child and starts it again when it crashes: a fault inside libnats (3.4.1
+ * has been seen to abort on a double free after a reconnect) must not end the bridging, and
+ * losing the worker at any instruction loses nothing (what it held comes back through shmq's
+ * reclaim or JetStream's AckWait). A worker that exits, or dies of SIGKILL, SIGTERM or SIGINT,
+ * ends the supervisor the same way. Returns -1 in the worker, else the exit status. */
+static int supervise(struct bridge *b)
+{
+	struct sigaction sa = {.sa_handler = forward_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	for (int delay = 100;; delay = delay < 1000 ? delay * 2 : 2000) {
+		pid_t parent = getpid();
+		worker = fork();
+		if (worker < 0)
+			return -1; /* no child: bridge in this process */
+		if (worker == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL); /* the supervisor SIGKILLed: the worker too */
+			if (getppid() != parent)
+				_exit(BR_FAIL);
+			return -1;
+		}
+		int st = 0;
+		while (waitpid(worker, &st, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(st))
+			return WEXITSTATUS(st);
+		int sig = WTERMSIG(st);
+		if (br_stop || sig == SIGKILL || sig == SIGTERM || sig == SIGINT) {
+			signal(sig, SIG_DFL);
+			raise(sig);
+			return 128 + sig;
+		}
+		br_log(b, "the worker died of signal %d (%s): starting it again", sig, strsignal(sig));
+		br_sleep_ms(delay);
+		if (br_stop)
+			return BR_OK;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct bridge b = {.o = {.ack_wait_ms = 30000, .timeout_ms = 5000}};
@@ -382,11 +435,14 @@ int main(int argc, char **argv)
 		shmq_fault_arm(point, (unsigned)atoi(strchr(f, ':') + 1));
 	}
 #endif
+	signal(SIGPIPE, SIG_IGN);
+	rc = supervise(&b);
+	if (rc >= 0)
+		return rc;
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	int err = shmq_open(b.o.name, &b.q);
 	if (!err && b.o.to_js)
