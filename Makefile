@@ -59,6 +59,7 @@ endif
 LIB_LIBS := -lurcu -lpthread
 # libmicrohttpd: `shmq exporter`'s HTTP server (the tool only; the library never links it)
 TOOL_LIBS := $(JEMALLOC_LIBS) -ljansson -lmicrohttpd -lurcu -lm -lpthread
+BRIDGE_LIBS := -lnats -lurcu -lpthread
 TEST_LIBS := -lcriterion -lurcu -ljansson -lpthread -lm
 TSAN_LIBS := -lurcu -lpthread -lm
 BENCH_LIBS := $(JEMALLOC_LIBS) -lpthread -lm
@@ -74,6 +75,8 @@ VERSION = $(call version_part,MAJOR).$(call version_part,MINOR)
 
 LIB_SRCS := $(sort $(wildcard src/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
+# shmq-bridge, its own binary: only it links libnats, never libshmq or the shmq tool
+BRIDGE_SRCS := $(sort $(wildcard tools/bridge/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
 # the thread, counter and worker tests and the ring core's unit tests (its threaded one on malloc'd memory)
@@ -94,6 +97,9 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/static/%.o)
 PIC_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/pic/%.o)
 TESTLIB_OBJS := $(LIB_SRCS:src/%.c=$(OBJ)/test/%.o)
 TOOL_OBJS := $(TOOL_SRCS:%.c=$(OBJ)/%.o)
+BRIDGE_OBJS := $(BRIDGE_SRCS:%.c=$(OBJ)/%.o)
+# the bridge of the tests: with the library's fault points (SHMQ_BRIDGE_FAULT=point:nth)
+BRIDGE_TEST_OBJS := $(BRIDGE_SRCS:tools/%.c=$(OBJ)/test/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 INTEG_OBJS := $(INTEG_SRCS:%.c=$(OBJ)/%.o)
 TSAN_OBJS := $(patsubst %.c,$(OBJ)/tsan/%.o,$(notdir $(TSAN_SRCS)))
@@ -101,7 +107,8 @@ BENCH_OBJS := $(BENCH_SRCS:%.c=$(OBJ)/%.o)
 SUITE_OBJS := $(SUITE_SRCS:%.c=$(OBJ)/%.o)
 PEER_OBJS := $(PEER_SRCS:%.c=$(OBJ)/%.o) $(PEER_CXX_SRCS:%.cc=$(OBJ)/%.o)
 PY_OBJ := $(OBJ)/python/_shmq.o
-ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(UNIT_OBJS) $(INTEG_OBJS) \
+ALL_OBJS := $(LIB_OBJS) $(PIC_OBJS) $(TESTLIB_OBJS) $(TOOL_OBJS) $(BRIDGE_OBJS) $(BRIDGE_TEST_OBJS) \
+	$(UNIT_OBJS) $(INTEG_OBJS) \
 	$(TSAN_OBJS) $(BENCH_OBJS) $(OBJ)/tools/demo/worker.o $(SUITE_OBJS) $(PEER_OBJS) $(PY_OBJ)
 
 LIB_A := $(BUILD)/libshmq.a
@@ -110,6 +117,8 @@ LIB_SO := $(BUILD)/libshmq.so
 SONAME = libshmq.so.$(call version_part,MAJOR)
 TESTLIB_A := $(BUILD)/libshmq-test.a
 TOOL := $(BUILD)/shmq
+BRIDGE := $(BUILD)/shmq-bridge
+BRIDGE_TEST := $(BUILD)/tests/shmq-bridge
 DEMO_WORKER := $(BUILD)/demo-worker
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
@@ -141,29 +150,31 @@ MAKEFLAGS += --no-print-directory
 # ---- top-level targets -------------------------------------------------------------------------
 
 .DEFAULT_GOAL := all
-.PHONY: python python-build python-test demo-python bench-python all lib tool man deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
+.PHONY: python python-build python-test demo-python bench-python all lib tool man bridge demo-bridge bench-bridge deps test layers unit integration tests demo demo-crash bench-crash bench-run bench-crash-run asan tsan tsan-run bench bench-quick \
 	fuzz format format-check install uninstall clean
 
 # the Python package is built in the plain build only (an extension of a sanitized library would
 # need the sanitizer runtime preloaded into the interpreter)
-all: lib tool $(if $(SAN),,python)
+all: lib tool bridge $(if $(SAN),,python)
 lib: $(LIB_A) $(LIB_SO) $(BUILD)/$(SONAME)
 tool: $(TOOL)
+bridge: $(BRIDGE)
 # the manual pages, from `shmq help` and the public headers (tools/man/mkman.sh)
 PUBLIC_HEADERS := include/shmq.h include/shmq_inspect.h include/shmq_worker.h
 MAN_OUT := $(BUILD)/man
 man: $(MAN_OUT)/man1/shmq.1
 $(MAN_OUT)/man1/shmq.1: $(TOOL) $(PUBLIC_HEADERS) tools/man/mkman.sh
 	$(Q)$(call msg,MAN,$(MAN_OUT))rm -rf $(MAN_OUT) && sh tools/man/mkman.sh $(TOOL) $(MAN_OUT) $(PUBLIC_HEADERS)
-tests: $(UNIT_BIN) $(INTEG_BIN)
+tests: $(UNIT_BIN) $(INTEG_BIN) $(BRIDGE_TEST)
 deps: $(DEPS_OK)
 
 # $(call run_tests,BINARY): run one Criterion binary, its output going both to the terminal and to
 # BINARY.log.  The run fails if Criterion fails, or if a sanitizer reported anything: LeakSanitizer
 # reports when a test process exits, after Criterion has already counted the test as passed.
 SAN_REPORT_RE := ERROR: [A-Za-z]+Sanitizer|WARNING: ThreadSanitizer|runtime error:
-# SHMQ_TOOL tells the CLI tests which shmq binary to run, SHMQ_PROMTOOL which promtool (below).
-run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) SHMQ_PROMTOOL=$(promtool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
+# SHMQ_TOOL tells the CLI tests which shmq binary to run, SHMQ_PROMTOOL which promtool (below),
+# SHMQ_BRIDGE which shmq-bridge.
+run_tests = $(call msg,RUN,$(1)){ SHMQ_TOOL=$(abspath $(TOOL)) SHMQ_PROMTOOL=$(promtool) SHMQ_BRIDGE=$(abspath $(BRIDGE_TEST)) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 $(1) $(CRITERION_FLAGS) 2>&1; echo $$? >$(1).rc; } | tee $(1).log; \
 	rc=$$(cat $(1).rc); \
 	if [ "$$rc" -eq 0 ] && grep -q -E '$(SAN_REPORT_RE)' $(1).log; then \
 		echo "  FAIL  $(1): sanitizer report (see $(1).log)"; rc=1; \
@@ -187,7 +198,7 @@ layers: $(LIB_OBJS)
 unit: $(UNIT_BIN)
 	$(Q)$(call run_tests,$(UNIT_BIN))
 
-integration: $(INTEG_BIN) $(TOOL) $(PROMTOOL_OK)
+integration: $(INTEG_BIN) $(TOOL) $(PROMTOOL_OK) $(BRIDGE_TEST)
 	$(Q)$(call run_tests,$(INTEG_BIN))
 
 # producers and consumers in separate processes, then the crash story (demo-crash)
@@ -198,6 +209,16 @@ demo: all $(DEMO_WORKER)
 # the crash-recovery show: a worker SIGKILLed mid-flight, the watchdog, a poison message and the DLQ
 demo-crash: all $(DEMO_WORKER)
 	$(Q)$(call msg,DEMO,tools/demo/crash.sh)bash tools/demo/crash.sh $(abspath $(TOOL)) $(abspath $(DEMO_WORKER))
+
+# two queues bridged through one JetStream server, a producer, `shmq work`, the bridges killed midway
+demo-bridge: all
+	$(Q)$(call msg,DEMO,tools/demo/bridge.sh)bash tools/demo/bridge.sh $(abspath $(TOOL)) $(abspath $(BRIDGE))
+
+# shm -> JetStream -> shm throughput and latency on loopback (bench/bridge.c), e.g.
+# BENCH_ARGS='--rounds 3 --count 100000'
+bench-bridge: all $(BUILD)/bench/bridge
+	$(Q)$(call msg,RUN,$(BUILD)/bench/bridge)$(BUILD)/bench/bridge --bridge $(abspath $(BRIDGE)) \
+		--server $$(command -v nats-server || echo /usr/sbin/nats-server) $(BENCH_ARGS)
 
 asan:
 	$(Q)$(MAKE) BUILD=build-asan SAN=asan test
@@ -394,7 +415,7 @@ format-check:
 	$(Q)$(if $(FORMAT_FILES),$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES),true)
 
 # shmq.pc is generated at install time so that it always matches PREFIX/LIBDIR/INCLUDEDIR.
-install: $(LIB_A) $(LIB_SO) $(TOOL) man python
+install: $(LIB_A) $(LIB_SO) $(TOOL) $(BRIDGE) man python
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PREFIX))$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
 		$(DESTDIR)$(COMPLETIONDIR)
@@ -410,6 +431,7 @@ install: $(LIB_A) $(LIB_SO) $(TOOL) man python
 		-e 's|@VERSION@|$(VERSION)|g' shmq.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc && \
 		chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/shmq.pc
 	$(Q)$(INSTALL) -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/shmq
+	$(Q)$(INSTALL) -m 755 $(BRIDGE) $(DESTDIR)$(BINDIR)/shmq-bridge
 	$(Q)$(call msg,INSTALL,$(DESTDIR)$(PY_SITEDIR)/shmq)$(INSTALL) -d $(DESTDIR)$(PY_SITEDIR)/shmq && \
 		$(INSTALL) -m 644 $(PY_FILES) $(DESTDIR)$(PY_SITEDIR)/shmq/ && \
 		$(INSTALL) -m 644 $(PY_EXT) $(DESTDIR)$(PY_SITEDIR)/shmq/
@@ -431,7 +453,7 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libshmq.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libshmq.so.$(VERSION) $(DESTDIR)$(INCLUDEDIR)/shmq.h $(DESTDIR)$(INCLUDEDIR)/shmq_inspect.h \
 		$(DESTDIR)$(INCLUDEDIR)/shmq_worker.h \
-		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq \
+		$(DESTDIR)$(PKGCONFIGDIR)/shmq.pc $(DESTDIR)$(BINDIR)/shmq $(DESTDIR)$(BINDIR)/shmq-bridge \
 		$(DESTDIR)$(MANDIR)/man1/shmq.1 $(DESTDIR)$(MANDIR)/man3/libshmq.3 $(DESTDIR)$(MANDIR)/man3/shmq_*.3 \
 		$(DESTDIR)$(COMPLETIONDIR)/shmq \
 		$(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(SYSTEMD_UNITS))
@@ -458,10 +480,12 @@ apt_install = if ! command -v apt-get >/dev/null 2>&1; then \
 # The library needs liburcu only; the tool, the tests and the benches need the rest too.
 LIB_DEB_PACKAGES := liburcu-dev
 LIB_DEP_HEADERS := urcu.h
-# curl: the tests scrape `shmq exporter` with it
-DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev libmicrohttpd-dev pkg-config curl
-DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h microhttpd.h
-DEP_COMMANDS := pkg-config curl
+# curl: the tests scrape `shmq exporter` with it; libnats-dev and nats-server: shmq-bridge and its
+# tests (a real server on 127.0.0.1)
+DEB_PACKAGES := libcriterion-dev liburcu-dev libjemalloc-dev libjansson-dev libmicrohttpd-dev pkg-config curl \
+	libnats-dev nats-server
+DEP_HEADERS := criterion/criterion.h urcu.h jemalloc/jemalloc.h jansson.h microhttpd.h nats/nats.h
+DEP_COMMANDS := pkg-config curl nats-server
 
 # promtool, Prometheus's own reader of the exposition format, for the tests of `stat --prometheus`
 # and `exporter` (they run it besides their own strict reader). Debian ships it only in the
@@ -487,7 +511,7 @@ probe_deps = missing=; \
 	for h in $(1); do \
 		printf '\#include <%s>\n' "$$h" | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; \
 	done; \
-	for c in $(3); do command -v "$$c" >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	for c in $(3); do command -v "$$c" >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "  DEPS  missing:$$missing"; \
 		$(call apt_install,$(2)); \
@@ -516,6 +540,9 @@ $(OBJ)/test/%.o: src/%.c | $(DEPS_OK)
 $(OBJ)/tools/%.o: tools/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) -c -o $@ $<
 
+$(OBJ)/test/bridge/%.o: tools/bridge/%.c | $(DEPS_OK)
+	$(Q)$(call msg,CC,$< (test))mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
+
 $(OBJ)/tests/%.o: tests/%.c | $(DEPS_OK)
 	$(Q)$(call msg,CC,$<)mkdir -p $(@D) && $(CC) $(CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
 
@@ -542,6 +569,7 @@ stamp_lib = $(LIB_OBJS)
 stamp_pic = $(PIC_OBJS) $(SO_LDFLAGS) $(SONAME)
 stamp_testlib = $(TESTLIB_OBJS)
 stamp_tool = $(TOOL_OBJS)
+stamp_bridge = $(BRIDGE_OBJS)
 stamp_unit = $(UNIT_OBJS)
 stamp_integration = $(INTEG_OBJS)
 stamp_tsan = $(TSAN_OBJS)
@@ -576,6 +604,13 @@ $(BUILD)/$(SONAME): $(LIB_SO)
 $(TOOL): $(TOOL_OBJS) $(LIB_A) $(STAMP)/tool $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(LIB_A) $(TOOL_LIBS)
 
+$(BRIDGE): $(BRIDGE_OBJS) $(LIB_A) $(STAMP)/bridge $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(BRIDGE_OBJS) $(LIB_A) $(BRIDGE_LIBS)
+
+$(BRIDGE_TEST): $(BRIDGE_TEST_OBJS) $(TESTLIB_A) $(STAMP)/bridge $(STAMP)/flags | $(DEPS_OK)
+	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(BRIDGE_TEST_OBJS) $(TESTLIB_A) \
+		$(BRIDGE_LIBS)
+
 $(UNIT_BIN): $(UNIT_OBJS) $(TESTLIB_A) $(STAMP)/unit $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(TESTLIB_A) $(TEST_LIBS)
 
@@ -599,6 +634,9 @@ HOTPATH_OBJS := $(OBJ)/bench/peers/floor.o $(OBJ)/bench/peers/spsc.o $(OBJ)/benc
 	$(OBJ)/bench/lib/keyed.o
 $(BUILD)/bench/hotpath: EXTRA_BENCH_OBJS = $(HOTPATH_OBJS)
 $(BUILD)/bench/hotpath: $(HOTPATH_OBJS)
+# the bridge bench runs its nats-server and bridges as daemons
+$(BUILD)/bench/bridge: EXTRA_BENCH_OBJS = $(OBJ)/bench/lib/daemon.o
+$(BUILD)/bench/bridge: $(OBJ)/bench/lib/daemon.o
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(STANDALONE_LIB_OBJS) $(LIB_A) $(STAMP)/flags | $(DEPS_OK)
 	$(Q)$(call msg,LD,$@)mkdir -p $(@D) && $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STANDALONE_LIB_OBJS) \
 		$(EXTRA_BENCH_OBJS) $(LIB_A) \

@@ -211,6 +211,8 @@ int cmd_check(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_work(int argc, char **argv);
 int cmd_exporter(int argc, char **argv); /* cmd_exporter.c */
+/* cmd_bridge.c: execs shmq-bridge (the shmq tool does not link libnats) */
+int cmd_bridge(int argc, char **argv);
 
 /* stat_watch.c: `stat --watch`: refreshes every interval_ms until q, SIGINT or SIGTERM, or after
  * `refreshes` frames (0: no limit). */

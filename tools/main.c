@@ -249,6 +249,13 @@ static const struct cli_cmd cmds[] = {
 	 "                         capacity: producers sending meanwhile cannot keep it going)\n"
 	 "    --json               one object: schema shmq.purge/1, queue, purged, ready,\n"
 	 "                         inflight, delayed, dead\n" TRUST_HELP},
+	{"bridge", cmd_bridge,
+	 "bridge NAME (--to URL | --from URL --durable D) --subject S [--stream ST [--create]]\n"
+	 "    Extend the queue past this host through NATS JetStream, at least once: runs\n"
+	 "    shmq-bridge (installed next to shmq, or found on PATH) with these arguments; see\n"
+	 "    shmq-bridge --help. --to publishes what NAME receives, acking each message in NAME\n"
+	 "    only after JetStream's PubAck; --from sends what the durable D delivers into NAME\n"
+	 "    (which needs a dedup table), acking in JetStream only after the send.\n"},
 	{"unlink", cmd_unlink,
 	 "unlink NAME [--force]\n"
 	 "    Remove the queue. Refused (exit 1) while processes use it (they would keep using a\n"

@@ -37,6 +37,19 @@ int daemon_free_port(void)
 	return port;
 }
 
+int daemon_tcp_listening(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				.sin_port = htons((uint16_t)port)};
+	int ok = !connect(fd, (struct sockaddr *)&a, sizeof(a));
+	close(fd);
+	return ok;
+}
+
 int daemon_in_path(const char *prog)
 {
 	const char *path = getenv("PATH");

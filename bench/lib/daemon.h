@@ -36,6 +36,9 @@ enum {
  * or -errno. Another process may take it before the server binds it; nothing here retries. */
 int daemon_free_port(void);
 
+/* Whether something accepts TCP connections on 127.0.0.1:port (a plain connect). */
+int daemon_tcp_listening(int port);
+
 /* Whether execvp() would find prog in $PATH (or a default list when $PATH is unset or empty). */
 int daemon_in_path(const char *prog);
 

@@ -29,9 +29,7 @@
 #include "peers/peer.h"
 
 #if __has_include(<nats/nats.h>)
-#include <netinet/in.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <nats/nats.h>
@@ -72,20 +70,6 @@ static const char *js_server_path(void)
 	return access("/usr/sbin/nats-server", X_OK) ? NULL : "/usr/sbin/nats-server";
 }
 
-/* Whether something accepts TCP connections on the port (a plain socket: no libnats here). */
-static int js_port_open(int port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-				.sin_port = htons((uint16_t)port)};
-	int ok = !connect(fd, (struct sockaddr *)&a, sizeof(a));
-	close(fd);
-	return ok;
-}
-
 static const char *js_probe(void)
 {
 	if (js_srv.why[0])
@@ -114,7 +98,7 @@ static int js_start(void)
 				    port,	   "-sd", js_srv.dir, NULL};
 	err = daemon_spawn(&js_srv, server, argv, DAEMON_QUIET);
 	if (!err)
-		err = daemon_wait_ready(&js_srv, js_port_open, "listen");
+		err = daemon_wait_ready(&js_srv, daemon_tcp_listening, "listen");
 	if (err)
 		js_stop();
 	return err;
