@@ -28,10 +28,19 @@ esc() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
 	# each block "shmq CMD ..." up to the next one or the closing paragraph, as it is in help
 	"$tool" help | esc | awk '
 		/^shmq / { printf ".SS \"%s\"\n.nf\n", $1 " " $2; on = 1 }
-		on && /^$/ { print ".fi"; on = 0; tail = 1; next }
+		on && /^$/ { print ".fi"; on = 0; next }
 		on { print; next }
-		tail { rest = rest $0 "\n" }
-		END { if (on) print ".fi"; printf ".SH \"EXIT STATUS AND NUMBERS\"\n%s", rest }'
+		END { if (on) print ".fi" }'
+	# a subcommand that runs a program of its own (bridge: shmq-bridge) has that program's help
+	if "$tool" bridge --help >/dev/null 2>&1; then
+		printf '.SS "shmq-bridge (shmq bridge)"\n.nf\n'
+		"$tool" bridge --help | esc
+		printf '.fi\n'
+	fi
+	printf '.SH "EXIT STATUS AND NUMBERS"\n'
+	# the closing paragraph of help: what follows the last command's block
+	"$tool" help | awk '/^shmq / { on = 1; rest = ""; next } on && /^$/ { on = 0; tail = 1; next }
+		on { next } tail { rest = rest $0 "\n" } END { printf "%s", rest }' | esc
 	printf '.SH "SEE ALSO"\n.BR libshmq (3)\n'
 } >"$out/man1/shmq.1"
 
