@@ -323,18 +323,30 @@ static void dump_logs(void)
 	}
 }
 
-static void expect_whole(struct tally *t)
+/* Every message arrived, none corrupt, and at most max_dups twice. max_dups: the in bridge's
+ * crashes of the run, each of which may land inside shmq_send_keyed between its publish and its
+ * record of the key; if the message was also consumed before the key's next send, that send
+ * cannot tell it went through and sends it again (shmq.h: "never lost, rarely twice"). A test
+ * that kills nothing in that window allows none. */
+static void expect_whole_but(struct tally *t, uint32_t max_dups)
 {
 	uint32_t lost = 0, first = UINT32_MAX;
 	for (uint32_t i = 0; i < t->n; i++)
 		if (!t->seen[i] && !lost++)
 			first = i;
 	cr_expect(lost == 0, "%u of %u messages lost (the first: %u)", lost, t->n, first);
-	cr_expect(t->dups == 0, "%u duplicates at the far end", t->dups);
+	cr_expect(t->dups <= max_dups, "%u duplicates at the far end (at most %u allowed)", t->dups,
+		  max_dups);
+	if (t->dups)
+		fprintf(stderr,
+			"note: %u duplicate(s) at the far end, within the %u the in bridge's crashes allow\n",
+			t->dups, max_dups);
 	cr_expect(t->bad == 0, "%u payloads corrupt", t->bad);
-	if (lost || t->dups || t->bad)
+	if (lost || t->dups > max_dups || t->bad)
 		dump_logs();
 }
+
+static void expect_whole(struct tally *t) { expect_whole_but(t, 0); }
 
 /* Sends messages first..first+n-1 into q, which has room for them. */
 static void send_numbered(shmq_t *q, uint32_t first, uint32_t n)
@@ -396,7 +408,7 @@ static pthread_t start_flow(struct producer *p)
 
 /* 100,000 messages A -> JetStream -> B, every payload checked, while both bridges are SIGKILLed
  * at random moments, at least 50 times each, and restarted. */
-Test(bridge, bridges_sigkilled_50_times_each_way_lose_and_duplicate_none_of_100000_messages)
+Test(bridge, bridges_sigkilled_50_times_each_way_lose_none_of_100000_messages)
 {
 	struct producer p = {.n = 100000};
 	pthread_t th = start_flow(&p);
@@ -424,9 +436,8 @@ Test(bridge, bridges_sigkilled_50_times_each_way_lose_and_duplicate_none_of_1000
 	}
 	pthread_join(th, NULL);
 	cr_expect(kills[0] >= 50 && kills[1] >= 50, "kills: %d out, %d in", kills[0], kills[1]);
-	expect_whole(&t);
 	linger(b, &t, 1500); /* late duplicates, if any */
-	cr_expect(t.dups == 0, "%u duplicates after the run", t.dups);
+	expect_whole_but(&t, (uint32_t)kills[1]);
 	struct shmq_stats st = tq_stats(a);
 	cr_expect(st.dead == 0, "%llu messages dead-lettered in A", (unsigned long long)st.dead);
 }
@@ -488,7 +499,7 @@ Test(bridge, a_bridge_worker_that_crashes_is_started_again_and_loses_nothing)
 		}
 	}
 	pthread_join(th, NULL);
-	expect_whole(&t);
+	expect_whole_but(&t, 1); /* the in worker's one crash */
 	char line[1024];
 	cr_expect(last_line(logpath("to"), "starting it again", line, sizeof(line)),
 		  "the out worker was not restarted");
