@@ -36,6 +36,9 @@ struct checker {
 	uint32_t capacity, lanes, lane_mask, lane_shift, max_payload;
 	uint64_t prod_tail[SHMQ_LANES_MAX], cons_head[SHMQ_LANES_MAX], now;
 	const uint8_t *part_state; /* per record: its state byte, read once */
+	/* the settings changed since creation (settings.c): a delivery count or a DLQ size over the
+	 * bound in force may be from an earlier, higher one (a warning, not an error) */
+	int settings_changed;
 };
 
 static void report(struct checker *c, int sev, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -126,12 +129,15 @@ static void check_slot(struct checker *c, uint32_t i, uint64_t w)
 	}
 	if ((st == SLOT_FREE || st == SLOT_WRITING || st == SLOT_READY) && d)
 		report(c, SHMQ_CHECK_ERROR, "slot %u: %s with %u deliveries", i, shmq_slot_kind_str(st), d);
-	if (st == SLOT_LEASED && (d < 1 || d > c->h.max_deliveries))
+	int over = c->settings_changed ? SHMQ_CHECK_WARNING : SHMQ_CHECK_ERROR;
+	if (st == SLOT_LEASED && d < 1)
 		report(c, SHMQ_CHECK_ERROR, "slot %u: leased at delivery %u, outside 1..%u", i, d,
 		       c->h.max_deliveries);
+	else if (st == SLOT_LEASED && d > c->h.max_deliveries)
+		report(c, over, "slot %u: leased at delivery %u, outside 1..%u", i, d, c->h.max_deliveries);
 	if (st == SLOT_DELAYED && d >= c->h.max_deliveries)
-		report(c, SHMQ_CHECK_ERROR, "slot %u: waiting for delivery %u, past max deliveries %u", i,
-		       d + 1, c->h.max_deliveries);
+		report(c, over, "slot %u: waiting for delivery %u, past max deliveries %u", i, d + 1,
+		       c->h.max_deliveries);
 	if (msg_state && s->len > c->max_payload)
 		report(c, SHMQ_CHECK_ERROR, "slot %u: payload length %u is above the max payload %u", i,
 		       s->len, c->max_payload);
@@ -339,6 +345,7 @@ static int check(struct checker *c)
 	struct shmq_config live, cur;
 	shmq_hdr_config(&c->h, &cur);
 	uint32_t g = shmq_settings_read(c->base, &live);
+	c->settings_changed = g != 0;
 	if (g && !(g & 1) && !shmq_settings_apply(&live, &cur)) {
 		if (cur.max_deliveries > c->h.max_deliveries)
 			c->h.max_deliveries = cur.max_deliveries;

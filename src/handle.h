@@ -5,6 +5,7 @@
 #define SHMQ_HANDLE_H
 
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -104,8 +105,11 @@ struct shmq {
 	_Atomic uint32_t retry_max_ms;
 	_Atomic uint32_t reclaim_interval_ms;
 	_Atomic uint32_t settings_gen; /* the header's settings_gen these come from */
-	unsigned char *dedup;	       /* the dedup table, NULL if the queue has none */
-	_Atomic uint64_t *holders;     /* the holder records, one per slot (layout.h: hr_make) */
+	/* one thread at a time refreshes the six above, and one writes the header's settings (the
+	 * settings lock, an OFD lock on our own description, does not exclude our own threads) */
+	pthread_mutex_t settings_mu;
+	unsigned char *dedup;	   /* the dedup table, NULL if the queue has none */
+	_Atomic uint64_t *holders; /* the holder records, one per slot (layout.h: hr_make) */
 	uint32_t dedup_mask;
 	uint32_t dedup_window_ms;
 	int32_t pid;

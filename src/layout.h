@@ -325,8 +325,9 @@ struct shmq_hdr {
 	/* [ start_ms:32 | slots done:24 | pass:8 ] of the pass: its last slice frees dead records */
 	_Atomic uint64_t reclaim_done;
 	_Atomic uint32_t reclaim_acc; /* leased + being-written slots its slices saw so far */
-	/* the settings' generation (settings.c): 0: the creation config; odd while `live` below is
-	 * being written (under the settings lock). On this line: every receive reads it */
+	/* the settings' generation (settings.c): 0: the creation config; else even, naming the valid
+	 * one of the two `live` blocks below (an odd value is none: a scribble). On this line: every
+	 * receive reads it */
 	_Atomic uint32_t settings_gen;
 	struct shmq_lane lane[SHMQ_LANES_MAX];
 	/* counters of participant records since reused or freed by a clean close: the totals are
@@ -357,8 +358,9 @@ struct shmq_hdr {
 	_Atomic uint32_t reclaim_dead;
 	/* immutable after creation: where the holder records are (hr_make), capacity * 8 bytes */
 	uint64_t holders_off;
-	/* the settings a live queue may change (shmq_settings_update), valid when settings_gen is
-	 * even and not 0; every handle checks them against the config rules before it uses them */
+	/* the settings a live queue may change (shmq_settings_update), two blocks: settings_gen g
+	 * (even, not 0) names live[(g / 2) % 2] as the valid one, and a writer writes only the other;
+	 * every handle checks them against the config rules before it uses them */
 	struct {
 		_Alignas(SHMQ_CACHELINE) _Atomic uint32_t lease_ms;
 		_Atomic uint32_t max_deliveries;
@@ -366,7 +368,7 @@ struct shmq_hdr {
 		_Atomic uint32_t retry_max_ms;
 		_Atomic uint32_t reclaim_interval_ms;
 		_Atomic uint32_t dlq_max;
-	} live;
+	} live[2];
 	/* descriptor waiters (event.c): bit i set while participant i's shmq_fd is armed (it also
 	 * registered in data_sleepers, so a publish calls shmq_wake). A waker takes a bit (atomic)
 	 * before it sends that waiter its datagram; a waiter killed while armed leaves its bit to

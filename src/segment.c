@@ -388,6 +388,7 @@ int shmq_create(const char *name, const struct shmq_config *cfg, shmq_t **out)
 	shmq_t *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
+	pthread_mutex_init(&q->settings_mu, NULL); /* holds nothing to free on Linux */
 	if ((err = shmq_normalize_name(name, q->name, sizeof(q->name))))
 		goto fail_free;
 
@@ -550,6 +551,7 @@ int shmq_open_opts(const char *name, const struct shmq_open_options *opts, shmq_
 	shmq_t *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
+	pthread_mutex_init(&q->settings_mu, NULL); /* holds nothing to free on Linux */
 	if ((err = shmq_map_segment(name, 1, opts, &m))) {
 		free(q);
 		return err;

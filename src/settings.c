@@ -2,18 +2,21 @@
 /*
  * settings.c: the settings a live queue may change, like a RabbitMQ policy or an SQS
  * SetQueueAttributes: lease_ms, max_deliveries, retry_base_ms, retry_max_ms, reclaim_interval_ms
- * and dlq_max. They live in the header's `live` block under a generation (settings_gen), a
- * seqlock: odd while a writer writes, even and > 0 once a block is published (0: never changed,
- * the creation config holds).
+ * and dlq_max. They live in two blocks of the header (`live`) under a generation (settings_gen): 0,
+ * never changed (the creation config holds); else even, naming the valid block, (g / 2) % 2.
  *
- * Writers take the queue's settings lock (an OFD lock on a byte of the segment, registry.c), so
- * there is one at a time; the kernel drops it when a writer dies, and a writer killed mid-block
- * leaves the generation odd: readers keep what they have, and the next writer writes a whole block
- * and publishes it. Readers (every handle, settings_check) never act on the block itself: they copy
- * it, check the generation did not move meanwhile, check the copy against the config rules, and
- * only then use it. A block that breaks a rule (a scribbled header) is ignored.
+ * Writers take the handle's mutex (our own threads) and the queue's settings lock (an OFD lock on
+ * a byte of the segment, registry.c: other processes), so there is one at a time; the kernel drops
+ * the lock when a writer dies. A writer writes the block that is not valid, then publishes it by
+ * moving the generation on (release): a writer killed midway changes nothing, since the valid
+ * block was never touched, and the next writer writes the other block whole. Readers (every
+ * handle, settings_check; views and the checker) copy the valid block, check the generation did
+ * not move meanwhile (a writer two generations on writes that block again), check the copy
+ * against the config rules, and only then use it. A block that breaks a rule (a scribbled header)
+ * is ignored.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -58,22 +61,24 @@ uint32_t shmq_settings_read(const unsigned char *base, struct shmq_config *s)
 	const _Atomic uint32_t *gen =
 		(const _Atomic uint32_t *)(base + offsetof(struct shmq_hdr, settings_gen));
 	for (int tries = 0; tries < 4; tries++) {
-		/* acquire: pairs with the writer's release store of the even generation */
+		/* acquire: pairs with the writer's release store of the generation */
 		uint32_t g = atomic_load_explicit(gen, memory_order_acquire);
 		if (g == 0 || (g & 1))
 			return g;
-		s->lease_ms = LIVE_LOAD(base, live.lease_ms);
-		s->max_deliveries = LIVE_LOAD(base, live.max_deliveries);
-		s->retry_base_ms = LIVE_LOAD(base, live.retry_base_ms);
-		s->retry_max_ms = LIVE_LOAD(base, live.retry_max_ms);
-		s->reclaim_interval_ms = LIVE_LOAD(base, live.reclaim_interval_ms);
-		s->dlq_max = LIVE_LOAD(base, live.dlq_max);
-		/* the block's loads before the second look at the generation (seqlock read side) */
+		unsigned b = (g / 2) % 2; /* the valid block; writers write the other */
+		s->lease_ms = LIVE_LOAD(base, live[b].lease_ms);
+		s->max_deliveries = LIVE_LOAD(base, live[b].max_deliveries);
+		s->retry_base_ms = LIVE_LOAD(base, live[b].retry_base_ms);
+		s->retry_max_ms = LIVE_LOAD(base, live[b].retry_max_ms);
+		s->reclaim_interval_ms = LIVE_LOAD(base, live[b].reclaim_interval_ms);
+		s->dlq_max = LIVE_LOAD(base, live[b].dlq_max);
+		/* the block's loads before the second look at the generation: a writer two
+		 * generations on may be writing this block again (seqlock read side) */
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(gen, memory_order_relaxed) == g)
 			return g;
 	}
-	return 1; /* writers kept coming: as if one were at it */
+	return 1; /* writers kept coming: as if none were valid now; looked at again next call */
 }
 
 int shmq_settings_apply(const struct shmq_config *s, struct shmq_config *c)
@@ -89,6 +94,11 @@ int shmq_settings_apply(const struct shmq_config *s, struct shmq_config *c)
 void shmq_settings_refresh(shmq_t *q)
 {
 	struct shmq_config s, c;
+	/* one refresher at a time: two could store their generations in the other order than their
+	 * values, and leave an old block's values under a newer generation for good. A thread that
+	 * finds another at it goes on with the values it has and looks again at its next call. */
+	if (pthread_mutex_trylock(&q->settings_mu))
+		return;
 	uint32_t g = shmq_settings_read((const unsigned char *)q->hdr, &s);
 	/* never changed, being written (or its writer died mid-block): keep ours, and look again only
 	 * once the generation moves. A block that breaks a rule is ignored for good. */
@@ -105,6 +115,7 @@ void shmq_settings_refresh(shmq_t *q)
 		}
 	}
 	atomic_store_explicit(&q->settings_gen, g, memory_order_relaxed);
+	pthread_mutex_unlock(&q->settings_mu);
 }
 
 int shmq_settings_update(shmq_t *q, const struct shmq_config *s)
@@ -118,26 +129,28 @@ int shmq_settings_update(shmq_t *q, const struct shmq_config *s)
 	int err = shmq_config_rules(&c, NULL, NULL);
 	if (err)
 		return err;
-	if ((err = shmq_settings_lock(q, 1)))
+	/* our own threads first (the OFD lock does not exclude them), then other processes */
+	pthread_mutex_lock(&q->settings_mu);
+	if ((err = shmq_settings_lock(q, 1))) {
+		pthread_mutex_unlock(&q->settings_mu);
 		return err;
+	}
 	struct shmq_hdr *h = q->hdr;
-	uint32_t g = atomic_load_explicit(&h->settings_gen, memory_order_relaxed);
-	/* odd: a writer died mid-block; we write a whole one and publish it */
-	uint32_t odd = g | 1;
-	atomic_store_explicit(&h->settings_gen, odd, memory_order_relaxed);
-	/* the odd generation before any store to the block (seqlock write side) */
-	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit(&h->live.lease_ms, c.lease_ms, memory_order_relaxed);
-	atomic_store_explicit(&h->live.max_deliveries, c.max_deliveries, memory_order_relaxed);
-	atomic_store_explicit(&h->live.retry_base_ms, c.retry_base_ms, memory_order_relaxed);
+	/* even: the valid block is (g / 2) % 2, and we write the other; odd (a scribble) names none */
+	uint32_t g = atomic_load_explicit(&h->settings_gen, memory_order_relaxed) & ~1u;
+	unsigned b = (g / 2 + 1) % 2;
+	atomic_store_explicit(&h->live[b].lease_ms, c.lease_ms, memory_order_relaxed);
+	atomic_store_explicit(&h->live[b].max_deliveries, c.max_deliveries, memory_order_relaxed);
+	atomic_store_explicit(&h->live[b].retry_base_ms, c.retry_base_ms, memory_order_relaxed);
 	SHMQ_FAULT("settings-mid-block");
-	atomic_store_explicit(&h->live.retry_max_ms, c.retry_max_ms, memory_order_relaxed);
-	atomic_store_explicit(&h->live.reclaim_interval_ms, c.reclaim_interval_ms, memory_order_relaxed);
-	atomic_store_explicit(&h->live.dlq_max, c.dlq_max, memory_order_relaxed);
-	/* release: publishes the block; pairs with the readers' acquire load of the generation. 0
-	 * means "never changed": a wrapping generation skips it */
-	atomic_store_explicit(&h->settings_gen, odd + 1 ? odd + 1 : 2, memory_order_release);
+	atomic_store_explicit(&h->live[b].retry_max_ms, c.retry_max_ms, memory_order_relaxed);
+	atomic_store_explicit(&h->live[b].reclaim_interval_ms, c.reclaim_interval_ms, memory_order_relaxed);
+	atomic_store_explicit(&h->live[b].dlq_max, c.dlq_max, memory_order_relaxed);
+	/* release: publishes the block written; pairs with the readers' acquire load of the
+	 * generation. 0 means "never changed": a wrapping generation skips it */
+	atomic_store_explicit(&h->settings_gen, g + 2 ? g + 2 : 2, memory_order_release);
 	shmq_settings_lock(q, 0);
+	pthread_mutex_unlock(&q->settings_mu);
 	shmq_settings_refresh(q);
 	return 0;
 }

@@ -6,6 +6,7 @@
  * writer's change stands.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -92,8 +93,8 @@ Test(settings, a_scribbled_live_block_is_ignored)
 	shmq_t *q = tq_mkq(&c);
 	struct shmq_config before = config_of(q);
 	struct shmq_hdr *h = q->hdr;
-	atomic_store(&h->live.lease_ms, 0);
-	atomic_store(&h->live.max_deliveries, 1000);
+	atomic_store(&h->live[1].lease_ms, 0); /* generation 2 names block 1 */
+	atomic_store(&h->live[1].max_deliveries, 1000);
 	atomic_store(&h->settings_gen, 2);
 	struct shmq_config got = config_of(q);
 	cr_expect_eq(got.lease_ms, before.lease_ms);
@@ -107,6 +108,11 @@ Test(settings, a_writer_killed_mid_block_changes_nothing_and_the_next_change_sta
 	const char *name = tq_name(NULL);
 	struct shmq_config c = tq_config(16);
 	shmq_t *q = tq_create(name, &c);
+	/* a change published before the killed one: it must stay in force for everyone */
+	struct shmq_config first = config_of(q);
+	first.lease_ms = 120000;
+	first.max_deliveries = 3;
+	cr_assert_eq(shmq_settings_update(q, &first), 0);
 	struct shmq_config before = config_of(q);
 	pid_t pid = fork();
 	cr_assert(pid >= 0);
@@ -127,6 +133,19 @@ Test(settings, a_writer_killed_mid_block_changes_nothing_and_the_next_change_sta
 	struct shmq_config got = config_of(q);
 	cr_expect_eq(got.lease_ms, before.lease_ms, "half a block is never used");
 	cr_expect_eq(got.retry_max_ms, before.retry_max_ms);
+	/* a handle opened after the kill, and a view, see the change published before it */
+	shmq_t *late;
+	cr_assert_eq(shmq_open(name, &late), 0);
+	got = config_of(late);
+	cr_expect_eq(got.lease_ms, 120000, "a new handle fell back to the creation config");
+	cr_expect_eq(got.max_deliveries, 3);
+	shmq_close(late);
+	shmq_view_t *v;
+	struct shmq_snapshot snap;
+	cr_assert_eq(shmq_view_open(name, &v), 0);
+	cr_assert_geq(shmq_view_snapshot(v, &snap, NULL, 0), 0);
+	cr_expect_eq(snap.stats.config.lease_ms, 120000, "stat fell back to the creation config");
+	shmq_view_close(v);
 	/* the kernel dropped the dead writer's lock: the next change goes through, whole */
 	struct shmq_config s = before;
 	s.lease_ms = 4321;
@@ -134,5 +153,51 @@ Test(settings, a_writer_killed_mid_block_changes_nothing_and_the_next_change_sta
 	got = config_of(q);
 	cr_expect_eq(got.lease_ms, 4321);
 	cr_expect_eq(got.retry_max_ms, before.retry_max_ms);
+	shmq_close(q);
+}
+
+struct writer_arg {
+	shmq_t *q;
+	uint32_t lease_ms, retry_max_ms;
+};
+
+static void *write_many(void *arg)
+{
+	struct writer_arg *w = arg;
+	struct shmq_config s = config_of(w->q);
+	s.lease_ms = w->lease_ms;
+	s.retry_max_ms = w->retry_max_ms;
+	for (int i = 0; i < 2000; i++)
+		cr_assert_eq(shmq_settings_update(w->q, &s), 0);
+	return NULL;
+}
+
+/* Two threads of one handle change the settings at once, each its own pair of values: every
+ * handle (another one included) ends with one writer's pair whole, never a mix (the settings
+ * lock alone, an OFD lock on the handle's own description, does not exclude its own threads). */
+Test(settings, two_threads_of_one_handle_writing_at_once_leave_one_whole_change)
+{
+	const char *name = tq_name(NULL);
+	struct shmq_config c = tq_config(16);
+	shmq_t *q = tq_create(name, &c), *other;
+	cr_assert_eq(shmq_open(name, &other), 0);
+	struct writer_arg w[2] = {{q, 1111, 21111}, {q, 2222, 22222}};
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, write_many, &w[i]), 0);
+	for (int k = 0; k < 200; k++) { /* a reader meanwhile sees only whole pairs */
+		struct shmq_config got = config_of(other);
+		cr_assert(got.lease_ms == c.lease_ms || (got.lease_ms == 1111 && got.retry_max_ms == 21111) ||
+				  (got.lease_ms == 2222 && got.retry_max_ms == 22222),
+			  "a mixed change: lease %u, retry max %u", got.lease_ms, got.retry_max_ms);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	struct shmq_config a = config_of(q), b = config_of(other);
+	cr_expect(a.lease_ms == b.lease_ms && a.retry_max_ms == b.retry_max_ms, "handles disagree");
+	cr_expect((b.lease_ms == 1111 && b.retry_max_ms == 21111) ||
+			  (b.lease_ms == 2222 && b.retry_max_ms == 22222),
+		  "a mixed change: lease %u, retry max %u", b.lease_ms, b.retry_max_ms);
+	shmq_close(other);
 	shmq_close(q);
 }
