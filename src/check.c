@@ -342,16 +342,13 @@ static int check(struct checker *c)
 		return c->errors; /* nothing past the header can be located */
 	/* settings changed since the creation (settings.c): delivery counts and dead letters within
 	 * the larger of the two bounds are sound (a lowered bound applies from the next delivery) */
-	struct shmq_config live, cur;
+	struct shmq_config cur;
 	shmq_hdr_config(&c->h, &cur);
-	uint32_t g = shmq_settings_read(c->base, &live);
-	c->settings_changed = g != 0;
-	if (g && !(g & 1) && !shmq_settings_apply(&live, &cur)) {
-		if (cur.max_deliveries > c->h.max_deliveries)
-			c->h.max_deliveries = cur.max_deliveries;
-		if (cur.dlq_max > c->h.dlq_max)
-			c->h.dlq_max = cur.dlq_max;
-	}
+	c->settings_changed = shmq_settings_overlay(c->base, &cur) != 0;
+	if (cur.max_deliveries > c->h.max_deliveries)
+		c->h.max_deliveries = cur.max_deliveries;
+	if (cur.dlq_max > c->h.dlq_max)
+		c->h.dlq_max = cur.dlq_max;
 	c->capacity = c->h.capacity;
 	c->lanes = c->h.lanes;
 	c->lane_mask = c->h.capacity / c->h.lanes - 1;

@@ -312,10 +312,7 @@ static int snapshot_pass(const struct shmq_view *v, struct shmq_snapshot *s,
 	s->created_ns = h->created_ns;
 	shmq_hdr_config(h, &st->config);
 	/* the settings as changed since the creation, if they were (and keep the rules) */
-	struct shmq_config live;
-	uint32_t g = shmq_settings_read(v->base, &live);
-	if (g && !(g & 1))
-		shmq_settings_apply(&live, &st->config);
+	shmq_settings_overlay(v->base, &st->config);
 	st->max_payload = v->max_payload;
 	st->segment_bytes = v->size;
 	st->dlq_max = st->config.dlq_max;

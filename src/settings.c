@@ -36,8 +36,8 @@ static void copy_settings(struct shmq_config *c, const struct shmq_config *s)
 	c->dlq_max = s->dlq_max;
 }
 
-/* q's own config with the six live settings of s: what the rules are checked on. */
-static void with_settings(const shmq_t *q, const struct shmq_config *s, struct shmq_config *c)
+/* q's config as its handle holds it (the settings it acts on now): what a change is checked on. */
+static void handle_config(shmq_t *q, struct shmq_config *c)
 {
 	shmq_config_init(c);
 	c->capacity = q->capacity;
@@ -47,7 +47,12 @@ static void with_settings(const shmq_t *q, const struct shmq_config *s, struct s
 	memcpy(c->weights, q->weights, sizeof(c->weights));
 	c->dedup_window_ms = q->dedup_window_ms;
 	c->dedup_entries = q->dedup ? q->dedup_mask + 1 : 0;
-	copy_settings(c, s);
+	c->lease_ms = atomic_load_explicit(&q->lease_ms, memory_order_relaxed);
+	c->max_deliveries = atomic_load_explicit(&q->max_deliveries, memory_order_relaxed);
+	c->retry_base_ms = atomic_load_explicit(&q->retry_base_ms, memory_order_relaxed);
+	c->retry_max_ms = atomic_load_explicit(&q->retry_max_ms, memory_order_relaxed);
+	c->reclaim_interval_ms = atomic_load_explicit(&q->reclaim_interval_ms, memory_order_relaxed);
+	c->dlq_max = atomic_load_explicit(&q->dlq_max, memory_order_relaxed);
 }
 
 /* A field of the live block of the header at base (8-byte aligned, as an image may be: not
@@ -56,7 +61,10 @@ static void with_settings(const shmq_t *q, const struct shmq_config *s, struct s
 	atomic_load_explicit((const _Atomic uint32_t *)((base) + offsetof(struct shmq_hdr, field)),          \
 			     memory_order_relaxed)
 
-uint32_t shmq_settings_read(const unsigned char *base, struct shmq_config *s)
+/* The valid block of the header at base into s's six settings fields: returns the generation
+ * read, the block being valid only when it is even and not 0 (0: never changed; odd: none, a
+ * scribble, or writers that kept coming). */
+static uint32_t settings_read(const unsigned char *base, struct shmq_config *s)
 {
 	const _Atomic uint32_t *gen =
 		(const _Atomic uint32_t *)(base + offsetof(struct shmq_hdr, settings_gen));
@@ -81,7 +89,9 @@ uint32_t shmq_settings_read(const unsigned char *base, struct shmq_config *s)
 	return 1; /* writers kept coming: as if none were valid now; looked at again next call */
 }
 
-int shmq_settings_apply(const struct shmq_config *s, struct shmq_config *c)
+/* c with the six settings of s, if the result keeps every config rule: 0, else -EINVAL and c
+ * unchanged. */
+static int settings_apply(const struct shmq_config *s, struct shmq_config *c)
 {
 	struct shmq_config t = *c;
 	copy_settings(&t, s);
@@ -91,29 +101,33 @@ int shmq_settings_apply(const struct shmq_config *s, struct shmq_config *c)
 	return 0;
 }
 
+uint32_t shmq_settings_overlay(const unsigned char *base, struct shmq_config *c)
+{
+	struct shmq_config s;
+	uint32_t g = settings_read(base, &s);
+	if (g && !(g & 1))
+		settings_apply(&s, c); /* a block that breaks a rule leaves c as it is */
+	return g;
+}
+
 void shmq_settings_refresh(shmq_t *q)
 {
-	struct shmq_config s, c;
+	struct shmq_config c;
 	/* one refresher at a time: two could store their generations in the other order than their
 	 * values, and leave an old block's values under a newer generation for good. A thread that
 	 * finds another at it goes on with the values it has and looks again at its next call. */
 	if (pthread_mutex_trylock(&q->settings_mu))
 		return;
-	uint32_t g = shmq_settings_read((const unsigned char *)q->hdr, &s);
-	/* never changed, being written (or its writer died mid-block): keep ours, and look again only
-	 * once the generation moves. A block that breaks a rule is ignored for good. */
-	if (g && !(g & 1)) {
-		with_settings(q, &s, &c);
-		if (!shmq_config_rules(&c, NULL, NULL)) {
-			atomic_store_explicit(&q->lease_ms, c.lease_ms, memory_order_relaxed);
-			atomic_store_explicit(&q->max_deliveries, c.max_deliveries, memory_order_relaxed);
-			atomic_store_explicit(&q->retry_base_ms, c.retry_base_ms, memory_order_relaxed);
-			atomic_store_explicit(&q->retry_max_ms, c.retry_max_ms, memory_order_relaxed);
-			atomic_store_explicit(&q->reclaim_interval_ms, c.reclaim_interval_ms,
-					      memory_order_relaxed);
-			atomic_store_explicit(&q->dlq_max, c.dlq_max, memory_order_relaxed);
-		}
-	}
+	handle_config(q, &c);
+	/* no valid block (never changed, a scribble), or one that breaks a rule: c stays what the
+	 * handle has, and the generation is looked at again only once it moves */
+	uint32_t g = shmq_settings_overlay((const unsigned char *)q->hdr, &c);
+	atomic_store_explicit(&q->lease_ms, c.lease_ms, memory_order_relaxed);
+	atomic_store_explicit(&q->max_deliveries, c.max_deliveries, memory_order_relaxed);
+	atomic_store_explicit(&q->retry_base_ms, c.retry_base_ms, memory_order_relaxed);
+	atomic_store_explicit(&q->retry_max_ms, c.retry_max_ms, memory_order_relaxed);
+	atomic_store_explicit(&q->reclaim_interval_ms, c.reclaim_interval_ms, memory_order_relaxed);
+	atomic_store_explicit(&q->dlq_max, c.dlq_max, memory_order_relaxed);
 	atomic_store_explicit(&q->settings_gen, g, memory_order_relaxed);
 	pthread_mutex_unlock(&q->settings_mu);
 }
@@ -125,8 +139,8 @@ int shmq_settings_update(shmq_t *q, const struct shmq_config *s)
 	if (!q || !s)
 		return -EINVAL;
 	struct shmq_config c;
-	with_settings(q, s, &c);
-	int err = shmq_config_rules(&c, NULL, NULL);
+	handle_config(q, &c);
+	int err = settings_apply(s, &c);
 	if (err)
 		return err;
 	/* our own threads first (the OFD lock does not exclude them), then other processes */

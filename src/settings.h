@@ -12,12 +12,10 @@
 
 #include "handle.h"
 
-/* The live block of the header at base into s's six settings fields: returns the generation read,
- * the block being valid only when it is even and not 0 (0: never changed; odd: being written). */
-SHMQ_HIDDEN uint32_t shmq_settings_read(const unsigned char *base, struct shmq_config *s);
-/* c with the six settings of s, if the result keeps every config rule: 0, else -EINVAL and c
- * unchanged. */
-SHMQ_HIDDEN int shmq_settings_apply(const struct shmq_config *s, struct shmq_config *c);
+/* c (a queue's config) with the settings published in the header at base, when a valid block is
+ * and the result keeps every config rule (else c is left as it is). Returns the generation read:
+ * 0, the settings never changed. */
+SHMQ_HIDDEN uint32_t shmq_settings_overlay(const unsigned char *base, struct shmq_config *c);
 /* Takes the header's settings into q if they changed and keep the rules (see settings.c). */
 SHMQ_HIDDEN void shmq_settings_refresh(shmq_t *q);
 
